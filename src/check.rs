@@ -1,0 +1,35 @@
+//! `check`: the live tree against the installed release and the reference's latest release.
+
+use std::collections::BTreeSet;
+
+use crate::config::Instance;
+use crate::error::Result;
+use crate::fingerprint::live_prints;
+use crate::manifest::plan::Diff;
+use crate::manifest::{RelPath, VerifiedManifest};
+use crate::stage::remote::{Remote, block_on};
+use crate::state::{State, now_text};
+
+/// Diff the live tree against `target`, fingerprinting only the paths either release names.
+pub fn diff_live(inst: &Instance, state: &mut State, installed: Option<&VerifiedManifest>, target: &VerifiedManifest) -> Result<Diff> {
+    let mut paths: BTreeSet<&RelPath> = target.files().iter().map(|f| &f.path).collect();
+    if let Some(i) = installed {
+        paths.extend(i.files().iter().map(|f| &f.path));
+    }
+    let paths: Vec<&RelPath> = paths.into_iter().collect();
+    let live = live_prints(inst, state, &paths)?;
+    Ok(Diff::compute(installed, target, &live))
+}
+
+/// Fetch and verify the latest release, then compare. The fetched manifest is kept in state.db.
+pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {
+    let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+    let (_, latest) = block_on(remote.latest())?;
+    let mut state = State::open(&inst.state_db())?;
+    let installed = state.installed(&inst.key)?;
+    let diff = diff_live(inst, &mut state, installed.as_ref(), &latest)?;
+    state.save_release(&latest)?;
+    state.set_meta("last_check", &now_text())?;
+    state.set_meta("last_check_latest", latest.version())?;
+    Ok((diff, latest))
+}

@@ -1,0 +1,158 @@
+//! The commands and their options. Every panel action is also a command here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keep a web application's files up to date from a signed reference server.
+///
+/// Publisher: `keygen`, `publish`, `reference`. Site operator: `init`, `check`, `stage`,
+/// `update`, `status`, `resume`, `rollback`, `serve`. Try `upkeep demo` for a local tour.
+#[derive(Parser, Debug)]
+#[command(name = "upkeep", version, about, long_about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success (check: up to date), 10 check: an update is available, \
+1 error, 2 bad usage, 75 busy (another run holds the instance lock).";
+
+/// Where an instance lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RootArg {
+    /// The instance root (the folder holding upkeep.toml).
+    #[arg(long, value_name = "DIR", default_value = ".", env = "UPKEEP_ROOT")]
+    pub root: PathBuf,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make an ed25519 key pair: FILE (secret, mode 0600) and FILE.pub (public).
+    ///
+    /// Both are one line of text. Keep FILE with the publisher; paste FILE.pub into each site's
+    /// `upkeep init --public-key`.
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Add a release, built from folder DIR, to a reference repository.
+    ///
+    /// Writes a manifest of every file (path, size, MD5, SHA-256) signed with --key, the file
+    /// contents content-addressed under objects/, a full zip, and moves the signed latest pointer.
+    /// The version must be semver and newer than the latest release.
+    Publish {
+        /// The release folder (regular files only; no symlinks).
+        dir: PathBuf,
+        /// The new version, e.g. 1.4.0.
+        #[arg(long)]
+        version: String,
+        /// The repository folder (created if missing).
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The secret key from `upkeep keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Release notes shown to operators.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Days until sites refuse this release as stale.
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        expires: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Serve a reference repository over HTTP.
+    ///
+    /// Adds to static serving: ETag and conditional GET, Range requests, immutable cache headers
+    /// on objects, helpful 404s, and POST /batch (many objects in one streamed response).
+    Reference {
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// Address to listen on (port 0 picks a free port; the URL is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+
+    /// Make DIR an instance and find which published release its live tree is.
+    ///
+    /// Creates upkeep.toml, staging/, inbox/, run_once/ and .upkeep/state.db; no application
+    /// file is touched. An empty DIR becomes a fresh install of the latest release.
+    Init {
+        /// The instance root.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// URL of the reference repository.
+        #[arg(long, value_name = "URL")]
+        reference: String,
+        /// The publisher's public key file (FILE.pub from keygen).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// The installed release, when you know it (skips the identification).
+        #[arg(long, value_name = "V")]
+        installed: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print the manifest of any folder (unsigned): path, size, MD5, SHA-256.
+    ///
+    /// MD5s are computed on all cores; in an instance root the stat cache in state.db makes a
+    /// second run cost little more than `stat`.
+    Fingerprint {
+        /// The folder.
+        dir: PathBuf,
+        /// Print JSON instead of `md5  size  path` lines.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Compare the live tree with the latest signed release.
+    ///
+    /// Exit 0 when up to date, 10 when an update is available.
+    Check {
+        #[command(flatten)]
+        root: RootArg,
+        /// One JSON object: installed, latest, new, changed, removed, modified, unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Fill staging/ with exactly the files the update needs, each verified.
+    ///
+    /// Choose one source. Rerunning resumes: verified files are kept, partial downloads continue.
+    #[command(group(clap::ArgGroup::new("source").required(true)))]
+    Stage {
+        #[command(flatten)]
+        root: RootArg,
+        /// From the reference server: only new and changed files.
+        #[arg(long, group = "source")]
+        network: bool,
+        /// From a release zip.
+        #[arg(long, value_name = "ZIP", group = "source")]
+        archive: Option<PathBuf>,
+        /// From a zip in inbox/: without NAME, list the archives there.
+        #[arg(long, value_name = "NAME", group = "source", num_args = 0..=1, default_missing_value = "")]
+        inbox: Option<String>,
+        /// Files copied into staging/ by hand: verify them and report what is missing or wrong.
+        #[arg(long, group = "source")]
+        manual: bool,
+        /// Accept a release older than the installed one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,212 @@
+//! Tree -> fingerprints, in parallel, with a stat cache so that a warm check costs little more
+//! than `stat`.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::config::{Instance, is_excluded, is_instance_private};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::plan::Live;
+use crate::manifest::{FileEntry, RelPath, digest};
+use crate::state::{CachedPrint, CachedStat, State};
+
+/// The stat fields the cache keys on.
+pub fn stat_of(md: &Metadata) -> CachedStat {
+    CachedStat {
+        size: md.len(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        ino: md.ino(),
+    }
+}
+
+/// How to walk a folder.
+#[derive(Default, Clone)]
+pub struct Walk {
+    /// Leave out upkeep's own folders, `*.bak` and `*.done` (the folder is an instance root).
+    pub instance: bool,
+    /// Extra exclusions from `upkeep.toml`.
+    pub excludes: Vec<String>,
+    /// Refuse symlinks and special files instead of skipping them (publishing).
+    pub strict: bool,
+}
+
+/// A regular file found by [`walk`].
+pub struct Found {
+    /// Its path below the walked folder.
+    pub rel: RelPath,
+    /// Its full path.
+    pub path: PathBuf,
+    /// Its stat.
+    pub stat: CachedStat,
+}
+
+/// Every regular file below `dir`, sorted by path.
+pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    let it = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().into_iter();
+    for entry in it.filter_entry(|e| {
+        if e.depth() == 0 || !opts.instance {
+            return true;
+        }
+        match RelPath::from_walk(dir, e.path()) {
+            Ok(rel) => !(is_instance_private(&rel) || is_excluded(&opts.excludes, &rel)),
+            Err(_) => true,
+        }
+    }) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            match e.into_io_error() {
+                Some(io) => Error::Io { op: "read", path, source: io },
+                None => Error::msg(format!("{}: filesystem loop", path.display())),
+            }
+        })?;
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        let rel = RelPath::from_walk(dir, entry.path())?;
+        if opts.instance && rel.as_str().ends_with(".done") {
+            continue;
+        }
+        if !ft.is_file() {
+            let kind = if ft.is_symlink() {
+                "symbolic link"
+            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+                "special file"
+            } else {
+                "not a regular file"
+            };
+            if opts.strict {
+                return Err(Error::refused(
+                    format!("{} is a {kind}: a release holds regular files only", entry.path().display()),
+                    "replace it with the file it points to, or remove it from the release folder",
+                ));
+            }
+            skipped.push(format!("{rel} ({kind})"));
+            continue;
+        }
+        let md = entry.metadata().map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
+        files.push(Found { rel, path: entry.path().to_path_buf(), stat: stat_of(&md) });
+    }
+    Ok((files, skipped))
+}
+
+/// Size, MD5 and SHA-256 of every file, computed on all cores, reusing `cache` where the stat
+/// still matches and refreshing it.
+pub fn fingerprint_files(files: &[Found], cache: Option<&mut State>) -> Result<Vec<FileEntry>> {
+    let known = match &cache {
+        Some(s) => s.load_prints()?,
+        None => HashMap::new(),
+    };
+    let results: Vec<Result<(FileEntry, bool, CachedStat)>> = files
+        .par_iter()
+        .map(|f| {
+            if let Some(c) = known.get(f.rel.as_str())
+                && c.stat == f.stat
+                && let Some(sha) = c.sha256
+            {
+                return Ok((FileEntry { path: f.rel.clone(), size: f.stat.size, md5: c.md5, sha256: sha }, false, f.stat));
+            }
+            let h = digest::hash_file(&f.path)?;
+            Ok((FileEntry { path: f.rel.clone(), size: h.size, md5: h.md5, sha256: h.sha256 }, true, f.stat))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(results.len());
+    let mut fresh = Vec::new();
+    for r in results {
+        let (e, is_fresh, stat) = r?;
+        if is_fresh {
+            fresh.push((e.path.as_str().to_string(), CachedPrint { stat, md5: e.md5, sha256: Some(e.sha256) }));
+        }
+        out.push(e);
+    }
+    if let Some(state) = cache
+        && !fresh.is_empty()
+    {
+        state.store_prints(fresh.iter().map(|(p, c)| (p.as_str(), *c)))?;
+    }
+    Ok(out)
+}
+
+/// Where a manifest path lives in an instance: `run_once/X` counts as present when only
+/// `run_once/X.done` is there, so a finished task is never fetched again.
+pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
+    let path = p.under(root);
+    if let Ok(md) = std::fs::symlink_metadata(&path) {
+        return md.is_file().then_some((path, md));
+    }
+    if p.top() == "run_once" {
+        let done = p.with_suffix(".done").under(root);
+        if let Ok(md) = std::fs::symlink_metadata(&done) {
+            return md.is_file().then_some((done, md));
+        }
+    }
+    None
+}
+
+/// The MD5 fingerprints of the given paths in an instance (only the ones that exist), using and
+/// refreshing the stat cache. Cost on a warm cache: one `stat` per path.
+pub fn live_prints(inst: &Instance, state: &mut State, paths: &[&RelPath]) -> Result<HashMap<RelPath, Live>> {
+    let known = state.load_prints()?;
+    let results: Vec<Result<Option<(RelPath, Live, Option<CachedPrint>)>>> = paths
+        .par_iter()
+        .map(|p| {
+            if inst.excluded(p) {
+                return Ok(None);
+            }
+            let Some((path, md)) = live_location(&inst.root, p) else { return Ok(None) };
+            let stat = stat_of(&md);
+            let key = path_key(&inst.root, &path);
+            if let Some(c) = known.get(&key)
+                && c.stat == stat
+            {
+                return Ok(Some(((*p).clone(), Live { size: stat.size, md5: c.md5 }, None)));
+            }
+            let (size, md5) = digest::md5_file(&path)?;
+            let print = CachedPrint { stat, md5, sha256: None };
+            Ok(Some(((*p).clone(), Live { size, md5 }, Some(print))))
+        })
+        .collect();
+    let mut out = HashMap::with_capacity(paths.len());
+    let mut fresh = Vec::new();
+    for r in results {
+        if let Some((p, live, print)) = r? {
+            if let Some(print) = print {
+                let key = match live_location(&inst.root, &p) {
+                    Some((path, _)) => path_key(&inst.root, &path),
+                    None => p.as_str().to_string(),
+                };
+                fresh.push((key, print));
+            }
+            out.insert(p, live);
+        }
+    }
+    state.store_prints(fresh.iter().map(|(k, c)| (k.as_str(), *c)))?;
+    Ok(out)
+}
+
+fn path_key(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the
+/// instance's working folders are left out and the cache in state.db is used.
+pub fn fingerprint_dir(dir: &Path) -> Result<(Vec<FileEntry>, Vec<String>)> {
+    let instance = dir.join("upkeep.toml").is_file() && dir.join(".upkeep").is_dir();
+    let excludes = if instance { Instance::open(dir)?.config.exclude } else { Vec::new() };
+    let (files, skipped) = walk(dir, &Walk { instance, excludes, strict: false })?;
+    let mut state = if instance { Some(State::open(&dir.join(".upkeep/state.db"))?) } else { None };
+    let entries = fingerprint_files(&files, state.as_mut())?;
+    Ok((entries, skipped))
+}
+
+/// Make sure a path can be read, with the path in the message.
+pub fn readable(path: &Path) -> Result<()> {
+    std::fs::File::open(path).map(drop).ctx("read", path)
+}

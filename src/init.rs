@@ -1,0 +1,142 @@
+//! `upkeep init`: make a folder an instance without touching any application file, and find out
+//! which published release its live tree is.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{Config, Instance, Limits, Network, Tasks};
+use crate::error::{Error, IoContext, Result};
+use crate::fingerprint::{self, Walk, live_prints};
+use crate::fsutil::write_atomic;
+use crate::manifest::{PublicKey, RelPath, VerifiedManifest};
+use crate::stage::remote::{Remote, block_on};
+use crate::state::State;
+
+/// How the installed release was determined.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Identified {
+    /// `--installed V`.
+    Given { version: String },
+    /// The live tree was empty: the next update is a fresh install.
+    Fresh,
+    /// Every file of that release matches.
+    Exact { version: String },
+    /// The release with the fewest differences, which are listed.
+    Closest { version: String, differences: Vec<String> },
+    /// No release shares a file with the live tree.
+    Unknown,
+}
+
+/// What init did.
+#[derive(Debug, Serialize)]
+pub struct Initialised {
+    /// The instance root.
+    pub root: PathBuf,
+    /// How the installed release was found.
+    pub identified: Identified,
+}
+
+/// Options for [`init`].
+pub struct InitOptions<'a> {
+    /// The instance root (created if missing).
+    pub root: &'a Path,
+    /// The reference URL.
+    pub reference: &'a str,
+    /// The publisher's public key text.
+    pub public_key: &'a str,
+    /// The installed release, when the operator knows it.
+    pub installed: Option<&'a str>,
+}
+
+/// Make `root` an instance.
+pub fn init(o: &InitOptions) -> Result<Initialised> {
+    let key = PublicKey::parse(o.public_key)?;
+    std::fs::create_dir_all(o.root).ctx("create folder", o.root)?;
+    let root = o.root.canonicalize().ctx("open", o.root)?;
+    if root.join("upkeep.toml").exists() {
+        return Err(Error::refused(
+            format!("{} is already an instance (upkeep.toml exists)", root.display()),
+            "use `upkeep check --root DIR`; to start over, remove upkeep.toml and .upkeep/ first",
+        ));
+    }
+    let config = Config {
+        reference: o.reference.to_string(),
+        public_key: key.to_text(),
+        database: ".upkeep/site.db".into(),
+        exclude: Vec::new(),
+        limits: Limits::default(),
+        network: Network::default(),
+        tasks: Tasks::default(),
+    };
+    let inst = Instance { root: root.clone(), config, key };
+    let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+    let ptr = block_on(remote.pointer())?;
+
+    for d in ["staging", "inbox", "run_once", ".upkeep"] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).ctx("create folder", &p)?;
+    }
+    let mut state = State::open(&inst.state_db())?;
+
+    let identified = if let Some(v) = o.installed {
+        if !ptr.releases.iter().any(|r| r == v) {
+            return Err(Error::refused(
+                format!("the reference has no release {v}; published: {}", ptr.releases.join(", ")),
+                "pass one of the published versions to --installed",
+            ));
+        }
+        let m = block_on(remote.manifest(v, None))?;
+        state.set_installed(&m)?;
+        Identified::Given { version: v.to_string() }
+    } else {
+        let (live, _) = fingerprint::walk(&root, &Walk { instance: true, ..Walk::default() })?;
+        if live.is_empty() {
+            Identified::Fresh
+        } else {
+            let manifests: Vec<VerifiedManifest> =
+                block_on(async { futures_util::future::try_join_all(ptr.releases.iter().map(|v| remote.manifest(v, None))).await })?;
+            identify(&inst, &mut state, &manifests)?
+        }
+    };
+    write_atomic(&root.join("upkeep.toml"), inst.config.render().as_bytes())?;
+    Ok(Initialised { root, identified })
+}
+
+fn identify(inst: &Instance, state: &mut State, manifests: &[VerifiedManifest]) -> Result<Identified> {
+    let mut paths: Vec<&RelPath> = manifests.iter().flat_map(|m| m.files().iter().map(|f| &f.path)).collect();
+    paths.sort();
+    paths.dedup();
+    let live = live_prints(inst, state, &paths)?;
+    let mut best: Option<(usize, usize, &VerifiedManifest, Vec<String>)> = None;
+    for m in manifests {
+        let mut diffs = Vec::new();
+        let mut same = 0;
+        for f in m.files() {
+            match live.get(&f.path) {
+                Some(l) if l.md5 == f.md5 && l.size == f.size => same += 1,
+                Some(_) => diffs.push(format!("changed: {}", f.path)),
+                None => diffs.push(format!("missing: {}", f.path)),
+            }
+        }
+        let better = match &best {
+            None => true,
+            Some((bd, bs, _, _)) => diffs.len() < *bd || (diffs.len() == *bd && same > *bs),
+        };
+        if better {
+            best = Some((diffs.len(), same, m, diffs));
+        }
+    }
+    Ok(match best {
+        Some((_, 0, _, _)) | None => Identified::Unknown,
+        Some((0, _, m, _)) => {
+            state.set_installed(m)?;
+            Identified::Exact { version: m.version().to_string() }
+        }
+        Some((_, _, m, differences)) => {
+            state.set_installed(m)?;
+            Identified::Closest { version: m.version().to_string(), differences }
+        }
+    })
+}

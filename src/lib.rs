@@ -1,0 +1,22 @@
+//! upkeep keeps a web application's files up to date from a signed reference server, safely:
+//! nothing live changes before the operator approves, nothing enters the live tree unless it
+//! matches a signed manifest, and a crash at any point is recoverable.
+//!
+//! The folders follow the spine of an update (see DESIGN.md): `manifest` (the vocabulary),
+//! `fingerprint`, `reference` (publish, serve), `stage` (the four sources), `update` (the run),
+//! `panel` (the browser face). The CLI in `main.rs` and the panel call the same functions.
+
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod fingerprint;
+pub mod fsutil;
+pub mod init;
+pub mod lock;
+pub mod manifest;
+pub mod progress;
+pub mod reference;
+pub mod stage;
+pub mod state;
+
+pub use error::{Error, Result};

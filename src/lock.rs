@@ -1,0 +1,47 @@
+//! One run at a time per instance: an OS file lock on `.upkeep/lock`, released by the kernel when
+//! the process dies, so a crash never leaves a stale lock behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+
+use crate::config::Instance;
+use crate::error::{Error, IoContext, Result};
+use crate::state::State;
+
+/// Held while a command changes the instance.
+pub struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    /// Take the lock for `what` (a command name), or say who holds it.
+    pub fn acquire(inst: &Instance, what: &str) -> Result<Self> {
+        let path = inst.state_dir().join("lock");
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ctx("open", &path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Busy(describe_busy(inst, holder.trim())));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).ctx("lock", &path),
+        }
+        file.set_len(0).ctx("write", &path)?;
+        let _ = write!(file, "{} pid {}", what, std::process::id());
+        Ok(InstanceLock { _file: file })
+    }
+}
+
+fn describe_busy(inst: &Instance, holder: &str) -> String {
+    let run = State::open(&inst.state_db()).ok().and_then(|s| {
+        s.conn
+            .query_row("SELECT id, step FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .ok()
+    });
+    match run {
+        Some((id, step)) => format!("run {id} at step {step} ({holder})"),
+        None => format!("another upkeep command is working on this instance ({holder})"),
+    }
+}

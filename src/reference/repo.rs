@@ -1,0 +1,33 @@
+//! The reference repository layout: static files any HTTP server can serve and mirror.
+//!
+//! ```text
+//! latest.json, latest.sig                  signed pointer to the latest release
+//! releases/V/manifest.json, manifest.sig   one signed manifest per release
+//! releases/V/upkeep-V.zip                  the full release zip (manifest inside)
+//! objects/ab/abcdef...                     file contents by SHA-256, immutable
+//! ```
+
+use crate::manifest::Sha256;
+
+/// The pointer file.
+pub const POINTER: &str = "latest.json";
+/// The pointer's signature.
+pub const POINTER_SIG: &str = "latest.sig";
+
+/// A release's manifest, relative to the repository.
+pub fn manifest_path(version: &str) -> String {
+    format!("releases/{version}/manifest.json")
+}
+/// A release's manifest signature.
+pub fn manifest_sig_path(version: &str) -> String {
+    format!("releases/{version}/manifest.sig")
+}
+/// A release's full zip.
+pub fn zip_path(version: &str) -> String {
+    format!("releases/{version}/upkeep-{version}.zip")
+}
+/// A content-addressed object.
+pub fn object_path(sha: &Sha256) -> String {
+    let h = sha.to_hex();
+    format!("objects/{}/{}", &h[..2], h)
+}

@@ -1,0 +1,198 @@
+//! `upkeep reference`: serves a repository with what static hosting gives (ETag, conditional GET,
+//! Range) plus one dynamic convenience, `POST /batch`, which streams many objects in one response
+//! so that a site never pays one round trip per file. Nothing a site needs for safety lives only
+//! here: every object is also a plain static file.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use actix_files::NamedFile;
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+
+use super::repo;
+use crate::manifest::{RelPath, Sha256};
+
+/// Largest number of objects one batch request may ask for.
+pub const MAX_BATCH: usize = 200_000;
+
+struct Repo {
+    dir: PathBuf,
+}
+
+/// Start serving `dir` on `listen`; returns the running server and the bound address.
+pub fn start(dir: &Path, listen: &str) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let data = web::Data::new(Repo { dir: dir.to_path_buf() });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 << 20))
+            .route("/", web::get().to(index))
+            .route("/batch", web::post().to(batch))
+            .route("/{tail:.*}", web::get().to(file))
+            .route("/{tail:.*}", web::head().to(file))
+    })
+    .bind(listen)?;
+    let addr = server.addrs()[0];
+    Ok((server.run(), addr))
+}
+
+async fn index(repo: web::Data<Repo>) -> HttpResponse {
+    let ptr = std::fs::read_to_string(repo.dir.join(repo::POINTER)).ok();
+    let releases: Vec<String> = ptr
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<crate::manifest::Pointer>(t).ok())
+        .map(|p| p.releases)
+        .unwrap_or_default();
+    let page = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" { head { meta charset="utf-8"; title { "upkeep reference repository" } }
+        body {
+            h1 { "upkeep reference repository" }
+            @if releases.is_empty() { p { "No release published yet. Publish one with " code { "upkeep publish" } "." } }
+            @else {
+                p { "Latest pointer: " a href="latest.json" { "latest.json" } " (signature " a href="latest.sig" { "latest.sig" } ")" }
+                ul { @for v in releases.iter().rev() {
+                    li { (v) ": " a href={ "releases/" (v) "/manifest.json" } { "manifest" } ", "
+                         a href={ "releases/" (v) "/upkeep-" (v) ".zip" } { "zip" } }
+                } }
+            }
+        } }
+    };
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.into_string())
+}
+
+fn not_found(repo: &Repo, tail: &str) -> HttpResponse {
+    let msg = if let Some(rest) = tail.strip_prefix("releases/") {
+        let v = rest.split('/').next().unwrap_or_default();
+        let known = std::fs::read_dir(repo.dir.join("releases"))
+            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if known.iter().any(|k| k == v) {
+            format!("release {v} has no file {tail:?}: a release holds manifest.json, manifest.sig and upkeep-{v}.zip\n")
+        } else {
+            format!("no release {v:?} in this repository; published: {}\n", if known.is_empty() { "none".into() } else { known.join(", ") })
+        }
+    } else if tail.starts_with("objects/") {
+        format!("no object {tail:?}: objects are named objects/XX/SHA256 after their contents\n")
+    } else {
+        format!("{tail:?} is not part of an upkeep repository: it serves latest.json, latest.sig, releases/V/... and objects/XX/SHA256\n")
+    };
+    HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body(msg)
+}
+
+async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<HttpResponse> {
+    let tail = req.match_info().query("tail").trim_start_matches('/').to_string();
+    let Ok(rel) = RelPath::parse(&tail) else {
+        return Ok(HttpResponse::BadRequest().content_type("text/plain").body(format!("refused path {tail:?}\n")));
+    };
+    let path = rel.under(&repo.dir);
+    let Ok(f) = NamedFile::open_async(&path).await else { return Ok(not_found(&repo, &tail)) };
+    let cache = if rel.top() == "objects" {
+        // Content-addressed: the same name always means the same bytes.
+        CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(31_536_000), CacheDirective::Extension("immutable".into(), None)])
+    } else if rel.top() == "releases" {
+        CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(3600)])
+    } else {
+        CacheControl(vec![CacheDirective::NoCache])
+    };
+    let ct = if tail.ends_with(".json") { "application/json" } else if tail.ends_with(".zip") { "application/zip" } else { "application/octet-stream" };
+    let mut resp = f.set_content_type(ct.parse().expect("static mime")).into_response(&req);
+    resp.headers_mut().insert(header::CACHE_CONTROL, cache.to_string().parse().expect("valid header"));
+    Ok(resp)
+}
+
+/// One requested object: its SHA-256 and the offset to start from (for resumed transfers).
+fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the batch body is not UTF-8".to_string())?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace();
+        let sha = parts.next().and_then(Sha256::from_hex).ok_or_else(|| format!("line {}: expected a SHA-256 in hex", n + 1))?;
+        let offset = match parts.next() {
+            Some(o) => o.parse().map_err(|_| format!("line {}: bad offset", n + 1))?,
+            None => 0,
+        };
+        out.push((sha, offset));
+        if out.len() > MAX_BATCH {
+            return Err(format!("more than {MAX_BATCH} objects in one batch"));
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /batch`: body lines `SHA256 [OFFSET]`; response frames `SHA256 OFFSET LEN\n` + bytes (or
+/// `SHA256 missing\n`), then `end\n`.
+async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
+    let wanted = match parse_batch(&body) {
+        Ok(w) => w,
+        Err(e) => return HttpResponse::BadRequest().content_type("text/plain").body(format!("{e}\n")),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let dir = repo.dir.clone();
+    // Reading files is blocking work: keep it off the server's event loop.
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        for (sha, offset) in wanted {
+            let path = dir.join(repo::object_path(&sha));
+            let opened = std::fs::File::open(&path).and_then(|f| {
+                let len = f.metadata()?.len();
+                Ok((f, len))
+            });
+            let Ok((mut f, len)) = opened else {
+                if tx.blocking_send(Ok(Bytes::from(format!("{sha} missing\n")))).is_err() {
+                    return;
+                }
+                continue;
+            };
+            let offset = offset.min(len);
+            if offset > 0 {
+                use std::io::Seek;
+                if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
+                    return;
+                }
+            }
+            if tx.blocking_send(Ok(Bytes::from(format!("{sha} {offset} {}\n", len - offset)))).is_err() {
+                return;
+            }
+            let mut left = len - offset;
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                match f.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(Err(std::io::Error::other("object shrank while being sent")));
+                        return;
+                    }
+                    Ok(n) => {
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = tx.blocking_send(Ok(Bytes::from_static(b"end\n")));
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    HttpResponse::Ok().content_type("application/x-upkeep-batch").streaming(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_parse_1() {
+        let h = "a".repeat(64);
+        let v = parse_batch(format!("{h}\n{h} 10\n\n").as_bytes()).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].1, 10);
+    }
+    #[test]
+    fn batch_bad_1() {
+        assert!(parse_batch(b"../../etc/passwd 0\n").is_err());
+        assert!(parse_batch(format!("{} x\n", "a".repeat(64)).as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! Staging: gather into `staging/` every file the next release needs, from one of four sources,
+//! each file verified against the signed manifest. Nothing here touches the live tree.
+
+pub mod archive;
+pub mod inbox;
+pub mod network;
+pub mod remote;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::check::diff_live;
+use crate::config::Instance;
+use crate::error::{Error, IoContext, Result};
+use crate::fingerprint::stat_of;
+use crate::fsutil::write_atomic;
+use crate::lock::InstanceLock;
+use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
+use crate::manifest::{self, FileEntry, VerifiedManifest, digest};
+use crate::progress::Progress;
+use crate::state::State;
+
+/// Where the files come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The reference server (only new and changed files).
+    Network,
+    /// A release zip on disk (uploaded, or given by path).
+    Archive(PathBuf),
+    /// A zip in `inbox/`, by name.
+    Inbox(String),
+    /// Files the operator copied into `staging/` by hand.
+    Manual,
+}
+
+impl Source {
+    /// Short name recorded in state.db.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Network => "network".into(),
+            Source::Archive(p) => format!("archive {}", p.display()),
+            Source::Inbox(n) => format!("inbox {n}"),
+            Source::Manual => "manual".into(),
+        }
+    }
+}
+
+/// Options for [`stage`].
+#[derive(Default, Clone)]
+pub struct StageOptions {
+    /// Accept a release older than the installed one.
+    pub allow_downgrade: bool,
+    /// Where progress is reported.
+    pub progress: Arc<Progress>,
+}
+
+/// What staging did.
+#[derive(Debug, Serialize)]
+pub struct Staged {
+    /// The staged release.
+    pub version: String,
+    /// The installed release.
+    pub installed: Option<String>,
+    /// The source.
+    pub source: String,
+    /// Files the update needs (new and changed).
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files that were already staged and verified (a resumed staging).
+    pub reused: usize,
+    /// Files to remove at the swap.
+    pub removed: usize,
+    /// Locally modified files.
+    pub modified: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Stage the next release from `source`.
+pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<Staged> {
+    let started = Instant::now();
+    let _lock = InstanceLock::acquire(inst, "stage")?;
+    let mut state = State::open(&inst.state_db())?;
+    refuse_during_run(&state)?;
+    let installed = state.installed(&inst.key)?;
+    let progress = &opts.progress;
+    progress.set_phase("reading the release manifest");
+
+    let mut archive = None;
+    let target = match source {
+        Source::Network => {
+            let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+            remote::block_on(remote.latest())?.1
+        }
+        Source::Archive(p) => {
+            let a = archive::Archive::open(p, &inst.config.limits, &inst.key)?;
+            let m = a.manifest.clone();
+            archive = Some(a);
+            m
+        }
+        Source::Inbox(name) => {
+            let p = inbox::ready(inst, name)?;
+            let a = archive::Archive::open(&p, &inst.config.limits, &inst.key)?;
+            let m = a.manifest.clone();
+            archive = Some(a);
+            m
+        }
+        Source::Manual => manual_manifest(inst)?,
+    };
+    manifest::check_fresh(&target.manifest().expires, &format!("release {}", target.version()), std::time::SystemTime::now())?;
+    if let Some(inst_m) = &installed {
+        let (new_v, old_v) = (manifest::parse_version(target.version())?, manifest::parse_version(inst_m.version())?);
+        if new_v < old_v && !opts.allow_downgrade {
+            return Err(Error::refused(
+                format!("release {} is older than the installed release {}", target.version(), inst_m.version()),
+                "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)",
+            ));
+        }
+    }
+
+    progress.set_phase("comparing the live tree with the release");
+    let diff = diff_live(inst, &mut state, installed.as_ref(), &target)?;
+    let needed: Vec<&FileEntry> = diff.needed().map(|p| target.entry(p).expect("diff paths come from the manifest")).collect();
+    let staging = inst.staging();
+    std::fs::create_dir_all(&staging).ctx("create folder", &staging)?;
+    if state.staged()?.is_some_and(|s| s.version != target.version()) {
+        state.clear_staged()?;
+    }
+    if !matches!(source, Source::Manual) {
+        prune(&staging, &needed)?;
+    }
+
+    // Resume: files already staged and verified are kept.
+    let known = state.staged_files()?;
+    let mut missing = Vec::new();
+    let mut reused = 0;
+    let bytes: u64 = needed.iter().map(|f| f.size).sum();
+    progress.set_totals(needed.len() as u64, bytes);
+    for f in &needed {
+        if already_staged(&staging, f, &known, &state)? {
+            reused += 1;
+            progress.add_file();
+            progress.add_bytes(f.size);
+        } else {
+            missing.push(*f);
+        }
+    }
+
+    match source {
+        Source::Network => {
+            progress.set_phase(format!("downloading {} files", missing.len()));
+            let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+            fetch_network(inst, &remote, &missing, &state, progress)?;
+        }
+        Source::Archive(_) | Source::Inbox(_) => {
+            progress.set_phase(format!("extracting {} files", missing.len()));
+            let a = archive.as_mut().expect("opened above");
+            a.extract(&missing, &staging, progress, |f, dest| mark(&state, f, dest))?;
+        }
+        Source::Manual => {
+            if !missing.is_empty() {
+                return Err(manual_report(&staging, &missing));
+            }
+        }
+    }
+
+    write_atomic(&staging.join(MANIFEST_NAME), target.bytes())?;
+    write_atomic(&staging.join(SIGNATURE_NAME), target.sig().as_bytes())?;
+    state.set_staged(&target, &source.label(), needed.len() as u64, bytes)?;
+    progress.set_phase("staged");
+    progress.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(Staged {
+        version: target.version().to_string(),
+        installed: installed.map(|m| m.version().to_string()),
+        source: source.label(),
+        files: needed.len(),
+        bytes,
+        reused,
+        removed: diff.removed.len(),
+        modified: diff.modified.iter().map(|p| p.to_string()).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Staging while a run is swapping would mix two releases.
+fn refuse_during_run(state: &State) -> Result<()> {
+    let running: Option<(i64, String)> = state
+        .conn
+        .query_row("SELECT id, step FROM runs WHERE status IN ('running', 'failed') ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ok();
+    if let Some((id, step)) = running {
+        return Err(Error::refused(
+            format!("run {id} stopped at step {step} and is not finished"),
+            "finish it with `upkeep resume` or undo it with `upkeep rollback` before staging again",
+        ));
+    }
+    Ok(())
+}
+
+fn mark(state: &State, f: &FileEntry, dest: &Path) -> Result<()> {
+    let md = std::fs::metadata(dest).ctx("stat", dest)?;
+    state.mark_staged_file(f.path.as_str(), &f.sha256, f.size, stat_of(&md).mtime_ns)
+}
+
+/// A staged file counts when state.db says it was verified and its stat did not change since, or
+/// when hashing it now matches the manifest.
+fn already_staged(staging: &Path, f: &FileEntry, known: &HashMap<String, (manifest::Sha256, u64, i64)>, state: &State) -> Result<bool> {
+    let p = f.path.under(staging);
+    let Ok(md) = std::fs::symlink_metadata(&p) else { return Ok(false) };
+    if !md.is_file() || md.len() != f.size {
+        return Ok(false);
+    }
+    if let Some((sha, size, mtime)) = known.get(f.path.as_str())
+        && *sha == f.sha256
+        && *size == f.size
+        && *mtime == stat_of(&md).mtime_ns
+    {
+        return Ok(true);
+    }
+    let h = digest::hash_file(&p)?;
+    if h.sha256 == f.sha256 {
+        mark(state, f, &p)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Remove files from staging that this update does not need (left by an older staging).
+fn prune(staging: &Path, needed: &[&FileEntry]) -> Result<()> {
+    let keep: HashSet<&str> = needed.iter().map(|f| f.path.as_str()).collect();
+    for entry in walkdir::WalkDir::new(staging).min_depth(1).contents_first(true) {
+        let Ok(entry) = entry else { continue };
+        let rel = entry.path().strip_prefix(staging).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        if entry.file_type().is_dir() {
+            let _ = std::fs::remove_dir(entry.path());
+        } else if !keep.contains(rel.as_str()) {
+            std::fs::remove_file(entry.path()).ctx("remove", entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn fetch_network(inst: &Instance, remote: &remote::Remote, missing: &[&FileEntry], state: &State, progress: &Arc<Progress>) -> Result<()> {
+    let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
+    for f in missing {
+        by_sha.entry(f.sha256).or_default().push(f);
+    }
+    let wanted: Vec<network::Wanted> = by_sha.values().map(|fs| network::Wanted { sha: fs[0].sha256, size: fs[0].size }).collect();
+    let dir = inst.partial_dir();
+    remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
+    let staging = inst.staging();
+    for (sha, files) in by_sha {
+        let src = network::done_path(&dir, &sha);
+        for (i, f) in files.iter().enumerate() {
+            let dest = f.path.under(&staging);
+            let parent = dest.parent().expect("staged paths have a parent");
+            std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+            if i + 1 == files.len() {
+                std::fs::rename(&src, &dest).ctx("move into staging", &dest)?;
+            } else {
+                std::fs::copy(&src, &dest).ctx("copy into staging", &dest)?;
+            }
+            mark(state, f, &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn manual_manifest(inst: &Instance) -> Result<VerifiedManifest> {
+    let staging = inst.staging();
+    let (mp, sp) = (staging.join(MANIFEST_NAME), staging.join(SIGNATURE_NAME));
+    if !mp.is_file() || !sp.is_file() {
+        return Err(Error::refused(
+            format!("staging/ has no {MANIFEST_NAME} and {SIGNATURE_NAME}"),
+            format!(
+                "copy both from the release zip into {} (or releases/V/manifest.json and manifest.sig from the repository, renamed), then run `upkeep stage --manual` again",
+                staging.display()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(&mp).ctx("read", &mp)?;
+    let sig = std::fs::read_to_string(&sp).ctx("read", &sp)?;
+    VerifiedManifest::verify(bytes, sig, &inst.key, &mp.display().to_string())
+}
+
+fn manual_report(staging: &Path, missing: &[&FileEntry]) -> Error {
+    let mut absent = Vec::new();
+    let mut wrong = Vec::new();
+    for f in missing {
+        match std::fs::metadata(f.path.under(staging)) {
+            Err(_) => absent.push(f.path.to_string()),
+            Ok(md) if md.len() != f.size => wrong.push(format!("{} (size {} instead of {})", f.path, md.len(), f.size)),
+            Ok(_) => wrong.push(format!("{} (contents differ from the signed manifest)", f.path)),
+        }
+    }
+    let mut msg = format!("staging is not complete: {} missing, {} wrong", absent.len(), wrong.len());
+    for a in absent.iter().take(50) {
+        msg.push_str(&format!("\n  missing: {a}"));
+    }
+    for w in wrong.iter().take(50) {
+        msg.push_str(&format!("\n  wrong:   {w}"));
+    }
+    if absent.len() + wrong.len() > 100 {
+        msg.push_str("\n  ...");
+    }
+    Error::refused(msg, format!("copy those files from the release into {}, then run `upkeep stage --manual` again", staging.display()))
+}

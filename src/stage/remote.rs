@@ -1,0 +1,167 @@
+//! The reference repository seen from a site: the signed pointer and manifests, fetched with
+//! bounded retries and verified before anything else is read from them.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::Network;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Pointer, PublicKey, VerifiedManifest, digest};
+use crate::reference::repo;
+
+/// Largest manifest or pointer accepted.
+const MAX_DOC: u64 = 256 << 20;
+
+/// A reference repository reached over HTTP.
+pub struct Remote {
+    base: String,
+    /// The HTTP client (keep-alive pool shared by every request).
+    pub client: reqwest::Client,
+    key: PublicKey,
+    /// Network settings.
+    pub net: Network,
+}
+
+/// Run a future to completion on a runtime of its own (the library API is synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can always be built")
+        .block_on(f)
+}
+
+impl Remote {
+    /// A client for `base` trusting `key`.
+    pub fn new(base: &str, key: &PublicKey, net: &Network) -> Result<Self> {
+        let mut base = base.trim().to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(Error::refused(
+                format!("reference URL {base:?} must start with http:// or https://"),
+                "fix `reference` in upkeep.toml",
+            ));
+        }
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
+            .read_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
+            .pool_max_idle_per_host(net.concurrency.max(1))
+            .user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::msg(format!("cannot build HTTP client: {e}")))?;
+        Ok(Remote { base, client, key: key.clone(), net: net.clone() })
+    }
+
+    /// Full URL of a repository path.
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}{}", self.base, rel)
+    }
+
+    /// GET a small document whole, retrying transient failures with backoff.
+    pub async fn get_doc(&self, rel: &str) -> Result<Vec<u8>> {
+        let url = self.url(rel);
+        let mut last = String::new();
+        for attempt in 0..=self.net.retries {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            match self.get_once(&url).await {
+                Ok(b) => return Ok(b),
+                Err((retry, msg)) => {
+                    last = msg;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Error::Network { url, reason: last })
+    }
+
+    async fn get_once(&self, url: &str) -> Result<Vec<u8>, (bool, String)> {
+        let resp = self.client.get(url).send().await.map_err(|e| (true, describe(&e)))?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err((true, format!("server answered {status}")));
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err((false, format!("server answered {status}: {}", body.trim())));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_DOC) {
+            return Err((false, "document larger than 256 MiB".into()));
+        }
+        let mut resp = resp;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| (true, describe(&e)))? {
+            out.extend_from_slice(&chunk);
+            if out.len() as u64 > MAX_DOC {
+                return Err((false, "document larger than 256 MiB".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The signed pointer, verified and fresh.
+    pub async fn pointer(&self) -> Result<Pointer> {
+        let bytes = self.get_doc(repo::POINTER).await?;
+        let sig = self.get_doc(repo::POINTER_SIG).await.map_err(|e| Error::Signature {
+            what: self.url(repo::POINTER),
+            reason: format!("its signature could not be fetched ({e})"),
+        })?;
+        let sig = String::from_utf8_lossy(&sig).into_owned();
+        let what = self.url(repo::POINTER);
+        let ptr: Pointer = manifest::verify_signed(&bytes, &sig, &self.key, &what)?;
+        manifest::check_fresh(&ptr.expires, &what, SystemTime::now())?;
+        Ok(ptr)
+    }
+
+    /// A release's manifest, verified; when `expect` is given its bytes must hash to it.
+    pub async fn manifest(&self, version: &str, expect: Option<&manifest::Sha256>) -> Result<VerifiedManifest> {
+        manifest::parse_version(version)?;
+        let what = self.url(&repo::manifest_path(version));
+        let bytes = self.get_doc(&repo::manifest_path(version)).await?;
+        let sig = match self.get_doc(&repo::manifest_sig_path(version)).await {
+            Ok(s) => String::from_utf8_lossy(&s).into_owned(),
+            Err(e) => return Err(Error::Signature { what, reason: format!("its signature could not be fetched ({e})") }),
+        };
+        if let Some(expect) = expect
+            && digest::sha256_bytes(&bytes) != *expect
+        {
+            return Err(Error::Signature { what, reason: "the manifest does not match the one the signed pointer names".into() });
+        }
+        VerifiedManifest::verify(bytes, sig, &self.key, &what)
+    }
+
+    /// The latest release's manifest, through the pointer.
+    pub async fn latest(&self) -> Result<(Pointer, VerifiedManifest)> {
+        let ptr = self.pointer().await?;
+        let m = self.manifest(&ptr.latest, Some(&ptr.manifest_sha256)).await?;
+        manifest::check_fresh(&m.manifest().expires, &format!("manifest of {}", m.version()), SystemTime::now())?;
+        Ok((ptr, m))
+    }
+}
+
+/// Exponential backoff: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(5)).min(5000))
+}
+
+/// A reqwest error in words an operator can act on.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
