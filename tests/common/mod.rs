@@ -1,0 +1,208 @@
+//! Helpers that make a scenario test read as the story of an update: a world with a key, a
+//! repository, release trees, a reference server on an ephemeral port, and instances.
+#![allow(dead_code)]
+
+pub mod fault;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_upkeep");
+
+/// Run the binary; returns the output.
+pub fn upkeep(args: &[&str]) -> Output {
+    upkeep_env(args, &[])
+}
+
+/// Run the binary with extra environment variables.
+pub fn upkeep_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run upkeep")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success and return stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "expected success, got {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Assert failure with the given exit code and return stderr.
+#[track_caller]
+pub fn fails(o: Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    stderr(&o)
+}
+
+/// A server child process killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `upkeep ARGS --listen 127.0.0.1:0` and read the URL it prints.
+pub fn spawn_server(args: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    let mut r = BufReader::new(child.stdout.take().expect("piped"));
+    r.read_line(&mut line).expect("read server banner");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_string();
+    // Keep draining stdout so that the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in r.lines() {});
+    Server { child, url }
+}
+
+/// Write files (path, contents) below `dir`.
+pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
+    for (p, c) in files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, c).unwrap();
+    }
+}
+
+/// Every regular file below `dir` (relative path -> contents), leaving out the instance's own
+/// folders so that two live trees can be compared.
+pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        let top = rel.split('/').next().unwrap().to_string();
+        if ["staging", "inbox", ".upkeep", "upkeep.toml"].contains(&top.as_str()) {
+            continue;
+        }
+        out.insert(rel, std::fs::read(e.path()).unwrap());
+    }
+    out
+}
+
+/// A publisher, its repository and some sites, all in one temporary folder.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub key: PathBuf,
+    pub repo: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("publisher.key");
+        ok(upkeep(&["keygen", "--out", key.to_str().unwrap()]));
+        let repo = tmp.path().join("repo");
+        World { tmp, key, repo }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn pubkey(&self) -> String {
+        format!("{}.pub", self.key.display())
+    }
+
+    /// Write a release tree and publish it.
+    pub fn publish(&self, version: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let dir = self.path(&format!("release-{version}"));
+        write_tree(&dir, files);
+        ok(upkeep(&["publish", dir.to_str().unwrap(), "--version", version, "--repo", self.repo.to_str().unwrap(), "--key", self.key.to_str().unwrap()]));
+        dir
+    }
+
+    pub fn zip(&self, version: &str) -> PathBuf {
+        self.repo.join(format!("releases/{version}/upkeep-{version}.zip"))
+    }
+
+    pub fn reference(&self) -> Server {
+        spawn_server(&["reference", "--repo", self.repo.to_str().unwrap()])
+    }
+
+    /// An instance whose live tree is a copy of `from` (or empty), initialised against `url`.
+    pub fn instance(&self, name: &str, from: Option<&Path>, url: &str, extra: &[&str]) -> PathBuf {
+        let root = self.path(name);
+        std::fs::create_dir_all(&root).unwrap();
+        if let Some(src) = from {
+            copy_tree(src, &root);
+        }
+        let mut args = vec!["init", "--root", root.to_str().unwrap(), "--reference", url, "--public-key"];
+        let pk = self.pubkey();
+        args.push(&pk);
+        args.extend_from_slice(extra);
+        ok(upkeep(&args));
+        root
+    }
+}
+
+pub fn copy_tree(src: &Path, dst: &Path) {
+    for e in walkdir::WalkDir::new(src).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(src).unwrap();
+        let to = dst.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Change a setting in an instance's upkeep.toml (`section.key = value`, value as TOML).
+pub fn set_config(root: &Path, section: &str, key: &str, value: &str) {
+    let p = root.join("upkeep.toml");
+    let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();
+    if section.is_empty() {
+        doc.insert(key.into(), v);
+    } else {
+        doc.get_mut(section).and_then(|s| s.as_table_mut()).expect("section").insert(key.into(), v);
+    }
+    std::fs::write(&p, toml::to_string(&doc).unwrap()).unwrap();
+}
+
+/// Files below `dir`, relative.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
