@@ -11,7 +11,12 @@ use crate::stage::remote::{Remote, block_on};
 use crate::state::{State, now_text};
 
 /// Diff the live tree against `target`, fingerprinting only the paths either release names.
-pub fn diff_live(inst: &Instance, state: &mut State, installed: Option<&VerifiedManifest>, target: &VerifiedManifest) -> Result<Diff> {
+pub fn diff_live(
+    inst: &Instance,
+    state: &mut State,
+    installed: Option<&VerifiedManifest>,
+    target: &VerifiedManifest,
+) -> Result<Diff> {
     let mut paths: BTreeSet<&RelPath> = target.files().iter().map(|f| &f.path).collect();
     if let Some(i) = installed {
         paths.extend(i.files().iter().map(|f| &f.path));

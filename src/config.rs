@@ -48,7 +48,12 @@ pub struct Network {
 
 impl Default for Network {
     fn default() -> Self {
-        Network { concurrency: 16, io_timeout_secs: 30, deadline_secs: 3600, retries: 5 }
+        Network {
+            concurrency: 16,
+            io_timeout_secs: 30,
+            deadline_secs: 3600,
+            retries: 5,
+        }
     }
 }
 
@@ -97,7 +102,8 @@ fn default_db() -> String {
 impl Config {
     /// The text written by `upkeep init`, with comments an operator can follow.
     pub fn render(&self) -> String {
-        let mut s = String::from("# upkeep instance configuration. See `upkeep --help` and the README.\n");
+        let mut s =
+            String::from("# upkeep instance configuration. See `upkeep --help` and the README.\n");
         s.push_str(&toml::to_string_pretty(self).expect("config always serialises"));
         s
     }
@@ -120,13 +126,23 @@ impl Instance {
         let cfg_path = root.join("upkeep.toml");
         if !cfg_path.exists() {
             return Err(Error::refused(
-                format!("{} is not an upkeep instance (no upkeep.toml)", root.display()),
-                format!("run `upkeep init --root {} --reference URL --public-key FILE` first", root.display()),
+                format!(
+                    "{} is not an upkeep instance (no upkeep.toml)",
+                    root.display()
+                ),
+                format!(
+                    "run `upkeep init --root {} --reference URL --public-key FILE` first",
+                    root.display()
+                ),
             ));
         }
         let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| Error::refused(format!("{}: {e}", cfg_path.display()), "fix the file, or compare with the README's example"))?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            Error::refused(
+                format!("{}: {e}", cfg_path.display()),
+                "fix the file, or compare with the README's example",
+            )
+        })?;
         let key = PublicKey::parse(&config.public_key)?;
         Ok(Instance { root, config, key })
     }
@@ -154,7 +170,11 @@ impl Instance {
     /// The site database path.
     pub fn database(&self) -> PathBuf {
         let p = Path::new(&self.config.database);
-        if p.is_absolute() { p.to_path_buf() } else { self.root.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
     }
     /// True when a path is excluded by `upkeep.toml`.
     pub fn excluded(&self, p: &RelPath) -> bool {

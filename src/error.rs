@@ -12,7 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A filesystem operation failed on a named path.
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A path from a manifest, archive, request or form was refused.
     #[error("refused path {path:?}: {reason}")]
@@ -40,7 +44,10 @@ pub enum Error {
 
     /// The state store or the site database failed.
     #[error("database {path}: {source}")]
-    Db { path: PathBuf, source: rusqlite::Error },
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 
     /// A command was asked something it must refuse (wrong version, missing setup...).
     #[error("{msg}")]
@@ -50,12 +57,18 @@ pub enum Error {
 impl Error {
     /// A refusal with a next action for the operator.
     pub fn refused(msg: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Refused { msg: msg.into(), hint: Some(hint.into()) }
+        Error::Refused {
+            msg: msg.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     /// A refusal whose message already says everything.
     pub fn msg(msg: impl Into<String>) -> Self {
-        Error::Refused { msg: msg.into(), hint: None }
+        Error::Refused {
+            msg: msg.into(),
+            hint: None,
+        }
     }
 
     /// The next action, when one can be named.
@@ -89,7 +102,11 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io { op, path: path.to_path_buf(), source })
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -101,6 +118,9 @@ pub trait DbContext<T> {
 
 impl<T> DbContext<T> for rusqlite::Result<T> {
     fn db(self, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Db { path: path.to_path_buf(), source })
+        self.map_err(|source| Error::Db {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

@@ -49,7 +49,10 @@ pub struct Found {
 pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let it = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().into_iter();
+    let it = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
     for entry in it.filter_entry(|e| {
         if e.depth() == 0 || !opts.instance {
             return true;
@@ -60,9 +63,16 @@ pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
         }
     }) {
         let entry = entry.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf());
             match e.into_io_error() {
-                Some(io) => Error::Io { op: "read", path, source: io },
+                Some(io) => Error::Io {
+                    op: "read",
+                    path,
+                    source: io,
+                },
                 None => Error::msg(format!("{}: filesystem loop", path.display())),
             }
         })?;
@@ -77,22 +87,32 @@ pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
         if !ft.is_file() {
             let kind = if ft.is_symlink() {
                 "symbolic link"
-            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+            {
                 "special file"
             } else {
                 "not a regular file"
             };
             if opts.strict {
                 return Err(Error::refused(
-                    format!("{} is a {kind}: a release holds regular files only", entry.path().display()),
+                    format!(
+                        "{} is a {kind}: a release holds regular files only",
+                        entry.path().display()
+                    ),
                     "replace it with the file it points to, or remove it from the release folder",
                 ));
             }
             skipped.push(format!("{rel} ({kind})"));
             continue;
         }
-        let md = entry.metadata().map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
-        files.push(Found { rel, path: entry.path().to_path_buf(), stat: stat_of(&md) });
+        let md = entry
+            .metadata()
+            .map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
+        files.push(Found {
+            rel,
+            path: entry.path().to_path_buf(),
+            stat: stat_of(&md),
+        });
     }
     Ok((files, skipped))
 }
@@ -111,10 +131,28 @@ pub fn fingerprint_files(files: &[Found], cache: Option<&mut State>) -> Result<V
                 && c.stat == f.stat
                 && let Some(sha) = c.sha256
             {
-                return Ok((FileEntry { path: f.rel.clone(), size: f.stat.size, md5: c.md5, sha256: sha }, false, f.stat));
+                return Ok((
+                    FileEntry {
+                        path: f.rel.clone(),
+                        size: f.stat.size,
+                        md5: c.md5,
+                        sha256: sha,
+                    },
+                    false,
+                    f.stat,
+                ));
             }
             let h = digest::hash_file(&f.path)?;
-            Ok((FileEntry { path: f.rel.clone(), size: h.size, md5: h.md5, sha256: h.sha256 }, true, f.stat))
+            Ok((
+                FileEntry {
+                    path: f.rel.clone(),
+                    size: h.size,
+                    md5: h.md5,
+                    sha256: h.sha256,
+                },
+                true,
+                f.stat,
+            ))
         })
         .collect();
     let mut out = Vec::with_capacity(results.len());
@@ -122,7 +160,14 @@ pub fn fingerprint_files(files: &[Found], cache: Option<&mut State>) -> Result<V
     for r in results {
         let (e, is_fresh, stat) = r?;
         if is_fresh {
-            fresh.push((e.path.as_str().to_string(), CachedPrint { stat, md5: e.md5, sha256: Some(e.sha256) }));
+            fresh.push((
+                e.path.as_str().to_string(),
+                CachedPrint {
+                    stat,
+                    md5: e.md5,
+                    sha256: Some(e.sha256),
+                },
+            ));
         }
         out.push(e);
     }
@@ -150,26 +195,46 @@ pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
     None
 }
 
+/// One path's fingerprint, and the cache row to store when it was computed afresh.
+type Looked = (RelPath, Live, Option<CachedPrint>);
+
 /// The MD5 fingerprints of the given paths in an instance (only the ones that exist), using and
 /// refreshing the stat cache. Cost on a warm cache: one `stat` per path.
-pub fn live_prints(inst: &Instance, state: &mut State, paths: &[&RelPath]) -> Result<HashMap<RelPath, Live>> {
+pub fn live_prints(
+    inst: &Instance,
+    state: &mut State,
+    paths: &[&RelPath],
+) -> Result<HashMap<RelPath, Live>> {
     let known = state.load_prints()?;
-    let results: Vec<Result<Option<(RelPath, Live, Option<CachedPrint>)>>> = paths
+    let results: Vec<Result<Option<Looked>>> = paths
         .par_iter()
         .map(|p| {
             if inst.excluded(p) {
                 return Ok(None);
             }
-            let Some((path, md)) = live_location(&inst.root, p) else { return Ok(None) };
+            let Some((path, md)) = live_location(&inst.root, p) else {
+                return Ok(None);
+            };
             let stat = stat_of(&md);
             let key = path_key(&inst.root, &path);
             if let Some(c) = known.get(&key)
                 && c.stat == stat
             {
-                return Ok(Some(((*p).clone(), Live { size: stat.size, md5: c.md5 }, None)));
+                return Ok(Some((
+                    (*p).clone(),
+                    Live {
+                        size: stat.size,
+                        md5: c.md5,
+                    },
+                    None,
+                )));
             }
             let (size, md5) = digest::md5_file(&path)?;
-            let print = CachedPrint { stat, md5, sha256: None };
+            let print = CachedPrint {
+                stat,
+                md5,
+                sha256: None,
+            };
             Ok(Some(((*p).clone(), Live { size, md5 }, Some(print))))
         })
         .collect();
@@ -192,16 +257,33 @@ pub fn live_prints(inst: &Instance, state: &mut State, paths: &[&RelPath]) -> Re
 }
 
 fn path_key(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    path.strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the
 /// instance's working folders are left out and the cache in state.db is used.
 pub fn fingerprint_dir(dir: &Path) -> Result<(Vec<FileEntry>, Vec<String>)> {
     let instance = dir.join("upkeep.toml").is_file() && dir.join(".upkeep").is_dir();
-    let excludes = if instance { Instance::open(dir)?.config.exclude } else { Vec::new() };
-    let (files, skipped) = walk(dir, &Walk { instance, excludes, strict: false })?;
-    let mut state = if instance { Some(State::open(&dir.join(".upkeep/state.db"))?) } else { None };
+    let excludes = if instance {
+        Instance::open(dir)?.config.exclude
+    } else {
+        Vec::new()
+    };
+    let (files, skipped) = walk(
+        dir,
+        &Walk {
+            instance,
+            excludes,
+            strict: false,
+        },
+    )?;
+    let mut state = if instance {
+        Some(State::open(&dir.join(".upkeep/state.db"))?)
+    } else {
+        None
+    };
     let entries = fingerprint_files(&files, state.as_mut())?;
     Ok((entries, skipped))
 }

@@ -12,19 +12,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
     tmp.write_all(bytes).ctx("write", tmp.path())?;
     tmp.as_file().sync_all().ctx("sync", tmp.path())?;
-    tmp.persist(path).map_err(|e| e.error).ctx("rename into place", path)?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx("rename into place", path)?;
     sync_dir(dir)
 }
 
 /// fsync a directory so that renames inside it survive power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).ctx("sync folder", dir)
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx("sync folder", dir)
 }
 
 /// Free bytes available to this user on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| crate::error::Error::msg("path holds NUL"))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| crate::error::Error::msg("path holds NUL"))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated string and st a properly sized out-parameter.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -49,5 +54,9 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

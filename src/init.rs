@@ -24,7 +24,10 @@ pub enum Identified {
     /// Every file of that release matches.
     Exact { version: String },
     /// The release with the fewest differences, which are listed.
-    Closest { version: String, differences: Vec<String> },
+    Closest {
+        version: String,
+        differences: Vec<String>,
+    },
     /// No release shares a file with the live tree.
     Unknown,
 }
@@ -57,7 +60,10 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     let root = o.root.canonicalize().ctx("open", o.root)?;
     if root.join("upkeep.toml").exists() {
         return Err(Error::refused(
-            format!("{} is already an instance (upkeep.toml exists)", root.display()),
+            format!(
+                "{} is already an instance (upkeep.toml exists)",
+                root.display()
+            ),
             "use `upkeep check --root DIR`; to start over, remove upkeep.toml and .upkeep/ first",
         ));
     }
@@ -70,7 +76,11 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         network: Network::default(),
         tasks: Tasks::default(),
     };
-    let inst = Instance { root: root.clone(), config, key };
+    let inst = Instance {
+        root: root.clone(),
+        config,
+        key,
+    };
     let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
     let ptr = block_on(remote.pointer())?;
 
@@ -83,20 +93,35 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     let identified = if let Some(v) = o.installed {
         if !ptr.releases.iter().any(|r| r == v) {
             return Err(Error::refused(
-                format!("the reference has no release {v}; published: {}", ptr.releases.join(", ")),
+                format!(
+                    "the reference has no release {v}; published: {}",
+                    ptr.releases.join(", ")
+                ),
                 "pass one of the published versions to --installed",
             ));
         }
         let m = block_on(remote.manifest(v, None))?;
         state.set_installed(&m)?;
-        Identified::Given { version: v.to_string() }
+        Identified::Given {
+            version: v.to_string(),
+        }
     } else {
-        let (live, _) = fingerprint::walk(&root, &Walk { instance: true, ..Walk::default() })?;
+        let (live, _) = fingerprint::walk(
+            &root,
+            &Walk {
+                instance: true,
+                ..Walk::default()
+            },
+        )?;
         if live.is_empty() {
             Identified::Fresh
         } else {
-            let manifests: Vec<VerifiedManifest> =
-                block_on(async { futures_util::future::try_join_all(ptr.releases.iter().map(|v| remote.manifest(v, None))).await })?;
+            let manifests: Vec<VerifiedManifest> = block_on(async {
+                futures_util::future::try_join_all(
+                    ptr.releases.iter().map(|v| remote.manifest(v, None)),
+                )
+                .await
+            })?;
             identify(&inst, &mut state, &manifests)?
         }
     };
@@ -104,8 +129,15 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     Ok(Initialised { root, identified })
 }
 
-fn identify(inst: &Instance, state: &mut State, manifests: &[VerifiedManifest]) -> Result<Identified> {
-    let mut paths: Vec<&RelPath> = manifests.iter().flat_map(|m| m.files().iter().map(|f| &f.path)).collect();
+fn identify(
+    inst: &Instance,
+    state: &mut State,
+    manifests: &[VerifiedManifest],
+) -> Result<Identified> {
+    let mut paths: Vec<&RelPath> = manifests
+        .iter()
+        .flat_map(|m| m.files().iter().map(|f| &f.path))
+        .collect();
     paths.sort();
     paths.dedup();
     let live = live_prints(inst, state, &paths)?;
@@ -132,11 +164,16 @@ fn identify(inst: &Instance, state: &mut State, manifests: &[VerifiedManifest]) 
         Some((_, 0, _, _)) | None => Identified::Unknown,
         Some((0, _, m, _)) => {
             state.set_installed(m)?;
-            Identified::Exact { version: m.version().to_string() }
+            Identified::Exact {
+                version: m.version().to_string(),
+            }
         }
         Some((_, _, m, differences)) => {
             state.set_installed(m)?;
-            Identified::Closest { version: m.version().to_string(), differences }
+            Identified::Closest {
+                version: m.version().to_string(),
+                differences,
+            }
         }
     })
 }

@@ -17,7 +17,13 @@ impl InstanceLock {
     /// Take the lock for `what` (a command name), or say who holds it.
     pub fn acquire(inst: &Instance, what: &str) -> Result<Self> {
         let path = inst.state_dir().join("lock");
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ctx("open", &path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ctx("open", &path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -35,9 +41,11 @@ impl InstanceLock {
 fn describe_busy(inst: &Instance, holder: &str) -> String {
     let run = State::open(&inst.state_db()).ok().and_then(|s| {
         s.conn
-            .query_row("SELECT id, step FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_row(
+                "SELECT id, step FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
             .ok()
     });
     match run {

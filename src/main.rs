@@ -31,19 +31,34 @@ fn main() -> ExitCode {
             if let Some(h) = e.hint() {
                 eprintln!("hint: {h}");
             }
-            ExitCode::from(if matches!(e, Error::Busy(_)) { EXIT_BUSY } else { 1 })
+            ExitCode::from(if matches!(e, Error::Busy(_)) {
+                EXIT_BUSY
+            } else {
+                1
+            })
         }
     }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("report types serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("report types serialise")
+    );
 }
 
 fn run(cmd: Command) -> Result<u8> {
     match cmd {
         Command::Keygen { out, force } => keygen(&out, force),
-        Command::Publish { dir, version, repo, key, notes, expires, json } => {
+        Command::Publish {
+            dir,
+            version,
+            repo,
+            key,
+            notes,
+            expires,
+            json,
+        } => {
             let key = SecretKey::load(&key)?;
             let p = reference::publish::publish(&reference::publish::Publish {
                 dir: &dir,
@@ -62,7 +77,10 @@ fn run(cmd: Command) -> Result<u8> {
                     p.files,
                     human_bytes(p.bytes),
                     p.new_objects,
-                    p.previous.as_ref().map(|v| format!(", after {v}")).unwrap_or_default(),
+                    p.previous
+                        .as_ref()
+                        .map(|v| format!(", after {v}"))
+                        .unwrap_or_default(),
                     repo.display()
                 );
                 println!("release zip: {}", p.zip.display());
@@ -70,26 +88,52 @@ fn run(cmd: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Reference { repo, listen } => serve_reference(&repo, &listen),
-        Command::Init { root, reference, public_key, installed, json } => {
-            let key_text = std::fs::read_to_string(&public_key).ctx("read public key", &public_key)?;
-            let r = init::init(&init::InitOptions { root: &root, reference: &reference, public_key: &key_text, installed: installed.as_deref() })?;
+        Command::Init {
+            root,
+            reference,
+            public_key,
+            installed,
+            json,
+        } => {
+            let key_text =
+                std::fs::read_to_string(&public_key).ctx("read public key", &public_key)?;
+            let r = init::init(&init::InitOptions {
+                root: &root,
+                reference: &reference,
+                public_key: &key_text,
+                installed: installed.as_deref(),
+            })?;
             if json {
                 print_json(&r);
             } else {
                 println!("initialised instance {}", r.root.display());
                 match &r.identified {
-                    init::Identified::Given { version } => println!("installed release: {version} (as given)"),
-                    init::Identified::Fresh => println!("the folder is empty: the next update installs the latest release"),
-                    init::Identified::Exact { version } => println!("installed release: {version} (every file matches)"),
-                    init::Identified::Closest { version, differences } => {
-                        println!("installed release: {version} (closest match, {} differences):", differences.len());
+                    init::Identified::Given { version } => {
+                        println!("installed release: {version} (as given)")
+                    }
+                    init::Identified::Fresh => {
+                        println!("the folder is empty: the next update installs the latest release")
+                    }
+                    init::Identified::Exact { version } => {
+                        println!("installed release: {version} (every file matches)")
+                    }
+                    init::Identified::Closest {
+                        version,
+                        differences,
+                    } => {
+                        println!(
+                            "installed release: {version} (closest match, {} differences):",
+                            differences.len()
+                        );
                         for d in differences.iter().take(30) {
                             println!("  {d}");
                         }
                         println!("if that is wrong, run init again with --installed V");
                     }
                     init::Identified::Unknown => {
-                        println!("no published release shares a file with this tree; the next update treats every file as new");
+                        println!(
+                            "no published release shares a file with this tree; the next update treats every file as new"
+                        );
                         println!("if you know the release, run init again with --installed V");
                     }
                 }
@@ -119,7 +163,10 @@ fn run(cmd: Command) -> Result<u8> {
             if json {
                 print_json(&d);
             } else {
-                println!("installed: {}", d.installed.as_deref().unwrap_or("none (fresh install)"));
+                println!(
+                    "installed: {}",
+                    d.installed.as_deref().unwrap_or("none (fresh install)")
+                );
                 println!("latest:    {} ({})", d.latest, latest.manifest().date);
                 if !latest.manifest().notes.is_empty() {
                     println!("notes:     {}", latest.manifest().notes);
@@ -132,12 +179,23 @@ fn run(cmd: Command) -> Result<u8> {
                 if d.up_to_date() {
                     println!("up to date");
                 } else {
-                    println!("update available: run `upkeep stage --root {} --network` (or --archive, --inbox, --manual)", root.root.display());
+                    println!(
+                        "update available: run `upkeep stage --root {} --network` (or --archive, --inbox, --manual)",
+                        root.root.display()
+                    );
                 }
             }
             Ok(if d.up_to_date() { 0 } else { EXIT_UPDATE })
         }
-        Command::Stage { root, network, archive, inbox, manual, allow_downgrade, json } => {
+        Command::Stage {
+            root,
+            network,
+            archive,
+            inbox,
+            manual,
+            allow_downgrade,
+            json,
+        } => {
             let inst = Instance::open(&root.root)?;
             let source = if network {
                 stage::Source::Network
@@ -153,7 +211,10 @@ fn run(cmd: Command) -> Result<u8> {
             };
             let progress = Arc::new(Progress::default());
             let bar = show_progress(&progress);
-            let opts = stage::StageOptions { allow_downgrade, progress: progress.clone() };
+            let opts = stage::StageOptions {
+                allow_downgrade,
+                progress: progress.clone(),
+            };
             let r = stage::stage(&inst, &source, &opts);
             progress.finished.store(true, Ordering::Relaxed);
             if let Some(b) = bar {
@@ -176,7 +237,10 @@ fn run(cmd: Command) -> Result<u8> {
                     println!("{} files will be removed at the swap", r.removed);
                 }
                 if !r.modified.is_empty() {
-                    println!("{} locally modified files (kept as NAME.bak unless --keep-modified):", r.modified.len());
+                    println!(
+                        "{} locally modified files (kept as NAME.bak unless --keep-modified):",
+                        r.modified.len()
+                    );
                     for m in r.modified.iter().take(30) {
                         println!("  {m}");
                     }
@@ -208,13 +272,25 @@ fn list_inbox(inst: &Instance, json: bool) -> Result<u8> {
         return Ok(0);
     }
     if items.is_empty() {
-        println!("{} is empty: drop a release zip there (upload it as NAME.zip.part and rename it when complete)", inst.inbox().display());
+        println!(
+            "{} is empty: drop a release zip there (upload it as NAME.zip.part and rename it when complete)",
+            inst.inbox().display()
+        );
     }
     for i in &items {
-        println!("{:<40} {:>10}  {}  {}", i.name, human_bytes(i.size), i.modified, i.not_ready.as_deref().unwrap_or("ready"));
+        println!(
+            "{:<40} {:>10}  {}  {}",
+            i.name,
+            human_bytes(i.size),
+            i.modified,
+            i.not_ready.as_deref().unwrap_or("ready")
+        );
     }
     if items.iter().any(|i| i.not_ready.is_none()) {
-        println!("stage one with: upkeep stage --root {} --inbox NAME", inst.root.display());
+        println!(
+            "stage one with: upkeep stage --root {} --inbox NAME",
+            inst.root.display()
+        );
     }
     Ok(0)
 }
@@ -228,9 +304,11 @@ fn show_progress(p: &Arc<Progress>) -> Option<std::thread::JoinHandle<()>> {
     Some(std::thread::spawn(move || {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         while !p.finished.load(Ordering::Relaxed) {
             let s = p.snapshot();
@@ -246,28 +324,50 @@ fn show_progress(p: &Arc<Progress>) -> Option<std::thread::JoinHandle<()>> {
 fn keygen(out: &Path, force: bool) -> Result<u8> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let pub_path = out.with_file_name(format!("{}.pub", out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let pub_path = out.with_file_name(format!(
+        "{}.pub",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
     if !force && (out.exists() || pub_path.exists()) {
-        return Err(Error::refused(format!("{} already exists", out.display()), "choose another --out, or pass --force to replace it"));
+        return Err(Error::refused(
+            format!("{} already exists", out.display()),
+            "choose another --out, or pass --force to replace it",
+        ));
     }
     let key = SecretKey::generate()?;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(out).ctx("create", out)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .ctx("create", out)?;
     writeln!(f, "{}", key.to_text()).ctx("write", out)?;
     std::fs::write(&pub_path, format!("{}\n", key.public().to_text())).ctx("write", &pub_path)?;
     let public = PublicKey::parse(&key.public().to_text())?;
     println!("secret key: {} (keep it private)", out.display());
-    println!("public key: {} (key id {})", pub_path.display(), public.key_id());
+    println!(
+        "public key: {} (key id {})",
+        pub_path.display(),
+        public.key_id()
+    );
     println!("{}", public.to_text());
     Ok(0)
 }
 
 fn serve_reference(repo: &Path, listen: &str) -> Result<u8> {
     if !repo.is_dir() {
-        return Err(Error::refused(format!("{} is not a folder", repo.display()), "publish a release into it first with `upkeep publish`"));
+        return Err(Error::refused(
+            format!("{} is not a folder", repo.display()),
+            "publish a release into it first with `upkeep publish`",
+        ));
     }
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
-        let (server, addr) = reference::serve::start(repo, listen).ctx("listen on", Path::new(listen))?;
+        let (server, addr) =
+            reference::serve::start(repo, listen).ctx("listen on", Path::new(listen))?;
         println!("serving {} on http://{addr}/", repo.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -90,7 +90,8 @@ impl Progress {
             bytes_total,
             bytes_done,
             bytes_per_sec: speed,
-            eta_secs: (speed > 0 && bytes_total >= bytes_done).then(|| (bytes_total - bytes_done) / speed),
+            eta_secs: (speed > 0 && bytes_total >= bytes_done)
+                .then(|| (bytes_total - bytes_done) / speed),
             finished: self.finished.load(Relaxed),
         }
     }

@@ -94,10 +94,15 @@ impl State {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).db(path)?;
         // FULL: a task marked started must survive power loss before the task runs.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
-            .db(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
+        )
+        .db(path)?;
         conn.execute_batch(SCHEMA).db(path)?;
-        Ok(State { conn, path: path.to_path_buf() })
+        Ok(State {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The database file.
@@ -123,7 +128,9 @@ impl State {
 
     /// Remove a meta value.
     pub fn del_meta(&self, key: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]).db(&self.path)?;
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [key])
+            .db(&self.path)?;
         Ok(())
     }
 
@@ -142,11 +149,17 @@ impl State {
     pub fn load_release(&self, version: &str, key: &PublicKey) -> Result<Option<VerifiedManifest>> {
         let row: Option<(Vec<u8>, String)> = self
             .conn
-            .query_row("SELECT manifest, sig FROM releases WHERE version = ?1", [version], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT manifest, sig FROM releases WHERE version = ?1",
+                [version],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .db(&self.path)?;
-        row.map(|(b, s)| VerifiedManifest::verify(b, s, key, &format!("stored manifest of {version}")))
-            .transpose()
+        row.map(|(b, s)| {
+            VerifiedManifest::verify(b, s, key, &format!("stored manifest of {version}"))
+        })
+        .transpose()
     }
 
     /// The installed release version, if known.
@@ -180,7 +193,12 @@ impl State {
                 let sha: Option<Vec<u8>> = r.get(6)?;
                 Ok((
                     r.get::<_, String>(0)?,
-                    CachedStat { size: r.get::<_, i64>(1)? as u64, mtime_ns: r.get(2)?, ctime_ns: r.get(3)?, ino: r.get::<_, i64>(4)? as u64 },
+                    CachedStat {
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        ctime_ns: r.get(3)?,
+                        ino: r.get::<_, i64>(4)? as u64,
+                    },
                     md5,
                     sha,
                 ))
@@ -189,15 +207,29 @@ impl State {
         let mut out = HashMap::new();
         for row in rows {
             let (path, stat, md5, sha) = row.db(&self.path)?;
-            let Ok(md5) = <[u8; 16]>::try_from(md5.as_slice()) else { continue };
-            let sha256 = sha.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok()).map(Sha256);
-            out.insert(path, CachedPrint { stat, md5: Md5(md5), sha256 });
+            let Ok(md5) = <[u8; 16]>::try_from(md5.as_slice()) else {
+                continue;
+            };
+            let sha256 = sha
+                .and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok())
+                .map(Sha256);
+            out.insert(
+                path,
+                CachedPrint {
+                    stat,
+                    md5: Md5(md5),
+                    sha256,
+                },
+            );
         }
         Ok(out)
     }
 
     /// Store fresh fingerprints in one transaction.
-    pub fn store_prints<'a>(&mut self, prints: impl IntoIterator<Item = (&'a str, CachedPrint)>) -> Result<()> {
+    pub fn store_prints<'a>(
+        &mut self,
+        prints: impl IntoIterator<Item = (&'a str, CachedPrint)>,
+    ) -> Result<()> {
         let tx = self.conn.transaction().db(&self.path)?;
         {
             let mut st = tx
@@ -224,21 +256,31 @@ impl State {
     /// The staged release, if any.
     pub fn staged(&self) -> Result<Option<StagedInfo>> {
         self.conn
-            .query_row("SELECT version, source, staged_at, files, bytes FROM staged WHERE id = 1", [], |r| {
-                Ok(StagedInfo {
-                    version: r.get(0)?,
-                    source: r.get(1)?,
-                    staged_at: r.get(2)?,
-                    files: r.get::<_, i64>(3)? as u64,
-                    bytes: r.get::<_, i64>(4)? as u64,
-                })
-            })
+            .query_row(
+                "SELECT version, source, staged_at, files, bytes FROM staged WHERE id = 1",
+                [],
+                |r| {
+                    Ok(StagedInfo {
+                        version: r.get(0)?,
+                        source: r.get(1)?,
+                        staged_at: r.get(2)?,
+                        files: r.get::<_, i64>(3)? as u64,
+                        bytes: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
             .optional()
             .db(&self.path)
     }
 
     /// Record the staged release (its manifest is saved too).
-    pub fn set_staged(&self, m: &VerifiedManifest, source: &str, files: u64, bytes: u64) -> Result<()> {
+    pub fn set_staged(
+        &self,
+        m: &VerifiedManifest,
+        source: &str,
+        files: u64,
+        bytes: u64,
+    ) -> Result<()> {
         self.save_release(m)?;
         self.conn
             .execute(
@@ -251,14 +293,26 @@ impl State {
 
     /// Forget the staged release (after a run, or when staging is refilled).
     pub fn clear_staged(&self) -> Result<()> {
-        self.conn.execute_batch("DELETE FROM staged; DELETE FROM staged_files;").db(&self.path)
+        self.conn
+            .execute_batch("DELETE FROM staged; DELETE FROM staged_files;")
+            .db(&self.path)
     }
 
     /// Staged files already verified: path -> (sha256, size, mtime_ns).
     pub fn staged_files(&self) -> Result<HashMap<String, (Sha256, u64, i64)>> {
-        let mut st = self.conn.prepare("SELECT path, sha256, size, mtime_ns FROM staged_files").db(&self.path)?;
+        let mut st = self
+            .conn
+            .prepare("SELECT path, sha256, size, mtime_ns FROM staged_files")
+            .db(&self.path)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
             .db(&self.path)?;
         let mut out = HashMap::new();
         for row in rows {
@@ -271,7 +325,13 @@ impl State {
     }
 
     /// Remember that a staged file was verified.
-    pub fn mark_staged_file(&self, path: &str, sha: &Sha256, size: u64, mtime_ns: i64) -> Result<()> {
+    pub fn mark_staged_file(
+        &self,
+        path: &str,
+        sha: &Sha256,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO staged_files(path, sha256, size, mtime_ns) VALUES(?1, ?2, ?3, ?4)",

@@ -4,8 +4,18 @@ mod common;
 use common::*;
 use std::path::Path;
 
-const V1: &[(&str, &[u8])] = &[("index.php", b"<?php echo 1;"), ("css/site.css", b"body{}"), ("gone.txt", b"old"), ("mine.php", b"m1")];
-const V2: &[(&str, &[u8])] = &[("index.php", b"<?php echo 2;"), ("css/site.css", b"body{}"), ("added/new.js", b"js"), ("mine.php", b"m2")];
+const V1: &[(&str, &[u8])] = &[
+    ("index.php", b"<?php echo 1;"),
+    ("css/site.css", b"body{}"),
+    ("gone.txt", b"old"),
+    ("mine.php", b"m1"),
+];
+const V2: &[(&str, &[u8])] = &[
+    ("index.php", b"<?php echo 2;"),
+    ("css/site.css", b"body{}"),
+    ("added/new.js", b"js"),
+    ("mine.php", b"m2"),
+];
 
 fn two_releases() -> (World, std::path::PathBuf) {
     let w = World::new();
@@ -16,7 +26,10 @@ fn two_releases() -> (World, std::path::PathBuf) {
 
 fn check_json(root: &Path) -> (i32, serde_json::Value) {
     let o = upkeep(&["check", "--root", root.to_str().unwrap(), "--json"]);
-    (o.status.code().unwrap(), serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o))))
+    (
+        o.status.code().unwrap(),
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o))),
+    )
 }
 
 fn staged(root: &Path) -> Vec<String> {
@@ -34,16 +47,32 @@ fn init_identifies_exact_closest_fresh_and_given() {
         assert!(exact.join(d).is_dir(), "{d}");
     }
     assert!(exact.join(".upkeep/state.db").is_file());
-    assert_eq!(std::fs::read(exact.join("index.php")).unwrap(), b"<?php echo 1;", "init touches no application file");
+    assert_eq!(
+        std::fs::read(exact.join("index.php")).unwrap(),
+        b"<?php echo 1;",
+        "init touches no application file"
+    );
 
     let close = w.path("close");
     copy_tree(&d1, &close);
     std::fs::write(close.join("index.php"), b"edited").unwrap();
-    let out = ok(upkeep(&["init", "--root", close.to_str().unwrap(), "--reference", &srv.url, "--public-key", &w.pubkey(), "--json"]));
+    let out = ok(upkeep(&[
+        "init",
+        "--root",
+        close.to_str().unwrap(),
+        "--reference",
+        &srv.url,
+        "--public-key",
+        &w.pubkey(),
+        "--json",
+    ]));
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["identified"]["how"], "closest");
     assert_eq!(j["identified"]["version"], "1.0.0");
-    assert_eq!(j["identified"]["differences"], serde_json::json!(["changed: index.php"]));
+    assert_eq!(
+        j["identified"]["differences"],
+        serde_json::json!(["changed: index.php"])
+    );
 
     let fresh = w.instance("fresh", None, &srv.url, &[]);
     let (code, j) = check_json(&fresh);
@@ -53,9 +82,33 @@ fn init_identifies_exact_closest_fresh_and_given() {
 
     let given = w.instance("given", None, &srv.url, &["--installed", "1.1.0"]);
     assert_eq!(check_json(&given).1["installed"], "1.1.0");
-    let e = fails(upkeep(&["init", "--root", w.path("x").to_str().unwrap(), "--reference", &srv.url, "--public-key", &w.pubkey(), "--installed", "3.0.0"]), 1);
+    let e = fails(
+        upkeep(&[
+            "init",
+            "--root",
+            w.path("x").to_str().unwrap(),
+            "--reference",
+            &srv.url,
+            "--public-key",
+            &w.pubkey(),
+            "--installed",
+            "3.0.0",
+        ]),
+        1,
+    );
     assert!(e.contains("no release 3.0.0"), "{e}");
-    let e = fails(upkeep(&["init", "--root", exact.to_str().unwrap(), "--reference", &srv.url, "--public-key", &w.pubkey()]), 1);
+    let e = fails(
+        upkeep(&[
+            "init",
+            "--root",
+            exact.to_str().unwrap(),
+            "--reference",
+            &srv.url,
+            "--public-key",
+            &w.pubkey(),
+        ]),
+        1,
+    );
     assert!(e.contains("already an instance"), "{e}");
 }
 
@@ -75,7 +128,10 @@ fn check_lists_and_exit_codes() {
     assert_eq!(j["modified"], serde_json::json!(["mine.php"]));
     assert_eq!(j["unchanged"], 1);
     let text = stdout(&upkeep(&["check", "--root", root.to_str().unwrap()]));
-    assert!(text.contains("locally modified: 1 files") && text.contains("update available"), "{text}");
+    assert!(
+        text.contains("locally modified: 1 files") && text.contains("update available"),
+        "{text}"
+    );
 
     let up = w.instance("up", Some(&w.path("release-1.1.0")), &srv.url, &[]);
     let (code, j) = check_json(&up);
@@ -86,32 +142,91 @@ fn check_lists_and_exit_codes() {
 fn fingerprint_matches_md5sum_and_uses_the_cache() {
     let (w, d1) = two_releases();
     let out = ok(upkeep(&["fingerprint", d1.to_str().unwrap()]));
-    let md5sum = std::process::Command::new("md5sum").current_dir(&d1).args(["index.php", "css/site.css", "gone.txt", "mine.php"]).output().unwrap();
+    let md5sum = std::process::Command::new("md5sum")
+        .current_dir(&d1)
+        .args(["index.php", "css/site.css", "gone.txt", "mine.php"])
+        .output()
+        .unwrap();
     for line in String::from_utf8_lossy(&md5sum.stdout).lines() {
         let (sum, path) = line.split_once("  ").unwrap();
-        assert!(out.lines().any(|l| l.starts_with(sum) && l.ends_with(path)), "{path} {sum} not in\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(sum) && l.ends_with(path)),
+            "{path} {sum} not in\n{out}"
+        );
     }
     let srv = w.reference();
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
     std::fs::write(root.join("gone.txt.bak"), b"backup").unwrap();
-    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&["fingerprint", root.to_str().unwrap(), "--json"]))).unwrap();
-    let paths: Vec<&str> = j.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, ["css/site.css", "gone.txt", "index.php", "mine.php"], "instance folders, .bak and upkeep.toml left out");
+    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "fingerprint",
+        root.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let paths: Vec<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["css/site.css", "gone.txt", "index.php", "mine.php"],
+        "instance folders, .bak and upkeep.toml left out"
+    );
     let db = rusqlite::Connection::open(root.join(".upkeep/state.db")).unwrap();
-    let cached: i64 = db.query_row("SELECT count(*) FROM fingerprints WHERE sha256 IS NOT NULL", [], |r| r.get(0)).unwrap();
+    let cached: i64 = db
+        .query_row(
+            "SELECT count(*) FROM fingerprints WHERE sha256 IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(cached, 4);
     std::fs::write(root.join("index.php"), b"changed!").unwrap();
-    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&["fingerprint", root.to_str().unwrap(), "--json"]))).unwrap();
-    let idx = j.as_array().unwrap().iter().find(|e| e["path"] == "index.php").unwrap();
-    assert_eq!(idx["sha256"], sha256_hex(b"changed!").as_str(), "a changed stat invalidates the cache");
+    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "fingerprint",
+        root.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let idx = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "index.php")
+        .unwrap();
+    assert_eq!(
+        idx["sha256"],
+        sha256_hex(b"changed!").as_str(),
+        "a changed stat invalidates the cache"
+    );
 }
 
 fn assert_staged_v2(root: &Path) {
-    assert_eq!(staged(root), ["added/new.js", "index.php", "mine.php", "upkeep-manifest.json", "upkeep-manifest.sig"]);
-    assert_eq!(std::fs::read(root.join("staging/index.php")).unwrap(), b"<?php echo 2;");
-    assert_eq!(std::fs::read(root.join("index.php")).unwrap(), b"<?php echo 1;", "live tree untouched");
+    assert_eq!(
+        staged(root),
+        [
+            "added/new.js",
+            "index.php",
+            "mine.php",
+            "upkeep-manifest.json",
+            "upkeep-manifest.sig"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(root.join("staging/index.php")).unwrap(),
+        b"<?php echo 2;"
+    );
+    assert_eq!(
+        std::fs::read(root.join("index.php")).unwrap(),
+        b"<?php echo 1;",
+        "live tree untouched"
+    );
     let db = rusqlite::Connection::open(root.join(".upkeep/state.db")).unwrap();
-    let v: String = db.query_row("SELECT version FROM staged", [], |r| r.get(0)).unwrap();
+    let v: String = db
+        .query_row("SELECT version FROM staged", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, "1.1.0");
 }
 
@@ -120,14 +235,42 @@ fn stage_from_network_fetches_only_new_and_changed_and_resumes() {
     let (w, d1) = two_releases();
     let srv = w.reference();
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
-    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network", "--json"]))).unwrap();
-    assert_eq!((j["files"].as_u64(), j["reused"].as_u64(), j["removed"].as_u64()), (Some(3), Some(0), Some(1)));
+    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (
+            j["files"].as_u64(),
+            j["reused"].as_u64(),
+            j["removed"].as_u64()
+        ),
+        (Some(3), Some(0), Some(1))
+    );
     assert_staged_v2(&root);
-    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network", "--json"]))).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+        "--json",
+    ])))
+    .unwrap();
     assert_eq!(j["reused"], 3, "a second run fetches nothing again");
     // A tampered staged file is caught and fetched again.
     std::fs::write(root.join("staging/index.php"), b"<?php evil;!").unwrap();
-    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network", "--json"]))).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+        "--json",
+    ])))
+    .unwrap();
     assert_eq!(j["reused"], 2);
     assert_staged_v2(&root);
 }
@@ -142,10 +285,19 @@ fn stage_from_a_plain_static_server() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(py.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     let url = line.trim().to_string();
     let root = w.instance("site", Some(&d1), &url, &[]);
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+    ]));
     assert_staged_v2(&root);
     let _ = py.kill();
     let _ = py.wait();
@@ -156,7 +308,13 @@ fn stage_from_archive_and_single_top_folder_archive() {
     let (w, d1) = two_releases();
     let srv = w.reference();
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--archive", w.zip("1.1.0").to_str().unwrap()]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--archive",
+        w.zip("1.1.0").to_str().unwrap(),
+    ]));
     assert_staged_v2(&root);
 
     // Repack the same release under one top folder, as a browser download often is.
@@ -166,13 +324,23 @@ fn stage_from_archive_and_single_top_folder_archive() {
         let mut out = zip::ZipWriter::new(std::fs::File::create(&repacked).unwrap());
         for i in 0..src.len() {
             let mut e = src.by_index(i).unwrap();
-            out.start_file(format!("mysite-1.1.0/{}", e.name()), zip::write::SimpleFileOptions::default()).unwrap();
+            out.start_file(
+                format!("mysite-1.1.0/{}", e.name()),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
             std::io::copy(&mut e, &mut out).unwrap();
         }
         out.finish().unwrap();
     }
     let root2 = w.instance("site2", Some(&d1), &srv.url, &[]);
-    ok(upkeep(&["stage", "--root", root2.to_str().unwrap(), "--archive", repacked.to_str().unwrap()]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root2.to_str().unwrap(),
+        "--archive",
+        repacked.to_str().unwrap(),
+    ]));
     assert_staged_v2(&root2);
 }
 
@@ -186,19 +354,58 @@ fn stage_from_inbox_lists_and_skips_partial_uploads() {
     std::fs::write(inbox.join("next.zip.part"), b"PK").unwrap();
     // Age the finished upload past the settle time instead of waiting for it.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options().write(true).open(inbox.join("release.zip")).unwrap().set_modified(old).unwrap();
-    let list: serde_json::Value = serde_json::from_str(&ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--inbox", "--json"]))).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(inbox.join("release.zip"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--inbox",
+        "--json",
+    ])))
+    .unwrap();
     let items = list.as_array().unwrap();
     let rel = items.iter().find(|i| i["name"] == "release.zip").unwrap();
     assert!(rel["not_ready"].is_null());
-    assert_eq!(rel["size"].as_u64(), Some(std::fs::metadata(w.zip("1.1.0")).unwrap().len()));
+    assert_eq!(
+        rel["size"].as_u64(),
+        Some(std::fs::metadata(w.zip("1.1.0")).unwrap().len())
+    );
     let part = items.iter().find(|i| i["name"] == "next.zip.part").unwrap();
     assert!(part["not_ready"].as_str().unwrap().contains(".part"));
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--inbox", "next.zip.part"]), 1);
+    let e = fails(
+        upkeep(&[
+            "stage",
+            "--root",
+            root.to_str().unwrap(),
+            "--inbox",
+            "next.zip.part",
+        ]),
+        1,
+    );
     assert!(e.contains("still being uploaded"), "{e}");
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--inbox", "../repo/x.zip"]), 1);
+    let e = fails(
+        upkeep(&[
+            "stage",
+            "--root",
+            root.to_str().unwrap(),
+            "--inbox",
+            "../repo/x.zip",
+        ]),
+        1,
+    );
     assert!(e.contains("refused path"), "{e}");
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--inbox", "release.zip"]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--inbox",
+        "release.zip",
+    ]));
     assert_staged_v2(&root);
 }
 
@@ -207,16 +414,40 @@ fn stage_manual_reports_missing_and_wrong_then_accepts() {
     let (w, d1) = two_releases();
     let srv = w.reference();
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--manual"]), 1);
+    let e = fails(
+        upkeep(&["stage", "--root", root.to_str().unwrap(), "--manual"]),
+        1,
+    );
     assert!(e.contains("upkeep-manifest.json"), "{e}");
     let st = root.join("staging");
-    std::fs::copy(w.repo.join("releases/1.1.0/manifest.json"), st.join("upkeep-manifest.json")).unwrap();
-    std::fs::copy(w.repo.join("releases/1.1.0/manifest.sig"), st.join("upkeep-manifest.sig")).unwrap();
+    std::fs::copy(
+        w.repo.join("releases/1.1.0/manifest.json"),
+        st.join("upkeep-manifest.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        w.repo.join("releases/1.1.0/manifest.sig"),
+        st.join("upkeep-manifest.sig"),
+    )
+    .unwrap();
     write_tree(&st, &[("index.php", b"<?php echo 2;"), ("mine.php", b"m3")]);
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--manual"]), 1);
-    assert!(e.contains("1 missing, 1 wrong") && e.contains("missing: added/new.js") && e.contains("wrong:   mine.php"), "{e}");
+    let e = fails(
+        upkeep(&["stage", "--root", root.to_str().unwrap(), "--manual"]),
+        1,
+    );
+    assert!(
+        e.contains("1 missing, 1 wrong")
+            && e.contains("missing: added/new.js")
+            && e.contains("wrong:   mine.php"),
+        "{e}"
+    );
     write_tree(&st, &[("added/new.js", b"js"), ("mine.php", b"m2")]);
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--manual"]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--manual",
+    ]));
     assert_staged_v2(&root);
 }
 
@@ -231,12 +462,24 @@ fn signatures_are_checked_before_any_file_is_fetched() {
     // A manifest edited after signing.
     let m = w.repo.join("releases/1.1.0/manifest.json");
     let good = std::fs::read(&m).unwrap();
-    std::fs::write(&m, String::from_utf8(good.clone()).unwrap().replace("index.php", "index.phq")).unwrap();
+    std::fs::write(
+        &m,
+        String::from_utf8(good.clone())
+            .unwrap()
+            .replace("index.php", "index.phq"),
+    )
+    .unwrap();
     let fs = fault::FaultServer::start(w.repo.clone(), vec![]);
     set_config(&root, "", "reference", &format!("{:?}", fs.url));
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]), 1);
+    let e = fails(
+        upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]),
+        1,
+    );
     assert!(e.contains("signature check failed"), "{e}");
-    assert!(fs.object_requests().is_empty(), "no object fetched before the signature verified");
+    assert!(
+        fs.object_requests().is_empty(),
+        "no object fetched before the signature verified"
+    );
     assert!(staged(&root).is_empty());
     std::fs::write(&m, &good).unwrap();
 
@@ -244,7 +487,13 @@ fn signatures_are_checked_before_any_file_is_fetched() {
     let sig = w.repo.join("releases/1.1.0/manifest.sig");
     let sig_bytes = std::fs::read(&sig).unwrap();
     std::fs::remove_file(&sig).unwrap();
-    assert!(fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]), 1).contains("signature"));
+    assert!(
+        fails(
+            upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]),
+            1
+        )
+        .contains("signature")
+    );
     std::fs::write(&sig, sig_bytes).unwrap();
 
     // Another publisher's key.
@@ -257,7 +506,12 @@ fn signatures_are_checked_before_any_file_is_fetched() {
     assert!(e.contains("another key"), "{e}");
     std::fs::write(root.join("upkeep.toml"), real_key).unwrap();
     assert!(fs.object_requests().is_empty());
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]));
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+    ]));
 }
 
 #[test]
@@ -270,21 +524,68 @@ fn downgrade_and_stale_releases_are_refused() {
     w.publish("1.1.0", V2);
     // Pretend 1.1.0 is installed, then offer 1.0.0.
     let db = rusqlite::Connection::open(root.join(".upkeep/state.db")).unwrap();
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--network"]));
-    db.execute("UPDATE meta SET value = '1.1.0' WHERE key = 'installed_version'", []).unwrap();
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--network",
+    ]));
+    db.execute(
+        "UPDATE meta SET value = '1.1.0' WHERE key = 'installed_version'",
+        [],
+    )
+    .unwrap();
     db.execute("DELETE FROM staged", []).unwrap();
-    let e = fails(upkeep(&["stage", "--root", root.to_str().unwrap(), "--archive", z1.to_str().unwrap()]), 1);
-    assert!(e.contains("older than the installed release") && e.contains("--allow-downgrade"), "{e}");
-    ok(upkeep(&["stage", "--root", root.to_str().unwrap(), "--archive", z1.to_str().unwrap(), "--allow-downgrade"]));
+    let e = fails(
+        upkeep(&[
+            "stage",
+            "--root",
+            root.to_str().unwrap(),
+            "--archive",
+            z1.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(
+        e.contains("older than the installed release") && e.contains("--allow-downgrade"),
+        "{e}"
+    );
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--archive",
+        z1.to_str().unwrap(),
+        "--allow-downgrade",
+    ]));
 
     // A release that expired.
     let stale = World::new();
     let dir = stale.path("r");
     write_tree(&dir, V1);
-    ok(upkeep(&["publish", dir.to_str().unwrap(), "--version", "1.0.0", "--repo", stale.repo.to_str().unwrap(), "--key", stale.key.to_str().unwrap(), "--expires", "0"]));
+    ok(upkeep(&[
+        "publish",
+        dir.to_str().unwrap(),
+        "--version",
+        "1.0.0",
+        "--repo",
+        stale.repo.to_str().unwrap(),
+        "--key",
+        stale.key.to_str().unwrap(),
+        "--expires",
+        "0",
+    ]));
     let srv2 = stale.reference();
     let e = fails(
-        upkeep(&["init", "--root", stale.path("s").to_str().unwrap(), "--reference", &srv2.url, "--public-key", &stale.pubkey()]),
+        upkeep(&[
+            "init",
+            "--root",
+            stale.path("s").to_str().unwrap(),
+            "--reference",
+            &srv2.url,
+            "--public-key",
+            &stale.pubkey(),
+        ]),
         1,
     );
     assert!(e.contains("stale"), "{e}");

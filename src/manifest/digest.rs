@@ -37,21 +37,36 @@ macro_rules! digest_type {
             }
         }
         impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 s.serialize_str(&self.to_hex())
             }
         }
         impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                $name::from_hex(&s).ok_or_else(|| serde::de::Error::custom(concat!("bad hex for ", stringify!($name))))
+                $name::from_hex(&s).ok_or_else(|| {
+                    serde::de::Error::custom(concat!("bad hex for ", stringify!($name)))
+                })
             }
         }
     };
 }
 
-digest_type!(Md5, 16, "An MD5 digest: the fingerprint used to compare trees, never a proof.");
-digest_type!(Sha256, 32, "A SHA-256 digest: what a file must match before it enters the live tree.");
+digest_type!(
+    Md5,
+    16,
+    "An MD5 digest: the fingerprint used to compare trees, never a proof."
+);
+digest_type!(
+    Sha256,
+    32,
+    "A SHA-256 digest: what a file must match before it enters the live tree."
+);
 
 /// Size and both digests of some bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +96,11 @@ impl Hasher {
     }
     /// Finish.
     pub fn finish(self) -> Hashes {
-        Hashes { size: self.size, md5: Md5(self.md5.finalize().into()), sha256: Sha256(self.sha.finalize().into()) }
+        Hashes {
+            size: self.size,
+            md5: Md5(self.md5.finalize().into()),
+            sha256: Sha256(self.sha.finalize().into()),
+        }
     }
 }
 
@@ -137,7 +156,10 @@ mod tests {
         h.update(b"abc");
         let x = h.finish();
         assert_eq!(x.md5.to_hex(), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(x.sha256.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            x.sha256.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(x.size, 3);
     }
     #[test]

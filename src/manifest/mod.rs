@@ -80,15 +80,25 @@ pub fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Parse bytes whose detached signature is checked first; nothing is parsed from unsigned bytes.
-pub fn verify_signed<T: DeserializeOwned>(bytes: &[u8], sig: &str, key: &PublicKey, what: &str) -> Result<T> {
+pub fn verify_signed<T: DeserializeOwned>(
+    bytes: &[u8],
+    sig: &str,
+    key: &PublicKey,
+    what: &str,
+) -> Result<T> {
     key.verify(bytes, sig, what)?;
-    serde_json::from_slice(bytes).map_err(|e| Error::BadManifest { what: what.into(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+        what: what.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Refuse an expired document, naming it.
 pub fn check_fresh(expires: &str, what: &str, now: SystemTime) -> Result<()> {
-    let t = humantime::parse_rfc3339(expires)
-        .map_err(|e| Error::BadManifest { what: what.into(), reason: format!("bad expiry date {expires:?}: {e}") })?;
+    let t = humantime::parse_rfc3339(expires).map_err(|e| Error::BadManifest {
+        what: what.into(),
+        reason: format!("bad expiry date {expires:?}: {e}"),
+    })?;
     if t < now {
         return Err(Error::refused(
             format!("{what} expired on {expires}: refused as stale"),
@@ -100,8 +110,12 @@ pub fn check_fresh(expires: &str, what: &str, now: SystemTime) -> Result<()> {
 
 /// Parse a version string as semver, with a message that names it.
 pub fn parse_version(v: &str) -> Result<semver::Version> {
-    semver::Version::parse(v)
-        .map_err(|e| Error::refused(format!("{v:?} is not a semantic version ({e})"), "use versions like 1.4.0 or 2.0.0-rc.1"))
+    semver::Version::parse(v).map_err(|e| {
+        Error::refused(
+            format!("{v:?} is not a semantic version ({e})"),
+            "use versions like 1.4.0 or 2.0.0-rc.1",
+        )
+    })
 }
 
 /// A manifest whose signature verified against a configured key and whose rules hold. Only this
@@ -118,9 +132,15 @@ impl VerifiedManifest {
     /// Check the signature, parse, and validate every path.
     pub fn verify(bytes: Vec<u8>, sig: String, key: &PublicKey, what: &str) -> Result<Self> {
         let manifest: Manifest = verify_signed(&bytes, &sig, key, what)?;
-        let bad = |reason: String| Error::BadManifest { what: what.into(), reason };
+        let bad = |reason: String| Error::BadManifest {
+            what: what.into(),
+            reason,
+        };
         if manifest.format != FORMAT {
-            return Err(bad(format!("format {} is not understood by this upkeep", manifest.format)));
+            return Err(bad(format!(
+                "format {} is not understood by this upkeep",
+                manifest.format
+            )));
         }
         parse_version(&manifest.version)?;
         let mut index = HashMap::with_capacity(manifest.files.len());
@@ -128,11 +148,19 @@ impl VerifiedManifest {
         for (i, f) in manifest.files.iter().enumerate() {
             f.path.check_release_file()?;
             if !folded.insert(f.path.folded()) {
-                return Err(bad(format!("duplicate path {} (names may differ only in case)", f.path)));
+                return Err(bad(format!(
+                    "duplicate path {} (names may differ only in case)",
+                    f.path
+                )));
             }
             index.insert(f.path.clone(), i);
         }
-        Ok(VerifiedManifest { manifest, bytes, sig, index })
+        Ok(VerifiedManifest {
+            manifest,
+            bytes,
+            sig,
+            index,
+        })
     }
 
     /// The parsed manifest.
@@ -209,7 +237,10 @@ mod tests {
     #[test]
     fn bad_traversal_in_json() {
         let k = SecretKey::generate().unwrap();
-        let b = String::from_utf8(to_bytes(&manifest(&["x"]))).unwrap().replace("\"x\"", "\"../x\"").into_bytes();
+        let b = String::from_utf8(to_bytes(&manifest(&["x"])))
+            .unwrap()
+            .replace("\"x\"", "\"../x\"")
+            .into_bytes();
         assert!(VerifiedManifest::verify(b.clone(), k.sign(&b), &k.public(), "m").is_err());
     }
     #[test]

@@ -38,7 +38,11 @@ pub struct Diff {
 impl Diff {
     /// Compare. `live` holds the files that exist, keyed by path, for at least every path of both
     /// manifests.
-    pub fn compute(installed: Option<&VerifiedManifest>, latest: &VerifiedManifest, live: &HashMap<RelPath, Live>) -> Diff {
+    pub fn compute(
+        installed: Option<&VerifiedManifest>,
+        latest: &VerifiedManifest,
+        live: &HashMap<RelPath, Live>,
+    ) -> Diff {
         let mut d = Diff {
             installed: installed.map(|m| m.version().to_string()),
             latest: latest.version().to_string(),
@@ -95,7 +99,9 @@ impl Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{FORMAT, FileEntry, Manifest, SecretKey, Sha256, digest::Hasher, to_bytes};
+    use crate::manifest::{
+        FORMAT, FileEntry, Manifest, SecretKey, Sha256, digest::Hasher, to_bytes,
+    };
 
     fn md5_of(s: &str) -> Md5 {
         let mut h = Hasher::default();
@@ -127,7 +133,18 @@ mod tests {
     }
 
     fn live(files: &[(&str, &str)]) -> HashMap<RelPath, Live> {
-        files.iter().map(|(p, c)| (RelPath::parse(p).unwrap(), Live { size: c.len() as u64, md5: md5_of(c) })).collect()
+        files
+            .iter()
+            .map(|(p, c)| {
+                (
+                    RelPath::parse(p).unwrap(),
+                    Live {
+                        size: c.len() as u64,
+                        md5: md5_of(c),
+                    },
+                )
+            })
+            .collect()
     }
 
     fn names(v: &[RelPath]) -> Vec<&str> {
@@ -137,9 +154,26 @@ mod tests {
     #[test]
     fn lists_1() {
         let k = SecretKey::generate().unwrap();
-        let a = release(&k, "1.0.0", &[("same", "s"), ("chg", "1"), ("gone", "g"), ("mine", "m")]);
-        let b = release(&k, "1.1.0", &[("same", "s"), ("chg", "2"), ("add", "a"), ("mine", "m2")]);
-        let d = Diff::compute(Some(&a), &b, &live(&[("same", "s"), ("chg", "1"), ("gone", "g"), ("mine", "edited")]));
+        let a = release(
+            &k,
+            "1.0.0",
+            &[("same", "s"), ("chg", "1"), ("gone", "g"), ("mine", "m")],
+        );
+        let b = release(
+            &k,
+            "1.1.0",
+            &[("same", "s"), ("chg", "2"), ("add", "a"), ("mine", "m2")],
+        );
+        let d = Diff::compute(
+            Some(&a),
+            &b,
+            &live(&[
+                ("same", "s"),
+                ("chg", "1"),
+                ("gone", "g"),
+                ("mine", "edited"),
+            ]),
+        );
         assert_eq!(names(&d.new), ["add"]);
         assert_eq!(names(&d.changed), ["chg", "mine"]);
         assert_eq!(names(&d.removed), ["gone"]);

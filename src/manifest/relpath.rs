@@ -25,7 +25,10 @@ impl RelPath {
     /// Refused: empty names, absolute paths, `.` and `..`, backslashes, NUL and other control
     /// characters, drive letters, over-long names.
     pub fn parse(raw: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::UnsafePath { path: raw.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::UnsafePath {
+            path: raw.to_string(),
+            reason: reason.to_string(),
+        };
         if raw.is_empty() {
             return Err(bad("empty name"));
         }
@@ -66,10 +69,17 @@ impl RelPath {
 
     /// The release-file rules on an already parsed path.
     pub fn check_release_file(&self) -> Result<()> {
-        let bad = |reason: &str| Err(Error::UnsafePath { path: self.0.clone(), reason: reason.to_string() });
+        let bad = |reason: &str| {
+            Err(Error::UnsafePath {
+                path: self.0.clone(),
+                reason: reason.to_string(),
+            })
+        };
         let top = self.0.split('/').next().unwrap_or_default();
         if RESERVED_TOP.contains(&top) {
-            return bad("aimed at one of upkeep's own folders (staging/, inbox/, .upkeep/, upkeep.toml)");
+            return bad(
+                "aimed at one of upkeep's own folders (staging/, inbox/, .upkeep/, upkeep.toml)",
+            );
         }
         if self.0 == MANIFEST_NAME || self.0 == SIGNATURE_NAME {
             return bad("reserved for the signed manifest");
@@ -164,7 +174,13 @@ mod tests {
     }
     #[test]
     fn simple_3() {
-        assert_eq!(RelPath::parse("run_once/01.sql").unwrap().with_suffix(".done").as_str(), "run_once/01.sql.done");
+        assert_eq!(
+            RelPath::parse("run_once/01.sql")
+                .unwrap()
+                .with_suffix(".done")
+                .as_str(),
+            "run_once/01.sql.done"
+        );
     }
     #[test]
     fn bad_dotdot() {
@@ -191,13 +207,27 @@ mod tests {
     }
     #[test]
     fn bad_reserved() {
-        for raw in ["staging/x", ".upkeep/state.db", "upkeep.toml", "inbox/a.zip", "upkeep-manifest.json", "x.php.bak", "run_once/a.sql.done"] {
-            assert!(RelPath::parse_release_file(raw).is_err(), "{raw} should be refused");
+        for raw in [
+            "staging/x",
+            ".upkeep/state.db",
+            "upkeep.toml",
+            "inbox/a.zip",
+            "upkeep-manifest.json",
+            "x.php.bak",
+            "run_once/a.sql.done",
+        ] {
+            assert!(
+                RelPath::parse_release_file(raw).is_err(),
+                "{raw} should be refused"
+            );
         }
         assert!(RelPath::parse_release_file("docs/staging/x").is_ok());
     }
     #[test]
     fn folded_collides() {
-        assert_eq!(RelPath::parse("A/B.txt").unwrap().folded(), RelPath::parse("a/b.TXT").unwrap().folded());
+        assert_eq!(
+            RelPath::parse("A/B.txt").unwrap().folded(),
+            RelPath::parse("a/b.TXT").unwrap().folded()
+        );
     }
 }

@@ -25,7 +25,8 @@ impl SecretKey {
     /// A fresh key from the operating system's random source.
     pub fn generate() -> Result<Self> {
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| Error::msg(format!("no random source: {e}")))?;
+        getrandom::getrandom(&mut seed)
+            .map_err(|e| Error::msg(format!("no random source: {e}")))?;
         Ok(SecretKey(SigningKey::from_bytes(&seed)))
     }
 
@@ -36,9 +37,18 @@ impl SecretKey {
 
     /// Parse [`SecretKey::to_text`] output.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || Error::refused("that file is not an upkeep secret key", "make one with `upkeep keygen --out FILE`");
+        let bad = || {
+            Error::refused(
+                "that file is not an upkeep secret key",
+                "make one with `upkeep keygen --out FILE`",
+            )
+        };
         let b64 = text.trim().strip_prefix(SECRET_PREFIX).ok_or_else(bad)?;
-        let bytes: [u8; 32] = B64.decode(b64).ok().and_then(|v| v.try_into().ok()).ok_or_else(bad)?;
+        let bytes: [u8; 32] = B64
+            .decode(b64)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
         Ok(SecretKey(SigningKey::from_bytes(&bytes)))
     }
 
@@ -56,7 +66,11 @@ impl SecretKey {
     /// A detached signature of `bytes`, as one line of text.
     pub fn sign(&self, bytes: &[u8]) -> String {
         let sig = self.0.sign(bytes);
-        format!("{SIG_PREFIX} {} {}\n", self.public().key_id(), B64.encode(sig.to_bytes()))
+        format!(
+            "{SIG_PREFIX} {} {}\n",
+            self.public().key_id(),
+            B64.encode(sig.to_bytes())
+        )
     }
 }
 
@@ -75,8 +89,14 @@ impl PublicKey {
             )
         };
         let b64 = text.trim().strip_prefix(PUBLIC_PREFIX).ok_or_else(bad)?;
-        let bytes: [u8; 32] = B64.decode(b64).ok().and_then(|v| v.try_into().ok()).ok_or_else(bad)?;
-        VerifyingKey::from_bytes(&bytes).map(PublicKey).map_err(|_| bad())
+        let bytes: [u8; 32] = B64
+            .decode(b64)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(bad)?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(PublicKey)
+            .map_err(|_| bad())
     }
 
     /// Short identifier shown in messages: the first 8 bytes of the key's SHA-256, in hex.
@@ -87,10 +107,15 @@ impl PublicKey {
     /// Check a detached signature made by [`SecretKey::sign`]. `what` names the signed file in
     /// the error.
     pub fn verify(&self, bytes: &[u8], sig_text: &str, what: &str) -> Result<()> {
-        let fail = |reason: String| Error::Signature { what: what.to_string(), reason };
+        let fail = |reason: String| Error::Signature {
+            what: what.to_string(),
+            reason,
+        };
         let mut parts = sig_text.split_whitespace();
         if parts.next() != Some(SIG_PREFIX) {
-            return Err(fail("the signature file is missing or not an upkeep signature".into()));
+            return Err(fail(
+                "the signature file is missing or not an upkeep signature".into(),
+            ));
         }
         let key_id = parts.next().unwrap_or_default();
         if key_id != self.key_id() {
@@ -105,7 +130,9 @@ impl PublicKey {
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| fail("the signature is malformed".into()))?;
         let sig = ed25519_dalek::Signature::from_bytes(&raw);
-        self.0.verify(bytes, &sig).map_err(|_| fail("the contents were changed after signing, or the signature is forged".into()))
+        self.0.verify(bytes, &sig).map_err(|_| {
+            fail("the contents were changed after signing, or the signature is forged".into())
+        })
     }
 }
 
@@ -136,14 +163,21 @@ mod tests {
     fn bad_other_key() {
         let k = SecretKey::generate().unwrap();
         let other = SecretKey::generate().unwrap();
-        let err = other.public().verify(b"hello", &k.sign(b"hello"), "x").unwrap_err();
+        let err = other
+            .public()
+            .verify(b"hello", &k.sign(b"hello"), "x")
+            .unwrap_err();
         assert!(err.to_string().contains("another key"), "{err}");
     }
     #[test]
     fn bad_missing_or_garbage() {
         let k = SecretKey::generate().unwrap();
         assert!(k.public().verify(b"hello", "", "x").is_err());
-        assert!(k.public().verify(b"hello", "upkeep-signature-v1 abc !!!", "x").is_err());
+        assert!(
+            k.public()
+                .verify(b"hello", "upkeep-signature-v1 abc !!!", "x")
+                .is_err()
+        );
         assert!(PublicKey::parse("ssh-ed25519 AAAA").is_err());
     }
 }

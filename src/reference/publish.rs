@@ -65,14 +65,21 @@ pub fn publish(p: &Publish) -> Result<Published> {
     if let Some(ptr) = &pointer {
         if ptr.releases.iter().any(|v| v == p.version) {
             return Err(Error::refused(
-                format!("release {} already exists in {}", p.version, p.repo.display()),
+                format!(
+                    "release {} already exists in {}",
+                    p.version,
+                    p.repo.display()
+                ),
                 "releases are immutable: publish the change under a new version",
             ));
         }
         let latest = manifest::parse_version(&ptr.latest)?;
         if version <= latest {
             return Err(Error::refused(
-                format!("version {} is not newer than the latest release {}", p.version, ptr.latest),
+                format!(
+                    "version {} is not newer than the latest release {}",
+                    p.version, ptr.latest
+                ),
                 format!("choose a version above {}", ptr.latest),
             ));
         }
@@ -80,7 +87,13 @@ pub fn publish(p: &Publish) -> Result<Published> {
     if !p.dir.is_dir() {
         return Err(Error::msg(format!("{} is not a folder", p.dir.display())));
     }
-    let (found, _) = fingerprint::walk(p.dir, &Walk { strict: true, ..Walk::default() })?;
+    let (found, _) = fingerprint::walk(
+        p.dir,
+        &Walk {
+            strict: true,
+            ..Walk::default()
+        },
+    )?;
     for f in &found {
         f.rel.check_release_file()?;
         fingerprint::readable(&f.path)?;
@@ -89,7 +102,10 @@ pub fn publish(p: &Publish) -> Result<Published> {
     for f in &found {
         if !seen.insert(f.rel.folded()) {
             return Err(Error::refused(
-                format!("{} collides with another file whose name differs only in case", f.rel),
+                format!(
+                    "{} collides with another file whose name differs only in case",
+                    f.rel
+                ),
                 "rename one of them: sites on case-insensitive filesystems could not hold both",
             ));
         }
@@ -105,11 +121,22 @@ pub fn publish(p: &Publish) -> Result<Published> {
             if fresh {
                 let dir = obj.parent().expect("object paths have a parent");
                 std::fs::create_dir_all(dir).ctx("create folder", dir)?;
-                let tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
+                let tmp =
+                    tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
                 std::fs::copy(&f.path, tmp.path()).ctx("copy", &f.path)?;
-                tmp.persist(&obj).map_err(|e| e.error).ctx("store object", &obj)?;
+                tmp.persist(&obj)
+                    .map_err(|e| e.error)
+                    .ctx("store object", &obj)?;
             }
-            Ok((FileEntry { path: f.rel.clone(), size: h.size, md5: h.md5, sha256: h.sha256 }, fresh))
+            Ok((
+                FileEntry {
+                    path: f.rel.clone(),
+                    size: h.size,
+                    md5: h.md5,
+                    sha256: h.sha256,
+                },
+                fresh,
+            ))
         })
         .collect();
     let mut files = Vec::with_capacity(results.len());
@@ -138,11 +165,17 @@ pub fn publish(p: &Publish) -> Result<Published> {
 
     let zip = p.repo.join(repo::zip_path(p.version));
     write_zip(&zip, p.dir, &m, &bytes, &sig)?;
-    write_atomic(&p.repo.join(repo::manifest_sig_path(p.version)), sig.as_bytes())?;
+    write_atomic(
+        &p.repo.join(repo::manifest_sig_path(p.version)),
+        sig.as_bytes(),
+    )?;
     write_atomic(&p.repo.join(repo::manifest_path(p.version)), &bytes)?;
 
     // The pointer goes last: until it is written, no site sees the new release.
-    let mut releases = pointer.as_ref().map(|ptr| ptr.releases.clone()).unwrap_or_default();
+    let mut releases = pointer
+        .as_ref()
+        .map(|ptr| ptr.releases.clone())
+        .unwrap_or_default();
     releases.push(p.version.to_string());
     let ptr = Pointer {
         format: FORMAT,
@@ -153,7 +186,10 @@ pub fn publish(p: &Publish) -> Result<Published> {
         releases,
     };
     let ptr_bytes = manifest::to_bytes(&ptr);
-    write_atomic(&p.repo.join(repo::POINTER_SIG), p.key.sign(&ptr_bytes).as_bytes())?;
+    write_atomic(
+        &p.repo.join(repo::POINTER_SIG),
+        p.key.sign(&ptr_bytes).as_bytes(),
+    )?;
     write_atomic(&p.repo.join(repo::POINTER), &ptr_bytes)?;
 
     Ok(Published {
@@ -168,30 +204,63 @@ pub fn publish(p: &Publish) -> Result<Published> {
 
 /// Extensions whose contents are already compressed: stored, not deflated again.
 fn already_compressed(path: &str) -> bool {
-    let ext = path.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    let ext = path
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     matches!(
         ext.as_str(),
-        "png" | "jpg" | "jpeg" | "gif" | "webp" | "zip" | "gz" | "tgz" | "bz2" | "xz" | "zst" | "woff" | "woff2" | "mp4" | "mp3" | "pdf"
+        "png"
+            | "jpg"
+            | "jpeg"
+            | "gif"
+            | "webp"
+            | "zip"
+            | "gz"
+            | "tgz"
+            | "bz2"
+            | "xz"
+            | "zst"
+            | "woff"
+            | "woff2"
+            | "mp4"
+            | "mp3"
+            | "pdf"
     )
 }
 
-fn write_zip(zip_path: &Path, dir: &Path, m: &Manifest, manifest_bytes: &[u8], sig: &str) -> Result<()> {
+fn write_zip(
+    zip_path: &Path,
+    dir: &Path,
+    m: &Manifest,
+    manifest_bytes: &[u8],
+    sig: &str,
+) -> Result<()> {
     let parent = zip_path.parent().expect("zip path has a parent");
     std::fs::create_dir_all(parent).ctx("create folder", parent)?;
     let tmp = tempfile::NamedTempFile::new_in(parent).ctx("create temporary file in", parent)?;
-    let mut zw = zip::ZipWriter::new(std::io::BufWriter::new(tmp.reopen().ctx("open", tmp.path())?));
-    let zerr = |e: zip::result::ZipError| Error::msg(format!("writing {}: {e}", zip_path.display()));
+    let mut zw = zip::ZipWriter::new(std::io::BufWriter::new(
+        tmp.reopen().ctx("open", tmp.path())?,
+    ));
+    let zerr =
+        |e: zip::result::ZipError| Error::msg(format!("writing {}: {e}", zip_path.display()));
     let deflate = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(false);
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zw.start_file(MANIFEST_NAME, deflate).map_err(zerr)?;
     zw.write_all(manifest_bytes).ctx("write", zip_path)?;
     zw.start_file(SIGNATURE_NAME, stored).map_err(zerr)?;
     zw.write_all(sig.as_bytes()).ctx("write", zip_path)?;
     for f in &m.files {
         let src = f.path.under(dir);
-        let mut opts = if already_compressed(f.path.as_str()) { stored } else { deflate };
+        let mut opts = if already_compressed(f.path.as_str()) {
+            stored
+        } else {
+            deflate
+        };
         if f.size >= 0xFFFF_FFFF {
             opts = opts.large_file(true);
         }
@@ -200,7 +269,13 @@ fn write_zip(zip_path: &Path, dir: &Path, m: &Manifest, manifest_bytes: &[u8], s
         std::io::copy(&mut r, &mut zw).ctx("add to zip", &src)?;
     }
     let w = zw.finish().map_err(zerr)?;
-    w.into_inner().map_err(|e| e.into_error()).ctx("flush", zip_path)?.sync_all().ctx("sync", zip_path)?;
-    tmp.persist(zip_path).map_err(|e| e.error).ctx("rename into place", zip_path)?;
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .ctx("flush", zip_path)?
+        .sync_all()
+        .ctx("sync", zip_path)?;
+    tmp.persist(zip_path)
+        .map_err(|e| e.error)
+        .ctx("rename into place", zip_path)?;
     Ok(())
 }

@@ -22,8 +22,13 @@ struct Repo {
 }
 
 /// Start serving `dir` on `listen`; returns the running server and the bound address.
-pub fn start(dir: &Path, listen: &str) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
-    let data = web::Data::new(Repo { dir: dir.to_path_buf() });
+pub fn start(
+    dir: &Path,
+    listen: &str,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+    let data = web::Data::new(Repo {
+        dir: dir.to_path_buf(),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -60,46 +65,87 @@ async fn index(repo: web::Data<Repo>) -> HttpResponse {
             }
         } }
     };
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.into_string())
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page.into_string())
 }
 
 fn not_found(repo: &Repo, tail: &str) -> HttpResponse {
     let msg = if let Some(rest) = tail.strip_prefix("releases/") {
         let v = rest.split('/').next().unwrap_or_default();
         let known = std::fs::read_dir(repo.dir.join("releases"))
-            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect::<Vec<_>>())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         if known.iter().any(|k| k == v) {
-            format!("release {v} has no file {tail:?}: a release holds manifest.json, manifest.sig and upkeep-{v}.zip\n")
+            format!(
+                "release {v} has no file {tail:?}: a release holds manifest.json, manifest.sig and upkeep-{v}.zip\n"
+            )
         } else {
-            format!("no release {v:?} in this repository; published: {}\n", if known.is_empty() { "none".into() } else { known.join(", ") })
+            format!(
+                "no release {v:?} in this repository; published: {}\n",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
         }
     } else if tail.starts_with("objects/") {
         format!("no object {tail:?}: objects are named objects/XX/SHA256 after their contents\n")
     } else {
-        format!("{tail:?} is not part of an upkeep repository: it serves latest.json, latest.sig, releases/V/... and objects/XX/SHA256\n")
+        format!(
+            "{tail:?} is not part of an upkeep repository: it serves latest.json, latest.sig, releases/V/... and objects/XX/SHA256\n"
+        )
     };
-    HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body(msg)
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body(msg)
 }
 
 async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<HttpResponse> {
-    let tail = req.match_info().query("tail").trim_start_matches('/').to_string();
+    let tail = req
+        .match_info()
+        .query("tail")
+        .trim_start_matches('/')
+        .to_string();
     let Ok(rel) = RelPath::parse(&tail) else {
-        return Ok(HttpResponse::BadRequest().content_type("text/plain").body(format!("refused path {tail:?}\n")));
+        return Ok(HttpResponse::BadRequest()
+            .content_type("text/plain")
+            .body(format!("refused path {tail:?}\n")));
     };
     let path = rel.under(&repo.dir);
-    let Ok(f) = NamedFile::open_async(&path).await else { return Ok(not_found(&repo, &tail)) };
+    let Ok(f) = NamedFile::open_async(&path).await else {
+        return Ok(not_found(&repo, &tail));
+    };
     let cache = if rel.top() == "objects" {
         // Content-addressed: the same name always means the same bytes.
-        CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(31_536_000), CacheDirective::Extension("immutable".into(), None)])
+        CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(31_536_000),
+            CacheDirective::Extension("immutable".into(), None),
+        ])
     } else if rel.top() == "releases" {
         CacheControl(vec![CacheDirective::Public, CacheDirective::MaxAge(3600)])
     } else {
         CacheControl(vec![CacheDirective::NoCache])
     };
-    let ct = if tail.ends_with(".json") { "application/json" } else if tail.ends_with(".zip") { "application/zip" } else { "application/octet-stream" };
-    let mut resp = f.set_content_type(ct.parse().expect("static mime")).into_response(&req);
-    resp.headers_mut().insert(header::CACHE_CONTROL, cache.to_string().parse().expect("valid header"));
+    let ct = if tail.ends_with(".json") {
+        "application/json"
+    } else if tail.ends_with(".zip") {
+        "application/zip"
+    } else {
+        "application/octet-stream"
+    };
+    let mut resp = f
+        .set_content_type(ct.parse().expect("static mime"))
+        .into_response(&req);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        cache.to_string().parse().expect("valid header"),
+    );
     Ok(resp)
 }
 
@@ -107,11 +153,20 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
 fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the batch body is not UTF-8".to_string())?;
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let mut parts = line.split_whitespace();
-        let sha = parts.next().and_then(Sha256::from_hex).ok_or_else(|| format!("line {}: expected a SHA-256 in hex", n + 1))?;
+        let sha = parts
+            .next()
+            .and_then(Sha256::from_hex)
+            .ok_or_else(|| format!("line {}: expected a SHA-256 in hex", n + 1))?;
         let offset = match parts.next() {
-            Some(o) => o.parse().map_err(|_| format!("line {}: bad offset", n + 1))?,
+            Some(o) => o
+                .parse()
+                .map_err(|_| format!("line {}: bad offset", n + 1))?,
             None => 0,
         };
         out.push((sha, offset));
@@ -127,7 +182,11 @@ fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
 async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     let wanted = match parse_batch(&body) {
         Ok(w) => w,
-        Err(e) => return HttpResponse::BadRequest().content_type("text/plain").body(format!("{e}\n")),
+        Err(e) => {
+            return HttpResponse::BadRequest()
+                .content_type("text/plain")
+                .body(format!("{e}\n"));
+        }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let dir = repo.dir.clone();
@@ -141,7 +200,10 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
                 Ok((f, len))
             });
             let Ok((mut f, len)) = opened else {
-                if tx.blocking_send(Ok(Bytes::from(format!("{sha} missing\n")))).is_err() {
+                if tx
+                    .blocking_send(Ok(Bytes::from(format!("{sha} missing\n"))))
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -153,7 +215,13 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
                     return;
                 }
             }
-            if tx.blocking_send(Ok(Bytes::from(format!("{sha} {offset} {}\n", len - offset)))).is_err() {
+            if tx
+                .blocking_send(Ok(Bytes::from(format!(
+                    "{sha} {offset} {}\n",
+                    len - offset
+                ))))
+                .is_err()
+            {
                 return;
             }
             let mut left = len - offset;
@@ -161,12 +229,17 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
                 let want = buf.len().min(left as usize);
                 match f.read(&mut buf[..want]) {
                     Ok(0) | Err(_) => {
-                        let _ = tx.blocking_send(Err(std::io::Error::other("object shrank while being sent")));
+                        let _ = tx.blocking_send(Err(std::io::Error::other(
+                            "object shrank while being sent",
+                        )));
                         return;
                     }
                     Ok(n) => {
                         left -= n as u64;
-                        if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        if tx
+                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -175,8 +248,12 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
         }
         let _ = tx.blocking_send(Ok(Bytes::from_static(b"end\n")));
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    HttpResponse::Ok().content_type("application/x-upkeep-batch").streaming(stream)
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    HttpResponse::Ok()
+        .content_type("application/x-upkeep-batch")
+        .streaming(stream)
 }
 
 #[cfg(test)]

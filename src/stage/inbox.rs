@@ -37,7 +37,9 @@ pub fn list(inst: &Instance) -> Result<Vec<Item>> {
     };
     for e in rd {
         let e = e.ctx("read", &dir)?;
-        let Ok(name) = e.file_name().into_string() else { continue };
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
         if name.starts_with('.') || name == ".gitkeep" {
             continue;
         }
@@ -50,14 +52,26 @@ pub fn list(inst: &Instance) -> Result<Vec<Item>> {
             Some("still being uploaded (.part)".to_string())
         } else if !name.ends_with(".zip") {
             Some("not a .zip archive".to_string())
-        } else if SystemTime::now().duration_since(modified).unwrap_or_default() < SETTLE {
+        } else if SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default()
+            < SETTLE
+        {
             Some("written in the last seconds; may still be growing".to_string())
         } else {
             None
         };
-        out.push((modified, Item { name, size: md.len(), modified: humantime::format_rfc3339_seconds(modified).to_string(), not_ready }));
+        out.push((
+            modified,
+            Item {
+                name,
+                size: md.len(),
+                modified: humantime::format_rfc3339_seconds(modified).to_string(),
+                not_ready,
+            },
+        ));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|x| std::cmp::Reverse(x.0));
     Ok(out.into_iter().map(|(_, i)| i).collect())
 }
 
@@ -65,22 +79,37 @@ pub fn list(inst: &Instance) -> Result<Vec<Item>> {
 pub fn ready(inst: &Instance, name: &str) -> Result<PathBuf> {
     let rel = RelPath::parse(name)?;
     if rel.as_str().contains('/') {
-        return Err(Error::refused(format!("{name:?} is not a file name in inbox/"), "give the archive's name as `upkeep stage --inbox` lists it"));
+        return Err(Error::refused(
+            format!("{name:?} is not a file name in inbox/"),
+            "give the archive's name as `upkeep stage --inbox` lists it",
+        ));
     }
     let path = rel.under(&inst.inbox());
     let md = std::fs::metadata(&path).map_err(|_| {
-        Error::refused(format!("no archive {name:?} in {}", inst.inbox().display()), "run `upkeep stage --inbox` to list what is there")
+        Error::refused(
+            format!("no archive {name:?} in {}", inst.inbox().display()),
+            "run `upkeep stage --inbox` to list what is there",
+        )
     })?;
     if name.ends_with(".part") {
-        return Err(Error::refused(format!("{name} is still being uploaded (.part)"), "wait for the upload to finish and the file to be renamed"));
+        return Err(Error::refused(
+            format!("{name} is still being uploaded (.part)"),
+            "wait for the upload to finish and the file to be renamed",
+        ));
     }
-    let recent = SystemTime::now().duration_since(md.modified().unwrap_or(SystemTime::UNIX_EPOCH)).unwrap_or_default() < SETTLE;
+    let recent = SystemTime::now()
+        .duration_since(md.modified().unwrap_or(SystemTime::UNIX_EPOCH))
+        .unwrap_or_default()
+        < SETTLE;
     if recent {
         // A file written seconds ago may still be growing: look again after the settle time.
         std::thread::sleep(SETTLE);
         let again = std::fs::metadata(&path).ctx("stat", &path)?;
         if again.len() != md.len() || again.modified().ok() != md.modified().ok() {
-            return Err(Error::refused(format!("{name} is still growing"), "wait for the upload to finish, then run the command again"));
+            return Err(Error::refused(
+                format!("{name} is still growing"),
+                "wait for the upload to finish, then run the command again",
+            ));
         }
     }
     Ok(path)

@@ -94,7 +94,8 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     let mut archive = None;
     let target = match source {
         Source::Network => {
-            let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+            let remote =
+                remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
             remote::block_on(remote.latest())?.1
         }
         Source::Archive(p) => {
@@ -112,12 +113,23 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
         Source::Manual => manual_manifest(inst)?,
     };
-    manifest::check_fresh(&target.manifest().expires, &format!("release {}", target.version()), std::time::SystemTime::now())?;
+    manifest::check_fresh(
+        &target.manifest().expires,
+        &format!("release {}", target.version()),
+        std::time::SystemTime::now(),
+    )?;
     if let Some(inst_m) = &installed {
-        let (new_v, old_v) = (manifest::parse_version(target.version())?, manifest::parse_version(inst_m.version())?);
+        let (new_v, old_v) = (
+            manifest::parse_version(target.version())?,
+            manifest::parse_version(inst_m.version())?,
+        );
         if new_v < old_v && !opts.allow_downgrade {
             return Err(Error::refused(
-                format!("release {} is older than the installed release {}", target.version(), inst_m.version()),
+                format!(
+                    "release {} is older than the installed release {}",
+                    target.version(),
+                    inst_m.version()
+                ),
                 "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)",
             ));
         }
@@ -125,10 +137,16 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 
     progress.set_phase("comparing the live tree with the release");
     let diff = diff_live(inst, &mut state, installed.as_ref(), &target)?;
-    let needed: Vec<&FileEntry> = diff.needed().map(|p| target.entry(p).expect("diff paths come from the manifest")).collect();
+    let needed: Vec<&FileEntry> = diff
+        .needed()
+        .map(|p| target.entry(p).expect("diff paths come from the manifest"))
+        .collect();
     let staging = inst.staging();
     std::fs::create_dir_all(&staging).ctx("create folder", &staging)?;
-    if state.staged()?.is_some_and(|s| s.version != target.version()) {
+    if state
+        .staged()?
+        .is_some_and(|s| s.version != target.version())
+    {
         state.clear_staged()?;
     }
     if !matches!(source, Source::Manual) {
@@ -154,13 +172,16 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     match source {
         Source::Network => {
             progress.set_phase(format!("downloading {} files", missing.len()));
-            let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+            let remote =
+                remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
             fetch_network(inst, &remote, &missing, &state, progress)?;
         }
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
             let a = archive.as_mut().expect("opened above");
-            a.extract(&missing, &staging, progress, |f, dest| mark(&state, f, dest))?;
+            a.extract(&missing, &staging, progress, |f, dest| {
+                mark(&state, f, dest)
+            })?;
         }
         Source::Manual => {
             if !missing.is_empty() {
@@ -173,7 +194,9 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     write_atomic(&staging.join(SIGNATURE_NAME), target.sig().as_bytes())?;
     state.set_staged(&target, &source.label(), needed.len() as u64, bytes)?;
     progress.set_phase("staged");
-    progress.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    progress
+        .finished
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Staged {
         version: target.version().to_string(),
         installed: installed.map(|m| m.version().to_string()),
@@ -209,9 +232,16 @@ fn mark(state: &State, f: &FileEntry, dest: &Path) -> Result<()> {
 
 /// A staged file counts when state.db says it was verified and its stat did not change since, or
 /// when hashing it now matches the manifest.
-fn already_staged(staging: &Path, f: &FileEntry, known: &HashMap<String, (manifest::Sha256, u64, i64)>, state: &State) -> Result<bool> {
+fn already_staged(
+    staging: &Path,
+    f: &FileEntry,
+    known: &HashMap<String, (manifest::Sha256, u64, i64)>,
+    state: &State,
+) -> Result<bool> {
     let p = f.path.under(staging);
-    let Ok(md) = std::fs::symlink_metadata(&p) else { return Ok(false) };
+    let Ok(md) = std::fs::symlink_metadata(&p) else {
+        return Ok(false);
+    };
     if !md.is_file() || md.len() != f.size {
         return Ok(false);
     }
@@ -233,9 +263,16 @@ fn already_staged(staging: &Path, f: &FileEntry, known: &HashMap<String, (manife
 /// Remove files from staging that this update does not need (left by an older staging).
 fn prune(staging: &Path, needed: &[&FileEntry]) -> Result<()> {
     let keep: HashSet<&str> = needed.iter().map(|f| f.path.as_str()).collect();
-    for entry in walkdir::WalkDir::new(staging).min_depth(1).contents_first(true) {
+    for entry in walkdir::WalkDir::new(staging)
+        .min_depth(1)
+        .contents_first(true)
+    {
         let Ok(entry) = entry else { continue };
-        let rel = entry.path().strip_prefix(staging).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let rel = entry
+            .path()
+            .strip_prefix(staging)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if entry.file_type().is_dir() {
             let _ = std::fs::remove_dir(entry.path());
         } else if !keep.contains(rel.as_str()) {
@@ -245,12 +282,24 @@ fn prune(staging: &Path, needed: &[&FileEntry]) -> Result<()> {
     Ok(())
 }
 
-fn fetch_network(inst: &Instance, remote: &remote::Remote, missing: &[&FileEntry], state: &State, progress: &Arc<Progress>) -> Result<()> {
+fn fetch_network(
+    inst: &Instance,
+    remote: &remote::Remote,
+    missing: &[&FileEntry],
+    state: &State,
+    progress: &Arc<Progress>,
+) -> Result<()> {
     let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
     for f in missing {
         by_sha.entry(f.sha256).or_default().push(f);
     }
-    let wanted: Vec<network::Wanted> = by_sha.values().map(|fs| network::Wanted { sha: fs[0].sha256, size: fs[0].size }).collect();
+    let wanted: Vec<network::Wanted> = by_sha
+        .values()
+        .map(|fs| network::Wanted {
+            sha: fs[0].sha256,
+            size: fs[0].size,
+        })
+        .collect();
     let dir = inst.partial_dir();
     remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
     let staging = inst.staging();
@@ -294,11 +343,23 @@ fn manual_report(staging: &Path, missing: &[&FileEntry]) -> Error {
     for f in missing {
         match std::fs::metadata(f.path.under(staging)) {
             Err(_) => absent.push(f.path.to_string()),
-            Ok(md) if md.len() != f.size => wrong.push(format!("{} (size {} instead of {})", f.path, md.len(), f.size)),
-            Ok(_) => wrong.push(format!("{} (contents differ from the signed manifest)", f.path)),
+            Ok(md) if md.len() != f.size => wrong.push(format!(
+                "{} (size {} instead of {})",
+                f.path,
+                md.len(),
+                f.size
+            )),
+            Ok(_) => wrong.push(format!(
+                "{} (contents differ from the signed manifest)",
+                f.path
+            )),
         }
     }
-    let mut msg = format!("staging is not complete: {} missing, {} wrong", absent.len(), wrong.len());
+    let mut msg = format!(
+        "staging is not complete: {} missing, {} wrong",
+        absent.len(),
+        wrong.len()
+    );
     for a in absent.iter().take(50) {
         msg.push_str(&format!("\n  missing: {a}"));
     }
@@ -308,5 +369,11 @@ fn manual_report(staging: &Path, missing: &[&FileEntry]) -> Error {
     if absent.len() + wrong.len() > 100 {
         msg.push_str("\n  ...");
     }
-    Error::refused(msg, format!("copy those files from the release into {}, then run `upkeep stage --manual` again", staging.display()))
+    Error::refused(
+        msg,
+        format!(
+            "copy those files from the release into {}, then run `upkeep stage --manual` again",
+            staging.display()
+        ),
+    )
 }

@@ -44,27 +44,47 @@ enum Failure {
 
 /// Fetch every wanted object into `dir`, verified. Bounded retries with backoff and an overall
 /// deadline; what was received before a failure is kept for the next attempt or the next run.
-pub async fn fetch(remote: &Remote, wanted: &[Wanted], dir: &Path, progress: &Arc<Progress>) -> Result<()> {
+pub async fn fetch(
+    remote: &Remote,
+    wanted: &[Wanted],
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let deadline = Duration::from_secs(remote.net.deadline_secs.max(1));
     match tokio::time::timeout(deadline, fetch_inner(remote, wanted, dir, progress)).await {
         Ok(r) => r,
         Err(_) => Err(Error::Network {
             url: remote.url(""),
-            reason: format!("staging did not finish within {} s (network.deadline_secs); the files received so far are kept", deadline.as_secs()),
+            reason: format!(
+                "staging did not finish within {} s (network.deadline_secs); the files received so far are kept",
+                deadline.as_secs()
+            ),
         }),
     }
 }
 
-async fn fetch_inner(remote: &Remote, wanted: &[Wanted], dir: &Path, progress: &Arc<Progress>) -> Result<()> {
+async fn fetch_inner(
+    remote: &Remote,
+    wanted: &[Wanted],
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<()> {
     let mut use_batch = true;
     let mut failures = 0u32;
     loop {
-        let pending: Vec<&Wanted> = wanted.iter().filter(|w| !done_path(dir, &w.sha).exists()).collect();
+        let pending: Vec<&Wanted> = wanted
+            .iter()
+            .filter(|w| !done_path(dir, &w.sha).exists())
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
-        let r = if use_batch { batch(remote, &pending, dir, progress).await } else { per_file(remote, &pending, dir, progress).await };
+        let r = if use_batch {
+            batch(remote, &pending, dir, progress).await
+        } else {
+            per_file(remote, &pending, dir, progress).await
+        };
         match r {
             Ok(()) => {}
             Err(Failure::NoBatch) => use_batch = false,
@@ -73,7 +93,9 @@ async fn fetch_inner(remote: &Remote, wanted: &[Wanted], dir: &Path, progress: &
                 if failures > remote.net.retries {
                     return Err(Error::Network {
                         url: remote.url(""),
-                        reason: format!("{msg} (gave up after {failures} attempts; the files received so far are kept)"),
+                        reason: format!(
+                            "{msg} (gave up after {failures} attempts; the files received so far are kept)"
+                        ),
                     });
                 }
                 progress.set_phase(format!("retrying after: {msg}"));
@@ -99,7 +121,12 @@ fn resume_offset(dir: &Path, w: &Wanted) -> u64 {
 /// Append bytes at `offset` to the partial file.
 fn append(dir: &Path, sha: &Sha256, offset: u64, bytes: &[u8]) -> Result<()> {
     let p = part_path(dir, sha);
-    let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(&p).ctx("open", &p)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&p)
+        .ctx("open", &p)?;
     f.set_len(offset).ctx("truncate", &p)?;
     use std::io::Seek;
     f.seek(std::io::SeekFrom::Start(offset)).ctx("seek", &p)?;
@@ -112,22 +139,37 @@ fn finish(dir: &Path, w: &Wanted, progress: &Progress) -> Result<(), Failure> {
     let h = digest::hash_file(&p).map_err(|e| Failure::Retry(e.to_string()))?;
     if h.sha256 != w.sha || h.size != w.size {
         let _ = std::fs::remove_file(&p);
-        return Err(Failure::Retry(format!("object {} did not match the signed manifest; discarded", w.sha)));
+        return Err(Failure::Retry(format!(
+            "object {} did not match the signed manifest; discarded",
+            w.sha
+        )));
     }
-    std::fs::rename(&p, done_path(dir, &w.sha)).map_err(|e| Failure::Retry(format!("rename {}: {e}", p.display())))?;
+    std::fs::rename(&p, done_path(dir, &w.sha))
+        .map_err(|e| Failure::Retry(format!("rename {}: {e}", p.display())))?;
     progress.add_file();
     Ok(())
 }
 
-async fn next_chunk(resp: &mut reqwest::Response, io_timeout: Duration) -> Result<Option<bytes::Bytes>, Failure> {
+async fn next_chunk(
+    resp: &mut reqwest::Response,
+    io_timeout: Duration,
+) -> Result<Option<bytes::Bytes>, Failure> {
     match tokio::time::timeout(io_timeout, resp.chunk()).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(Failure::Retry(describe(&e))),
-        Err(_) => Err(Failure::Retry(format!("no data for {} s", io_timeout.as_secs()))),
+        Err(_) => Err(Failure::Retry(format!(
+            "no data for {} s",
+            io_timeout.as_secs()
+        ))),
     }
 }
 
-async fn batch(remote: &Remote, pending: &[&Wanted], dir: &Path, progress: &Progress) -> Result<(), Failure> {
+async fn batch(
+    remote: &Remote,
+    pending: &[&Wanted],
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(), Failure> {
     let mut body = String::with_capacity(pending.len() * 70);
     let mut by_sha = std::collections::HashMap::new();
     for w in pending {
@@ -137,7 +179,13 @@ async fn batch(remote: &Remote, pending: &[&Wanted], dir: &Path, progress: &Prog
     }
     let url = remote.url("batch");
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
-    let mut resp = remote.client.post(&url).body(body).send().await.map_err(|e| Failure::Retry(describe(&e)))?;
+    let mut resp = remote
+        .client
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Failure::Retry(describe(&e)))?;
     let status = resp.status();
     if matches!(status.as_u16(), 404 | 405 | 501) {
         return Err(Failure::NoBatch);
@@ -157,15 +205,33 @@ async fn batch(remote: &Remote, pending: &[&Wanted], dir: &Path, progress: &Prog
                     return Ok(());
                 }
                 let parts: Vec<&str> = line.split(' ').collect();
-                let sha = parts.first().and_then(|s| Sha256::from_hex(s)).ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
-                let Some(&(w, asked)) = by_sha.get(&sha) else { return Err(Failure::Retry(format!("server sent an object that was not asked for: {sha}"))) };
+                let sha = parts
+                    .first()
+                    .and_then(|s| Sha256::from_hex(s))
+                    .ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
+                let Some(&(w, asked)) = by_sha.get(&sha) else {
+                    return Err(Failure::Retry(format!(
+                        "server sent an object that was not asked for: {sha}"
+                    )));
+                };
                 if parts.get(1) == Some(&"missing") {
-                    return Err(Failure::Retry(format!("the reference has no object {sha}; is the repository complete?")));
+                    return Err(Failure::Retry(format!(
+                        "the reference has no object {sha}; is the repository complete?"
+                    )));
                 }
-                let off: u64 = parts.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
-                let len: u64 = parts.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
+                let off: u64 = parts
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
+                let len: u64 = parts
+                    .get(2)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
                 if off != asked || off + len != w.size {
-                    return Err(Failure::Retry(format!("server declared {len} bytes from {off} for {sha}, the signed manifest says {} in all", w.size)));
+                    return Err(Failure::Retry(format!(
+                        "server declared {len} bytes from {off} for {sha}, the signed manifest says {} in all",
+                        w.size
+                    )));
                 }
                 current = Some((w, off, len));
                 if len == 0 {
@@ -193,20 +259,35 @@ async fn batch(remote: &Remote, pending: &[&Wanted], dir: &Path, progress: &Prog
         }
         match next_chunk(&mut resp, io_timeout).await? {
             Some(c) => buf.extend_from_slice(&c),
-            None => return Err(Failure::Retry("the connection closed in the middle of the batch".into())),
+            None => {
+                return Err(Failure::Retry(
+                    "the connection closed in the middle of the batch".into(),
+                ));
+            }
         }
     }
 }
 
-async fn per_file(remote: &Remote, pending: &[&Wanted], dir: &Path, progress: &Progress) -> Result<(), Failure> {
-    let results: Vec<Result<(), Failure>> = futures_util::stream::iter(pending.iter().map(|w| get_one(remote, w, dir, progress)))
-        .buffer_unordered(remote.net.concurrency.max(1))
-        .collect()
-        .await;
+async fn per_file(
+    remote: &Remote,
+    pending: &[&Wanted],
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let results: Vec<Result<(), Failure>> =
+        futures_util::stream::iter(pending.iter().map(|w| get_one(remote, w, dir, progress)))
+            .buffer_unordered(remote.net.concurrency.max(1))
+            .collect()
+            .await;
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
-async fn get_one(remote: &Remote, w: &Wanted, dir: &Path, progress: &Progress) -> Result<(), Failure> {
+async fn get_one(
+    remote: &Remote,
+    w: &Wanted,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(), Failure> {
     let url = remote.url(&repo::object_path(&w.sha));
     let mut off = resume_offset(dir, w);
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
@@ -225,14 +306,20 @@ async fn get_one(remote: &Remote, w: &Wanted, dir: &Path, progress: &Progress) -
     while let Some(c) = next_chunk(&mut resp, io_timeout).await? {
         if off + c.len() as u64 > w.size {
             let _ = std::fs::remove_file(part_path(dir, &w.sha));
-            return Err(Failure::Retry(format!("{url}: the server sent more than the {} bytes the signed manifest declares", w.size)));
+            return Err(Failure::Retry(format!(
+                "{url}: the server sent more than the {} bytes the signed manifest declares",
+                w.size
+            )));
         }
         append(dir, &w.sha, off, &c).map_err(|e| Failure::Retry(e.to_string()))?;
         off += c.len() as u64;
         progress.add_bytes(c.len() as u64);
     }
     if off != w.size {
-        return Err(Failure::Retry(format!("{url}: the connection closed after {off} of {} bytes", w.size)));
+        return Err(Failure::Retry(format!(
+            "{url}: the connection closed after {off} of {} bytes",
+            w.size
+        )));
     }
     finish(dir, w, progress)
 }

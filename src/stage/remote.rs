@@ -50,7 +50,12 @@ impl Remote {
             .user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::msg(format!("cannot build HTTP client: {e}")))?;
-        Ok(Remote { base, client, key: key.clone(), net: net.clone() })
+        Ok(Remote {
+            base,
+            client,
+            key: key.clone(),
+            net: net.clone(),
+        })
     }
 
     /// Full URL of a repository path.
@@ -80,7 +85,12 @@ impl Remote {
     }
 
     async fn get_once(&self, url: &str) -> Result<Vec<u8>, (bool, String)> {
-        let resp = self.client.get(url).send().await.map_err(|e| (true, describe(&e)))?;
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| (true, describe(&e)))?;
         let status = resp.status();
         if status.is_server_error() {
             return Err((true, format!("server answered {status}")));
@@ -106,10 +116,13 @@ impl Remote {
     /// The signed pointer, verified and fresh.
     pub async fn pointer(&self) -> Result<Pointer> {
         let bytes = self.get_doc(repo::POINTER).await?;
-        let sig = self.get_doc(repo::POINTER_SIG).await.map_err(|e| Error::Signature {
-            what: self.url(repo::POINTER),
-            reason: format!("its signature could not be fetched ({e})"),
-        })?;
+        let sig = self
+            .get_doc(repo::POINTER_SIG)
+            .await
+            .map_err(|e| Error::Signature {
+                what: self.url(repo::POINTER),
+                reason: format!("its signature could not be fetched ({e})"),
+            })?;
         let sig = String::from_utf8_lossy(&sig).into_owned();
         let what = self.url(repo::POINTER);
         let ptr: Pointer = manifest::verify_signed(&bytes, &sig, &self.key, &what)?;
@@ -118,18 +131,30 @@ impl Remote {
     }
 
     /// A release's manifest, verified; when `expect` is given its bytes must hash to it.
-    pub async fn manifest(&self, version: &str, expect: Option<&manifest::Sha256>) -> Result<VerifiedManifest> {
+    pub async fn manifest(
+        &self,
+        version: &str,
+        expect: Option<&manifest::Sha256>,
+    ) -> Result<VerifiedManifest> {
         manifest::parse_version(version)?;
         let what = self.url(&repo::manifest_path(version));
         let bytes = self.get_doc(&repo::manifest_path(version)).await?;
         let sig = match self.get_doc(&repo::manifest_sig_path(version)).await {
             Ok(s) => String::from_utf8_lossy(&s).into_owned(),
-            Err(e) => return Err(Error::Signature { what, reason: format!("its signature could not be fetched ({e})") }),
+            Err(e) => {
+                return Err(Error::Signature {
+                    what,
+                    reason: format!("its signature could not be fetched ({e})"),
+                });
+            }
         };
         if let Some(expect) = expect
             && digest::sha256_bytes(&bytes) != *expect
         {
-            return Err(Error::Signature { what, reason: "the manifest does not match the one the signed pointer names".into() });
+            return Err(Error::Signature {
+                what,
+                reason: "the manifest does not match the one the signed pointer names".into(),
+            });
         }
         VerifiedManifest::verify(bytes, sig, &self.key, &what)
     }
@@ -137,8 +162,14 @@ impl Remote {
     /// The latest release's manifest, through the pointer.
     pub async fn latest(&self) -> Result<(Pointer, VerifiedManifest)> {
         let ptr = self.pointer().await?;
-        let m = self.manifest(&ptr.latest, Some(&ptr.manifest_sha256)).await?;
-        manifest::check_fresh(&m.manifest().expires, &format!("manifest of {}", m.version()), SystemTime::now())?;
+        let m = self
+            .manifest(&ptr.latest, Some(&ptr.manifest_sha256))
+            .await?;
+        manifest::check_fresh(
+            &m.manifest().expires,
+            &format!("manifest of {}", m.version()),
+            SystemTime::now(),
+        )?;
         Ok((ptr, m))
     }
 }

@@ -62,15 +62,32 @@ impl FaultServer {
                 });
             }
         });
-        FaultServer { url, faults, log, stop }
+        FaultServer {
+            url,
+            faults,
+            log,
+            stop,
+        }
     }
 
     pub fn object_requests(&self) -> Vec<(String, Option<String>)> {
-        self.log.lock().unwrap().requests.iter().filter(|(p, _)| p.contains("/objects/")).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(p, _)| p.contains("/objects/"))
+            .cloned()
+            .collect()
     }
 }
 
-fn handle(mut conn: TcpStream, root: &std::path::Path, faults: &Mutex<VecDeque<Fault>>, log: &Mutex<Log>) -> std::io::Result<()> {
+fn handle(
+    mut conn: TcpStream,
+    root: &std::path::Path,
+    faults: &Mutex<VecDeque<Fault>>,
+    log: &Mutex<Log>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
@@ -89,36 +106,64 @@ fn handle(mut conn: TcpStream, root: &std::path::Path, faults: &Mutex<VecDeque<F
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
     let path = parts.next().unwrap_or_default().to_string();
-    log.lock().unwrap().requests.push((format!("{method} {path}"), range.clone()));
+    log.lock()
+        .unwrap()
+        .requests
+        .push((format!("{method} {path}"), range.clone()));
     if method != "GET" {
-        return conn.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return conn.write_all(
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
     let rel = path.trim_start_matches('/');
     if rel.contains("..") {
-        return conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return conn.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     }
     let Ok(mut body) = std::fs::read(root.join(rel)) else {
-        return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return conn.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     };
-    let fault = if rel.starts_with("objects/") { faults.lock().unwrap().pop_front() } else { None };
+    let fault = if rel.starts_with("objects/") {
+        faults.lock().unwrap().pop_front()
+    } else {
+        None
+    };
     let mut status = "200 OK".to_string();
-    if let Some(from) = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.trim_end_matches('-').parse::<usize>().ok()) {
+    if let Some(from) = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
+    {
         body = body.split_off(from.min(body.len()));
         status = "206 Partial Content".into();
     }
     match fault {
         Some(Fault::Status(code)) => {
-            write!(conn, "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            write!(
+                conn,
+                "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
         }
         Some(Fault::ResetAfter(n)) => {
-            write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             conn.write_all(&body[..n.min(body.len())])?;
             conn.flush()?;
             let _ = conn.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
         Some(Fault::Trickle(every)) => {
-            write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             for b in body.iter().take(600) {
                 conn.write_all(&[*b])?;
                 conn.flush()?;
@@ -133,14 +178,17 @@ fn handle(mut conn: TcpStream, root: &std::path::Path, faults: &Mutex<VecDeque<F
             conn.write_all(&extra)
         }
         None => {
-            write!(conn, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             conn.write_all(&body)
         }
     }
-    .and_then(|_| {
+    .map(|_| {
         let mut sink = [0u8; 1];
         let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
         let _ = conn.read(&mut sink);
-        Ok(())
     })
 }

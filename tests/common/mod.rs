@@ -35,14 +35,26 @@ pub fn stderr(o: &Output) -> String {
 /// Assert success and return stdout.
 #[track_caller]
 pub fn ok(o: Output) -> String {
-    assert!(o.status.success(), "expected success, got {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "expected success, got {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 /// Assert failure with the given exit code and return stderr.
 #[track_caller]
 pub fn fails(o: Output, code: i32) -> String {
-    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
     stderr(&o)
 }
 
@@ -72,7 +84,11 @@ pub fn spawn_server(args: &[&str]) -> Server {
     let mut line = String::new();
     let mut r = BufReader::new(child.stdout.take().expect("piped"));
     r.read_line(&mut line).expect("read server banner");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_string();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
     // Keep draining stdout so that the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in r.lines() {});
     Server { child, url }
@@ -96,7 +112,12 @@ pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         if !e.file_type().is_file() {
             continue;
         }
-        let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let top = rel.split('/').next().unwrap().to_string();
         if ["staging", "inbox", ".upkeep", "upkeep.toml"].contains(&top.as_str()) {
             continue;
@@ -134,12 +155,22 @@ impl World {
     pub fn publish(&self, version: &str, files: &[(&str, &[u8])]) -> PathBuf {
         let dir = self.path(&format!("release-{version}"));
         write_tree(&dir, files);
-        ok(upkeep(&["publish", dir.to_str().unwrap(), "--version", version, "--repo", self.repo.to_str().unwrap(), "--key", self.key.to_str().unwrap()]));
+        ok(upkeep(&[
+            "publish",
+            dir.to_str().unwrap(),
+            "--version",
+            version,
+            "--repo",
+            self.repo.to_str().unwrap(),
+            "--key",
+            self.key.to_str().unwrap(),
+        ]));
         dir
     }
 
     pub fn zip(&self, version: &str) -> PathBuf {
-        self.repo.join(format!("releases/{version}/upkeep-{version}.zip"))
+        self.repo
+            .join(format!("releases/{version}/upkeep-{version}.zip"))
     }
 
     pub fn reference(&self) -> Server {
@@ -153,7 +184,14 @@ impl World {
         if let Some(src) = from {
             copy_tree(src, &root);
         }
-        let mut args = vec!["init", "--root", root.to_str().unwrap(), "--reference", url, "--public-key"];
+        let mut args = vec![
+            "init",
+            "--root",
+            root.to_str().unwrap(),
+            "--reference",
+            url,
+            "--public-key",
+        ];
         let pk = self.pubkey();
         args.push(&pk);
         args.extend_from_slice(extra);
@@ -180,11 +218,15 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 pub fn set_config(root: &Path, section: &str, key: &str, value: &str) {
     let p = root.join("upkeep.toml");
     let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();
+    let v: toml::Value =
+        toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();
     if section.is_empty() {
         doc.insert(key.into(), v);
     } else {
-        doc.get_mut(section).and_then(|s| s.as_table_mut()).expect("section").insert(key.into(), v);
+        doc.get_mut(section)
+            .and_then(|s| s.as_table_mut())
+            .expect("section")
+            .insert(key.into(), v);
     }
     std::fs::write(&p, toml::to_string(&doc).unwrap()).unwrap();
 }
@@ -196,7 +238,13 @@ pub fn list_files(dir: &Path) -> Vec<String> {
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| !e.file_type().is_dir())
-        .map(|e| e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .map(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     v.sort();
     v
@@ -205,4 +253,24 @@ pub fn list_files(dir: &Path) -> Vec<String> {
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Path -> SHA-256 of every file below `dir`, leaving out any `.upkeep/` folder (upkeep's own
+/// state changes with every command). Readable when an assertion fails.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel.split('/').any(|c| c == ".upkeep") || !e.file_type().is_file() {
+            continue;
+        }
+        out.insert(rel, sha256_hex(&std::fs::read(e.path()).unwrap()));
+    }
+    out
 }
