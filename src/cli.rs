@@ -155,4 +155,81 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+
+    /// Apply the staged release: review the plan, then close, swap, scan, migrate, run_once, reopen.
+    ///
+    /// Prints the plan (locally modified files first) and asks before anything changes. Each
+    /// step is printed with its duration; the end prints how long the site was closed.
+    Update {
+        #[command(flatten)]
+        root: RootArg,
+        /// Apply without asking (cron, scripts).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Leave locally modified files as they are instead of installing the release's version
+        /// (by default the operator's version is kept as NAME.bak).
+        #[arg(long)]
+        keep_modified: bool,
+        /// Print the plan and the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Installed version, gate, current run and step, last runs, extensions, pending tasks.
+    Status {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Continue an interrupted run from where it stopped.
+    Resume {
+        #[command(flatten)]
+        root: RootArg,
+        /// Run again a shell task that was started but never confirmed finished.
+        #[arg(long, conflicts_with = "skip_task")]
+        rerun_task: bool,
+        /// Mark such a task done without running it again.
+        #[arg(long)]
+        skip_task: bool,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Put back exactly the release before the last run (files from NAME.bak, added files
+    /// removed, the database from the copy taken before migrate); the site is closed meanwhile.
+    Rollback {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Close the site by hand: visitors get 503 and the maintenance page.
+    Close {
+        #[command(flatten)]
+        root: RootArg,
+        /// Shown on the maintenance page.
+        #[arg(long, default_value = "This site is under maintenance. Please come back in a few minutes.")]
+        message: String,
+    },
+
+    /// Open the site by hand.
+    Open {
+        #[command(flatten)]
+        root: RootArg,
+    },
+
+    /// Serve the live tree behind the gate, and the control panel under /control.
+    Serve {
+        #[command(flatten)]
+        root: RootArg,
+        /// Address to listen on (port 0 picks a free port; the URL is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        listen: String,
+    },
 }

@@ -14,9 +14,12 @@ pub mod fsutil;
 pub mod init;
 pub mod lock;
 pub mod manifest;
+pub mod panel;
 pub mod progress;
 pub mod reference;
 pub mod stage;
+pub mod site;
 pub mod state;
+pub mod update;
 
 pub use error::{Error, Result};

@@ -1,0 +1,78 @@
+//! The gate: open, or closed with a maintenance page. The marker `.upkeep/gate-closed` is the one
+//! source of truth, so that `upkeep serve`, nginx and Apache all honour the same gate.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Instance;
+use crate::error::{IoContext, Result};
+use crate::fsutil::{sync_dir, write_atomic};
+use crate::state::now_text;
+
+/// The default maintenance page; operators edit their copy in `.upkeep/templates/`.
+pub const DEFAULT_PAGE: &str = include_str!("../../templates/maintenance.html");
+/// Seconds visitors are told to wait (Retry-After).
+pub const RETRY_AFTER: u64 = 120;
+
+/// What the marker records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Closed {
+    /// Shown to visitors.
+    pub message: String,
+    /// RFC 3339.
+    pub since: String,
+    /// The run that closed it, if any.
+    pub run: Option<i64>,
+}
+
+/// The marker file.
+pub fn marker(inst: &Instance) -> PathBuf {
+    inst.state_dir().join("gate-closed")
+}
+
+/// The rendered maintenance page, served while closed.
+pub fn page_path(inst: &Instance) -> PathBuf {
+    inst.state_dir().join("maintenance.html")
+}
+
+/// The operator-editable template.
+pub fn template_path(inst: &Instance) -> PathBuf {
+    inst.state_dir().join("templates/maintenance.html")
+}
+
+/// Current gate state: `None` when open.
+pub fn closed(inst: &Instance) -> Option<Closed> {
+    let text = std::fs::read_to_string(marker(inst)).ok()?;
+    Some(serde_json::from_str(&text).unwrap_or(Closed { message: text, since: String::new(), run: None }))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Close the gate (idempotent: an existing marker keeps its time unless the message changes).
+pub fn close(inst: &Instance, message: &str, run: Option<i64>) -> Result<Closed> {
+    if let Some(c) = closed(inst)
+        && c.message == message
+        && c.run == run
+    {
+        return Ok(c);
+    }
+    let c = Closed { message: message.to_string(), since: now_text(), run };
+    let template = std::fs::read_to_string(template_path(inst)).unwrap_or_else(|_| DEFAULT_PAGE.to_string());
+    let page = template.replace("{{message}}", &escape(message)).replace("{{since}}", &escape(&c.since));
+    write_atomic(&page_path(inst), page.as_bytes())?;
+    write_atomic(&marker(inst), serde_json::to_string(&c).expect("serialises").as_bytes())?;
+    Ok(c)
+}
+
+/// Open the gate.
+pub fn open(inst: &Instance) -> Result<()> {
+    let m = marker(inst);
+    match std::fs::remove_file(&m) {
+        Ok(()) => sync_dir(&inst.state_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("remove", &m),
+    }
+}

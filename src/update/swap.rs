@@ -1,0 +1,173 @@
+//! The swap: each replaced or removed live file becomes `NAME.bak`, each staged file takes its
+//! place, by rename on one filesystem, then the touched folders are synced.
+//!
+//! Every step is one atomic rename, and where a file stands can be read from the filesystem
+//! alone (is the staged copy still in staging? is the live name taken?), so the same code resumes
+//! a swap after a crash at any instant, and [`undo`] puts back exactly what was there. An older
+//! `NAME.bak` is replaced by the rename itself: at every instant either it or the new backup
+//! exists, never neither (YACS deleted the old backup first and could lose both).
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::crash;
+use crate::config::Instance;
+use crate::error::{IoContext, Result};
+use crate::fsutil::sync_dir;
+use crate::manifest::RelPath;
+use crate::progress::Progress;
+
+/// What happens to one path.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A new file.
+    Add,
+    /// The live file becomes NAME.bak; the staged one takes its place.
+    Replace,
+    /// The live file becomes NAME.bak.
+    Remove,
+    /// A locally modified file left as it is (`--keep-modified`).
+    Keep,
+}
+
+/// One planned change.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Action {
+    /// The path.
+    pub path: RelPath,
+    /// What happens.
+    pub kind: Kind,
+    /// The live file matched neither release.
+    pub modified: bool,
+}
+
+struct Paths {
+    live: PathBuf,
+    bak: PathBuf,
+    staged: PathBuf,
+}
+
+fn paths(inst: &Instance, p: &RelPath) -> Paths {
+    Paths { live: p.under(&inst.root), bak: p.with_suffix(".bak").under(&inst.root), staged: p.under(&inst.staging()) }
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+fn rename(from: &Path, to: &Path, point: &str) -> Result<()> {
+    crash::fail(point).ctx("rename", from)?;
+    std::fs::rename(from, to).ctx("rename", from)
+}
+
+/// Apply (or continue) the swap.
+pub fn apply(inst: &Instance, actions: &[Action], progress: &Progress) -> Result<()> {
+    let mut dirs = BTreeSet::new();
+    progress.set_totals(actions.len() as u64, 0);
+    for (n, a) in actions.iter().enumerate() {
+        let n = n + 1;
+        let p = paths(inst, &a.path);
+        match a.kind {
+            Kind::Replace | Kind::Add => {
+                if exists(&p.staged) {
+                    if exists(&p.live) {
+                        rename(&p.live, &p.bak, &format!("swap:{n}:bak"))?;
+                        crash::point(&format!("swap:{n}:moved-live"));
+                    }
+                    let parent = p.live.parent().expect("live paths have a parent");
+                    std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+                    rename(&p.staged, &p.live, &format!("swap:{n}:live"))?;
+                    crash::point(&format!("swap:{n}:done"));
+                }
+            }
+            Kind::Remove => {
+                if exists(&p.live) {
+                    rename(&p.live, &p.bak, &format!("swap:{n}:bak"))?;
+                    crash::point(&format!("swap:{n}:done"));
+                }
+            }
+            Kind::Keep => {}
+        }
+        if let Some(d) = p.live.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        progress.add_file();
+    }
+    for d in &dirs {
+        if d.exists() {
+            sync_dir(d)?;
+        }
+    }
+    crash::point("swap:synced");
+    Ok(())
+}
+
+/// Put back what [`apply`] changed, however far it got. `done_tasks` are run_once paths whose
+/// task finished in this run (their `.done` twin goes too).
+pub fn undo(inst: &Instance, actions: &[Action], done_tasks: &HashSet<String>) -> Result<()> {
+    let mut dirs = BTreeSet::new();
+    for a in actions.iter().rev() {
+        let p = paths(inst, &a.path);
+        let done = a.path.with_suffix(".done").under(&inst.root);
+        match a.kind {
+            Kind::Replace => {
+                if exists(&p.bak) && (!exists(&p.staged) || !exists(&p.live)) {
+                    std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
+                }
+                if done_tasks.contains(a.path.as_str()) && exists(&done) {
+                    std::fs::remove_file(&done).ctx("remove", &done)?;
+                }
+            }
+            Kind::Add => {
+                if !exists(&p.staged) {
+                    for f in [&p.live, &done] {
+                        if exists(f) {
+                            std::fs::remove_file(f).ctx("remove", f)?;
+                        }
+                    }
+                    remove_empty_parents(&inst.root, &p.live);
+                }
+            }
+            Kind::Remove => {
+                if !exists(&p.live) && exists(&p.bak) {
+                    std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
+                }
+            }
+            Kind::Keep => {}
+        }
+        if let Some(d) = p.live.parent()
+            && d.exists()
+        {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs.iter().filter(|d| d.exists()) {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Folders an added file needed are removed again when they end up empty.
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || d == root.join("run_once") || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// After a successful run, the backups of the run before it are no longer a way back: remove
+/// the ones this run did not replace.
+pub fn drop_old_backups(inst: &Instance, previous: &[Action], current: &[Action]) {
+    let touched: HashSet<&RelPath> = current.iter().filter(|a| a.kind != Kind::Keep).map(|a| &a.path).collect();
+    for a in previous.iter().filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove)) {
+        if !touched.contains(&a.path) {
+            let _ = std::fs::remove_file(a.path.with_suffix(".bak").under(&inst.root));
+        }
+    }
+}

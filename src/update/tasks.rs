@@ -1,0 +1,210 @@
+//! run_once tasks: files in `run_once/` (and extensions' run_once folders) without a `.done`
+//! twin, run in name order. A `*.sql` task and its done-mark commit together in the site
+//! database; a `*.sh` task is marked started before it runs, so one found started after a crash
+//! is never re-run without the operator's word.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::crash;
+use super::scan::Extension;
+use crate::config::Instance;
+use crate::error::{DbContext, Error, IoContext, Result};
+use crate::manifest::RelPath;
+use crate::state::{State, now_text};
+
+/// A task waiting to run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Task {
+    /// Path relative to the root (the name shown and recorded).
+    pub name: String,
+    /// The file.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// What the operator decided about a shell task found started but unfinished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Ask: stop the run.
+    Ask,
+    /// Run it again.
+    Rerun,
+    /// Mark it done without running it.
+    Skip,
+}
+
+/// Pending tasks: release tasks first, then each extension's, each group in name order.
+pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
+    let mut dirs = vec![("run_once".to_string(), inst.root.join("run_once"))];
+    for e in exts {
+        if let Some(r) = &e.run_once {
+            let dir = e.resolve(&inst.root, r)?;
+            let rel = dir.strip_prefix(&inst.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            dirs.push((rel, dir));
+        }
+    }
+    let mut out = Vec::new();
+    for (rel, dir) in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter(|e| e.path().is_file()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        names.sort();
+        for n in &names {
+            if n.ends_with(".done") || n.ends_with(".bak") || n.starts_with('.') || names.contains(&format!("{n}.done")) {
+                continue;
+            }
+            if !(n.ends_with(".sql") || n.ends_with(".sh")) {
+                continue;
+            }
+            let name = format!("{rel}/{n}");
+            RelPath::parse(&name)?;
+            out.push(Task { name, path: dir.join(n) });
+        }
+    }
+    Ok(out)
+}
+
+fn ensure_own_table(c: &Connection, db: &Path) -> Result<()> {
+    c.execute_batch("CREATE TABLE IF NOT EXISTS upkeep_run_once(name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, run_id INTEGER, done_at TEXT NOT NULL)").db(db)
+}
+
+fn mark_done_file(t: &Task) -> Result<()> {
+    let done = PathBuf::from(format!("{}.done", t.path.display()));
+    std::fs::rename(&t.path, &done).ctx("rename", &t.path)?;
+    crate::fsutil::sync_dir(t.path.parent().expect("task has a folder"))
+}
+
+fn task_state(state: &State, run: i64, name: &str) -> Result<Option<String>> {
+    state.conn.query_row("SELECT state FROM tasks WHERE run_id = ?1 AND name = ?2", params![run, name], |r| r.get(0)).optional().db(state.path())
+}
+
+fn set_task(state: &State, run: i64, name: &str, st: &str, output: Option<&str>, code: Option<i32>) -> Result<()> {
+    state
+        .conn
+        .execute(
+            "INSERT INTO tasks(run_id, name, state, output, exit_code, started_at) VALUES(?1, ?2, ?3, COALESCE(?4, ''), ?5, ?6)
+             ON CONFLICT(run_id, name) DO UPDATE SET state = ?3, output = COALESCE(?4, output), exit_code = COALESCE(?5, exit_code),
+             finished_at = CASE WHEN ?3 IN ('done', 'failed', 'skipped') THEN ?6 ELSE finished_at END",
+            params![run, name, st, output, code, now_text()],
+        )
+        .db(state.path())?;
+    Ok(())
+}
+
+/// Run every pending task of run `run`. Stops at the first failure with the task's output.
+pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], decision: Decision, timeout: Duration) -> Result<Vec<String>> {
+    let db = inst.database();
+    let mut ran = Vec::new();
+    for (n, t) in pending(inst, exts)?.into_iter().enumerate() {
+        let n = n + 1;
+        crash::point(&format!("run_once:{n}:before"));
+        let bytes = std::fs::read(&t.path).ctx("read", &t.path)?;
+        let sha = crate::manifest::digest::sha256_bytes(&bytes).to_hex();
+        if t.name.ends_with(".sql") {
+            let mut c = Connection::open(&db).db(&db)?;
+            ensure_own_table(&c, &db)?;
+            let already: Option<String> = c.query_row("SELECT sha256 FROM upkeep_run_once WHERE name = ?1", [&t.name], |r| r.get(0)).optional().db(&db)?;
+            if already.as_deref() != Some(sha.as_str()) {
+                let sql = String::from_utf8_lossy(&bytes).into_owned();
+                let tx = c.transaction().db(&db)?;
+                if let Err(e) = tx.execute_batch(&sql) {
+                    drop(tx);
+                    set_task(state, run, &t.name, "failed", Some(&e.to_string()), None)?;
+                    return Err(Error::refused(
+                        format!("run_once task {} failed: {e}\nits changes were rolled back; the site stays closed", t.name),
+                        "fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
+                    ));
+                }
+                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![t.name, sha, run, now_text()])
+                    .db(&db)?;
+                tx.commit().db(&db)?;
+            }
+            crash::point(&format!("run_once:{n}:ran"));
+            mark_done_file(&t)?;
+            set_task(state, run, &t.name, "done", None, Some(0))?;
+        } else {
+            match task_state(state, run, &t.name)?.as_deref() {
+                Some("started") if decision == Decision::Ask => {
+                    return Err(Error::refused(
+                        format!("shell task {} was started but never confirmed finished (the process was interrupted)", t.name),
+                        "check what it did, then run `upkeep resume --rerun-task` to run it again or `upkeep resume --skip-task` to mark it done",
+                    ));
+                }
+                Some("started") if decision == Decision::Skip => {
+                    mark_done_file(&t)?;
+                    set_task(state, run, &t.name, "skipped", Some("skipped by the operator after an interruption"), None)?;
+                    continue;
+                }
+                Some("succeeded") => {
+                    mark_done_file(&t)?;
+                    set_task(state, run, &t.name, "done", None, None)?;
+                    continue;
+                }
+                _ => {}
+            }
+            set_task(state, run, &t.name, "started", None, None)?;
+            let (code, output) = run_shell(&inst.root, &t.path, timeout)?;
+            if code != Some(0) {
+                set_task(state, run, &t.name, "failed", Some(&output), code)?;
+                let why = match code {
+                    Some(c) => format!("exited with status {c}"),
+                    None => format!("was stopped after {} s (tasks.timeout_secs)", timeout.as_secs()),
+                };
+                return Err(Error::refused(
+                    format!("run_once task {} {why}; the site stays closed. Its output:\n{}", t.name, output.trim_end()),
+                    "fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
+                ));
+            }
+            set_task(state, run, &t.name, "succeeded", Some(&output), Some(0))?;
+            crash::point(&format!("run_once:{n}:ran"));
+            mark_done_file(&t)?;
+            set_task(state, run, &t.name, "done", None, None)?;
+        }
+        crash::point(&format!("run_once:{n}:done"));
+        ran.push(t.name);
+    }
+    Ok(ran)
+}
+
+/// Run a shell task under /bin/sh in the instance root, output and errors merged, with a timeout.
+fn run_shell(root: &Path, script: &Path, timeout: Duration) -> Result<(Option<i32>, String)> {
+    let (mut reader, writer) = std::io::pipe().ctx("create pipe for", script)?;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("/bin/sh")
+        .arg(script)
+        // Its own process group, so that a timeout stops whatever the script started too.
+        .process_group(0)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().ctx("pipe", script)?)
+        .stderr(writer)
+        .spawn()
+        .ctx("run /bin/sh", script)?;
+    let collector = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = reader.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().ctx("wait for", script)? {
+            break st.code();
+        }
+        if start.elapsed() > timeout {
+            // SAFETY: kill(2) on the task's own process group.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = collector.join().unwrap_or_default();
+    Ok((code, output))
+}
