@@ -427,6 +427,7 @@ fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run
             }
             Err(e) => {
                 let text = e.to_string();
+                let cause_hint = e.hint().unwrap_or_else(|| "fix the cause".into());
                 end_step(state, id, &step, ms, &text)?;
                 set_status(state, id, "failed", Some(&text))?;
                 if step == "swap" {
@@ -434,7 +435,7 @@ fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run
                     return match rollback_run(inst, state, id) {
                         Ok(_) => Err(Error::refused(
                             format!("{text}\nthe swap was undone: the previous release is back in place and the site is open again"),
-                            "fix the cause, then run `upkeep update` again (the staged files are gone: stage again first)",
+                            format!("{cause_hint}; then stage again (the staged files were used up) and run `upkeep update`"),
                         )),
                         Err(e2) => Err(Error::refused(
                             format!("{text}\nundoing the swap failed too: {e2}"),
