@@ -214,7 +214,10 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
         /// Shown on the maintenance page.
-        #[arg(long, default_value = "This site is under maintenance. Please come back in a few minutes.")]
+        #[arg(
+            long,
+            default_value = "This site is under maintenance. Please come back in a few minutes."
+        )]
         message: String,
     },
 

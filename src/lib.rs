@@ -17,8 +17,8 @@ pub mod manifest;
 pub mod panel;
 pub mod progress;
 pub mod reference;
-pub mod stage;
 pub mod site;
+pub mod stage;
 pub mod state;
 pub mod update;
 

@@ -250,13 +250,21 @@ fn run(cmd: Command) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Update { root, yes, keep_modified, json } => {
+        Command::Update {
+            root,
+            yes,
+            keep_modified,
+            json,
+        } => {
             let inst = Instance::open(&root.root)?;
             let progress = Progress::default();
             let interactive = std::io::stdin().is_terminal();
             let confirm = |plan: &Plan| {
                 if json {
-                    eprintln!("{}", serde_json::to_string_pretty(plan).expect("serialises"));
+                    eprintln!(
+                        "{}",
+                        serde_json::to_string_pretty(plan).expect("serialises")
+                    );
                 } else {
                     print_plan(plan);
                 }
@@ -264,7 +272,9 @@ fn run(cmd: Command) -> Result<u8> {
                     return true;
                 }
                 if !interactive {
-                    eprintln!("not applied: no terminal to confirm on; pass --yes to apply without a question");
+                    eprintln!(
+                        "not applied: no terminal to confirm on; pass --yes to apply without a question"
+                    );
                     return false;
                 }
                 eprint!("apply this update? the site will be closed during the swap [y/N] ");
@@ -273,9 +283,18 @@ fn run(cmd: Command) -> Result<u8> {
                 matches!(answer.trim(), "y" | "Y" | "yes")
             };
             let on_step = |step: &str, ms: Option<u64>| step_line(json, step, ms);
-            let opts = update::Options { keep_modified, confirm: &confirm, on_step: &on_step, decision: Decision::Ask, progress: &progress };
+            let opts = update::Options {
+                keep_modified,
+                confirm: &confirm,
+                on_step: &on_step,
+                decision: Decision::Ask,
+                progress: &progress,
+            };
             match update::update(&inst, &opts)? {
-                None => Err(Error::refused("update not applied", "run it again and answer y, or pass --yes")),
+                None => Err(Error::refused(
+                    "update not applied",
+                    "run it again and answer y, or pass --yes",
+                )),
                 Some(run) => {
                     finished_run(json, &run);
                     Ok(0)
@@ -292,7 +311,12 @@ fn run(cmd: Command) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Resume { root, rerun_task, skip_task, json } => {
+        Command::Resume {
+            root,
+            rerun_task,
+            skip_task,
+            json,
+        } => {
             let inst = Instance::open(&root.root)?;
             let progress = Progress::default();
             let on_step = |step: &str, ms: Option<u64>| step_line(json, step, ms);
@@ -303,7 +327,13 @@ fn run(cmd: Command) -> Result<u8> {
             } else {
                 Decision::Ask
             };
-            let opts = update::Options { keep_modified: false, confirm: &|_| true, on_step: &on_step, decision, progress: &progress };
+            let opts = update::Options {
+                keep_modified: false,
+                confirm: &|_| true,
+                on_step: &on_step,
+                decision,
+                progress: &progress,
+            };
             let run = update::resume(&inst, &opts)?;
             finished_run(json, &run);
             Ok(0)
@@ -314,20 +344,34 @@ fn run(cmd: Command) -> Result<u8> {
             if json {
                 print_json(&run);
             } else {
-                println!("rolled back run {}: release {} is installed again; the site is open", run.id, run.from.as_deref().unwrap_or("(none: fresh instance)"));
+                println!(
+                    "rolled back run {}: release {} is installed again; the site is open",
+                    run.id,
+                    run.from.as_deref().unwrap_or("(none: fresh instance)")
+                );
             }
             Ok(0)
         }
         Command::Close { root, message } => {
             let inst = Instance::open(&root.root)?;
             let c = update::gate::close(&inst, &message, None)?;
-            println!("closed since {}: visitors get 503 and {}", c.since, update::gate::page_path(&inst).display());
+            println!(
+                "closed since {}: visitors get 503 and {}",
+                c.since,
+                update::gate::page_path(&inst).display()
+            );
             Ok(0)
         }
         Command::Open { root } => {
             let inst = Instance::open(&root.root)?;
-            if let Some(r) = upkeep::state::State::open(&inst.state_db()).ok().and_then(|s| update::unfinished(&s).ok().flatten()) {
-                eprintln!("warning: run {} is unfinished (step {}); opening shows visitors a half-updated site", r.id, r.step);
+            if let Some(r) = upkeep::state::State::open(&inst.state_db())
+                .ok()
+                .and_then(|s| update::unfinished(&s).ok().flatten())
+            {
+                eprintln!(
+                    "warning: run {} is unfinished (step {}); opening shows visitors a half-updated site",
+                    r.id, r.step
+                );
             }
             update::gate::open(&inst)?;
             println!("open");
@@ -476,7 +520,7 @@ fn finished_run(json: bool, run: &Run) {
         print_json(run);
         return;
     }
-    if run.status == "done" {
+    if run.status == "done" && run.error.is_none() {
         println!(
             "updated {} -> {}; the site was closed for {} ms",
             run.from.as_deref().unwrap_or("(fresh)"),
@@ -489,7 +533,12 @@ fn finished_run(json: bool, run: &Run) {
 }
 
 fn print_plan(plan: &Plan) {
-    println!("plan: {} -> {} ({} to install)", plan.from.as_deref().unwrap_or("(fresh)"), plan.to, human_bytes(plan.bytes));
+    println!(
+        "plan: {} -> {} ({} to install)",
+        plan.from.as_deref().unwrap_or("(fresh)"),
+        plan.to,
+        human_bytes(plan.bytes)
+    );
     let section = |title: &str, items: Vec<String>| {
         if !items.is_empty() {
             println!("{title} ({}):", items.len());
@@ -507,17 +556,38 @@ fn print_plan(plan: &Plan) {
         .filter(|a| a.modified)
         .map(|a| match a.kind {
             Kind::Keep => format!("{} (kept as it is: --keep-modified)", a.path),
-            Kind::Remove => format!("{} (your version kept as {}.bak; removed by the release)", a.path, a.path),
+            Kind::Remove => format!(
+                "{} (your version kept as {}.bak; removed by the release)",
+                a.path, a.path
+            ),
             _ => format!("{} (your version kept as {}.bak)", a.path, a.path),
         })
         .collect();
     section("locally modified", modified);
-    section("add", plan.of(Kind::Add).iter().map(|p| p.to_string()).collect());
-    section("replace", plan.of(Kind::Replace).iter().map(|p| p.to_string()).collect());
-    section("remove", plan.of(Kind::Remove).iter().map(|p| p.to_string()).collect());
+    section(
+        "add",
+        plan.of(Kind::Add).iter().map(|p| p.to_string()).collect(),
+    );
+    section(
+        "replace",
+        plan.of(Kind::Replace)
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    );
+    section(
+        "remove",
+        plan.of(Kind::Remove)
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    );
     section("run_once tasks", plan.tasks.clone());
     section("schema changes", plan.schema.statements.clone());
-    section("database objects not in the schema (kept)", plan.schema.extra.clone());
+    section(
+        "database objects not in the schema (kept)",
+        plan.schema.extra.clone(),
+    );
 }
 
 fn print_status(st: &update::Status) {
@@ -530,27 +600,51 @@ fn print_status(st: &update::Status) {
         println!("last check: {when} (latest {latest})");
     }
     if let Some(s) = &st.staged {
-        println!("staged:    {} from {} ({} files, {})", s.version, s.source, s.files, human_bytes(s.bytes));
+        println!(
+            "staged:    {} from {} ({} files, {})",
+            s.version,
+            s.source,
+            s.files,
+            human_bytes(s.bytes)
+        );
     }
     if let Some(r) = &st.current {
-        println!("current run: {} ({} -> {}) {} at step {}", r.id, r.from.as_deref().unwrap_or("fresh"), r.to, r.status, r.step);
+        println!(
+            "current run: {} ({} -> {}) {} at step {}",
+            r.id,
+            r.from.as_deref().unwrap_or("fresh"),
+            r.to,
+            r.status,
+            r.step
+        );
         if let Some(e) = &r.error {
             println!("  error: {e}");
         }
         println!("  next: `upkeep resume` to continue, or `upkeep rollback` to go back");
     }
-    if let Some(r) = st.history.iter().find(|r| st.current.as_ref().is_none_or(|c| c.id != r.id)) {
+    if let Some(r) = st
+        .history
+        .iter()
+        .find(|r| st.current.as_ref().is_none_or(|c| c.id != r.id))
+    {
         println!(
             "last run:  {} ({} -> {}) {}{}",
             r.id,
             r.from.as_deref().unwrap_or("fresh"),
             r.to,
             r.status,
-            r.closed_ms.map(|ms| format!(", closed {ms} ms")).unwrap_or_default()
+            r.closed_ms
+                .map(|ms| format!(", closed {ms} ms"))
+                .unwrap_or_default()
         );
     }
     for e in &st.extensions {
-        println!("extension: {} {} ({})", e.name, e.version, if e.path.is_empty() { "/" } else { &e.path });
+        println!(
+            "extension: {} {} ({})",
+            e.name,
+            e.version,
+            if e.path.is_empty() { "/" } else { &e.path }
+        );
     }
     for t in &st.pending_tasks {
         println!("pending task: {t}");
@@ -561,7 +655,8 @@ fn serve_site(root: &Path, listen: &str) -> Result<u8> {
     let inst = Instance::open(root)?;
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
-        let (server, addr) = upkeep::panel::start(inst, listen).ctx("listen on", Path::new(listen))?;
+        let (server, addr) =
+            upkeep::panel::start(inst, listen).ctx("listen on", Path::new(listen))?;
         println!("serving the site on http://{addr}/ (control panel: http://{addr}/control)");
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -16,16 +16,23 @@ pub fn refused(rel: &RelPath) -> bool {
         || rel.top() == "run_once"
         || s.ends_with(".bak")
         || s.ends_with(".done")
-        || s.split('/').any(|c| c == ".upkeep" || c == "extension.toml")
+        || s.split('/')
+            .any(|c| c == ".upkeep" || c == "extension.toml")
 }
 
 fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body("not found\n")
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("not found\n")
 }
 
 /// The maintenance answer.
 pub fn maintenance(inst: &Instance) -> HttpResponse {
-    let page = std::fs::read_to_string(gate::page_path(inst)).unwrap_or_else(|_| gate::DEFAULT_PAGE.replace("{{message}}", "Back soon.").replace("{{since}}", ""));
+    let page = std::fs::read_to_string(gate::page_path(inst)).unwrap_or_else(|_| {
+        gate::DEFAULT_PAGE
+            .replace("{{message}}", "Back soon.")
+            .replace("{{since}}", "")
+    });
     HttpResponse::ServiceUnavailable()
         .insert_header((header::RETRY_AFTER, gate::RETRY_AFTER.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -35,9 +42,19 @@ pub fn maintenance(inst: &Instance) -> HttpResponse {
 
 /// Serve one visitor request.
 pub async fn serve_file(req: &HttpRequest, inst: &Instance) -> HttpResponse {
-    let raw = req.match_info().query("tail").trim_start_matches('/').to_string();
-    let rel = if raw.is_empty() || raw.ends_with('/') { format!("{raw}index.html") } else { raw };
-    let Ok(rel) = RelPath::parse(&rel) else { return HttpResponse::BadRequest().body("bad path\n") };
+    let raw = req
+        .match_info()
+        .query("tail")
+        .trim_start_matches('/')
+        .to_string();
+    let rel = if raw.is_empty() || raw.ends_with('/') {
+        format!("{raw}index.html")
+    } else {
+        raw
+    };
+    let Ok(rel) = RelPath::parse(&rel) else {
+        return HttpResponse::BadRequest().body("bad path\n");
+    };
     if refused(&rel) {
         return not_found();
     }

@@ -17,10 +17,18 @@ async fn site(req: HttpRequest, app: web::Data<Arc<AppState>>) -> HttpResponse {
 }
 
 /// Start serving; returns the server and the bound address.
-pub fn start(inst: Instance, listen: &str) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
+pub fn start(
+    inst: Instance,
+    listen: &str,
+) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let app = web::Data::new(Arc::new(AppState { inst }));
-    let server = HttpServer::new(move || App::new().app_data(app.clone()).route("/{tail:.*}", web::get().to(site)).route("/{tail:.*}", web::head().to(site)))
-        .bind(listen)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app.clone())
+            .route("/{tail:.*}", web::get().to(site))
+            .route("/{tail:.*}", web::head().to(site))
+    })
+    .bind(listen)?;
     let addr = server.addrs()[0];
     Ok((server.run(), addr))
 }

@@ -19,9 +19,15 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| Env {
-        crash_at: std::env::var("UPKEEP_CRASH_AT").ok().filter(|s| !s.is_empty()),
-        trace: std::env::var("UPKEEP_CRASH_TRACE").ok().filter(|s| !s.is_empty()),
-        fail_at: std::env::var("UPKEEP_FAIL_AT").ok().filter(|s| !s.is_empty()),
+        crash_at: std::env::var("UPKEEP_CRASH_AT")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        trace: std::env::var("UPKEEP_CRASH_TRACE")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        fail_at: std::env::var("UPKEEP_FAIL_AT")
+            .ok()
+            .filter(|s| !s.is_empty()),
     })
 }
 
@@ -29,7 +35,10 @@ fn env() -> &'static Env {
 pub fn point(name: &str) {
     let e = env();
     if let Some(t) = &e.trace
-        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(t)
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t)
     {
         let _ = writeln!(f, "{name}");
     }

@@ -44,11 +44,18 @@ pub fn template_path(inst: &Instance) -> PathBuf {
 /// Current gate state: `None` when open.
 pub fn closed(inst: &Instance) -> Option<Closed> {
     let text = std::fs::read_to_string(marker(inst)).ok()?;
-    Some(serde_json::from_str(&text).unwrap_or(Closed { message: text, since: String::new(), run: None }))
+    Some(serde_json::from_str(&text).unwrap_or(Closed {
+        message: text,
+        since: String::new(),
+        run: None,
+    }))
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Close the gate (idempotent: an existing marker keeps its time unless the message changes).
@@ -59,11 +66,21 @@ pub fn close(inst: &Instance, message: &str, run: Option<i64>) -> Result<Closed>
     {
         return Ok(c);
     }
-    let c = Closed { message: message.to_string(), since: now_text(), run };
-    let template = std::fs::read_to_string(template_path(inst)).unwrap_or_else(|_| DEFAULT_PAGE.to_string());
-    let page = template.replace("{{message}}", &escape(message)).replace("{{since}}", &escape(&c.since));
+    let c = Closed {
+        message: message.to_string(),
+        since: now_text(),
+        run,
+    };
+    let template =
+        std::fs::read_to_string(template_path(inst)).unwrap_or_else(|_| DEFAULT_PAGE.to_string());
+    let page = template
+        .replace("{{message}}", &escape(message))
+        .replace("{{since}}", &escape(&c.since));
     write_atomic(&page_path(inst), page.as_bytes())?;
-    write_atomic(&marker(inst), serde_json::to_string(&c).expect("serialises").as_bytes())?;
+    write_atomic(
+        &marker(inst),
+        serde_json::to_string(&c).expect("serialises").as_bytes(),
+    )?;
     Ok(c)
 }
 

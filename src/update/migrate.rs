@@ -37,7 +37,8 @@ fn quote(ident: &str) -> String {
 
 fn objects(c: &Connection, kind: &str) -> rusqlite::Result<Vec<(String, String, String)>> {
     let mut st = c.prepare("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = ?1 AND sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")?;
-    st.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+    st.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
 }
 
 struct Column {
@@ -49,7 +50,15 @@ struct Column {
 
 fn columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<Column>> {
     let mut st = c.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
-    st.query_map([], |r| Ok(Column { name: r.get(1)?, ty: r.get(2)?, notnull: r.get::<_, i64>(3)? != 0, default: r.get(4)? }))?.collect()
+    st.query_map([], |r| {
+        Ok(Column {
+            name: r.get(1)?,
+            ty: r.get(2)?,
+            notnull: r.get::<_, i64>(3)? != 0,
+            default: r.get(4)?,
+        })
+    })?
+    .collect()
 }
 
 /// Compare the declared schema with the database at `db`.
@@ -57,12 +66,19 @@ pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
     let declared = Connection::open_in_memory().db(Path::new(":memory:"))?;
     for f in fragments {
         declared.execute_batch(&f.sql).map_err(|e| {
-            Error::refused(format!("{}: the schema does not load: {e}", f.source), "fix the release's schema.sql (CREATE TABLE and CREATE INDEX statements only)")
+            Error::refused(
+                format!("{}: the schema does not load: {e}", f.source),
+                "fix the release's schema.sql (CREATE TABLE and CREATE INDEX statements only)",
+            )
         })?;
     }
     let site = Connection::open(db).db(db)?;
     let mut plan = SchemaPlan::default();
-    let site_tables: Vec<String> = objects(&site, "table").db(db)?.into_iter().map(|t| t.0).collect();
+    let site_tables: Vec<String> = objects(&site, "table")
+        .db(db)?
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
     let declared_tables = objects(&declared, "table").db(db)?;
     for (name, _, sql) in &declared_tables {
         if !site_tables.iter().any(|t| t.eq_ignore_ascii_case(name)) {
@@ -74,7 +90,11 @@ pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
             if have.iter().any(|h| h.name.eq_ignore_ascii_case(&col.name)) {
                 continue;
             }
-            let mut s = format!("ALTER TABLE {} ADD COLUMN {}", quote(name), quote(&col.name));
+            let mut s = format!(
+                "ALTER TABLE {} ADD COLUMN {}",
+                quote(name),
+                quote(&col.name)
+            );
             if !col.ty.is_empty() {
                 s.push_str(&format!(" {}", col.ty));
             }
@@ -88,17 +108,33 @@ pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
             plan.statements.push(s);
         }
         for h in &have {
-            if !columns(&declared, name).db(db)?.iter().any(|c| c.name.eq_ignore_ascii_case(&h.name)) {
-                plan.extra.push(format!("column {name}.{} (not in the schema; kept)", h.name));
+            if !columns(&declared, name)
+                .db(db)?
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&h.name))
+            {
+                plan.extra.push(format!(
+                    "column {name}.{} (not in the schema; kept)",
+                    h.name
+                ));
             }
         }
     }
     for t in &site_tables {
-        if t != OWN_TABLE && !declared_tables.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(t)) {
-            plan.extra.push(format!("table {t} (not in the schema; kept)"));
+        if t != OWN_TABLE
+            && !declared_tables
+                .iter()
+                .any(|(n, _, _)| n.eq_ignore_ascii_case(t))
+        {
+            plan.extra
+                .push(format!("table {t} (not in the schema; kept)"));
         }
     }
-    let site_indexes: Vec<String> = objects(&site, "index").db(db)?.into_iter().map(|i| i.0).collect();
+    let site_indexes: Vec<String> = objects(&site, "index")
+        .db(db)?
+        .into_iter()
+        .map(|i| i.0)
+        .collect();
     for (name, _, sql) in objects(&declared, "index").db(db)? {
         if !site_indexes.iter().any(|i| i.eq_ignore_ascii_case(&name)) {
             plan.statements.push(format!("{sql};"));
@@ -146,9 +182,17 @@ pub fn integrity(db: &Path) -> Result<()> {
         return Ok(());
     }
     let c = Connection::open(db).db(db)?;
-    let r: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).db(db)?;
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .db(db)?;
     if r != "ok" {
-        return Err(Error::refused(format!("the site database {} fails its integrity check: {r}", db.display()), "repair or restore the database before updating"));
+        return Err(Error::refused(
+            format!(
+                "the site database {} fails its integrity check: {r}",
+                db.display()
+            ),
+            "repair or restore the database before updating",
+        ));
     }
     Ok(())
 }
@@ -158,17 +202,38 @@ mod tests {
     use super::*;
 
     fn frag(sql: &str) -> Vec<Fragment> {
-        vec![Fragment { source: "schema.sql".into(), sql: sql.into() }]
+        vec![Fragment {
+            source: "schema.sql".into(),
+            sql: sql.into(),
+        }]
     }
 
     #[test]
     fn adds_tables_columns_indexes_and_reports_extra() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("s.db");
-        Connection::open(&db).unwrap().execute_batch("CREATE TABLE a(id INTEGER PRIMARY KEY, x TEXT, legacy TEXT); CREATE TABLE old(z);").unwrap();
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE a(id INTEGER PRIMARY KEY, x TEXT, legacy TEXT); CREATE TABLE old(z);",
+            )
+            .unwrap();
         let p = plan(&db, &frag("CREATE TABLE a(id INTEGER PRIMARY KEY, x TEXT, y INTEGER NOT NULL DEFAULT 0); CREATE TABLE b(k TEXT); CREATE INDEX a_y ON a(y);")).unwrap();
-        assert_eq!(p.statements, ["CREATE TABLE b(k TEXT);", "ALTER TABLE \"a\" ADD COLUMN \"y\" INTEGER NOT NULL DEFAULT 0;", "CREATE INDEX a_y ON a(y);"]);
-        assert_eq!(p.extra, ["column a.legacy (not in the schema; kept)", "table old (not in the schema; kept)"]);
+        assert_eq!(
+            p.statements,
+            [
+                "ALTER TABLE \"a\" ADD COLUMN \"y\" INTEGER NOT NULL DEFAULT 0;",
+                "CREATE TABLE b(k TEXT);",
+                "CREATE INDEX a_y ON a(y);"
+            ]
+        );
+        assert_eq!(
+            p.extra,
+            [
+                "column a.legacy (not in the schema; kept)",
+                "table old (not in the schema; kept)"
+            ]
+        );
         apply(&db, &p).unwrap();
         assert!(plan(&db, &frag("CREATE TABLE a(id INTEGER PRIMARY KEY, x TEXT, y INTEGER NOT NULL DEFAULT 0); CREATE TABLE b(k TEXT); CREATE INDEX a_y ON a(y);")).unwrap().statements.is_empty());
     }
@@ -177,13 +242,30 @@ mod tests {
     fn bad_statement_rolls_back() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("s.db");
-        Connection::open(&db).unwrap().execute_batch("CREATE TABLE a(id INTEGER PRIMARY KEY);").unwrap();
-        let p = plan(&db, &frag("CREATE TABLE c(k); CREATE TABLE a(id INTEGER PRIMARY KEY, n TEXT NOT NULL);")).unwrap();
-        assert_eq!(p.statements.len(), 2, "c is created before the failing ALTER");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE a(id INTEGER PRIMARY KEY); INSERT INTO a VALUES (1);")
+            .unwrap();
+        let p = plan(
+            &db,
+            &frag("CREATE TABLE c(k); CREATE TABLE a(id INTEGER PRIMARY KEY, n TEXT NOT NULL);"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.statements.len(),
+            2,
+            "c is created before the failing ALTER"
+        );
         let e = apply(&db, &p).unwrap_err().to_string();
         assert!(e.contains("ADD COLUMN \"n\" TEXT NOT NULL"), "{e}");
         let c = Connection::open(&db).unwrap();
-        let n: i64 = c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'c'", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(n, 0, "rolled back");
     }
 

@@ -26,7 +26,7 @@ use crate::lock::InstanceLock;
 use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
 use crate::manifest::{RelPath, VerifiedManifest, digest};
 use crate::progress::Progress;
-use crate::state::{State, StagedInfo, now_text};
+use crate::state::{StagedInfo, State, now_text};
 use swap::{Action, Kind};
 
 /// The steps after review, in order.
@@ -54,7 +54,11 @@ pub struct Plan {
 impl Plan {
     /// Paths of one kind.
     pub fn of(&self, kind: Kind) -> Vec<&RelPath> {
-        self.actions.iter().filter(|a| a.kind == kind).map(|a| &a.path).collect()
+        self.actions
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| &a.path)
+            .collect()
     }
 }
 
@@ -130,7 +134,10 @@ pub struct TaskRecord {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 const RUN_COLS: &str = "id, from_version, to_version, step, status, started_at, finished_at, closed_ms, error, plan, db_backup";
@@ -149,7 +156,9 @@ fn run_from_row(state: &State, r: &rusqlite::Row) -> rusqlite::Result<Run> {
         finished_at: r.get(6)?,
         closed_ms: r.get(7)?,
         error: r.get(8)?,
-        plan: serde_json::from_str(&plan).map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?,
+        plan: serde_json::from_str(&plan).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         db_backup: r.get(10)?,
         steps: Vec::new(),
         tasks: Vec::new(),
@@ -160,17 +169,42 @@ fn run_from_row(state: &State, r: &rusqlite::Row) -> rusqlite::Result<Run> {
 pub fn load_run(state: &State, id: i64) -> Result<Run> {
     let mut run = state
         .conn
-        .query_row(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"), [id], |r| run_from_row(state, r))
+        .query_row(
+            &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+            [id],
+            |r| run_from_row(state, r),
+        )
         .db(state.path())?;
-    let mut st = state.conn.prepare("SELECT step, duration_ms, result FROM run_steps WHERE run_id = ?1 ORDER BY rowid").db(state.path())?;
+    let mut st = state
+        .conn
+        .prepare("SELECT step, duration_ms, result FROM run_steps WHERE run_id = ?1 ORDER BY rowid")
+        .db(state.path())?;
     run.steps = st
-        .query_map([id], |r| Ok(StepTime { step: r.get(0)?, duration_ms: r.get(1)?, result: r.get(2)? }))
+        .query_map([id], |r| {
+            Ok(StepTime {
+                step: r.get(0)?,
+                duration_ms: r.get(1)?,
+                result: r.get(2)?,
+            })
+        })
         .db(state.path())?
         .collect::<rusqlite::Result<_>>()
         .db(state.path())?;
-    let mut st = state.conn.prepare("SELECT name, state, output, exit_code FROM tasks WHERE run_id = ?1 ORDER BY rowid").db(state.path())?;
+    let mut st = state
+        .conn
+        .prepare(
+            "SELECT name, state, output, exit_code FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+        )
+        .db(state.path())?;
     run.tasks = st
-        .query_map([id], |r| Ok(TaskRecord { name: r.get(0)?, state: r.get(1)?, output: r.get(2)?, exit_code: r.get(3)? }))
+        .query_map([id], |r| {
+            Ok(TaskRecord {
+                name: r.get(0)?,
+                state: r.get(1)?,
+                output: r.get(2)?,
+                exit_code: r.get(3)?,
+            })
+        })
         .db(state.path())?
         .collect::<rusqlite::Result<_>>()
         .db(state.path())?;
@@ -190,14 +224,23 @@ pub fn unfinished(state: &State) -> Result<Option<Run>> {
 /// The most recent runs, newest first.
 pub fn history(state: &State, limit: usize) -> Result<Vec<Run>> {
     let ids: Vec<i64> = {
-        let mut st = state.conn.prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?1").db(state.path())?;
-        st.query_map([limit as i64], |r| r.get(0)).db(state.path())?.collect::<rusqlite::Result<_>>().db(state.path())?
+        let mut st = state
+            .conn
+            .prepare("SELECT id FROM runs ORDER BY id DESC LIMIT ?1")
+            .db(state.path())?;
+        st.query_map([limit as i64], |r| r.get(0))
+            .db(state.path())?
+            .collect::<rusqlite::Result<_>>()
+            .db(state.path())?
     };
     ids.into_iter().map(|id| load_run(state, id)).collect()
 }
 
 fn set_step(state: &State, id: i64, step: &str) -> Result<()> {
-    state.conn.execute("UPDATE runs SET step = ?2 WHERE id = ?1", params![id, step]).db(state.path())?;
+    state
+        .conn
+        .execute("UPDATE runs SET step = ?2 WHERE id = ?1", params![id, step])
+        .db(state.path())?;
     Ok(())
 }
 
@@ -211,18 +254,32 @@ fn set_status(state: &State, id: i64, status: &str, error: Option<&str>) -> Resu
 }
 
 /// The schema the live tree (or staging, for files about to change) declares.
-fn fragments(inst: &Instance, exts: &[scan::Extension], prefer_staging: bool) -> Result<Vec<migrate::Fragment>> {
+fn fragments(
+    inst: &Instance,
+    exts: &[scan::Extension],
+    prefer_staging: bool,
+) -> Result<Vec<migrate::Fragment>> {
     let mut out = Vec::new();
     let staged = inst.staging().join("schema.sql");
     let live = inst.root.join("schema.sql");
-    let main = if prefer_staging && staged.is_file() { staged } else { live };
+    let main = if prefer_staging && staged.is_file() {
+        staged
+    } else {
+        live
+    };
     if main.is_file() {
-        out.push(migrate::Fragment { source: "schema.sql".into(), sql: std::fs::read_to_string(&main).ctx("read", &main)? });
+        out.push(migrate::Fragment {
+            source: "schema.sql".into(),
+            sql: std::fs::read_to_string(&main).ctx("read", &main)?,
+        });
     }
     for e in exts {
         if let Some(s) = &e.schema {
             let p = e.resolve(&inst.root, s)?;
-            out.push(migrate::Fragment { source: format!("{} ({})", p.display(), e.name), sql: std::fs::read_to_string(&p).ctx("read", &p)? });
+            out.push(migrate::Fragment {
+                source: format!("{} ({})", p.display(), e.name),
+                sql: std::fs::read_to_string(&p).ctx("read", &p)?,
+            });
         }
     }
     Ok(out)
@@ -230,13 +287,31 @@ fn fragments(inst: &Instance, exts: &[scan::Extension], prefer_staging: bool) ->
 
 /// Compute the plan for the staged release. All the slow work happens here, before anything
 /// closes: the live tree is fingerprinted and every staged file is hashed again.
-pub fn prepare(inst: &Instance, state: &mut State, keep_modified: bool) -> Result<(Plan, VerifiedManifest)> {
+pub fn prepare(
+    inst: &Instance,
+    state: &mut State,
+    keep_modified: bool,
+) -> Result<(Plan, VerifiedManifest)> {
     let Some(staged) = state.staged()? else {
-        return Err(Error::refused("nothing is staged", format!("run `upkeep check --root {0}` then `upkeep stage --root {0} --network` (or --archive, --inbox, --manual)", inst.root.display())));
+        return Err(Error::refused(
+            "nothing is staged",
+            format!(
+                "run `upkeep check --root {0}` then `upkeep stage --root {0} --network` (or --archive, --inbox, --manual)",
+                inst.root.display()
+            ),
+        ));
     };
     let target = state
         .load_release(&staged.version, &inst.key)?
-        .ok_or_else(|| Error::refused(format!("the manifest of staged release {} is missing", staged.version), "stage the release again"))?;
+        .ok_or_else(|| {
+            Error::refused(
+                format!(
+                    "the manifest of staged release {} is missing",
+                    staged.version
+                ),
+                "stage the release again",
+            )
+        })?;
     let installed = state.installed(&inst.key)?;
     let diff = diff_live(inst, state, installed.as_ref(), &target)?;
     let staging = inst.staging();
@@ -254,7 +329,11 @@ pub fn prepare(inst: &Instance, state: &mut State, keep_modified: bool) -> Resul
         .collect();
     if !bad.is_empty() {
         return Err(Error::refused(
-            format!("staging no longer matches release {}: {}", target.version(), bad.join(", ")),
+            format!(
+                "staging no longer matches release {}: {}",
+                target.version(),
+                bad.join(", ")
+            ),
             format!("run `upkeep stage --root {}` again", inst.root.display()),
         ));
     }
@@ -270,18 +349,34 @@ pub fn prepare(inst: &Instance, state: &mut State, keep_modified: bool) -> Resul
             } else {
                 Kind::Add
             };
-            Action { path: (*p).clone(), kind, modified: m }
+            Action {
+                path: (*p).clone(),
+                kind,
+                modified: m,
+            }
         })
         .collect();
     actions.sort_by(|a, b| a.path.cmp(&b.path));
     for p in &diff.removed {
         let m = modified.contains(p);
-        actions.push(Action { path: p.clone(), kind: if m && keep_modified { Kind::Keep } else { Kind::Remove }, modified: m });
+        actions.push(Action {
+            path: p.clone(),
+            kind: if m && keep_modified {
+                Kind::Keep
+            } else {
+                Kind::Remove
+            },
+            modified: m,
+        });
     }
     let exts = scan::recorded(state)?;
     let mut task_names: Vec<String> = actions
         .iter()
-        .filter(|a| matches!(a.kind, Kind::Add | Kind::Replace) && a.path.top() == "run_once" && (a.path.as_str().ends_with(".sql") || a.path.as_str().ends_with(".sh")))
+        .filter(|a| {
+            matches!(a.kind, Kind::Add | Kind::Replace)
+                && a.path.top() == "run_once"
+                && (a.path.as_str().ends_with(".sql") || a.path.as_str().ends_with(".sh"))
+        })
         .map(|a| a.path.to_string())
         .collect();
     for t in tasks::pending(inst, &exts)? {
@@ -291,7 +386,11 @@ pub fn prepare(inst: &Instance, state: &mut State, keep_modified: bool) -> Resul
     }
     task_names.sort();
     let schema = migrate::plan(&inst.database(), &fragments(inst, &exts, true)?)?;
-    let bytes = needed.iter().filter_map(|p| target.entry(p)).map(|e| e.size).sum();
+    let bytes = needed
+        .iter()
+        .filter_map(|p| target.entry(p))
+        .map(|e| e.size)
+        .sum();
     let plan = Plan {
         from: installed.map(|m| m.version().to_string()),
         to: target.version().to_string(),
@@ -312,8 +411,16 @@ pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
     let free = free_bytes(&inst.root)?;
     if free < need {
         return Err(Error::refused(
-            format!("not enough free disk on {}: {} free, {} needed (database copy for rollback plus a margin)", inst.root.display(), human_bytes(free), human_bytes(need)),
-            format!("free {} on that filesystem, then run the update again", human_bytes(need - free)),
+            format!(
+                "not enough free disk on {}: {} free, {} needed (database copy for rollback plus a margin)",
+                inst.root.display(),
+                human_bytes(free),
+                human_bytes(need)
+            ),
+            format!(
+                "free {} on that filesystem, then run the update again",
+                human_bytes(need - free)
+            ),
         ));
     }
     let staging_dev = device_of(&inst.staging())?;
@@ -330,14 +437,21 @@ pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
         }
         if device_of(&dir)? != staging_dev {
             return Err(Error::refused(
-                format!("{} is on another filesystem than staging/: files cannot be swapped by rename", dir.display()),
+                format!(
+                    "{} is on another filesystem than staging/: files cannot be swapped by rename",
+                    dir.display()
+                ),
                 "keep the instance root, staging/ and the application files on one filesystem",
             ));
         }
-        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| Error::msg("path holds NUL"))?;
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::msg("path holds NUL"))?;
         // SAFETY: c is a valid NUL-terminated path.
         if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-            return Err(Error::refused(format!("no write permission on {}", dir.display()), "run upkeep as the user that owns the site's files"));
+            return Err(Error::refused(
+                format!("no write permission on {}", dir.display()),
+                "run upkeep as the user that owns the site's files",
+            ));
         }
     }
     migrate::integrity(&db)
@@ -350,7 +464,10 @@ pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     if let Some(r) = unfinished(&state)? {
         return Err(Error::refused(
             format!("run {} stopped at step {} ({})", r.id, r.step, r.status),
-            format!("finish it with `upkeep resume --root {0}` or undo it with `upkeep rollback --root {0}`", inst.root.display()),
+            format!(
+                "finish it with `upkeep resume --root {0}` or undo it with `upkeep rollback --root {0}`",
+                inst.root.display()
+            ),
         ));
     }
     let (plan, _) = prepare(inst, &mut state, o.keep_modified)?;
@@ -374,7 +491,15 @@ pub fn resume(inst: &Instance, o: &Options) -> Result<Run> {
     let _lock = InstanceLock::acquire(inst, "resume")?;
     let mut state = State::open(&inst.state_db())?;
     let Some(run) = unfinished(&state)? else {
-        return Err(Error::refused("no run to resume: the last run finished", "see `upkeep status`"));
+        // Resuming is idempotent: after a crash that came once the run had finished, there is
+        // nothing left to do, and scripts should not fail on that.
+        return match history(&state, 1)?.into_iter().next() {
+            Some(last) => Ok(last),
+            None => Err(Error::refused(
+                "no run to resume: this instance has never run an update",
+                "see `upkeep status`",
+            )),
+        };
     };
     if run.status == "rolling_back" {
         drop(_lock);
@@ -410,7 +535,12 @@ fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run
         if step == "done" {
             return Ok(run);
         }
-        let next = STEPS.iter().position(|s| *s == step).and_then(|i| STEPS.get(i + 1)).copied().unwrap_or("done");
+        let next = STEPS
+            .iter()
+            .position(|s| *s == step)
+            .and_then(|i| STEPS.get(i + 1))
+            .copied()
+            .unwrap_or("done");
         (o.on_step)(&step, None);
         begin_step(state, id, &step)?;
         let t = Instant::now();
@@ -434,12 +564,19 @@ fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run
                     // The site is closed and half swapped: go straight back to the old release.
                     return match rollback_run(inst, state, id) {
                         Ok(_) => Err(Error::refused(
-                            format!("{text}\nthe swap was undone: the previous release is back in place and the site is open again"),
-                            format!("{cause_hint}; then stage again (the staged files were used up) and run `upkeep update`"),
+                            format!(
+                                "{text}\nthe swap was undone: the previous release is back in place and the site is open again"
+                            ),
+                            format!(
+                                "{cause_hint}; then stage again (the staged files were used up) and run `upkeep update`"
+                            ),
                         )),
                         Err(e2) => Err(Error::refused(
                             format!("{text}\nundoing the swap failed too: {e2}"),
-                            format!("fix the cause, then run `upkeep rollback --root {}`", inst.root.display()),
+                            format!(
+                                "fix the cause, then run `upkeep rollback --root {}`",
+                                inst.root.display()
+                            ),
                         )),
                     };
                 }
@@ -453,8 +590,21 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
     crash::point(&format!("{}:before", run.step));
     match run.step.as_str() {
         "close" => {
-            gate::close(inst, &format!("Updating to release {}. We will be back in a moment.", run.to), Some(run.id))?;
-            state.conn.execute("UPDATE runs SET closed_at_ms = COALESCE(closed_at_ms, ?2) WHERE id = ?1", params![run.id, now_ms()]).db(state.path())?;
+            gate::close(
+                inst,
+                &format!(
+                    "Updating to release {}. We will be back in a moment.",
+                    run.to
+                ),
+                Some(run.id),
+            )?;
+            state
+                .conn
+                .execute(
+                    "UPDATE runs SET closed_at_ms = COALESCE(closed_at_ms, ?2) WHERE id = ?1",
+                    params![run.id, now_ms()],
+                )
+                .db(state.path())?;
         }
         "swap" => swap::apply(inst, &run.plan.actions, o.progress)?,
         "scan" => {
@@ -474,7 +624,13 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
                     String::new()
                 };
                 crash::point("migrate:backup");
-                state.conn.execute("UPDATE runs SET db_backup = ?2 WHERE id = ?1", params![run.id, copy]).db(state.path())?;
+                state
+                    .conn
+                    .execute(
+                        "UPDATE runs SET db_backup = ?2 WHERE id = ?1",
+                        params![run.id, copy],
+                    )
+                    .db(state.path())?;
             }
             if let Some(parent) = db.parent() {
                 std::fs::create_dir_all(parent).ctx("create folder", parent)?;
@@ -485,10 +641,22 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
         }
         "run_once" => {
             let exts = scan::recorded(state)?;
-            tasks::run_all(inst, state, run.id, &exts, o.decision, Duration::from_secs(inst.config.tasks.timeout_secs))?;
+            tasks::run_all(
+                inst,
+                state,
+                run.id,
+                &exts,
+                o.decision,
+                Duration::from_secs(inst.config.tasks.timeout_secs),
+            )?;
         }
         "reopen" => finish(inst, state, run)?,
-        other => return Err(Error::msg(format!("run {} is at an unknown step {other:?}", run.id))),
+        other => {
+            return Err(Error::msg(format!(
+                "run {} is at an unknown step {other:?}",
+                run.id
+            )));
+        }
     }
     Ok(())
 }
@@ -496,15 +664,22 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
 /// The reopen step: record the new release, clear staging, drop the backups of the run before,
 /// open the gate, and write the closed window.
 fn finish(inst: &Instance, state: &State, run: &Run) -> Result<()> {
-    let target = state
-        .load_release(&run.to, &inst.key)?
-        .ok_or_else(|| Error::msg(format!("the manifest of release {} is missing from state.db", run.to)))?;
+    let target = state.load_release(&run.to, &inst.key)?.ok_or_else(|| {
+        Error::msg(format!(
+            "the manifest of release {} is missing from state.db",
+            run.to
+        ))
+    })?;
     state.set_installed(&target)?;
     state.clear_staged()?;
     clear_staging(inst)?;
     let previous: Option<String> = state
         .conn
-        .query_row("SELECT plan FROM runs WHERE status = 'done' AND id < ?1 ORDER BY id DESC LIMIT 1", [run.id], |r| r.get(0))
+        .query_row(
+            "SELECT plan FROM runs WHERE status = 'done' AND id < ?1 ORDER BY id DESC LIMIT 1",
+            [run.id],
+            |r| r.get(0),
+        )
         .optional()
         .db(state.path())?;
     if let Some(p) = previous.and_then(|p| serde_json::from_str::<Plan>(&p).ok()) {
@@ -527,7 +702,9 @@ fn finish(inst: &Instance, state: &State, run: &Run) -> Result<()> {
 /// Empty `staging/` (after a run, its files are live or obsolete).
 fn clear_staging(inst: &Instance) -> Result<()> {
     let st = inst.staging();
-    let Ok(rd) = std::fs::read_dir(&st) else { return Ok(()) };
+    let Ok(rd) = std::fs::read_dir(&st) else {
+        return Ok(());
+    };
     for e in rd.flatten() {
         let p = e.path();
         if e.file_name() == ".gitkeep" {
@@ -553,28 +730,48 @@ pub fn rollback(inst: &Instance) -> Result<Run> {
         .optional()
         .db(state.path())?;
     let Some(id) = id else {
-        return Err(Error::refused("there is no run to roll back", "see `upkeep status` for the history"));
+        return Err(Error::refused(
+            "there is no run to roll back",
+            "see `upkeep status` for the history",
+        ));
     };
     rollback_run(inst, &mut state, id)
 }
 
 fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Result<Run> {
     let run = load_run(state, id)?;
-    let swapped = run.status == "done" || matches!(run.step.as_str(), "scan" | "migrate" | "run_once" | "reopen" | "done");
+    let swapped = run.status == "done"
+        || matches!(
+            run.step.as_str(),
+            "scan" | "migrate" | "run_once" | "reopen" | "done"
+        );
     set_status(state, id, "rolling_back", run.error.as_deref())?;
     crash::point("rollback:begin");
-    gate::close(inst, "Restoring the previous release. We will be back in a moment.", Some(id))?;
+    gate::close(
+        inst,
+        "Restoring the previous release. We will be back in a moment.",
+        Some(id),
+    )?;
     if swapped {
         // Every action was applied: staging holds nothing of this run (maybe a newer staging).
         clear_staging(inst)?;
     }
-    let done_tasks: HashSet<String> = run.tasks.iter().filter(|t| matches!(t.state.as_str(), "done" | "succeeded" | "skipped")).map(|t| t.name.clone()).collect();
+    let done_tasks: HashSet<String> = run
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.state.as_str(), "done" | "succeeded" | "skipped"))
+        .map(|t| t.name.clone())
+        .collect();
     swap::undo(inst, &run.plan.actions, &done_tasks)?;
     crash::point("rollback:files");
     match run.db_backup.as_deref() {
         Some("") => {
             let db = inst.database();
-            for p in [db.clone(), PathBuf::from(format!("{}-wal", db.display())), PathBuf::from(format!("{}-shm", db.display()))] {
+            for p in [
+                db.clone(),
+                PathBuf::from(format!("{}-wal", db.display())),
+                PathBuf::from(format!("{}-shm", db.display())),
+            ] {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -634,7 +831,10 @@ pub fn status(inst: &Instance) -> Result<Status> {
         staged: state.staged()?,
         current: unfinished(&state)?,
         history: history(&state, 20)?,
-        pending_tasks: tasks::pending(inst, &extensions)?.into_iter().map(|t| t.name).collect(),
+        pending_tasks: tasks::pending(inst, &extensions)?
+            .into_iter()
+            .map(|t| t.name)
+            .collect(),
         extensions,
         last_check,
     })

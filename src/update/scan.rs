@@ -32,24 +32,51 @@ pub struct Extension {
 impl Extension {
     /// The extension's folder.
     pub fn dir(&self, root: &Path) -> Result<std::path::PathBuf> {
-        Ok(if self.path.is_empty() { root.to_path_buf() } else { RelPath::parse(&self.path)?.under(root) })
+        Ok(if self.path.is_empty() {
+            root.to_path_buf()
+        } else {
+            RelPath::parse(&self.path)?.under(root)
+        })
     }
     /// A path the extension names, checked to stay inside the instance.
     pub fn resolve(&self, root: &Path, rel: &str) -> Result<std::path::PathBuf> {
-        let joined = if self.path.is_empty() { rel.to_string() } else { format!("{}/{}", self.path, rel.trim_end_matches('/')) };
+        let joined = if self.path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{}", self.path, rel.trim_end_matches('/'))
+        };
         Ok(RelPath::parse(&joined)?.under(root))
     }
 }
 
 /// Find the extensions of the live tree.
 pub fn find(inst: &Instance) -> Result<Vec<Extension>> {
-    let (files, _) = fingerprint::walk(&inst.root, &Walk { instance: true, excludes: inst.config.exclude.clone(), strict: false })?;
+    let (files, _) = fingerprint::walk(
+        &inst.root,
+        &Walk {
+            instance: true,
+            excludes: inst.config.exclude.clone(),
+            strict: false,
+        },
+    )?;
     let mut out = Vec::new();
-    for f in files.iter().filter(|f| f.rel.as_str() == "extension.toml" || f.rel.as_str().ends_with("/extension.toml")) {
+    for f in files.iter().filter(|f| {
+        f.rel.as_str() == "extension.toml" || f.rel.as_str().ends_with("/extension.toml")
+    }) {
         let text = std::fs::read_to_string(&f.path).ctx("read", &f.path)?;
-        let mut ext: Extension = toml::from_str(&text)
-            .map_err(|e| Error::refused(format!("{}: {e}", f.rel), "fix the extension's manifest (name, version, schema, run_once)"))?;
-        ext.path = f.rel.as_str().strip_suffix("extension.toml").unwrap_or_default().trim_end_matches('/').to_string();
+        let mut ext: Extension = toml::from_str(&text).map_err(|e| {
+            Error::refused(
+                format!("{}: {e}", f.rel),
+                "fix the extension's manifest (name, version, schema, run_once)",
+            )
+        })?;
+        ext.path = f
+            .rel
+            .as_str()
+            .strip_suffix("extension.toml")
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
         out.push(ext);
     }
     Ok(out)
@@ -57,7 +84,10 @@ pub fn find(inst: &Instance) -> Result<Vec<Extension>> {
 
 /// Record the extensions found.
 pub fn record(state: &State, exts: &[Extension]) -> Result<()> {
-    state.conn.execute("DELETE FROM extensions", []).db(state.path())?;
+    state
+        .conn
+        .execute("DELETE FROM extensions", [])
+        .db(state.path())?;
     for e in exts {
         state
             .conn
@@ -72,9 +102,20 @@ pub fn record(state: &State, exts: &[Extension]) -> Result<()> {
 
 /// The recorded extensions.
 pub fn recorded(state: &State) -> Result<Vec<Extension>> {
-    let mut st = state.conn.prepare("SELECT path, name, version, schema, run_once FROM extensions ORDER BY path").db(state.path())?;
+    let mut st = state
+        .conn
+        .prepare("SELECT path, name, version, schema, run_once FROM extensions ORDER BY path")
+        .db(state.path())?;
     let rows = st
-        .query_map([], |r| Ok(Extension { path: r.get(0)?, name: r.get(1)?, version: r.get(2)?, schema: r.get(3)?, run_once: r.get(4)? }))
+        .query_map([], |r| {
+            Ok(Extension {
+                path: r.get(0)?,
+                name: r.get(1)?,
+                version: r.get(2)?,
+                schema: r.get(3)?,
+                run_once: r.get(4)?,
+            })
+        })
         .db(state.path())?;
     rows.collect::<rusqlite::Result<Vec<_>>>().db(state.path())
 }

@@ -51,7 +51,11 @@ struct Paths {
 }
 
 fn paths(inst: &Instance, p: &RelPath) -> Paths {
-    Paths { live: p.under(&inst.root), bak: p.with_suffix(".bak").under(&inst.root), staged: p.under(&inst.staging()) }
+    Paths {
+        live: p.under(&inst.root),
+        bak: p.with_suffix(".bak").under(&inst.root),
+        staged: p.under(&inst.staging()),
+    }
 }
 
 fn exists(p: &Path) -> bool {
@@ -164,8 +168,15 @@ fn remove_empty_parents(root: &Path, file: &Path) {
 /// After a successful run, the backups of the run before it are no longer a way back: remove
 /// the ones this run did not replace.
 pub fn drop_old_backups(inst: &Instance, previous: &[Action], current: &[Action]) {
-    let touched: HashSet<&RelPath> = current.iter().filter(|a| a.kind != Kind::Keep).map(|a| &a.path).collect();
-    for a in previous.iter().filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove)) {
+    let touched: HashSet<&RelPath> = current
+        .iter()
+        .filter(|a| a.kind != Kind::Keep)
+        .map(|a| &a.path)
+        .collect();
+    for a in previous
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove))
+    {
         if !touched.contains(&a.path) {
             let _ = std::fs::remove_file(a.path.with_suffix(".bak").under(&inst.root));
         }

@@ -45,17 +45,30 @@ pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
     for e in exts {
         if let Some(r) = &e.run_once {
             let dir = e.resolve(&inst.root, r)?;
-            let rel = dir.strip_prefix(&inst.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = dir
+                .strip_prefix(&inst.root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
             dirs.push((rel, dir));
         }
     }
     let mut out = Vec::new();
     for (rel, dir) in dirs {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter(|e| e.path().is_file()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
         names.sort();
         for n in &names {
-            if n.ends_with(".done") || n.ends_with(".bak") || n.starts_with('.') || names.contains(&format!("{n}.done")) {
+            if n.ends_with(".done")
+                || n.ends_with(".bak")
+                || n.starts_with('.')
+                || names.contains(&format!("{n}.done"))
+            {
                 continue;
             }
             if !(n.ends_with(".sql") || n.ends_with(".sh")) {
@@ -63,7 +76,10 @@ pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
             }
             let name = format!("{rel}/{n}");
             RelPath::parse(&name)?;
-            out.push(Task { name, path: dir.join(n) });
+            out.push(Task {
+                name,
+                path: dir.join(n),
+            });
         }
     }
     Ok(out)
@@ -80,10 +96,25 @@ fn mark_done_file(t: &Task) -> Result<()> {
 }
 
 fn task_state(state: &State, run: i64, name: &str) -> Result<Option<String>> {
-    state.conn.query_row("SELECT state FROM tasks WHERE run_id = ?1 AND name = ?2", params![run, name], |r| r.get(0)).optional().db(state.path())
+    state
+        .conn
+        .query_row(
+            "SELECT state FROM tasks WHERE run_id = ?1 AND name = ?2",
+            params![run, name],
+            |r| r.get(0),
+        )
+        .optional()
+        .db(state.path())
 }
 
-fn set_task(state: &State, run: i64, name: &str, st: &str, output: Option<&str>, code: Option<i32>) -> Result<()> {
+fn set_task(
+    state: &State,
+    run: i64,
+    name: &str,
+    st: &str,
+    output: Option<&str>,
+    code: Option<i32>,
+) -> Result<()> {
     state
         .conn
         .execute(
@@ -97,7 +128,14 @@ fn set_task(state: &State, run: i64, name: &str, st: &str, output: Option<&str>,
 }
 
 /// Run every pending task of run `run`. Stops at the first failure with the task's output.
-pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], decision: Decision, timeout: Duration) -> Result<Vec<String>> {
+pub fn run_all(
+    inst: &Instance,
+    state: &State,
+    run: i64,
+    exts: &[Extension],
+    decision: Decision,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let db = inst.database();
     let mut ran = Vec::new();
     for (n, t) in pending(inst, exts)?.into_iter().enumerate() {
@@ -108,7 +146,14 @@ pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], dec
         if t.name.ends_with(".sql") {
             let mut c = Connection::open(&db).db(&db)?;
             ensure_own_table(&c, &db)?;
-            let already: Option<String> = c.query_row("SELECT sha256 FROM upkeep_run_once WHERE name = ?1", [&t.name], |r| r.get(0)).optional().db(&db)?;
+            let already: Option<String> = c
+                .query_row(
+                    "SELECT sha256 FROM upkeep_run_once WHERE name = ?1",
+                    [&t.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db(&db)?;
             if already.as_deref() != Some(sha.as_str()) {
                 let sql = String::from_utf8_lossy(&bytes).into_owned();
                 let tx = c.transaction().db(&db)?;
@@ -116,7 +161,10 @@ pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], dec
                     drop(tx);
                     set_task(state, run, &t.name, "failed", Some(&e.to_string()), None)?;
                     return Err(Error::refused(
-                        format!("run_once task {} failed: {e}\nits changes were rolled back; the site stays closed", t.name),
+                        format!(
+                            "run_once task {} failed: {e}\nits changes were rolled back; the site stays closed",
+                            t.name
+                        ),
                         "fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
                     ));
                 }
@@ -131,13 +179,23 @@ pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], dec
             match task_state(state, run, &t.name)?.as_deref() {
                 Some("started") if decision == Decision::Ask => {
                     return Err(Error::refused(
-                        format!("shell task {} was started but never confirmed finished (the process was interrupted)", t.name),
+                        format!(
+                            "shell task {} was started but never confirmed finished (the process was interrupted)",
+                            t.name
+                        ),
                         "check what it did, then run `upkeep resume --rerun-task` to run it again or `upkeep resume --skip-task` to mark it done",
                     ));
                 }
                 Some("started") if decision == Decision::Skip => {
                     mark_done_file(&t)?;
-                    set_task(state, run, &t.name, "skipped", Some("skipped by the operator after an interruption"), None)?;
+                    set_task(
+                        state,
+                        run,
+                        &t.name,
+                        "skipped",
+                        Some("skipped by the operator after an interruption"),
+                        None,
+                    )?;
                     continue;
                 }
                 Some("succeeded") => {
@@ -148,15 +206,23 @@ pub fn run_all(inst: &Instance, state: &State, run: i64, exts: &[Extension], dec
                 _ => {}
             }
             set_task(state, run, &t.name, "started", None, None)?;
+            crash::point(&format!("run_once:{n}:started"));
             let (code, output) = run_shell(&inst.root, &t.path, timeout)?;
             if code != Some(0) {
                 set_task(state, run, &t.name, "failed", Some(&output), code)?;
                 let why = match code {
                     Some(c) => format!("exited with status {c}"),
-                    None => format!("was stopped after {} s (tasks.timeout_secs)", timeout.as_secs()),
+                    None => format!(
+                        "was stopped after {} s (tasks.timeout_secs)",
+                        timeout.as_secs()
+                    ),
                 };
                 return Err(Error::refused(
-                    format!("run_once task {} {why}; the site stays closed. Its output:\n{}", t.name, output.trim_end()),
+                    format!(
+                        "run_once task {} {why}; the site stays closed. Its output:\n{}",
+                        t.name,
+                        output.trim_end()
+                    ),
                     "fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
                 ));
             }

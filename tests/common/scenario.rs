@@ -10,7 +10,10 @@ pub const V1: &[(&str, &[u8])] = &[
     ("gone.txt", b"removed in 1.1.0"),
     ("keep.css", b"body{}"),
     ("lib/x.php", b"<?php // x v1"),
-    ("schema.sql", b"CREATE TABLE pages(id INTEGER PRIMARY KEY, title TEXT);\n"),
+    (
+        "schema.sql",
+        b"CREATE TABLE pages(id INTEGER PRIMARY KEY, title TEXT);\n",
+    ),
 ];
 
 pub const V2: &[(&str, &[u8])] = &[
@@ -44,7 +47,13 @@ impl Scenario {
         let db = rusqlite::Connection::open(site_db(&template)).unwrap();
         db.execute_batch("CREATE TABLE pages(id INTEGER PRIMARY KEY, title TEXT); INSERT INTO pages(title) VALUES ('Home');").unwrap();
         drop(db);
-        ok(upkeep(&["stage", "--root", template.to_str().unwrap(), "--archive", w.zip("1.1.0").to_str().unwrap()]));
+        ok(upkeep(&[
+            "stage",
+            "--root",
+            template.to_str().unwrap(),
+            "--archive",
+            w.zip("1.1.0").to_str().unwrap(),
+        ]));
         Scenario { w, srv, template }
     }
 
@@ -59,22 +68,41 @@ impl Scenario {
 
 /// The live tree (without upkeep's folders) as path -> contents, text for readable failures.
 pub fn live(root: &Path) -> std::collections::BTreeMap<String, String> {
-    read_tree(root).into_iter().filter(|(k, _)| k != "counter.txt").map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+    read_tree(root)
+        .into_iter()
+        .filter(|(k, _)| k != "counter.txt")
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
 }
 
 fn expect(files: &[(&str, &[u8])]) -> std::collections::BTreeMap<String, String> {
-    files.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned())).collect()
+    files
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
 }
 
 /// Exactly release 1.0.0.
 pub fn assert_old(root: &Path) {
     assert_eq!(live(root), expect(V1), "the old release, exactly");
     let db = rusqlite::Connection::open(site_db(root)).unwrap();
-    let tables: Vec<String> = db.prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").unwrap().query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(tables, ["pages"], "the old database");
-    let cols: i64 = db.query_row("SELECT count(*) FROM pragma_table_info('pages')", [], |r| r.get(0)).unwrap();
+    let cols: i64 = db
+        .query_row("SELECT count(*) FROM pragma_table_info('pages')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(cols, 2);
-    let title: String = db.query_row("SELECT title FROM pages", [], |r| r.get(0)).unwrap();
+    let title: String = db
+        .query_row("SELECT title FROM pages", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(title, "Home");
     assert_settled(root, "1.0.0");
 }
@@ -91,14 +119,36 @@ pub fn assert_new(root: &Path) {
             want.insert(format!("{p}.bak"), String::from_utf8_lossy(v).into_owned());
         }
     }
-    assert_eq!(live(root), want, "the new release with its .bak and .done files");
-    assert_eq!(std::fs::read_to_string(root.join("counter.txt")).unwrap(), "ran\n", "the shell task ran exactly once");
+    assert_eq!(
+        live(root),
+        want,
+        "the new release with its .bak and .done files"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("counter.txt")).unwrap(),
+        "ran\n",
+        "the shell task ran exactly once"
+    );
     let db = rusqlite::Connection::open(site_db(root)).unwrap();
-    let tags: Vec<String> = db.prepare("SELECT name FROM tags").unwrap().query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let tags: Vec<String> = db
+        .prepare("SELECT name FROM tags")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(tags, ["hello"], "the SQL task ran exactly once");
-    let slug: String = db.query_row("SELECT slug FROM pages", [], |r| r.get(0)).unwrap();
+    let slug: String = db
+        .query_row("SELECT slug FROM pages", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(slug, "home");
-    let idx: i64 = db.query_row("SELECT count(*) FROM sqlite_master WHERE type='index' AND name='pages_slug'", [], |r| r.get(0)).unwrap();
+    let idx: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='index' AND name='pages_slug'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(idx, 1);
     assert_settled(root, "1.1.0");
 }
@@ -106,9 +156,23 @@ pub fn assert_new(root: &Path) {
 /// Gate open, lock free, no unfinished run, the given release installed.
 pub fn assert_settled(root: &Path, installed: &str) {
     assert!(!root.join(".upkeep/gate-closed").exists(), "gate open");
-    let f = std::fs::File::options().read(true).write(true).open(root.join(".upkeep/lock")).unwrap();
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(root.join(".upkeep/lock"))
+        .unwrap();
     f.try_lock().expect("lock free");
-    let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&["status", "--root", root.to_str().unwrap(), "--json"]))).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "status",
+        "--root",
+        root.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
     assert_eq!(st["installed"], installed);
-    assert!(st["current"].is_null(), "no unfinished run: {}", st["current"]);
+    assert!(
+        st["current"].is_null(),
+        "no unfinished run: {}",
+        st["current"]
+    );
 }
