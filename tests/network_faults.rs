@@ -84,12 +84,17 @@ fn server_errors_past_the_retry_budget_fail_clearly_then_a_rerun_resumes() {
         big
     );
     let later: Vec<(String, Option<String>)> = fs.object_requests().split_off(before);
-    assert!(
-        later
-            .iter()
-            .any(|(_, r)| r.as_deref() == Some("bytes=50000-")),
-        "the rerun resumed: {later:?}"
-    );
+    let resumed = later
+        .iter()
+        .filter_map(|(_, r)| {
+            r.as_deref()?
+                .strip_prefix("bytes=")?
+                .trim_end_matches('-')
+                .parse::<u64>()
+                .ok()
+        })
+        .any(|o| o > 0 && o <= 50_000);
+    assert!(resumed, "the rerun resumed: {later:?}");
 }
 
 #[test]
