@@ -41,8 +41,14 @@ fn reset_mid_file_is_retried_and_continues_with_a_range_request() {
         .into_iter()
         .filter_map(|(_, r)| r)
         .collect();
+    // A reset may lose bytes in flight, so the exact offset varies; what matters is that the
+    // transfer continued from what it had rather than starting over.
+    let offsets: Vec<u64> = ranges
+        .iter()
+        .filter_map(|r| r.strip_prefix("bytes=")?.trim_end_matches('-').parse().ok())
+        .collect();
     assert!(
-        ranges.iter().any(|r| r == "bytes=100000-"),
+        offsets.iter().any(|&o| o > 0 && o <= 100_000),
         "continued where it stopped: {ranges:?}"
     );
 }
@@ -94,7 +100,11 @@ fn server_errors_past_the_retry_budget_fail_clearly_then_a_rerun_resumes() {
                 .ok()
         })
         .any(|o| o > 0 && o <= 50_000);
-    assert!(resumed, "the rerun resumed: {later:?}");
+    assert!(
+        resumed,
+        "the rerun resumed: {later:?}\nall: {:?}",
+        fs.object_requests()
+    );
 }
 
 #[test]
@@ -116,10 +126,7 @@ fn a_trickling_server_hits_the_deadline() {
 fn a_body_longer_than_declared_is_refused() {
     let (_w, root, fs, big) = setup();
     set_config(&root, "network", "retries", "0");
-    fs.faults
-        .lock()
-        .unwrap()
-        .extend([Fault::Overlong, Fault::Overlong]);
+    fs.faults.lock().unwrap().extend([Fault::Overlong]);
     let e = fails(stage(&root), 1);
     assert!(
         e.contains("more than the") && e.contains("signed manifest declares"),

@@ -126,7 +126,8 @@ fn handle(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
     };
-    let fault = if rel.starts_with("objects/") {
+    // Faults hit only large objects, so a test knows which transfer they interrupt.
+    let fault = if rel.starts_with("objects/") && body.len() > 4096 {
         faults.lock().unwrap().pop_front()
     } else {
         None
@@ -155,7 +156,12 @@ fn handle(
             )?;
             conn.write_all(&body[..n.min(body.len())])?;
             conn.flush()?;
-            let _ = conn.shutdown(std::net::Shutdown::Both);
+            // End the body early with a FIN, then wait for the client to hang up, so that what
+            // was sent is what it receives (closing with unread data would reset instead).
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut sink = [0u8; 512];
+            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
             Ok(())
         }
         Some(Fault::Trickle(every)) => {
