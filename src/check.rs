@@ -36,5 +36,9 @@ pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {
     state.save_release(&latest)?;
     state.set_meta("last_check", &now_text())?;
     state.set_meta("last_check_latest", latest.version())?;
+    state.set_meta(
+        "last_check_diff",
+        &serde_json::to_string(&diff).expect("serialises"),
+    )?;
     Ok((diff, latest))
 }

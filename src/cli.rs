@@ -101,6 +101,10 @@ pub enum Command {
         /// The installed release, when you know it (skips the identification).
         #[arg(long, value_name = "V")]
         installed: Option<String>,
+        /// Read the password of the first administrator (`admin`) from FILE's first line
+        /// instead of generating one.
+        #[arg(long, value_name = "FILE")]
+        admin_password_file: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -234,5 +238,40 @@ pub enum Command {
         /// Address to listen on (port 0 picks a free port; the URL is printed).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
         listen: String,
+    },
+
+    /// Manage control-panel accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+
+    /// A local tour: two releases of a sample site, a reference server and an instance at the
+    /// first release, all on loopback. Prints the panel URL and a one-time password.
+    Demo {
+        /// Address for the site and its panel (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        listen: String,
+        /// Where to build the demo (default: a new temporary folder, removed on exit).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Account commands. The password is read from the terminal (asked twice), or from standard
+/// input when it is not a terminal (`echo "$PW" | upkeep user add bob`).
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account.
+    Add {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
+    /// Change an account's password (its sessions end).
+    Passwd {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        root: RootArg,
     },
 }

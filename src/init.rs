@@ -39,6 +39,9 @@ pub struct Initialised {
     pub root: PathBuf,
     /// How the installed release was found.
     pub identified: Identified,
+    /// The generated password of `admin`, shown once (absent when one was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<String>,
 }
 
 /// Options for [`init`].
@@ -51,6 +54,8 @@ pub struct InitOptions<'a> {
     pub public_key: &'a str,
     /// The installed release, when the operator knows it.
     pub installed: Option<&'a str>,
+    /// The first administrator's password; generated when absent.
+    pub admin_password: Option<&'a str>,
 }
 
 /// Make `root` an instance.
@@ -125,8 +130,25 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
             identify(&inst, &mut state, &manifests)?
         }
     };
+    let (password, generated) = match o.admin_password {
+        Some(p) => (p.to_string(), None),
+        None => {
+            let p = crate::panel::auth::generate_password();
+            (p.clone(), Some(p))
+        }
+    };
+    crate::panel::auth::add(&state, "admin", &password)?;
+    crate::update::scan::record(&state, &crate::update::scan::find(&inst)?)?;
+    let template = crate::update::gate::template_path(&inst);
+    if !template.exists() {
+        write_atomic(&template, crate::update::gate::DEFAULT_PAGE.as_bytes())?;
+    }
     write_atomic(&root.join("upkeep.toml"), inst.config.render().as_bytes())?;
-    Ok(Initialised { root, identified })
+    Ok(Initialised {
+        root,
+        identified,
+        admin_password: generated,
+    })
 }
 
 fn identify(

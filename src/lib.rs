@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod fingerprint;
 pub mod fsutil;

@@ -94,15 +94,28 @@ fn run(cmd: Command) -> Result<u8> {
             reference,
             public_key,
             installed,
+            admin_password_file,
             json,
         } => {
             let key_text =
                 std::fs::read_to_string(&public_key).ctx("read public key", &public_key)?;
+            let admin = match &admin_password_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .ctx("read", f)?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                None => None,
+            };
             let r = init::init(&init::InitOptions {
                 root: &root,
                 reference: &reference,
                 public_key: &key_text,
                 installed: installed.as_deref(),
+                admin_password: admin.as_deref(),
             })?;
             if json {
                 print_json(&r);
@@ -137,6 +150,11 @@ fn run(cmd: Command) -> Result<u8> {
                         );
                         println!("if you know the release, run init again with --installed V");
                     }
+                }
+                if let Some(pw) = &r.admin_password {
+                    println!(
+                        "control panel account: admin, password: {pw}  (shown once; change it with `upkeep user passwd admin`)"
+                    );
                 }
                 println!("next: upkeep check --root {}", r.root.display());
             }
@@ -378,6 +396,25 @@ fn run(cmd: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Serve { root, listen } => serve_site(&root.root, &listen),
+        Command::User(cli::UserCommand::Add { name, root }) => {
+            let inst = Instance::open(&root.root)?;
+            let pw = read_new_password(&name)?;
+            upkeep::panel::auth::add(&upkeep::state::State::open(&inst.state_db())?, &name, &pw)?;
+            println!("account {name} created");
+            Ok(0)
+        }
+        Command::User(cli::UserCommand::Passwd { name, root }) => {
+            let inst = Instance::open(&root.root)?;
+            let pw = read_new_password(&name)?;
+            upkeep::panel::auth::passwd(
+                &upkeep::state::State::open(&inst.state_db())?,
+                &name,
+                &pw,
+            )?;
+            println!("password of {name} changed; its sessions were ended");
+            Ok(0)
+        }
+        Command::Demo { listen, dir } => upkeep::demo::run(&listen, dir.as_deref()).map(|_| 0),
     }
 }
 
@@ -663,4 +700,26 @@ fn serve_site(root: &Path, listen: &str) -> Result<u8> {
         server.await.ctx("serve", root)
     })?;
     Ok(0)
+}
+
+/// A new password: asked twice on a terminal, one line of standard input otherwise.
+fn read_new_password(name: &str) -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("new password for {name}: "))
+            .map_err(|e| Error::msg(e.to_string()))?;
+        let b = rpassword::prompt_password("again: ").map_err(|e| Error::msg(e.to_string()))?;
+        if a != b {
+            return Err(Error::refused(
+                "the two passwords differ",
+                "run the command again",
+            ));
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::msg(e.to_string()))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
 }

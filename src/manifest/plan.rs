@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Md5, RelPath, VerifiedManifest};
 
@@ -16,7 +16,7 @@ pub struct Live {
 }
 
 /// The lists `upkeep check` prints and `upkeep update` acts on.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Diff {
     /// The installed release, if known.
     pub installed: Option<String>,

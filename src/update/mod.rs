@@ -369,7 +369,7 @@ pub fn prepare(
             modified: m,
         });
     }
-    let exts = scan::recorded(state)?;
+    let exts = scan::find(inst)?;
     let mut task_names: Vec<String> = actions
         .iter()
         .filter(|a| {

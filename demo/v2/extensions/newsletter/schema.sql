@@ -1,0 +1,1 @@
+CREATE TABLE newsletter_subscribers(email TEXT PRIMARY KEY);
