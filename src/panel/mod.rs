@@ -561,8 +561,9 @@ async fn rollback(req: HttpRequest, app: Data, form: Form) -> HttpResponse {
     })
 }
 
-/// The run to show: the unfinished one, else the newest; and whether nobody is driving it.
-fn current_run(app: &AppState) -> crate::Result<(Option<update::Run>, bool)> {
+/// The run to show: the unfinished one, else the newest; whether nobody is driving it; and
+/// whether a run job is still preparing (its run row does not exist yet).
+fn current_run(app: &AppState) -> crate::Result<(Option<update::Run>, bool, bool)> {
     let run = with_state(app, |st| {
         Ok(update::unfinished(st)?.or(update::history(st, 1)?.into_iter().next()))
     })?;
@@ -576,13 +577,14 @@ fn current_run(app: &AppState) -> crate::Result<(Option<update::Run>, bool)> {
             && !driving
             && crate::lock::InstanceLock::acquire(&app.inst, "probe").is_ok()
     });
-    Ok((run, interrupted))
+    let preparing = driving && !run.as_ref().is_some_and(|r| matches!(r.status.as_str(), "running" | "rolling_back"));
+    Ok((run, interrupted, preparing))
 }
 
 async fn run_page(req: HttpRequest, app: Data) -> HttpResponse {
     let s = guard!(require(&req, &app));
     match current_run(&app) {
-        Ok((run, interrupted)) => html(pages::run(&s, run.as_ref(), interrupted)),
+        Ok((run, interrupted, preparing)) => html(pages::run(&s, run.as_ref(), interrupted, preparing)),
         Err(e) => failure(Some(&s), &e),
     }
 }
@@ -592,12 +594,13 @@ async fn run_api(req: HttpRequest, app: Data) -> HttpResponse {
         return HttpResponse::Unauthorized().finish();
     }
     match current_run(&app) {
-        Ok((Some(r), interrupted)) => HttpResponse::Ok().json(serde_json::json!({
+        Ok((_, _, true)) => HttpResponse::Ok().json(serde_json::json!({ "key": "preparing" })),
+        Ok((Some(r), interrupted, _)) => HttpResponse::Ok().json(serde_json::json!({
             "key": format!("{}:{}:{}", r.status, r.step, interrupted),
             "fields": { "step": format!("{}…", r.step) },
             "run": r,
         })),
-        Ok((None, _)) => HttpResponse::Ok().json(serde_json::json!({ "key": "none" })),
+        Ok((None, _, _)) => HttpResponse::Ok().json(serde_json::json!({ "key": "none" })),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

@@ -190,6 +190,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
     }
 
+    crate::update::crash::point("stage:filled");
     write_atomic(&staging.join(MANIFEST_NAME), target.bytes())?;
     write_atomic(&staging.join(SIGNATURE_NAME), target.sig().as_bytes())?;
     state.set_staged(&target, &source.label(), needed.len() as u64, bytes)?;
@@ -301,6 +302,7 @@ fn fetch_network(
         })
         .collect();
     let dir = inst.partial_dir();
+    crate::update::crash::point("stage:fetching");
     remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
     let staging = inst.staging();
     for (sha, files) in by_sha {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod panel;
 pub mod scenario;
 
 use std::io::{BufRead, BufReader};
