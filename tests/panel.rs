@@ -6,14 +6,25 @@ use common::panel::*;
 use common::*;
 
 fn count(db: &std::path::Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
 fn pages_need_a_session_and_carry_security_headers() {
     let d = Demo::start(&[]);
     let c = d.client();
-    for p in ["control", "control/check", "control/stage", "control/review", "control/run", "control/job/1", "control/diff?path=index.html"] {
+    for p in [
+        "control",
+        "control/check",
+        "control/stage",
+        "control/review",
+        "control/run",
+        "control/job/1",
+        "control/diff?path=index.html",
+    ] {
         let r = d.get(&c, p);
         assert_eq!(r.status(), 303, "{p}");
         assert_eq!(location(&r), "/control/login", "{p}");
@@ -21,11 +32,20 @@ fn pages_need_a_session_and_carry_security_headers() {
     let r = d.get(&c, "control/login");
     assert_eq!(r.status(), 200);
     let h = r.headers();
-    assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "same-origin");
     let r = d.post(&c, "control/gate/close", &[("csrf", "x"), ("message", "m")]);
-    assert_eq!(location(&r), "/control/login", "a POST without a session is refused too");
+    assert_eq!(
+        location(&r),
+        "/control/login",
+        "a POST without a session is refused too"
+    );
     assert!(!d.site().join(".upkeep/gate-closed").exists());
 }
 
@@ -36,17 +56,31 @@ fn login_cookie_logout_and_password_change() {
     let r = d.login(&c);
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/control"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/control"),
+        "{cookie}"
+    );
     assert!(!cookie.contains("Secure"), "plain http on loopback");
     let sid = cookie.split(';').next().unwrap().to_string();
     assert_eq!(d.get(&c, "control").status(), 200);
 
     // A stolen cookie stops working at logout.
     let thief = d.client();
-    let with_cookie = |path: &str| thief.get(format!("{}{path}", d.url)).header("cookie", &sid).send().unwrap();
+    let with_cookie = |path: &str| {
+        thief
+            .get(format!("{}{path}", d.url))
+            .header("cookie", &sid)
+            .send()
+            .unwrap()
+    };
     assert_eq!(with_cookie("control").status(), 200);
     let t = d.csrf(&c);
-    assert_eq!(location(&d.post(&c, "control/logout", &[("csrf", &t)])), "/control/login");
+    assert_eq!(
+        location(&d.post(&c, "control/logout", &[("csrf", &t)])),
+        "/control/login"
+    );
     assert_eq!(with_cookie("control").status(), 303);
 
     // A password change ends every session of the account.
@@ -54,7 +88,13 @@ fn login_cookie_logout_and_password_change() {
     d.login(&c2);
     assert_eq!(d.get(&c2, "control").status(), 200);
     let mut p = std::process::Command::new(BIN)
-        .args(["user", "passwd", "admin", "--root", d.site().to_str().unwrap()])
+        .args([
+            "user",
+            "passwd",
+            "admin",
+            "--root",
+            d.site().to_str().unwrap(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -63,7 +103,18 @@ fn login_cookie_logout_and_password_change() {
     assert!(p.wait().unwrap().success());
     assert_eq!(d.get(&c2, "control").status(), 303);
     let c3 = d.client();
-    assert_eq!(d.post(&c3, "control/login", &[("name", "admin"), ("password", "a much longer new password")]).status(), 303);
+    assert_eq!(
+        d.post(
+            &c3,
+            "control/login",
+            &[
+                ("name", "admin"),
+                ("password", "a much longer new password")
+            ]
+        )
+        .status(),
+        303
+    );
     // No password, cookie or token lands in the state store's text or the logs.
     let db = std::fs::read(d.site().join(".upkeep/state.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains("a much longer new password"));
@@ -73,12 +124,28 @@ fn login_cookie_logout_and_password_change() {
 fn wrong_password_and_unknown_user_look_the_same_and_are_rate_limited() {
     let d = Demo::start(&[]);
     let c = d.client();
-    let a = d.post(&c, "control/login", &[("name", "admin"), ("password", "not the password")]);
-    let b = d.post(&c, "control/login", &[("name", "nobody"), ("password", "not the password")]);
+    let a = d.post(
+        &c,
+        "control/login",
+        &[("name", "admin"), ("password", "not the password")],
+    );
+    let b = d.post(
+        &c,
+        "control/login",
+        &[("name", "nobody"), ("password", "not the password")],
+    );
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (401, 401));
     assert_eq!(a.text().unwrap(), b.text().unwrap(), "same answer for both");
     for _ in 0..3 {
-        assert_eq!(d.post(&c, "control/login", &[("name", "admin"), ("password", "still wrong!")]).status(), 401);
+        assert_eq!(
+            d.post(
+                &c,
+                "control/login",
+                &[("name", "admin"), ("password", "still wrong!")]
+            )
+            .status(),
+            401
+        );
     }
     // Five failures from this address: even the right password is refused for a while.
     let r = d.login(&c);
@@ -95,16 +162,45 @@ fn csrf_and_origin_are_checked_and_gets_change_nothing() {
     let c = d.client();
     d.login(&c);
     let t = d.csrf(&c);
-    assert_eq!(d.post(&c, "control/gate/close", &[("message", "x")]).status(), 403, "no token");
-    assert_eq!(d.post(&c, "control/gate/close", &[("csrf", "0000"), ("message", "x")]).status(), 403, "wrong token");
-    let evil = c.post(format!("{}control/gate/close", d.url)).header("origin", "http://evil.example").form(&[("csrf", t.as_str()), ("message", "x")]).send().unwrap();
+    assert_eq!(
+        d.post(&c, "control/gate/close", &[("message", "x")])
+            .status(),
+        403,
+        "no token"
+    );
+    assert_eq!(
+        d.post(
+            &c,
+            "control/gate/close",
+            &[("csrf", "0000"), ("message", "x")]
+        )
+        .status(),
+        403,
+        "wrong token"
+    );
+    let evil = c
+        .post(format!("{}control/gate/close", d.url))
+        .header("origin", "http://evil.example")
+        .form(&[("csrf", t.as_str()), ("message", "x")])
+        .send()
+        .unwrap();
     assert_eq!(evil.status(), 403, "another origin");
     assert!(!d.site().join(".upkeep/gate-closed").exists());
 
     // Every page visited with GET: nothing changes.
     let db = d.site().join(".upkeep/state.db");
     let before = snapshot(&d.site());
-    for p in ["control", "control/check", "control/stage", "control/review", "control/run", "control/apply", "control/rollback", "control/gate/close", "control/check?csrf=x"] {
+    for p in [
+        "control",
+        "control/check",
+        "control/stage",
+        "control/review",
+        "control/run",
+        "control/apply",
+        "control/rollback",
+        "control/gate/close",
+        "control/check?csrf=x",
+    ] {
         let s = d.get(&c, p).status().as_u16();
         assert!(s < 500, "{p}: {s}");
     }
@@ -113,10 +209,21 @@ fn csrf_and_origin_are_checked_and_gets_change_nothing() {
     assert_eq!(count(&db, "SELECT count(*) FROM staged"), 0);
     assert_eq!(snapshot(&d.site()), before);
 
-    assert_eq!(location(&d.post(&c, "control/gate/close", &[("csrf", &t), ("message", "back soon")])), "/control");
+    assert_eq!(
+        location(&d.post(
+            &c,
+            "control/gate/close",
+            &[("csrf", &t), ("message", "back soon")]
+        )),
+        "/control"
+    );
     assert!(d.site().join(".upkeep/gate-closed").exists());
     assert_eq!(reqwest::blocking::get(&d.url).unwrap().status(), 503);
-    assert_eq!(d.get(&c, "control").status(), 200, "the panel stays reachable while the site is closed");
+    assert_eq!(
+        d.get(&c, "control").status(),
+        200,
+        "the panel stays reachable while the site is closed"
+    );
     d.post(&c, "control/gate/open", &[("csrf", &t)]);
     assert_eq!(reqwest::blocking::get(&d.url).unwrap().status(), 200);
 }
@@ -129,22 +236,37 @@ fn the_wizard_end_to_end() {
     let t = d.csrf(&c);
     let r = d.post(&c, "control/check", &[("csrf", &t)]);
     let page = d.wait_job(&c, &location(&r));
-    assert!(page.contains("Release 1.1.0 is available: 2 new, 4 changed, 1 removed"), "{page}");
+    assert!(
+        page.contains("Release 1.1.0 is available: 2 new, 4 changed, 1 removed"),
+        "{page}"
+    );
     let page = d.get(&c, "control/check").text().unwrap();
     assert!(page.contains("menu.html") && page.contains("promo.html"));
 
     let r = d.post(&c, "control/stage", &[("csrf", &t), ("source", "network")]);
     let page = d.wait_job(&c, &location(&r));
     assert!(page.contains("Release 1.1.0 is staged: 6 files"), "{page}");
-    assert_eq!(std::fs::read_to_string(d.site().join("staging/menu.html")).unwrap(), std::fs::read_to_string("demo/v2/menu.html").unwrap());
+    assert_eq!(
+        std::fs::read_to_string(d.site().join("staging/menu.html")).unwrap(),
+        std::fs::read_to_string("demo/v2/menu.html").unwrap()
+    );
 
     let page = d.get(&c, "control/review").text().unwrap();
-    assert!(page.contains("2 to add, 4 to replace, 1 to remove"), "{page}");
+    assert!(
+        page.contains("2 to add, 4 to replace, 1 to remove"),
+        "{page}"
+    );
     assert!(page.contains("CREATE TABLE menu_items"));
     let diff = d.get(&c, "control/diff?path=index.html").text().unwrap();
-    assert!(diff.contains("class=\"del\"") && diff.contains("now pastries all day"), "{diff}");
+    assert!(
+        diff.contains("class=\"del\"") && diff.contains("now pastries all day"),
+        "{diff}"
+    );
 
-    assert_eq!(location(&d.post(&c, "control/apply", &[("csrf", &t)])), "/control/run");
+    assert_eq!(
+        location(&d.post(&c, "control/apply", &[("csrf", &t)])),
+        "/control/run"
+    );
     let page = d.wait_run(&c);
     assert!(page.contains("The update is done"), "{page}");
     let site = reqwest::blocking::get(&d.url).unwrap().text().unwrap();
@@ -152,7 +274,10 @@ fn the_wizard_end_to_end() {
     let db = d.site().join(".upkeep/site.db");
     assert_eq!(count(&db, "SELECT count(*) FROM menu_items"), 3);
     let dash = d.get(&c, "control").text().unwrap();
-    assert!(dash.contains("1.1.0") && dash.contains("newsletter"), "dashboard shows the version and the extension");
+    assert!(
+        dash.contains("1.1.0") && dash.contains("newsletter"),
+        "dashboard shows the version and the extension"
+    );
 }
 
 #[test]
@@ -162,13 +287,25 @@ fn upload_a_release_zip() {
     d.login(&c);
     let t = d.csrf(&c);
     let zip = d.dir.path().join("repo/releases/1.1.0/upkeep-1.1.0.zip");
-    let form = reqwest::blocking::multipart::Form::new().file("zip", &zip).unwrap();
-    let r = c.post(format!("{}control/upload?csrf={t}", d.url)).multipart(form).send().unwrap();
+    let form = reqwest::blocking::multipart::Form::new()
+        .file("zip", &zip)
+        .unwrap();
+    let r = c
+        .post(format!("{}control/upload?csrf={t}", d.url))
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 303);
     let page = d.wait_job(&c, &location(&r));
     assert!(page.contains("Release 1.1.0 is staged"), "{page}");
-    let form = reqwest::blocking::multipart::Form::new().file("zip", &zip).unwrap();
-    let r = c.post(format!("{}control/upload?csrf=bad", d.url)).multipart(form).send().unwrap();
+    let form = reqwest::blocking::multipart::Form::new()
+        .file("zip", &zip)
+        .unwrap();
+    let r = c
+        .post(format!("{}control/upload?csrf=bad", d.url))
+        .multipart(form)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
@@ -185,11 +322,20 @@ fn server_dies_mid_run_then_a_fresh_login_lands_on_the_run_and_resumes() {
     let mut demo = d;
     let status = demo.server.child.wait().unwrap();
     assert!(!status.success());
-    assert!(demo.site().join(".upkeep/gate-closed").exists(), "closed mid-run");
+    assert!(
+        demo.site().join(".upkeep/gate-closed").exists(),
+        "closed mid-run"
+    );
 
     let (server, _) = spawn_with_banner({
         let mut c = std::process::Command::new(BIN);
-        c.args(["serve", "--root", demo.site().to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        c.args([
+            "serve",
+            "--root",
+            demo.site().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         c
     });
     demo.url = server.url.clone();
@@ -198,10 +344,22 @@ fn server_dies_mid_run_then_a_fresh_login_lands_on_the_run_and_resumes() {
     let r = demo.login(&c);
     assert_eq!(location(&r), "/control/run", "lands on the run");
     let page = demo.get(&c, "control/run").text().unwrap();
-    assert!(page.contains("interrupted") && page.contains("Resume"), "{page}");
+    assert!(
+        page.contains("interrupted") && page.contains("Resume"),
+        "{page}"
+    );
     let t = demo.csrf(&c);
-    assert_eq!(location(&demo.post(&c, "control/resume", &[("csrf", &t)])), "/control/run");
+    assert_eq!(
+        location(&demo.post(&c, "control/resume", &[("csrf", &t)])),
+        "/control/run"
+    );
     let page = demo.wait_run(&c);
     assert!(page.contains("The update is done"), "{page}");
-    assert!(reqwest::blocking::get(&demo.url).unwrap().text().unwrap().contains("Release 1.1.0"));
+    assert!(
+        reqwest::blocking::get(&demo.url)
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("Release 1.1.0")
+    );
 }

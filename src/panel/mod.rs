@@ -577,14 +577,19 @@ fn current_run(app: &AppState) -> crate::Result<(Option<update::Run>, bool, bool
             && !driving
             && crate::lock::InstanceLock::acquire(&app.inst, "probe").is_ok()
     });
-    let preparing = driving && !run.as_ref().is_some_and(|r| matches!(r.status.as_str(), "running" | "rolling_back"));
+    let preparing = driving
+        && !run
+            .as_ref()
+            .is_some_and(|r| matches!(r.status.as_str(), "running" | "rolling_back"));
     Ok((run, interrupted, preparing))
 }
 
 async fn run_page(req: HttpRequest, app: Data) -> HttpResponse {
     let s = guard!(require(&req, &app));
     match current_run(&app) {
-        Ok((run, interrupted, preparing)) => html(pages::run(&s, run.as_ref(), interrupted, preparing)),
+        Ok((run, interrupted, preparing)) => {
+            html(pages::run(&s, run.as_ref(), interrupted, preparing))
+        }
         Err(e) => failure(Some(&s), &e),
     }
 }

@@ -428,14 +428,19 @@ pub fn diff(s: &Session, path: &str, rows: Option<&[DiffRow]>) -> Markup {
 /// Steps 4 and 5: the run, live, then its summary; Resume and Rollback when it stopped.
 pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -> Markup {
     if preparing {
-        return layout("Run", Some(s), true, html! {
-            (steps("run"))
-            h1 { "Preparing the update" }
-            div.card data-poll="/control/api/run" data-key="preparing" aria-live="polite" {
-                p { "Checking the staged files once more before the site closes…" }
-                p.muted { "You can close this page: the work goes on, and logging in again brings you back here." }
-            }
-        });
+        return layout(
+            "Run",
+            Some(s),
+            true,
+            html! {
+                (steps("run"))
+                h1 { "Preparing the update" }
+                div.card data-poll="/control/api/run" data-key="preparing" aria-live="polite" {
+                    p { "Checking the staged files once more before the site closes…" }
+                    p.muted { "You can close this page: the work goes on, and logging in again brings you back here." }
+                }
+            },
+        );
     }
     let Some(r) = run else {
         return layout(
