@@ -27,7 +27,7 @@ fn chromedriver() -> Driver {
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new("chromedriver")
+    let mut child = std::process::Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -44,6 +44,8 @@ fn chromedriver() -> Driver {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("chromedriver did not start");
 }
 
