@@ -5,12 +5,24 @@ use std::path::Path;
 
 use crate::error::{IoContext, Result};
 
+/// Mode of files a web server must be able to read (temporary files are created 0600).
+pub const READABLE: u32 = 0o644;
+
+/// Make a file readable by other users (the web server), as ordinary files are.
+pub fn make_readable(f: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(READABLE))
+        .ctx("set permissions of", path)
+}
+
 /// Write `bytes` to `path` so that a reader sees the old file or the new one, never half of it.
+/// The file is readable by other users, like one written by `cp`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
     tmp.write_all(bytes).ctx("write", tmp.path())?;
+    make_readable(tmp.as_file(), tmp.path())?;
     tmp.as_file().sync_all().ctx("sync", tmp.path())?;
     tmp.persist(path)
         .map_err(|e| e.error)

@@ -124,6 +124,8 @@ pub fn publish(p: &Publish) -> Result<Published> {
                 let tmp =
                     tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
                 std::fs::copy(&f.path, tmp.path()).ctx("copy", &f.path)?;
+                // A static web server serves the repository: objects must be readable by it.
+                crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
                 tmp.persist(&obj)
                     .map_err(|e| e.error)
                     .ctx("store object", &obj)?;
@@ -269,11 +271,12 @@ fn write_zip(
         std::io::copy(&mut r, &mut zw).ctx("add to zip", &src)?;
     }
     let w = zw.finish().map_err(zerr)?;
-    w.into_inner()
+    let f = w
+        .into_inner()
         .map_err(|e| e.into_error())
-        .ctx("flush", zip_path)?
-        .sync_all()
-        .ctx("sync", zip_path)?;
+        .ctx("flush", zip_path)?;
+    crate::fsutil::make_readable(&f, zip_path)?;
+    f.sync_all().ctx("sync", zip_path)?;
     tmp.persist(zip_path)
         .map_err(|e| e.error)
         .ctx("rename into place", zip_path)?;

@@ -274,6 +274,8 @@ impl Archive {
                     ),
                 ));
             }
+            // Staged files go live: readable by the web server, like files copied by hand.
+            crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
             tmp.persist(&dest)
                 .map_err(|e| e.error)
                 .ctx("rename into place", &dest)?;
