@@ -117,7 +117,8 @@ pub enum Command {
     Fingerprint {
         /// The folder.
         dir: PathBuf,
-        /// Print JSON instead of `md5  size  path` lines.
+        /// Print JSON (path, size, MD5 and SHA-256) instead of `md5  size  path` lines; the text
+        /// form computes only MD5, like md5sum.
         #[arg(long)]
         json: bool,
     },

@@ -42,10 +42,24 @@ fn main() -> ExitCode {
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!(
-        "{}",
+    emit(&format!(
+        "{}\n",
         serde_json::to_string_pretty(v).expect("report types serialise")
-    );
+    ));
+}
+
+/// Write to stdout; a reader that went away (`upkeep fingerprint DIR | head`) ends the command
+/// quietly, as it does for coreutils, instead of a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn run(cmd: Command) -> Result<u8> {
@@ -161,15 +175,23 @@ fn run(cmd: Command) -> Result<u8> {
             Ok(0)
         }
         Command::Fingerprint { dir, json } => {
-            let (entries, skipped) = fingerprint::fingerprint_dir(&dir)?;
+            let (entries, skipped) = fingerprint::fingerprint_dir(&dir, json)?;
             if json {
                 print_json(&entries);
             } else {
                 let mut out = String::with_capacity(entries.len() * 80);
                 for e in &entries {
-                    out.push_str(&format!("{}  {:>10}  {}\n", e.md5, e.size, e.path));
+                    // md5sum's layout; built by hand because it runs once per file.
+                    e.md5.push_hex(&mut out);
+                    let size = e.size.to_string();
+                    out.push_str("  ");
+                    out.push_str(&" ".repeat(10usize.saturating_sub(size.len())));
+                    out.push_str(&size);
+                    out.push_str("  ");
+                    out.push_str(e.path.as_str());
+                    out.push('\n');
                 }
-                print!("{out}");
+                emit(&out);
             }
             for s in skipped {
                 eprintln!("skipped: {s}");

@@ -9,6 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{DbContext, Result};
 use crate::manifest::{Md5, PublicKey, Sha256, VerifiedManifest};
 
+/// Bumped whenever SCHEMA changes (its statements are idempotent).
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fingerprints(
@@ -98,7 +101,16 @@ impl State {
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;",
         )
         .db(path)?;
-        conn.execute_batch(SCHEMA).db(path)?;
+        // The schema is created once per version, not parsed again on every open: opening the
+        // store is on the path of a warm fingerprint, which should cost little more than stat.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .db(path)?;
+        if version != SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA).db(path)?;
+            conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .db(path)?;
+        }
         Ok(State {
             conn,
             path: path.to_path_buf(),

@@ -25,6 +25,14 @@ macro_rules! digest_type {
             pub fn to_hex(&self) -> String {
                 hex::encode(self.0)
             }
+            /// Append lowercase hex to `out` without allocating.
+            pub fn push_hex(&self, out: &mut String) {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for b in self.0 {
+                    out.push(HEX[(b >> 4) as usize] as char);
+                    out.push(HEX[(b & 15) as usize] as char);
+                }
+            }
         }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -121,12 +121,22 @@ impl RelPath {
 
     /// Build from a path found while walking `root` (the walk itself guarantees it is below root).
     pub fn from_walk(root: &Path, path: &Path) -> Result<Self> {
-        let rel = path.strip_prefix(root).map_err(|_| Error::UnsafePath {
-            path: path.display().to_string(),
-            reason: "not below the folder being read".into(),
-        })?;
-        let s = rel.to_str().ok_or_else(|| Error::UnsafePath {
-            path: rel.display().to_string(),
+        use std::os::unix::ffi::OsStrExt;
+        // Byte slicing instead of `strip_prefix`, which walks path components one by one: this
+        // runs once per file of every walk.
+        let (r, p) = (root.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+        let rest = p
+            .strip_prefix(r)
+            .map(|x| x.strip_prefix(b"/").unwrap_or(x))
+            .filter(|x| !x.is_empty());
+        let Some(rest) = rest else {
+            return Err(Error::UnsafePath {
+                path: path.display().to_string(),
+                reason: "not below the folder being read".into(),
+            });
+        };
+        let s = std::str::from_utf8(rest).map_err(|_| Error::UnsafePath {
+            path: String::from_utf8_lossy(rest).into_owned(),
             reason: "file name is not valid UTF-8".into(),
         })?;
         Self::parse(s)

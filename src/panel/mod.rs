@@ -705,6 +705,7 @@ pub fn start(
             .route("/{tail:.*}", web::get().to(site))
             .route("/{tail:.*}", web::head().to(site))
     })
+    .on_connect(crate::reference::serve::nodelay)
     .bind(listen)?;
     let addr = server.addrs()[0];
     Ok((server.run(), addr))

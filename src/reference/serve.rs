@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix_files::NamedFile;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
@@ -19,6 +20,16 @@ pub const MAX_BATCH: usize = 200_000;
 
 struct Repo {
     dir: PathBuf,
+    cache: MemCache,
+}
+
+/// Send small responses at once: without TCP_NODELAY, a header write followed by a body write
+/// waits for the peer's delayed ACK (about 40 ms on Linux), which capped keep-alive clients at a
+/// few hundred requests per second per connection.
+pub fn nodelay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(sock) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = sock.set_nodelay(true);
+    }
 }
 
 /// Start serving `dir` on `listen`; returns the running server and the bound address.
@@ -28,6 +39,7 @@ pub fn start(
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let data = web::Data::new(Repo {
         dir: dir.to_path_buf(),
+        cache: MemCache::default(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -38,6 +50,7 @@ pub fn start(
             .route("/{tail:.*}", web::get().to(file))
             .route("/{tail:.*}", web::head().to(file))
     })
+    .on_connect(nodelay)
     .bind(listen)?;
     let addr = server.addrs()[0];
     Ok((server.run(), addr))
@@ -105,21 +118,62 @@ fn not_found(repo: &Repo, tail: &str) -> HttpResponse {
         .body(msg)
 }
 
-async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<HttpResponse> {
-    let tail = req
-        .match_info()
-        .query("tail")
-        .trim_start_matches('/')
-        .to_string();
-    let Ok(rel) = RelPath::parse(&tail) else {
-        return Ok(HttpResponse::BadRequest()
-            .content_type("text/plain")
-            .body(format!("refused path {tail:?}\n")));
-    };
-    let path = rel.under(&repo.dir);
-    let Ok(f) = NamedFile::open_async(&path).await else {
-        return Ok(not_found(&repo, &tail));
-    };
+/// Files at most this large are answered from memory.
+const CACHE_FILE_MAX: u64 = 32 << 20;
+/// Total bytes the memory cache may hold.
+const CACHE_TOTAL_MAX: u64 = 256 << 20;
+
+/// A repository file held in memory. Repository files never change in place (objects are named
+/// by their contents, manifests are immutable, the pointer is replaced by rename), so an entry
+/// stays valid while the file's size, mtime and inode are the same.
+struct Cached {
+    key: (u64, i64, i64, u64),
+    bytes: Bytes,
+    etag: String,
+}
+
+/// Memory cache of small repository files: serving them skips the blocking-pool round trips
+/// of open and read, which otherwise dominate a request for a few kilobytes.
+#[derive(Default)]
+struct MemCache {
+    map: std::sync::RwLock<std::collections::HashMap<PathBuf, Arc<Cached>>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl MemCache {
+    fn get(&self, path: &Path, rel: &RelPath) -> Option<Arc<Cached>> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(path).ok()?;
+        if !md.is_file() || md.len() > CACHE_FILE_MAX {
+            return None;
+        }
+        let key = (md.len(), md.mtime(), md.mtime_nsec(), md.ino());
+        if let Some(c) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(path)
+            && c.key == key
+        {
+            return Some(c.clone());
+        }
+        let bytes = Bytes::from(std::fs::read(path).ok()?);
+        // Objects are named by their SHA-256: that is the strongest possible validator.
+        let etag = if rel.top() == "objects" {
+            format!("\"{}\"", path.file_name()?.to_string_lossy())
+        } else {
+            format!("\"{:x}-{:x}-{:x}\"", key.0, key.1, key.2)
+        };
+        let c = Arc::new(Cached { key, bytes, etag });
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.total.load(Relaxed) + key.0 <= CACHE_TOTAL_MAX {
+            self.total.fetch_add(key.0, Relaxed);
+            self.map
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_path_buf(), c.clone());
+        }
+        Some(c)
+    }
+}
+
+fn headers_for(rel: &RelPath, tail: &str) -> (CacheControl, &'static str) {
     let cache = if rel.top() == "objects" {
         // Content-addressed: the same name always means the same bytes.
         CacheControl(vec![
@@ -138,6 +192,50 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
         "application/zip"
     } else {
         "application/octet-stream"
+    };
+    (cache, ct)
+}
+
+async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<HttpResponse> {
+    let tail = req
+        .match_info()
+        .query("tail")
+        .trim_start_matches('/')
+        .to_string();
+    let Ok(rel) = RelPath::parse(&tail) else {
+        return Ok(HttpResponse::BadRequest()
+            .content_type("text/plain")
+            .body(format!("refused path {tail:?}\n")));
+    };
+    let path = rel.under(&repo.dir);
+    let (cache, ct) = headers_for(&rel, &tail);
+    // Plain GETs of small files come from memory; ranges, HEAD and large files go through
+    // actix-files, which implements them fully.
+    if req.method() == actix_web::http::Method::GET
+        && !req.headers().contains_key(header::RANGE)
+        && let Some(c) = repo.cache.get(&path, &rel)
+    {
+        let matches = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == c.etag || t.trim() == "*"));
+        let mut b = if matches {
+            HttpResponse::NotModified()
+        } else {
+            HttpResponse::Ok()
+        };
+        b.insert_header((header::ETAG, c.etag.clone()))
+            .insert_header((header::CACHE_CONTROL, cache.to_string()))
+            .insert_header((header::ACCEPT_RANGES, "bytes"));
+        return Ok(if matches {
+            b.finish()
+        } else {
+            b.content_type(ct).body(c.bytes.clone())
+        });
+    }
+    let Ok(f) = NamedFile::open_async(&path).await else {
+        return Ok(not_found(&repo, &tail));
     };
     let mut resp = f
         .set_content_type(ct.parse().expect("static mime"))
