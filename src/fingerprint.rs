@@ -45,84 +45,122 @@ pub struct Found {
     pub stat: CachedStat,
 }
 
-/// Every regular file below `dir`, sorted by path.
-pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
+/// The entries of a walk, upkeep's own files filtered out by name. No per-directory sort:
+/// comparing `file_name()`s cost more than the walk itself; results are sorted once at the end.
+fn entries<'a>(
+    dir: &'a Path,
+    opts: &'a Walk,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + Send + 'a {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(move |e| {
+            if e.depth() == 0 || !opts.instance {
+                return true;
+            }
+            // Cheap name checks first; a RelPath is built only where excludes need one.
+            let name = e.file_name().to_string_lossy();
+            if e.depth() == 1 && crate::manifest::relpath::RESERVED_TOP.contains(&name.as_ref()) {
+                return false;
+            }
+            if name.ends_with(".bak") || name.ends_with(".done") {
+                return false;
+            }
+            if opts.excludes.is_empty() {
+                return true;
+            }
+            match RelPath::from_walk(dir, e.path()) {
+                Ok(rel) => !(is_instance_private(&rel) || is_excluded(&opts.excludes, &rel)),
+                Err(_) => true,
+            }
+        })
+}
+
+/// What one walk entry is.
+enum Seen {
+    File(Found),
+    Skipped(String),
+    Dir,
+}
+
+/// Classify an entry: a regular file with its stat, a skipped one (or an error in strict mode).
+fn see(dir: &Path, opts: &Walk, entry: walkdir::Result<walkdir::DirEntry>) -> Result<Seen> {
+    let entry = entry.map_err(|e| {
+        let path = e
+            .path()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.to_path_buf());
+        match e.into_io_error() {
+            Some(io) => Error::Io {
+                op: "read",
+                path,
+                source: io,
+            },
+            None => Error::msg(format!("{}: filesystem loop", path.display())),
+        }
+    })?;
+    let ft = entry.file_type();
+    if ft.is_dir() {
+        return Ok(Seen::Dir);
+    }
+    let rel = RelPath::from_walk(dir, entry.path())?;
+    if !ft.is_file() {
+        let kind = if ft.is_symlink() {
+            "symbolic link"
+        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+            "special file"
+        } else {
+            "not a regular file"
+        };
+        if opts.strict {
+            return Err(Error::refused(
+                format!(
+                    "{} is a {kind}: a release holds regular files only",
+                    entry.path().display()
+                ),
+                "replace it with the file it points to, or remove it from the release folder",
+            ));
+        }
+        return Ok(Seen::Skipped(format!("{rel} ({kind})")));
+    }
+    let md = entry
+        .metadata()
+        .map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
+    Ok(Seen::File(Found {
+        rel,
+        path: entry.path().to_path_buf(),
+        stat: stat_of(&md),
+    }))
+}
+
+fn gather(seen: impl Iterator<Item = Result<Seen>>) -> Result<(Vec<Found>, Vec<String>)> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let it = walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-    for entry in it.filter_entry(|e| {
-        if e.depth() == 0 || !opts.instance {
-            return true;
+    for s in seen {
+        match s? {
+            Seen::File(f) => files.push(f),
+            Seen::Skipped(k) => skipped.push(k),
+            Seen::Dir => {}
         }
-        // Cheap name checks first; a RelPath is built only where excludes need one.
-        let name = e.file_name().to_string_lossy();
-        if e.depth() == 1 && crate::manifest::relpath::RESERVED_TOP.contains(&name.as_ref()) {
-            return false;
-        }
-        if name.ends_with(".bak") || name.ends_with(".done") {
-            return false;
-        }
-        if opts.excludes.is_empty() {
-            return true;
-        }
-        match RelPath::from_walk(dir, e.path()) {
-            Ok(rel) => !(is_instance_private(&rel) || is_excluded(&opts.excludes, &rel)),
-            Err(_) => true,
-        }
-    }) {
-        let entry = entry.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| dir.to_path_buf());
-            match e.into_io_error() {
-                Some(io) => Error::Io {
-                    op: "read",
-                    path,
-                    source: io,
-                },
-                None => Error::msg(format!("{}: filesystem loop", path.display())),
-            }
-        })?;
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            continue;
-        }
-        let rel = RelPath::from_walk(dir, entry.path())?;
-        if !ft.is_file() {
-            let kind = if ft.is_symlink() {
-                "symbolic link"
-            } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
-            {
-                "special file"
-            } else {
-                "not a regular file"
-            };
-            if opts.strict {
-                return Err(Error::refused(
-                    format!(
-                        "{} is a {kind}: a release holds regular files only",
-                        entry.path().display()
-                    ),
-                    "replace it with the file it points to, or remove it from the release folder",
-                ));
-            }
-            skipped.push(format!("{rel} ({kind})"));
-            continue;
-        }
-        let md = entry
-            .metadata()
-            .map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
-        files.push(Found {
-            rel,
-            path: entry.path().to_path_buf(),
-            stat: stat_of(&md),
-        });
     }
+    files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    skipped.sort();
     Ok((files, skipped))
+}
+
+/// Every regular file below `dir`, sorted by path, and the entries skipped.
+pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
+    gather(entries(dir, opts).map(|e| see(dir, opts, e)))
+}
+
+/// [`walk`] with the `stat` calls spread over all cores (reading directories stays serial).
+pub fn walk_parallel(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
+    use rayon::iter::ParallelBridge;
+    let seen: Vec<Result<Seen>> = entries(dir, opts)
+        .par_bridge()
+        .map(|e| see(dir, opts, e))
+        .collect();
+    gather(seen.into_iter())
 }
 
 /// One file's fingerprint; SHA-256 only when it was asked for.
@@ -151,63 +189,73 @@ pub fn fingerprint_files(
         Some(s) => s.load_prints()?,
         None => HashMap::new(),
     };
-    let results: Vec<Result<(Print, bool, CachedStat)>> = files
-        .par_iter()
-        .map(|f| {
-            if let Some(c) = known.get(f.rel.as_str())
-                && c.stat == f.stat
-                && (c.sha256.is_some() || !with_sha)
-            {
-                let p = Print {
-                    path: f.rel.clone(),
-                    size: f.stat.size,
-                    md5: c.md5,
-                    sha256: c.sha256.filter(|_| with_sha),
+    fingerprint_known(files, &known, cache, with_sha)
+}
+
+/// [`fingerprint_files`] with the cache already loaded.
+fn fingerprint_known(
+    files: &[Found],
+    known: &HashMap<String, CachedPrint>,
+    cache: Option<&mut State>,
+    with_sha: bool,
+) -> Result<Vec<Print>> {
+    // Fresh fingerprints stream to a writer thread that fills the cache while the other
+    // threads hash, so the cache write is not a serial tail after the hashing.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(String, CachedPrint)>();
+        let writer =
+            cache.map(|state| scope.spawn(move || state.store_prints_owned(rx.into_iter())));
+        let results: Vec<Result<Print>> = files
+            .par_iter()
+            .map(|f| {
+                if let Some(c) = known.get(f.rel.as_str())
+                    && c.stat == f.stat
+                    && (c.sha256.is_some() || !with_sha)
+                {
+                    return Ok(Print {
+                        path: f.rel.clone(),
+                        size: f.stat.size,
+                        md5: c.md5,
+                        sha256: c.sha256.filter(|_| with_sha),
+                    });
+                }
+                let p = if with_sha {
+                    let h = digest::hash_file(&f.path)?;
+                    Print {
+                        path: f.rel.clone(),
+                        size: h.size,
+                        md5: h.md5,
+                        sha256: Some(h.sha256),
+                    }
+                } else {
+                    let (size, md5) = digest::md5_file(&f.path)?;
+                    Print {
+                        path: f.rel.clone(),
+                        size,
+                        md5,
+                        sha256: None,
+                    }
                 };
-                return Ok((p, false, f.stat));
-            }
-            let p = if with_sha {
-                let h = digest::hash_file(&f.path)?;
-                Print {
-                    path: f.rel.clone(),
-                    size: h.size,
-                    md5: h.md5,
-                    sha256: Some(h.sha256),
-                }
-            } else {
-                let (size, md5) = digest::md5_file(&f.path)?;
-                Print {
-                    path: f.rel.clone(),
-                    size,
-                    md5,
-                    sha256: None,
-                }
-            };
-            Ok((p, true, f.stat))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(results.len());
-    let mut fresh = Vec::new();
-    for r in results {
-        let (p, is_fresh, stat) = r?;
-        if is_fresh {
-            fresh.push((
-                p.path.as_str().to_string(),
-                CachedPrint {
-                    stat,
-                    md5: p.md5,
-                    sha256: p.sha256,
-                },
-            ));
+                // No writer (not an instance): nobody listens, and that is fine.
+                let _ = tx.send((
+                    f.rel.as_str().to_string(),
+                    CachedPrint {
+                        stat: f.stat,
+                        md5: p.md5,
+                        sha256: p.sha256,
+                    },
+                ));
+                Ok(p)
+            })
+            .collect();
+        drop(tx);
+        let out = results.into_iter().collect::<Result<Vec<_>>>();
+        if let Some(w) = writer {
+            w.join()
+                .map_err(|_| Error::msg("the cache writer panicked"))??;
         }
-        out.push(p);
-    }
-    if let Some(state) = cache
-        && !fresh.is_empty()
-    {
-        state.store_prints(fresh.iter().map(|(p, c)| (p.as_str(), *c)))?;
-    }
-    Ok(out)
+        out
+    })
 }
 
 /// Where a manifest path lives in an instance: `run_once/X` counts as present when only
@@ -302,20 +350,35 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
     } else {
         Vec::new()
     };
-    let (files, skipped) = walk(
+    // The stat cache loads on its own thread while the tree is walked: on a warm run these are
+    // the two costs, and they do not depend on each other.
+    let loader = instance.then(|| {
+        let db = dir.join(".upkeep/state.db");
+        std::thread::spawn(move || -> Result<(State, HashMap<String, CachedPrint>)> {
+            let st = State::open(&db)?;
+            let known = st.load_prints()?;
+            Ok((st, known))
+        })
+    });
+    let walked = walk_parallel(
         dir,
         &Walk {
             instance,
             excludes,
             strict: false,
         },
-    )?;
-    let mut state = if instance {
-        Some(State::open(&dir.join(".upkeep/state.db"))?)
-    } else {
-        None
+    );
+    let (mut state, known) = match loader {
+        Some(h) => {
+            let (st, known) = h
+                .join()
+                .map_err(|_| Error::msg("the cache loader panicked"))??;
+            (Some(st), known)
+        }
+        None => (None, HashMap::new()),
     };
-    let prints = fingerprint_files(&files, state.as_mut(), with_sha)?;
+    let (files, skipped) = walked?;
+    let prints = fingerprint_known(&files, &known, state.as_mut(), with_sha)?;
     Ok((prints, skipped))
 }
 

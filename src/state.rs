@@ -199,34 +199,37 @@ impl State {
             .conn
             .prepare("SELECT path, size, mtime_ns, ctime_ns, ino, md5, sha256 FROM fingerprints")
             .db(&self.path)?;
-        let rows = st
-            .query_map([], |r| {
-                let md5: Vec<u8> = r.get(5)?;
-                let sha: Option<Vec<u8>> = r.get(6)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    CachedStat {
-                        size: r.get::<_, i64>(1)? as u64,
-                        mtime_ns: r.get(2)?,
-                        ctime_ns: r.get(3)?,
-                        ino: r.get::<_, i64>(4)? as u64,
-                    },
-                    md5,
-                    sha,
-                ))
+        let n: usize = self
+            .conn
+            .query_row("SELECT count(*) FROM fingerprints", [], |r| {
+                r.get::<_, i64>(0)
             })
-            .db(&self.path)?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (path, stat, md5, sha) = row.db(&self.path)?;
-            let Ok(md5) = <[u8; 16]>::try_from(md5.as_slice()) else {
+            .db(&self.path)? as usize;
+        let mut out = HashMap::with_capacity(n);
+        let mut rows = st.query([]).db(&self.path)?;
+        // Borrowed reads: this runs once per file of a warm check, so no allocation per blob.
+        while let Some(r) = rows.next().db(&self.path)? {
+            let Ok(md5) =
+                <[u8; 16]>::try_from(r.get_ref(5).db(&self.path)?.as_blob().unwrap_or_default())
+            else {
                 continue;
             };
-            let sha256 = sha
-                .and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok())
+            let sha256 = r
+                .get_ref(6)
+                .db(&self.path)?
+                .as_blob_or_null()
+                .ok()
+                .flatten()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .map(Sha256);
+            let stat = CachedStat {
+                size: r.get::<_, i64>(1).db(&self.path)? as u64,
+                mtime_ns: r.get(2).db(&self.path)?,
+                ctime_ns: r.get(3).db(&self.path)?,
+                ino: r.get::<_, i64>(4).db(&self.path)? as u64,
+            };
             out.insert(
-                path,
+                r.get::<_, String>(0).db(&self.path)?,
                 CachedPrint {
                     stat,
                     md5: Md5(md5),
@@ -239,6 +242,49 @@ impl State {
 
     /// Store fresh fingerprints in one transaction.
     pub fn store_prints<'a>(
+        &mut self,
+        prints: impl IntoIterator<Item = (&'a str, CachedPrint)>,
+    ) -> Result<()> {
+        // The cache only saves work: losing its newest rows to a power cut is harmless, so this
+        // commit skips the fsync that every other write of the store keeps.
+        self.conn
+            .execute_batch("PRAGMA synchronous=NORMAL")
+            .db(&self.path)?;
+        let r = self.store_prints_tx(prints);
+        self.conn
+            .execute_batch("PRAGMA synchronous=FULL")
+            .db(&self.path)?;
+        r
+    }
+
+    /// [`State::store_prints`] for owned rows arriving one by one (from a channel).
+    pub fn store_prints_owned(
+        &mut self,
+        prints: impl Iterator<Item = (String, CachedPrint)>,
+    ) -> Result<()> {
+        self.conn
+            .execute_batch("PRAGMA synchronous=NORMAL")
+            .db(&self.path)?;
+        let tx = self.conn.transaction().db(&self.path);
+        let r = tx.and_then(|tx| {
+            {
+                let mut st = tx
+                    .prepare_cached("INSERT OR REPLACE INTO fingerprints(path, size, mtime_ns, ctime_ns, ino, md5, sha256) VALUES(?1,?2,?3,?4,?5,?6,?7)")
+                    .db(&self.path)?;
+                for (path, p) in prints {
+                    st.execute(params![path, p.stat.size as i64, p.stat.mtime_ns, p.stat.ctime_ns, p.stat.ino as i64, &p.md5.0[..], p.sha256.as_ref().map(|s| s.0.to_vec())])
+                        .db(&self.path)?;
+                }
+            }
+            tx.commit().db(&self.path)
+        });
+        self.conn
+            .execute_batch("PRAGMA synchronous=FULL")
+            .db(&self.path)?;
+        r
+    }
+
+    fn store_prints_tx<'a>(
         &mut self,
         prints: impl IntoIterator<Item = (&'a str, CachedPrint)>,
     ) -> Result<()> {

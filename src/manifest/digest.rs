@@ -125,33 +125,44 @@ pub fn hash_file(path: &Path) -> Result<Hashes> {
 
 /// Hash everything a reader yields.
 pub fn hash_reader(r: &mut impl Read) -> std::io::Result<Hashes> {
-    let mut h = Hasher::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
+    with_buffer(|buf| {
+        let mut h = Hasher::default();
+        loop {
+            let n = r.read(buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
         }
-        h.update(&buf[..n]);
+        Ok(h.finish())
+    })
+}
+
+/// Run `f` with this thread's read buffer. Allocating (and zeroing) 256 KiB per file cost more
+/// than hashing the small files of a large tree.
+fn with_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
     }
-    Ok(h.finish())
+    BUF.with(|b| f(&mut b.borrow_mut()))
 }
 
 /// Only the MD5 of a file: the cheap fingerprint used by `check` when SHA-256 is not needed.
 pub fn md5_file(path: &Path) -> Result<(u64, Md5)> {
     let mut f = std::fs::File::open(path).ctx("open", path)?;
-    let mut h = md5::Md5::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).ctx("read", path)?;
-        if n == 0 {
-            break;
+    with_buffer(|buf| {
+        let mut h = md5::Md5::new();
+        let mut size = 0u64;
+        loop {
+            let n = f.read(buf).ctx("read", path)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            size += n as u64;
         }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, Md5(h.finalize().into())))
+        Ok((size, Md5(h.finalize().into())))
+    })
 }
 
 #[cfg(test)]

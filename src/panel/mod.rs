@@ -486,7 +486,7 @@ async fn diff(
     query: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
     let s = guard!(require(&req, &app));
-    let Some(Ok(rel)) = query.get("path").map(|p| RelPath::parse(p)) else {
+    let Some(Ok(rel)) = query.get("path").map(|p| RelPath::parse_release_file(p)) else {
         return HttpResponse::BadRequest().body("bad path\n");
     };
     let rows = match (

@@ -215,7 +215,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 fn refuse_during_run(state: &State) -> Result<()> {
     let running: Option<(i64, String)> = state
         .conn
-        .query_row("SELECT id, step FROM runs WHERE status IN ('running', 'failed') ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT id, step FROM runs WHERE status IN ('running', 'failed', 'rolling_back') ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .ok();
     if let Some((id, step)) = running {
         return Err(Error::refused(

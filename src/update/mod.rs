@@ -23,7 +23,6 @@ use crate::config::Instance;
 use crate::error::{DbContext, Error, IoContext, Result};
 use crate::fsutil::{device_of, free_bytes, human_bytes};
 use crate::lock::InstanceLock;
-use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
 use crate::manifest::{RelPath, VerifiedManifest, digest};
 use crate::progress::Progress;
 use crate::state::{StagedInfo, State, now_text};
@@ -142,10 +141,9 @@ fn now_ms() -> i64 {
 
 const RUN_COLS: &str = "id, from_version, to_version, step, status, started_at, finished_at, closed_ms, error, plan, db_backup";
 
-fn run_from_row(state: &State, r: &rusqlite::Row) -> rusqlite::Result<Run> {
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
     let plan: String = r.get(9)?;
     let id: i64 = r.get(0)?;
-    let _ = state;
     Ok(Run {
         id,
         from: r.get(1)?,
@@ -172,7 +170,7 @@ pub fn load_run(state: &State, id: i64) -> Result<Run> {
         .query_row(
             &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
             [id],
-            |r| run_from_row(state, r),
+            run_from_row,
         )
         .db(state.path())?;
     let mut st = state
@@ -716,7 +714,6 @@ fn clear_staging(inst: &Instance) -> Result<()> {
             std::fs::remove_file(&p).ctx("remove", &p)?;
         }
     }
-    let _ = (MANIFEST_NAME, SIGNATURE_NAME);
     Ok(())
 }
 
