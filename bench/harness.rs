@@ -490,7 +490,7 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
     let cold = runs(set.runs, || {
         rusqlite::Connection::open(&db)
             .unwrap()
-            .execute("DELETE FROM fingerprints", [])
+            .execute("DELETE FROM print_cache", [])
             .unwrap();
         timed(&fp)
     });
@@ -503,7 +503,7 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
     let cold_json = runs(set.runs, || {
         rusqlite::Connection::open(&db)
             .unwrap()
-            .execute("DELETE FROM fingerprints", [])
+            .execute("DELETE FROM print_cache", [])
             .unwrap();
         timed(&fp_json)
     });

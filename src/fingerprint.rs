@@ -177,85 +177,64 @@ pub struct Print {
     pub sha256: Option<crate::manifest::Sha256>,
 }
 
-/// Fingerprints of every file, computed on all cores, reusing `cache` where the stat still
-/// matches and refreshing it. `with_sha` adds SHA-256; without it only MD5 is computed, which
-/// costs about half as much CPU (the text output shows no SHA-256).
+/// Fingerprints of every file, computed on all cores, reusing `known` where the stat still
+/// matches. `with_sha` adds SHA-256; without it only MD5 is computed, which costs about half as
+/// much CPU (the text output shows no SHA-256). Also returns the cache entries computed afresh.
 pub fn fingerprint_files(
     files: &[Found],
-    cache: Option<&mut State>,
-    with_sha: bool,
-) -> Result<Vec<Print>> {
-    let known = match &cache {
-        Some(s) => s.load_prints()?,
-        None => HashMap::new(),
-    };
-    fingerprint_known(files, &known, cache, with_sha)
-}
-
-/// [`fingerprint_files`] with the cache already loaded.
-fn fingerprint_known(
-    files: &[Found],
     known: &HashMap<String, CachedPrint>,
-    cache: Option<&mut State>,
     with_sha: bool,
-) -> Result<Vec<Print>> {
-    // Fresh fingerprints stream to a writer thread that fills the cache while the other
-    // threads hash, so the cache write is not a serial tail after the hashing.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(String, CachedPrint)>();
-        let writer =
-            cache.map(|state| scope.spawn(move || state.store_prints_owned(rx.into_iter())));
-        let results: Vec<Result<Print>> = files
-            .par_iter()
-            .map(|f| {
-                if let Some(c) = known.get(f.rel.as_str())
-                    && c.stat == f.stat
-                    && (c.sha256.is_some() || !with_sha)
-                {
-                    return Ok(Print {
-                        path: f.rel.clone(),
-                        size: f.stat.size,
-                        md5: c.md5,
-                        sha256: c.sha256.filter(|_| with_sha),
-                    });
-                }
-                let p = if with_sha {
-                    let h = digest::hash_file(&f.path)?;
-                    Print {
-                        path: f.rel.clone(),
-                        size: h.size,
-                        md5: h.md5,
-                        sha256: Some(h.sha256),
-                    }
-                } else {
-                    let (size, md5) = digest::md5_file(&f.path)?;
-                    Print {
-                        path: f.rel.clone(),
-                        size,
-                        md5,
-                        sha256: None,
-                    }
+) -> Result<(Vec<Print>, Vec<CachedPrint>, usize)> {
+    let results: Vec<Result<(Print, Option<CachedPrint>)>> = files
+        .par_iter()
+        .map(|f| {
+            if let Some(c) = known.get(f.rel.as_str())
+                && c.stat == f.stat
+                && (c.sha256.is_some() || !with_sha)
+            {
+                let p = Print {
+                    path: f.rel.clone(),
+                    size: f.stat.size,
+                    md5: c.md5,
+                    sha256: c.sha256.filter(|_| with_sha),
                 };
-                // No writer (not an instance): nobody listens, and that is fine.
-                let _ = tx.send((
-                    f.rel.as_str().to_string(),
-                    CachedPrint {
-                        stat: f.stat,
-                        md5: p.md5,
-                        sha256: p.sha256,
-                    },
-                ));
-                Ok(p)
-            })
-            .collect();
-        drop(tx);
-        let out = results.into_iter().collect::<Result<Vec<_>>>();
-        if let Some(w) = writer {
-            w.join()
-                .map_err(|_| Error::msg("the cache writer panicked"))??;
-        }
-        out
-    })
+                return Ok((p, None));
+            }
+            let p = if with_sha {
+                let h = digest::hash_file(&f.path)?;
+                Print {
+                    path: f.rel.clone(),
+                    size: h.size,
+                    md5: h.md5,
+                    sha256: Some(h.sha256),
+                }
+            } else {
+                let (size, md5) = digest::md5_file(&f.path)?;
+                Print {
+                    path: f.rel.clone(),
+                    size,
+                    md5,
+                    sha256: None,
+                }
+            };
+            let c = CachedPrint {
+                stat: f.stat,
+                md5: p.md5,
+                sha256: p.sha256,
+            };
+            Ok((p, Some(c)))
+        })
+        .collect();
+    let mut prints = Vec::with_capacity(results.len());
+    let mut entries = Vec::with_capacity(results.len());
+    let mut fresh = 0;
+    for r in results {
+        let (p, c) = r?;
+        fresh += c.is_some() as usize;
+        entries.push(c.unwrap_or_else(|| known[p.path.as_str()]));
+        prints.push(p);
+    }
+    Ok((prints, entries, fresh))
 }
 
 /// Where a manifest path lives in an instance: `run_once/X` counts as present when only
@@ -331,7 +310,11 @@ pub fn live_prints(
             out.insert(p, live);
         }
     }
-    state.store_prints(fresh.iter().map(|(k, c)| (k.as_str(), *c)))?;
+    if !fresh.is_empty() {
+        let mut all = known;
+        all.extend(fresh);
+        state.save_prints(&all)?;
+    }
     Ok(out)
 }
 
@@ -368,7 +351,7 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
             strict: false,
         },
     );
-    let (mut state, known) = match loader {
+    let (state, known) = match loader {
         Some(h) => {
             let (st, known) = h
                 .join()
@@ -378,7 +361,18 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
         None => (None, HashMap::new()),
     };
     let (files, skipped) = walked?;
-    let prints = fingerprint_known(&files, &known, state.as_mut(), with_sha)?;
+    let (prints, entries, fresh) = fingerprint_files(&files, &known, with_sha)?;
+    // A warm run with nothing new and nothing gone leaves the cache as it is: no rebuild.
+    if let Some(st) = state
+        && (fresh > 0 || known.len() != prints.len())
+    {
+        let cache = prints
+            .iter()
+            .zip(entries)
+            .map(|(p, c)| (p.path.as_str().to_string(), c))
+            .collect();
+        st.save_prints(&cache)?;
+    }
     Ok((prints, skipped))
 }
 

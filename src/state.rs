@@ -10,13 +10,11 @@ use crate::error::{DbContext, Result};
 use crate::manifest::{Md5, PublicKey, Sha256, VerifiedManifest};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS fingerprints(
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    ino INTEGER NOT NULL, md5 BLOB NOT NULL, sha256 BLOB);
+CREATE TABLE IF NOT EXISTS print_cache(id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS releases(version TEXT PRIMARY KEY, manifest BLOB NOT NULL, sig TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL,
     source TEXT NOT NULL, staged_at TEXT NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -63,6 +61,85 @@ pub struct CachedPrint {
     pub md5: Md5,
     /// SHA-256, when it was computed.
     pub sha256: Option<Sha256>,
+}
+
+const PRINTS_MAGIC: &[u8; 6] = b"UPKC1\n";
+
+/// Serialise the cache: magic, then per entry the path (u16 length + bytes), size, mtime, ctime,
+/// inode, MD5, a flag and the SHA-256 when known. Little-endian fixed-width fields.
+fn encode_prints(prints: &HashMap<String, CachedPrint>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + prints.len() * 120);
+    out.extend_from_slice(PRINTS_MAGIC);
+    for (path, p) in prints {
+        let Ok(len) = u16::try_from(path.len()) else {
+            continue;
+        };
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&p.stat.size.to_le_bytes());
+        out.extend_from_slice(&p.stat.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&p.stat.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&p.stat.ino.to_le_bytes());
+        out.extend_from_slice(&p.md5.0);
+        match &p.sha256 {
+            Some(s) => {
+                out.push(1);
+                out.extend_from_slice(&s.0);
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// Parse [`encode_prints`] output; anything malformed yields what was read so far (a cache may
+/// always be incomplete).
+fn decode_prints(d: &[u8]) -> HashMap<String, CachedPrint> {
+    let mut out = HashMap::new();
+    let Some(mut rest) = d.strip_prefix(PRINTS_MAGIC.as_slice()) else {
+        return out;
+    };
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (a, b) = (rest.get(..n)?, rest.get(n..)?);
+        *rest = b;
+        Some(a)
+    }
+    let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    while !rest.is_empty() {
+        let entry = (|| {
+            let len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?) as usize;
+            let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
+            let size = u64_of(take(&mut rest, 8)?);
+            let mtime_ns = u64_of(take(&mut rest, 8)?) as i64;
+            let ctime_ns = u64_of(take(&mut rest, 8)?) as i64;
+            let ino = u64_of(take(&mut rest, 8)?);
+            let md5 = Md5(take(&mut rest, 16)?.try_into().ok()?);
+            let sha256 = match take(&mut rest, 1)?[0] {
+                1 => Some(Sha256(take(&mut rest, 32)?.try_into().ok()?)),
+                _ => None,
+            };
+            Some((
+                path,
+                CachedPrint {
+                    stat: CachedStat {
+                        size,
+                        mtime_ns,
+                        ctime_ns,
+                        ino,
+                    },
+                    md5,
+                    sha256,
+                },
+            ))
+        })();
+        match entry {
+            Some((k, v)) => {
+                out.insert(k, v);
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// The release staged and ready to apply.
@@ -193,122 +270,46 @@ impl State {
         self.set_meta("installed_version", m.version())
     }
 
-    /// Load the whole fingerprint cache (one query beats one per file).
+    /// Load the whole fingerprint cache. It is one blob, not a row per file: on a tree of
+    /// 100,000 files, decoding rows cost more than the `stat` walk the cache is there to beat.
     pub fn load_prints(&self) -> Result<HashMap<String, CachedPrint>> {
-        let mut st = self
+        let data: Option<Vec<u8>> = self
             .conn
-            .prepare("SELECT path, size, mtime_ns, ctime_ns, ino, md5, sha256 FROM fingerprints")
-            .db(&self.path)?;
-        let n: usize = self
-            .conn
-            .query_row("SELECT count(*) FROM fingerprints", [], |r| {
-                r.get::<_, i64>(0)
+            .query_row("SELECT data FROM print_cache WHERE id = 1", [], |r| {
+                r.get(0)
             })
-            .db(&self.path)? as usize;
-        let mut out = HashMap::with_capacity(n);
-        let mut rows = st.query([]).db(&self.path)?;
-        // Borrowed reads: this runs once per file of a warm check, so no allocation per blob.
-        while let Some(r) = rows.next().db(&self.path)? {
-            let Ok(md5) =
-                <[u8; 16]>::try_from(r.get_ref(5).db(&self.path)?.as_blob().unwrap_or_default())
-            else {
-                continue;
-            };
-            let sha256 = r
-                .get_ref(6)
-                .db(&self.path)?
-                .as_blob_or_null()
-                .ok()
-                .flatten()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .map(Sha256);
-            let stat = CachedStat {
-                size: r.get::<_, i64>(1).db(&self.path)? as u64,
-                mtime_ns: r.get(2).db(&self.path)?,
-                ctime_ns: r.get(3).db(&self.path)?,
-                ino: r.get::<_, i64>(4).db(&self.path)? as u64,
-            };
-            out.insert(
-                r.get::<_, String>(0).db(&self.path)?,
-                CachedPrint {
-                    stat,
-                    md5: Md5(md5),
-                    sha256,
-                },
-            );
-        }
-        Ok(out)
+            .optional()
+            .db(&self.path)?;
+        Ok(data.map(|d| decode_prints(&d)).unwrap_or_default())
     }
 
-    /// Store fresh fingerprints in one transaction.
-    pub fn store_prints<'a>(
-        &mut self,
-        prints: impl IntoIterator<Item = (&'a str, CachedPrint)>,
-    ) -> Result<()> {
-        // The cache only saves work: losing its newest rows to a power cut is harmless, so this
-        // commit skips the fsync that every other write of the store keeps.
+    /// Replace the fingerprint cache.
+    pub fn save_prints(&self, prints: &HashMap<String, CachedPrint>) -> Result<()> {
+        let data = encode_prints(prints);
+        // The cache only saves work: losing it to a power cut is harmless, so this commit skips
+        // the fsync that every other write of the store keeps.
         self.conn
             .execute_batch("PRAGMA synchronous=NORMAL")
             .db(&self.path)?;
-        let r = self.store_prints_tx(prints);
+        let r = self
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO print_cache(id, data) VALUES(1, ?1)",
+                [data],
+            )
+            .db(&self.path);
         self.conn
             .execute_batch("PRAGMA synchronous=FULL")
             .db(&self.path)?;
-        r
+        r.map(drop)
     }
 
-    /// [`State::store_prints`] for owned rows arriving one by one (from a channel).
-    pub fn store_prints_owned(
-        &mut self,
-        prints: impl Iterator<Item = (String, CachedPrint)>,
-    ) -> Result<()> {
+    /// Forget every cached fingerprint (the next check hashes everything again).
+    pub fn clear_prints(&self) -> Result<()> {
         self.conn
-            .execute_batch("PRAGMA synchronous=NORMAL")
-            .db(&self.path)?;
-        let tx = self.conn.transaction().db(&self.path);
-        let r = tx.and_then(|tx| {
-            {
-                let mut st = tx
-                    .prepare_cached("INSERT OR REPLACE INTO fingerprints(path, size, mtime_ns, ctime_ns, ino, md5, sha256) VALUES(?1,?2,?3,?4,?5,?6,?7)")
-                    .db(&self.path)?;
-                for (path, p) in prints {
-                    st.execute(params![path, p.stat.size as i64, p.stat.mtime_ns, p.stat.ctime_ns, p.stat.ino as i64, &p.md5.0[..], p.sha256.as_ref().map(|s| s.0.to_vec())])
-                        .db(&self.path)?;
-                }
-            }
-            tx.commit().db(&self.path)
-        });
-        self.conn
-            .execute_batch("PRAGMA synchronous=FULL")
-            .db(&self.path)?;
-        r
-    }
-
-    fn store_prints_tx<'a>(
-        &mut self,
-        prints: impl IntoIterator<Item = (&'a str, CachedPrint)>,
-    ) -> Result<()> {
-        let tx = self.conn.transaction().db(&self.path)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO fingerprints(path, size, mtime_ns, ctime_ns, ino, md5, sha256) VALUES(?1,?2,?3,?4,?5,?6,?7)",
-                )
-                .db(&self.path)?;
-            for (path, p) in prints {
-                st.execute(params![
-                    path,
-                    p.stat.size as i64,
-                    p.stat.mtime_ns,
-                    p.stat.ctime_ns,
-                    p.stat.ino as i64,
-                    &p.md5.0[..],
-                    p.sha256.as_ref().map(|s| s.0.to_vec())
-                ])
-                .db(&self.path)?;
-            }
-        }
-        tx.commit().db(&self.path)
+            .execute("DELETE FROM print_cache", [])
+            .db(&self.path)
+            .map(drop)
     }
 
     /// The staged release, if any.

@@ -174,15 +174,26 @@ fn fingerprint_matches_md5sum_and_uses_the_cache() {
         ["css/site.css", "gone.txt", "index.php", "mine.php"],
         "instance folders, .bak and upkeep.toml left out"
     );
+    // The cache holds exactly the live files, each with both digests.
     let db = rusqlite::Connection::open(root.join(".upkeep/state.db")).unwrap();
-    let cached: i64 = db
-        .query_row(
-            "SELECT count(*) FROM fingerprints WHERE sha256 IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
+    let blob: Vec<u8> = db
+        .query_row("SELECT data FROM print_cache", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(cached, 4);
+    for p in ["css/site.css", "gone.txt", "index.php", "mine.php"] {
+        assert!(
+            blob.windows(p.len()).any(|w| w == p.as_bytes()),
+            "{p} cached"
+        );
+    }
+    assert!(
+        !blob.windows(12).any(|w| w == b"gone.txt.bak"),
+        "a .bak is no live file"
+    );
+    let sha = hex::decode(sha256_hex(b"<?php echo 1;")).unwrap();
+    assert!(
+        blob.windows(32).any(|w| w == sha.as_slice()),
+        "SHA-256 cached for --json"
+    );
     std::fs::write(root.join("index.php"), b"changed!").unwrap();
     let j: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
         "fingerprint",
