@@ -110,7 +110,7 @@ pub enum Command {
         json: bool,
     },
 
-    /// Print the manifest of any folder (unsigned): path, size, MD5, SHA-256.
+    /// Print the manifest of any folder (unsigned): MD5, size and path; --json adds SHA-256.
     ///
     /// MD5s are computed on all cores; in an instance root the stat cache in state.db makes a
     /// second run cost little more than `stat`.
