@@ -23,8 +23,6 @@ const RATIO_FLOOR: u64 = 1 << 20;
 pub struct Archive {
     zip: zip::ZipArchive<File>,
     name: String,
-    /// The verified manifest carried inside.
-    pub manifest: VerifiedManifest,
     entries: HashMap<RelPath, usize>,
 }
 
@@ -37,7 +35,9 @@ fn refuse(name: &str, reason: impl Into<String>) -> Error {
 
 impl Archive {
     /// Open and check an archive.
-    pub fn open(path: &Path, limits: &Limits, key: &PublicKey) -> Result<Self> {
+    /// Open and check an archive; returns it with the verified manifest it carries (handed out,
+    /// not kept: a release of 100,000 files has a manifest of tens of megabytes).
+    pub fn open(path: &Path, limits: &Limits, key: &PublicKey) -> Result<(Self, VerifiedManifest)> {
         let name = path.display().to_string();
         let file = File::open(path).ctx("open", path)?;
         let mut zip = zip::ZipArchive::new(file)
@@ -206,12 +206,7 @@ impl Archive {
                 ));
             }
         }
-        Ok(Archive {
-            zip,
-            name,
-            manifest,
-            entries,
-        })
+        Ok((Archive { zip, name, entries }, manifest))
     }
 
     /// Extract the given files into `staging`, each checked against the manifest on the way.
