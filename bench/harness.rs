@@ -363,6 +363,24 @@ impl Bench {
     fn up(&self, args: &str) -> String {
         sh(&format!("{} {args}", self.upkeep.display()))
     }
+    fn publish(&self, dir: &Path, version: &str, repo: &Path) {
+        self.up(&format!(
+            "publish {} --version {version} --repo {} --key {}",
+            dir.display(),
+            repo.display(),
+            self.key.display()
+        ));
+    }
+    /// `upkeep reference` on a free port: the server and its URL.
+    fn reference(&self, repo: &Path) -> (Child, String) {
+        spawn_banner(Command::new(&self.upkeep).args([
+            "reference",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]))
+    }
     fn row(
         &mut self,
         figure: &str,
@@ -461,19 +479,8 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
 
     // 1. Fingerprint.
     let repo = base.join("repo-fp");
-    b.up(&format!(
-        "publish {} --version 1.0.0 --repo {} --key {}",
-        a.display(),
-        repo.display(),
-        b.key.display()
-    ));
-    let (_ref, url) = spawn_banner(Command::new(&b.upkeep).args([
-        "reference",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]));
+    b.publish(&a, "1.0.0", &repo);
+    let (_ref, url) = b.reference(&repo);
     let inst = base.join("fp");
     sh(&format!("cp -a {}/. {}/", a.display(), inst.display()));
     b.up(&format!(
@@ -560,25 +567,9 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
             })
             .sum();
         let repo = base.join(format!("repo{pct}"));
-        b.up(&format!(
-            "publish {} --version 1.0.0 --repo {} --key {}",
-            a.display(),
-            repo.display(),
-            b.key.display()
-        ));
-        b.up(&format!(
-            "publish {} --version 1.1.0 --repo {} --key {}",
-            bdir.display(),
-            repo.display(),
-            b.key.display()
-        ));
-        let (_ref, url) = spawn_banner(Command::new(&b.upkeep).args([
-            "reference",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ]));
+        b.publish(&a, "1.0.0", &repo);
+        b.publish(&bdir, "1.1.0", &repo);
+        let (_ref, url) = b.reference(&repo);
         let ref_port: u16 = url
             .trim_end_matches('/')
             .rsplit(':')
@@ -778,13 +769,7 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
         let repo = base.join("repo30");
         let root = base.join("mem");
         sh(&format!("cp -a {}/. {}/", a.display(), root.display()));
-        let (_ref, url) = spawn_banner(Command::new(&b.upkeep).args([
-            "reference",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ]));
+        let (_ref, url) = b.reference(&repo);
         b.up(&format!(
             "init --root {} --reference {url} --public-key {}.pub --installed 1.0.0",
             root.display(),
@@ -879,13 +864,7 @@ fn reference_rps(b: &mut Bench, base: &Path) {
         return;
     }
     let repo = base.join("repo5");
-    let (_ref, url) = spawn_banner(Command::new(&b.upkeep).args([
-        "reference",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]));
+    let (_ref, url) = b.reference(&repo);
     let port = free_port();
     let nd = base.join("nginx");
     std::fs::create_dir_all(&nd).unwrap();

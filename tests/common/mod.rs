@@ -105,28 +105,34 @@ pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
     }
 }
 
-/// Every regular file below `dir` (relative path -> contents), leaving out the instance's own
-/// folders so that two live trees can be compared.
-pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
+/// Regular files below `dir` as (relative path, full path), those `keep` accepts.
+fn files_below(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1) {
         let e = e.unwrap();
-        if !e.file_type().is_file() {
-            continue;
-        }
         let rel = e
             .path()
             .strip_prefix(dir)
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let top = rel.split('/').next().unwrap().to_string();
-        if ["staging", "inbox", ".upkeep", "upkeep.toml"].contains(&top.as_str()) {
-            continue;
+        if e.file_type().is_file() && keep(&rel) {
+            out.push((rel, e.path().to_path_buf()));
         }
-        out.insert(rel, std::fs::read(e.path()).unwrap());
     }
     out
+}
+
+/// Every regular file below `dir` (relative path -> contents), leaving out the instance's own
+/// folders so that two live trees can be compared.
+pub fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let own = |rel: &str| {
+        ["staging", "inbox", ".upkeep", "upkeep.toml"].contains(&rel.split('/').next().unwrap())
+    };
+    files_below(dir, |rel| !own(rel))
+        .into_iter()
+        .map(|(rel, p)| (rel, std::fs::read(p).unwrap()))
+        .collect()
 }
 
 /// A publisher, its repository and some sites, all in one temporary folder.
@@ -260,19 +266,8 @@ pub fn sha256_hex(b: &[u8]) -> String {
 /// Path -> SHA-256 of every file below `dir`, leaving out any `.upkeep/` folder (upkeep's own
 /// state changes with every command). Readable when an assertion fails.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir).min_depth(1) {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if rel.split('/').any(|c| c == ".upkeep") || !e.file_type().is_file() {
-            continue;
-        }
-        out.insert(rel, sha256_hex(&std::fs::read(e.path()).unwrap()));
-    }
-    out
+    files_below(dir, |rel| !rel.split('/').any(|c| c == ".upkeep"))
+        .into_iter()
+        .map(|(rel, p)| (rel, sha256_hex(&std::fs::read(p).unwrap())))
+        .collect()
 }
