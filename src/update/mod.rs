@@ -48,6 +48,10 @@ pub struct Plan {
     pub schema: migrate::SchemaPlan,
     /// Bytes of the files to install.
     pub bytes: u64,
+    /// Extensions of the live tree, found before the site closes (the scan step applies the
+    /// plan's changes to them instead of walking the tree while closed).
+    #[serde(default)]
+    pub extensions: Vec<scan::Extension>,
 }
 
 impl Plan {
@@ -397,6 +401,7 @@ pub fn prepare(
         tasks: task_names,
         schema,
         bytes,
+        extensions: exts,
     };
     Ok((plan, target))
 }
@@ -606,7 +611,7 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
         }
         "swap" => swap::apply(inst, &run.plan.actions, o.progress)?,
         "scan" => {
-            let exts = scan::find(inst)?;
+            let exts = scan::after_swap(inst, &run.plan.extensions, &run.plan.actions)?;
             scan::record(state, &exts)?;
         }
         "migrate" => {

@@ -10,6 +10,7 @@ use crate::error::{DbContext, Error, IoContext, Result};
 use crate::fingerprint::{self, Walk};
 use crate::manifest::RelPath;
 use crate::state::State;
+use crate::update::swap::{Action, Kind};
 
 /// What an `extension.toml` declares.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,7 +50,29 @@ impl Extension {
     }
 }
 
-/// Find the extensions of the live tree.
+/// Read the `extension.toml` at `rel` (a path below the root).
+fn parse(rel: &RelPath, path: &Path) -> Result<Extension> {
+    let text = std::fs::read_to_string(path).ctx("read", path)?;
+    let mut ext: Extension = toml::from_str(&text).map_err(|e| {
+        Error::refused(
+            format!("{rel}: {e}"),
+            "fix the extension's manifest (name, version, schema, run_once)",
+        )
+    })?;
+    ext.path = rel
+        .as_str()
+        .strip_suffix("extension.toml")
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string();
+    Ok(ext)
+}
+
+fn is_manifest(rel: &RelPath) -> bool {
+    rel.as_str() == "extension.toml" || rel.as_str().ends_with("/extension.toml")
+}
+
+/// Find the extensions of the live tree (a walk of the whole tree: done before the site closes).
 pub fn find(inst: &Instance) -> Result<Vec<Extension>> {
     let (files, _) = fingerprint::walk(
         &inst.root,
@@ -59,27 +82,43 @@ pub fn find(inst: &Instance) -> Result<Vec<Extension>> {
             strict: false,
         },
     )?;
-    let mut out = Vec::new();
-    for f in files.iter().filter(|f| {
-        f.rel.as_str() == "extension.toml" || f.rel.as_str().ends_with("/extension.toml")
-    }) {
-        let text = std::fs::read_to_string(&f.path).ctx("read", &f.path)?;
-        let mut ext: Extension = toml::from_str(&text).map_err(|e| {
-            Error::refused(
-                format!("{}: {e}", f.rel),
-                "fix the extension's manifest (name, version, schema, run_once)",
-            )
-        })?;
-        ext.path = f
-            .rel
+    files
+        .iter()
+        .filter(|f| is_manifest(&f.rel))
+        .map(|f| parse(&f.rel, &f.path))
+        .collect()
+}
+
+/// The extensions after a swap: those found before the site closed, with the plan's changes to
+/// `extension.toml` files applied. Only the swapped manifests are read, so the scan step costs
+/// nothing like a walk of the tree while visitors wait.
+pub fn after_swap(
+    inst: &Instance,
+    before: &[Extension],
+    actions: &[Action],
+) -> Result<Vec<Extension>> {
+    let mut by_path: std::collections::BTreeMap<String, Extension> =
+        before.iter().map(|e| (e.path.clone(), e.clone())).collect();
+    for a in actions.iter().filter(|a| is_manifest(&a.path)) {
+        let folder = a
+            .path
             .as_str()
             .strip_suffix("extension.toml")
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_string();
-        out.push(ext);
+        match a.kind {
+            Kind::Remove => {
+                by_path.remove(&folder);
+            }
+            Kind::Add | Kind::Replace => {
+                let e = parse(&a.path, &a.path.under(&inst.root))?;
+                by_path.insert(folder, e);
+            }
+            Kind::Keep => {}
+        }
     }
-    Ok(out)
+    Ok(by_path.into_values().collect())
 }
 
 /// Record the extensions found.
