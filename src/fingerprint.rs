@@ -2,7 +2,9 @@
 //! than `stat`.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -11,8 +13,9 @@ use rayon::prelude::*;
 use crate::config::{Instance, is_excluded, is_instance_private};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::plan::Live;
+use crate::manifest::relpath::RESERVED_TOP;
 use crate::manifest::{RelPath, digest};
-use crate::state::{CachedPrint, CachedStat, State};
+use crate::state::{CachedPrint, CachedStat, PrintCache, State};
 
 /// The stat fields the cache keys on.
 pub fn stat_of(md: &Metadata) -> CachedStat {
@@ -39,128 +42,167 @@ pub struct Walk {
 pub struct Found {
     /// Its path below the walked folder.
     pub rel: RelPath,
-    /// Its full path.
-    pub path: PathBuf,
     /// Its stat.
     pub stat: CachedStat,
 }
 
-/// The entries of a walk, upkeep's own files filtered out by name. No per-directory sort:
-/// comparing `file_name()`s cost more than the walk itself; results are sorted once at the end.
-fn entries<'a>(
-    dir: &'a Path,
-    opts: &'a Walk,
-) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + Send + 'a {
-    walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(move |e| {
-            if e.depth() == 0 || !opts.instance {
-                return true;
-            }
-            // Cheap name checks first; a RelPath is built only where excludes need one.
-            let name = e.file_name().to_string_lossy();
-            if e.depth() == 1 && crate::manifest::relpath::RESERVED_TOP.contains(&name.as_ref()) {
-                return false;
-            }
-            if name.ends_with(".bak") || name.ends_with(".done") {
-                return false;
-            }
-            if opts.excludes.is_empty() {
-                return true;
-            }
-            match RelPath::from_walk(dir, e.path()) {
-                Ok(rel) => !(is_instance_private(&rel) || is_excluded(&opts.excludes, &rel)),
-                Err(_) => true,
-            }
-        })
+impl Found {
+    /// Its full path, below the walked folder `root`.
+    pub fn path(&self, root: &Path) -> PathBuf {
+        self.rel.under(root)
+    }
 }
 
-/// What one walk entry is.
-enum Seen {
-    File(Found),
+/// What one directory entry turned out to be.
+enum Item<T> {
+    File(T),
+    Dir(Listing<T>),
     Skipped(String),
-    Dir,
 }
 
-/// Classify an entry: a regular file with its stat, a skipped one (or an error in strict mode).
-fn see(dir: &Path, opts: &Walk, entry: walkdir::Result<walkdir::DirEntry>) -> Result<Seen> {
-    let entry = entry.map_err(|e| {
-        let path = e
-            .path()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.to_path_buf());
-        match e.into_io_error() {
-            Some(io) => Error::Io {
-                op: "read",
-                path,
-                source: io,
-            },
-            None => Error::msg(format!("{}: filesystem loop", path.display())),
-        }
-    })?;
-    let ft = entry.file_type();
-    if ft.is_dir() {
-        return Ok(Seen::Dir);
-    }
-    let rel = RelPath::from_walk(dir, entry.path())?;
-    if !ft.is_file() {
-        let kind = if ft.is_symlink() {
-            "symbolic link"
-        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-            "special file"
-        } else {
-            "not a regular file"
-        };
-        if opts.strict {
-            return Err(Error::refused(
-                format!(
-                    "{} is a {kind}: a release holds regular files only",
-                    entry.path().display()
-                ),
-                "replace it with the file it points to, or remove it from the release folder",
-            ));
-        }
-        return Ok(Seen::Skipped(format!("{rel} ({kind})")));
-    }
-    let md = entry
-        .metadata()
-        .map_err(|e| Error::msg(format!("{}: {e}", entry.path().display())))?;
-    Ok(Seen::File(Found {
-        rel,
-        path: entry.path().to_path_buf(),
-        stat: stat_of(&md),
-    }))
+/// What a directory holds: what the visitor made of its files, in path order and in chunks (one
+/// per run of files), so that putting the listings of subdirectories together copies nothing.
+struct Listing<T> {
+    chunks: Vec<Vec<T>>,
+    skipped: Vec<String>,
 }
 
-fn gather(seen: impl Iterator<Item = Result<Seen>>) -> Result<(Vec<Found>, Vec<String>)> {
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    for s in seen {
-        match s? {
-            Seen::File(f) => files.push(f),
-            Seen::Skipped(k) => skipped.push(k),
-            Seen::Dir => {}
+/// One entry of a directory being listed.
+struct Entry {
+    name: OsString,
+    entry: std::fs::DirEntry,
+    kind: std::fs::FileType,
+}
+
+impl Entry {
+    /// The byte order of the full paths this entry leads to: a directory sorts as `name/`, so
+    /// the listings of subdirectories, put together in this order, are sorted as a whole.
+    fn order(&self, other: &Entry) -> std::cmp::Ordering {
+        fn key(e: &Entry) -> impl Iterator<Item = &u8> {
+            e.name
+                .as_bytes()
+                .iter()
+                .chain(e.kind.is_dir().then_some(&b'/'))
         }
+        key(self).cmp(key(other))
     }
-    files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+}
+
+/// Whether the walk of an instance leaves out a name before anything else: upkeep's own
+/// folders at the top, backups and finished tasks anywhere.
+fn left_out_by_name(top: bool, name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    (top && RESERVED_TOP.iter().any(|r| r.as_bytes() == b))
+        || b.ends_with(b".bak")
+        || b.ends_with(b".done")
+}
+
+/// Walk `root` on all cores and hand every regular file to `visit`, which may do the file's
+/// work (hash it) right there, so that the work overlaps the walk.
+///
+/// One task per directory; each entry is `stat`ed relative to its open directory (std's
+/// `DirEntry::metadata` is an `fstatat`), not by a full path the kernel must resolve again. The
+/// result comes out in path order without a sort of the whole list.
+fn walk_with<T: Send>(
+    root: &Path,
+    opts: &Walk,
+    visit: &(dyn Fn(Found) -> Result<T> + Sync),
+) -> Result<(Vec<T>, Vec<String>)> {
+    let listing = list_dir(root, None, opts, visit)?;
+    let mut out = Vec::with_capacity(listing.chunks.iter().map(Vec::len).sum());
+    for chunk in listing.chunks {
+        out.extend(chunk);
+    }
+    let mut skipped = listing.skipped;
     skipped.sort();
-    Ok((files, skipped))
+    Ok((out, skipped))
+}
+
+fn list_dir<T: Send>(
+    root: &Path,
+    dir: Option<&RelPath>,
+    opts: &Walk,
+    visit: &(dyn Fn(Found) -> Result<T> + Sync),
+) -> Result<Listing<T>> {
+    let path = dir.map_or_else(|| root.to_path_buf(), |d| d.under(root));
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(&path).ctx("read", &path)? {
+        let entry = entry.ctx("read", &path)?;
+        let name = entry.file_name();
+        if opts.instance && left_out_by_name(dir.is_none(), &name) {
+            continue;
+        }
+        let kind = entry.file_type().ctx("read", &entry.path())?;
+        entries.push(Entry { name, entry, kind });
+    }
+    entries.sort_unstable_by(Entry::order);
+    let items: Vec<Result<Option<Item<T>>>> = entries
+        .into_par_iter()
+        .map(|e| {
+            let rel = RelPath::child(dir, &e.name)?;
+            if opts.instance
+                && !opts.excludes.is_empty()
+                && (is_instance_private(&rel) || is_excluded(&opts.excludes, &rel))
+            {
+                return Ok(None);
+            }
+            if e.kind.is_dir() {
+                return Ok(Some(Item::Dir(list_dir(root, Some(&rel), opts, visit)?)));
+            }
+            if !e.kind.is_file() {
+                let ft = e.kind;
+                let kind = if ft.is_symlink() {
+                    "symbolic link"
+                } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+                {
+                    "special file"
+                } else {
+                    "not a regular file"
+                };
+                if opts.strict {
+                    return Err(Error::refused(
+                        format!(
+                            "{} is a {kind}: a release holds regular files only",
+                            e.entry.path().display()
+                        ),
+                        "replace it with the file it points to, or remove it from the release folder",
+                    ));
+                }
+                return Ok(Some(Item::Skipped(format!("{rel} ({kind})"))));
+            }
+            let md = e.entry.metadata().ctx("read", &e.entry.path())?;
+            let stat = stat_of(&md);
+            Ok(Some(Item::File(visit(Found { rel, stat })?)))
+        })
+        .collect();
+    let mut listing = Listing {
+        chunks: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut run = Vec::new();
+    for item in items {
+        match item? {
+            None => {}
+            Some(Item::File(t)) => run.push(t),
+            Some(Item::Dir(sub)) => {
+                if !run.is_empty() {
+                    listing.chunks.push(std::mem::take(&mut run));
+                }
+                listing.chunks.extend(sub.chunks);
+                listing.skipped.extend(sub.skipped);
+            }
+            Some(Item::Skipped(s)) => listing.skipped.push(s),
+        }
+    }
+    if !run.is_empty() {
+        listing.chunks.push(run);
+    }
+    Ok(listing)
 }
 
 /// Every regular file below `dir`, sorted by path, and the entries skipped.
 pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
-    gather(entries(dir, opts).map(|e| see(dir, opts, e)))
-}
-
-/// [`walk`] with the `stat` calls spread over all cores (reading directories stays serial).
-pub fn walk_parallel(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
-    use rayon::iter::ParallelBridge;
-    let seen: Vec<Result<Seen>> = entries(dir, opts)
-        .par_bridge()
-        .map(|e| see(dir, opts, e))
-        .collect();
-    gather(seen.into_iter())
+    walk_with(dir, opts, &Ok)
 }
 
 /// One file's fingerprint; SHA-256 only when it was asked for.
@@ -177,64 +219,38 @@ pub struct Print {
     pub sha256: Option<crate::manifest::Sha256>,
 }
 
-/// Fingerprints of every file, computed on all cores, reusing `known` where the stat still
-/// matches. `with_sha` adds SHA-256; without it only MD5 is computed, which costs about half as
-/// much CPU (the text output shows no SHA-256). Also returns the cache entries computed afresh.
-pub fn fingerprint_files(
-    files: &[Found],
-    known: &HashMap<String, CachedPrint>,
-    with_sha: bool,
-) -> Result<(Vec<Print>, Vec<CachedPrint>, usize)> {
-    let results: Vec<Result<(Print, Option<CachedPrint>)>> = files
-        .par_iter()
-        .map(|f| {
-            if let Some(c) = known.get(f.rel.as_str())
-                && c.stat == f.stat
-                && (c.sha256.is_some() || !with_sha)
-            {
-                let p = Print {
-                    path: f.rel.clone(),
-                    size: f.stat.size,
-                    md5: c.md5,
-                    sha256: c.sha256.filter(|_| with_sha),
-                };
-                return Ok((p, None));
-            }
-            let p = if with_sha {
-                let h = digest::hash_file(&f.path)?;
-                Print {
-                    path: f.rel.clone(),
-                    size: h.size,
-                    md5: h.md5,
-                    sha256: Some(h.sha256),
-                }
-            } else {
-                let (size, md5) = digest::md5_file(&f.path)?;
-                Print {
-                    path: f.rel.clone(),
-                    size,
-                    md5,
-                    sha256: None,
-                }
-            };
-            let c = CachedPrint {
-                stat: f.stat,
-                md5: p.md5,
-                sha256: p.sha256,
-            };
-            Ok((p, Some(c)))
-        })
-        .collect();
-    let mut prints = Vec::with_capacity(results.len());
-    let mut entries = Vec::with_capacity(results.len());
-    let mut fresh = 0;
-    for r in results {
-        let (p, c) = r?;
-        fresh += c.is_some() as usize;
-        entries.push(c.unwrap_or_else(|| known[p.path.as_str()]));
-        prints.push(p);
+/// A file of [`fingerprint_dir`]'s walk: its print (and whether it was computed afresh), or the
+/// file itself when the walk got to it before the cache was loaded.
+enum Looked {
+    Known(RelPath, CachedPrint, bool),
+    Later(Found),
+}
+
+/// A file's fingerprint from the cache when its stat still matches, else computed. `with_sha`
+/// adds SHA-256; without it only MD5 is computed, about half the CPU (the text output shows no
+/// SHA-256).
+fn look(root: &Path, cache: &PrintCache, f: Found, with_sha: bool) -> Result<Looked> {
+    if let Some(c) = cache.get(f.rel.as_str())
+        && c.stat == f.stat
+        && (c.sha256.is_some() || !with_sha)
+    {
+        return Ok(Looked::Known(f.rel, c, false));
     }
-    Ok((prints, entries, fresh))
+    let path = f.path(root);
+    let (md5, sha256) = if with_sha {
+        let h = digest::hash_file(&path)?;
+        (h.md5, Some(h.sha256))
+    } else {
+        (digest::md5_file(&path)?.1, None)
+    };
+    // The stat taken before reading keys the entry: a file written meanwhile shows a newer
+    // stat next time and is hashed again.
+    let c = CachedPrint {
+        stat: f.stat,
+        md5,
+        sha256,
+    };
+    Ok(Looked::Known(f.rel, c, true))
 }
 
 /// Where a manifest path lives in an instance: `run_once/X` counts as present when only
@@ -253,8 +269,9 @@ pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
     None
 }
 
-/// One path's fingerprint, and the cache row to store when it was computed afresh.
-type Looked = (RelPath, Live, Option<CachedPrint>);
+/// One path's fingerprint, and the cache entry (keyed by where it was found) to store when it
+/// was computed afresh.
+type Lookup = (RelPath, Live, Option<(String, CachedPrint)>);
 
 /// The MD5 fingerprints of the given paths in an instance (only the ones that exist), using and
 /// refreshing the stat cache. Cost on a warm cache: one `stat` per path.
@@ -264,7 +281,7 @@ pub fn live_prints(
     paths: &[&RelPath],
 ) -> Result<HashMap<RelPath, Live>> {
     let known = state.load_prints()?;
-    let results: Vec<Result<Option<Looked>>> = paths
+    let results: Vec<Result<Option<Lookup>>> = paths
         .par_iter()
         .map(|p| {
             if inst.excluded(p) {
@@ -278,14 +295,11 @@ pub fn live_prints(
             if let Some(c) = known.get(&key)
                 && c.stat == stat
             {
-                return Ok(Some((
-                    (*p).clone(),
-                    Live {
-                        size: stat.size,
-                        md5: c.md5,
-                    },
-                    None,
-                )));
+                let live = Live {
+                    size: stat.size,
+                    md5: c.md5,
+                };
+                return Ok(Some(((*p).clone(), live, None)));
             }
             let (size, md5) = digest::md5_file(&path)?;
             let print = CachedPrint {
@@ -293,27 +307,19 @@ pub fn live_prints(
                 md5,
                 sha256: None,
             };
-            Ok(Some(((*p).clone(), Live { size, md5 }, Some(print))))
+            Ok(Some(((*p).clone(), Live { size, md5 }, Some((key, print)))))
         })
         .collect();
     let mut out = HashMap::with_capacity(paths.len());
     let mut fresh = Vec::new();
     for r in results {
-        if let Some((p, live, print)) = r? {
-            if let Some(print) = print {
-                let key = match live_location(&inst.root, &p) {
-                    Some((path, _)) => path_key(&inst.root, &path),
-                    None => p.as_str().to_string(),
-                };
-                fresh.push((key, print));
-            }
+        if let Some((p, live, entry)) = r? {
+            fresh.extend(entry);
             out.insert(p, live);
         }
     }
     if !fresh.is_empty() {
-        let mut all = known;
-        all.extend(fresh);
-        state.save_prints(&all)?;
+        state.save_prints(known.merged(fresh))?;
     }
     Ok(out)
 }
@@ -333,50 +339,179 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
     } else {
         Vec::new()
     };
-    // The stat cache loads on its own thread while the tree is walked: on a warm run these are
-    // the two costs, and they do not depend on each other.
-    let loader = instance.then(|| {
-        let db = dir.join(".upkeep/state.db");
-        std::thread::spawn(move || -> Result<(State, HashMap<String, CachedPrint>)> {
-            let st = State::open(&db)?;
-            let known = st.load_prints()?;
-            Ok((st, known))
-        })
-    });
-    let walked = walk_parallel(
-        dir,
-        &Walk {
-            instance,
-            excludes,
-            strict: false,
-        },
-    );
-    let (state, known) = match loader {
-        Some(h) => {
-            let (st, known) = h
-                .join()
-                .map_err(|_| Error::msg("the cache loader panicked"))??;
-            (Some(st), known)
-        }
-        None => (None, HashMap::new()),
+    let opts = Walk {
+        instance,
+        excludes,
+        strict: false,
     };
-    let (files, skipped) = walked?;
-    let (prints, entries, fresh) = fingerprint_files(&files, &known, with_sha)?;
-    // A warm run with nothing new and nothing gone leaves the cache as it is: no rebuild.
-    if let Some(st) = state
-        && (fresh > 0 || known.len() != prints.len())
-    {
-        let cache = prints
-            .iter()
-            .zip(entries)
-            .map(|(p, c)| (p.path.as_str().to_string(), c))
-            .collect();
-        st.save_prints(&cache)?;
+    // The stat cache loads on its own thread while the walk starts: files reached before it is
+    // there wait for it, those reached after are looked up (and, if new, hashed) at once, so
+    // the hashing of a cold run overlaps the walk.
+    let cache = std::sync::OnceLock::new();
+    if !instance {
+        let _ = cache.set(PrintCache::default());
     }
+    let (found, skipped, state) = std::thread::scope(|s| -> Result<_> {
+        let loader = instance.then(|| {
+            s.spawn(|| -> Result<State> {
+                let st = State::open(&dir.join(".upkeep/state.db"))?;
+                let _ = cache.set(st.load_prints()?);
+                Ok(st)
+            })
+        });
+        let walked = walk_with(dir, &opts, &|f| match cache.get() {
+            Some(c) => look(dir, c, f, with_sha),
+            None => Ok(Looked::Later(f)),
+        });
+        let state = match loader {
+            Some(h) => Some(
+                h.join()
+                    .map_err(|_| Error::msg("the cache loader panicked"))??,
+            ),
+            None => None,
+        };
+        let (found, skipped) = walked?;
+        Ok((found, skipped, state))
+    })?;
+    let cache = cache.into_inner().unwrap_or_default();
+    let found: Vec<Result<(RelPath, CachedPrint, bool)>> = found
+        .into_par_iter()
+        .map(|l| match l {
+            Looked::Known(r, c, fresh) => Ok((r, c, fresh)),
+            Looked::Later(f) => match look(dir, &cache, f, with_sha)? {
+                Looked::Known(r, c, fresh) => Ok((r, c, fresh)),
+                Looked::Later(_) => unreachable!("look always decides"),
+            },
+        })
+        .collect();
+    let found = found.into_iter().collect::<Result<Vec<_>>>()?;
+    // A warm run with nothing new and nothing gone leaves the cache as it is: no rebuild.
+    let fresh = found.iter().any(|(_, _, fresh)| *fresh);
+    if let Some(st) = state
+        && (fresh || cache.len() != found.len() || cache.stale())
+    {
+        st.save_prints(PrintCache::encode(
+            found.iter().map(|(r, c, _)| (r.as_str(), c)),
+        ))?;
+    }
+    let prints = found
+        .into_iter()
+        .map(|(path, c, _)| Print {
+            path,
+            size: c.stat.size,
+            md5: c.md5,
+            sha256: c.sha256.filter(|_| with_sha),
+        })
+        .collect();
     Ok((prints, skipped))
 }
 
 /// Make sure a path can be read, with the path in the message.
 pub fn readable(path: &Path) -> Result<()> {
     std::fs::File::open(path).map(drop).ctx("read", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, body: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    #[test]
+    fn walk_comes_out_in_path_order_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        // Names where the order of directory entries and the order of full paths differ:
+        // `a.txt` < `a/b` < `a0` as bytes, though `a` < `a.txt` < `a0` as names.
+        let names = [
+            "a/b", "a/c/d", "a.txt", "a0", "a-b/c", "b", "a/b0/x", "a/b.x", "z/y/x/w", "Z",
+        ];
+        for n in names {
+            write(dir.path(), n, n);
+        }
+        let (found, skipped) = walk(dir.path(), &Walk::default()).unwrap();
+        let got: Vec<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+        let mut want = names.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(skipped.is_empty());
+        let f = found.iter().find(|f| f.rel.as_str() == "a/c/d").unwrap();
+        assert_eq!(f.stat.size, 5);
+        assert_eq!(
+            std::fs::read_to_string(f.path(dir.path())).unwrap(),
+            "a/c/d"
+        );
+    }
+
+    #[test]
+    fn walk_of_an_instance_leaves_out_upkeeps_own_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            "index.php",
+            "staging/index.php",
+            "inbox/x.zip",
+            ".upkeep/state.db",
+            "upkeep.toml",
+            "lib/a.php.bak",
+            "run_once/01.sql.done",
+            "run_once/02.sql",
+            "docs/staging/kept.txt",
+            "cache/big.bin",
+            "cache2/kept.bin",
+        ] {
+            write(dir.path(), n, "x");
+        }
+        std::os::unix::fs::symlink("index.php", dir.path().join("link.php")).unwrap();
+        let opts = Walk {
+            instance: true,
+            excludes: vec!["cache/".into()],
+            strict: false,
+        };
+        let (found, skipped) = walk(dir.path(), &opts).unwrap();
+        let got: Vec<&str> = found.iter().map(|f| f.rel.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "cache2/kept.bin",
+                "docs/staging/kept.txt",
+                "index.php",
+                "run_once/02.sql"
+            ]
+        );
+        assert_eq!(skipped, ["link.php (symbolic link)"]);
+        let strict = Walk {
+            strict: true,
+            ..Walk::default()
+        };
+        let err = walk(dir.path(), &strict).err().unwrap().to_string();
+        assert!(err.contains("link.php is a symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn fingerprint_dir_matches_the_files_cold_and_warm() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            write(dir.path(), &format!("d{}/f{i}.txt", i % 7), &"y".repeat(i));
+        }
+        let (first, _) = fingerprint_dir(dir.path(), true).unwrap();
+        assert_eq!(first.len(), 300);
+        for p in &first {
+            let h = digest::hash_file(&p.path.under(dir.path())).unwrap();
+            assert_eq!(
+                (p.size, p.md5, p.sha256.map(|s| s.0)),
+                (h.size, h.md5, Some(h.sha256.0))
+            );
+        }
+        let (plain, _) = fingerprint_dir(dir.path(), false).unwrap();
+        assert!(plain.iter().all(|p| p.sha256.is_none()));
+        let md5s = |v: &[Print]| {
+            v.iter()
+                .map(|p| (p.path.clone(), p.md5))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(md5s(&plain), md5s(&first));
+    }
 }

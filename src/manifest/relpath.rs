@@ -38,25 +38,49 @@ impl RelPath {
         if raw.starts_with('/') {
             return Err(bad("absolute path"));
         }
-        if raw.contains('\\') {
-            return Err(bad("backslash in name"));
-        }
-        if raw.chars().any(|c| c.is_control()) {
-            return Err(bad("NUL or control character in name"));
-        }
-        let b = raw.as_bytes();
-        if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
-            return Err(bad("drive letter"));
+        if let Some(reason) = drive_letter(raw) {
+            return Err(bad(reason));
         }
         for comp in raw.split('/') {
-            match comp {
-                "" => return Err(bad("empty path component")),
-                "." | ".." => return Err(bad("`.` or `..` component")),
-                c if c.len() > 255 => return Err(bad("component longer than 255 bytes")),
-                _ => {}
+            if let Some(reason) = bad_component(comp) {
+                return Err(bad(reason));
             }
         }
         Ok(RelPath(raw.to_string()))
+    }
+
+    /// `parent/name` (or `name` at the top) for a name read from a directory: the same rules as
+    /// [`RelPath::parse`], checking only the new component, since a walk builds one per file.
+    pub fn child(parent: Option<&RelPath>, name: &std::ffi::OsStr) -> Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = || match parent {
+            Some(p) => format!("{p}/{}", name.to_string_lossy()),
+            None => name.to_string_lossy().into_owned(),
+        };
+        let bad = |reason: &str| Error::UnsafePath {
+            path: shown(),
+            reason: reason.to_string(),
+        };
+        let name = std::str::from_utf8(name.as_bytes())
+            .map_err(|_| bad("file name is not valid UTF-8"))?;
+        let reason = match parent {
+            None => drive_letter(name),
+            Some(p) if p.0.len() + 1 + name.len() > 4096 => Some("longer than 4096 bytes"),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason.or_else(|| bad_component(name)) {
+            return Err(bad(reason));
+        }
+        Ok(RelPath(match parent {
+            Some(p) => {
+                let mut s = String::with_capacity(p.0.len() + 1 + name.len());
+                s.push_str(&p.0);
+                s.push('/');
+                s.push_str(name);
+                s
+            }
+            None => name.to_string(),
+        }))
     }
 
     /// Parse a path that must be a file of a release: on top of [`RelPath::parse`], refuses
@@ -118,29 +142,25 @@ impl RelPath {
     pub fn top(&self) -> &str {
         self.0.split('/').next().unwrap_or_default()
     }
+}
 
-    /// Build from a path found while walking `root` (the walk itself guarantees it is below root).
-    pub fn from_walk(root: &Path, path: &Path) -> Result<Self> {
-        use std::os::unix::ffi::OsStrExt;
-        // Byte slicing instead of `strip_prefix`, which walks path components one by one: this
-        // runs once per file of every walk.
-        let (r, p) = (root.as_os_str().as_bytes(), path.as_os_str().as_bytes());
-        let rest = p
-            .strip_prefix(r)
-            .map(|x| x.strip_prefix(b"/").unwrap_or(x))
-            .filter(|x| !x.is_empty());
-        let Some(rest) = rest else {
-            return Err(Error::UnsafePath {
-                path: path.display().to_string(),
-                reason: "not below the folder being read".into(),
-            });
-        };
-        let s = std::str::from_utf8(rest).map_err(|_| Error::UnsafePath {
-            path: String::from_utf8_lossy(rest).into_owned(),
-            reason: "file name is not valid UTF-8".into(),
-        })?;
-        Self::parse(s)
+/// Why one path component is refused, if it is.
+fn bad_component(comp: &str) -> Option<&'static str> {
+    match comp {
+        "" => Some("empty path component"),
+        "." | ".." => Some("`.` or `..` component"),
+        c if c.len() > 255 => Some("component longer than 255 bytes"),
+        c if c.contains('\\') => Some("backslash in name"),
+        c if c.chars().any(|c| c.is_control()) => Some("NUL or control character in name"),
+        c if c.contains('/') => Some("slash in a name"),
+        _ => None,
     }
+}
+
+/// `C:...`: a drive letter, which would make the path absolute on Windows.
+fn drive_letter(raw: &str) -> Option<&'static str> {
+    let b = raw.as_bytes();
+    (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()).then_some("drive letter")
 }
 
 impl fmt::Display for RelPath {
@@ -232,6 +252,31 @@ mod tests {
             );
         }
         assert!(RelPath::parse_release_file("docs/staging/x").is_ok());
+    }
+    #[test]
+    fn child_checks_the_new_name_like_parse() {
+        use std::ffi::OsStr;
+        let top = RelPath::child(None, OsStr::new("a")).unwrap();
+        assert_eq!(top.as_str(), "a");
+        let below = RelPath::child(Some(&top), OsStr::new("b.php")).unwrap();
+        assert_eq!(below.as_str(), "a/b.php");
+        for bad in ["x\\y", "x\ny", "..", ".", "", "s/t", &"n".repeat(256)] {
+            assert!(
+                RelPath::child(Some(&top), OsStr::new(bad)).is_err(),
+                "{bad:?}"
+            );
+            // A slash in a name read from a directory cannot happen; in a path it separates.
+            if !bad.contains('/') {
+                assert!(RelPath::parse(&format!("a/{bad}")).is_err(), "{bad:?}");
+            }
+        }
+        // A drive letter only means something at the top.
+        assert!(RelPath::child(None, OsStr::new("c:x")).is_err());
+        assert!(RelPath::child(Some(&top), OsStr::new("c:x")).is_ok());
+        let deep = RelPath::parse(&vec!["d".repeat(200); 20].join("/")).unwrap();
+        assert!(RelPath::child(Some(&deep), OsStr::new(&"e".repeat(100))).is_err());
+        use std::os::unix::ffi::OsStrExt;
+        assert!(RelPath::child(None, OsStr::from_bytes(b"caf\xe9")).is_err());
     }
     #[test]
     fn folded_collides() {

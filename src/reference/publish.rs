@@ -96,7 +96,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
     )?;
     for f in &found {
         f.rel.check_release_file()?;
-        fingerprint::readable(&f.path)?;
+        fingerprint::readable(&f.path(p.dir))?;
     }
     let mut seen = std::collections::HashSet::new();
     for f in &found {
@@ -115,7 +115,8 @@ pub fn publish(p: &Publish) -> Result<Published> {
     let results: Vec<Result<(FileEntry, bool)>> = found
         .par_iter()
         .map(|f| {
-            let h = digest::hash_file(&f.path)?;
+            let src = f.path(p.dir);
+            let h = digest::hash_file(&src)?;
             let obj = p.repo.join(repo::object_path(&h.sha256));
             let fresh = !obj.exists();
             if fresh {
@@ -123,7 +124,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
                 std::fs::create_dir_all(dir).ctx("create folder", dir)?;
                 let tmp =
                     tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
-                std::fs::copy(&f.path, tmp.path()).ctx("copy", &f.path)?;
+                std::fs::copy(&src, tmp.path()).ctx("copy", &src)?;
                 // A static web server serves the repository: objects must be readable by it.
                 crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
                 tmp.persist(&obj)

@@ -85,7 +85,7 @@ pub fn find(inst: &Instance) -> Result<Vec<Extension>> {
     files
         .iter()
         .filter(|f| is_manifest(&f.rel))
-        .map(|f| parse(&f.rel, &f.path))
+        .map(|f| parse(&f.rel, &f.path(&inst.root)))
         .collect()
 }
 
