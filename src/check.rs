@@ -1,7 +1,5 @@
 //! `check`: the live tree against the installed release and the reference's latest release.
 
-use std::collections::BTreeSet;
-
 use crate::config::Instance;
 use crate::error::Result;
 use crate::fingerprint::live_prints;
@@ -17,11 +15,13 @@ pub fn diff_live(
     installed: Option<&VerifiedManifest>,
     target: &VerifiedManifest,
 ) -> Result<Diff> {
-    let mut paths: BTreeSet<&RelPath> = target.files().iter().map(|f| &f.path).collect();
+    let mut paths: Vec<&RelPath> = target.files().iter().map(|f| &f.path).collect();
     if let Some(i) = installed {
         paths.extend(i.files().iter().map(|f| &f.path));
     }
-    let paths: Vec<&RelPath> = paths.into_iter().collect();
+    // Two sorted runs: the stable sort merges them in one pass.
+    paths.sort();
+    paths.dedup();
     let live = live_prints(inst, state, &paths)?;
     Ok(Diff::compute(installed, target, &live))
 }
@@ -31,7 +31,7 @@ pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {
     let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
     let (_, latest) = block_on(remote.latest())?;
     let mut state = State::open(&inst.state_db())?;
-    let installed = state.installed(&inst.key)?;
+    let installed = state.installed_list(&inst.key)?;
     let diff = diff_live(inst, &mut state, installed.as_ref(), &latest)?;
     state.save_release(&latest)?;
     state.set_meta("last_check", &now_text())?;

@@ -269,37 +269,43 @@ pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
     None
 }
 
-/// One path's fingerprint, and the cache entry (keyed by where it was found) to store when it
-/// was computed afresh.
-type Lookup = (RelPath, Live, Option<(String, CachedPrint)>);
+/// What [`live_prints`] learns of one path: its fingerprint if the file exists, and the cache
+/// entry (keyed by where the file was found) when it was computed afresh. Boxed: it is rare on a
+/// warm cache, and this list has an element per file of two releases.
+type Lookup = (Option<Live>, Option<Box<(String, CachedPrint)>>);
 
 /// The MD5 fingerprints of the given paths in an instance (only the ones that exist), using and
 /// refreshing the stat cache. Cost on a warm cache: one `stat` per path.
-pub fn live_prints(
+pub fn live_prints<'p>(
     inst: &Instance,
     state: &mut State,
-    paths: &[&RelPath],
-) -> Result<HashMap<RelPath, Live>> {
+    paths: &[&'p RelPath],
+) -> Result<HashMap<&'p RelPath, Live>> {
     let known = state.load_prints()?;
-    let results: Vec<Result<Option<Lookup>>> = paths
+    let results: Vec<Lookup> = paths
         .par_iter()
-        .map(|p| {
+        .map(|p| -> Result<Lookup> {
             if inst.excluded(p) {
-                return Ok(None);
+                return Ok((None, None));
             }
             let Some((path, md)) = live_location(&inst.root, p) else {
-                return Ok(None);
+                return Ok((None, None));
             };
             let stat = stat_of(&md);
-            let key = path_key(&inst.root, &path);
-            if let Some(c) = known.get(&key)
+            let done = p.top() == "run_once" && !path.ends_with(p.as_str());
+            let cached = if done {
+                known.get(p.with_suffix(".done").as_str())
+            } else {
+                known.get(p.as_str())
+            };
+            if let Some(c) = cached
                 && c.stat == stat
             {
                 let live = Live {
                     size: stat.size,
                     md5: c.md5,
                 };
-                return Ok(Some(((*p).clone(), live, None)));
+                return Ok((Some(live), None));
             }
             let (size, md5) = digest::md5_file(&path)?;
             let print = CachedPrint {
@@ -307,27 +313,26 @@ pub fn live_prints(
                 md5,
                 sha256: None,
             };
-            Ok(Some(((*p).clone(), Live { size, md5 }, Some((key, print)))))
+            let key = if done {
+                p.with_suffix(".done").as_str().to_string()
+            } else {
+                p.as_str().to_string()
+            };
+            Ok((Some(Live { size, md5 }), Some(Box::new((key, print)))))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut out = HashMap::with_capacity(paths.len());
     let mut fresh = Vec::new();
-    for r in results {
-        if let Some((p, live, entry)) = r? {
-            fresh.extend(entry);
-            out.insert(p, live);
+    for (p, (live, entry)) in paths.iter().zip(results) {
+        fresh.extend(entry.map(|e| *e));
+        if let Some(live) = live {
+            out.insert(*p, live);
         }
     }
     if !fresh.is_empty() {
         state.save_prints(known.merged(fresh))?;
     }
     Ok(out)
-}
-
-fn path_key(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the

@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::{DbContext, Result};
+use crate::error::{DbContext, IoContext, Result};
 use crate::manifest::{Md5, PublicKey, Sha256, VerifiedManifest};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS print_cache(id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS releases(version TEXT PRIMARY KEY, manifest BLOB NOT NULL, sig TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS manifests(version TEXT PRIMARY KEY, sig TEXT NOT NULL, manifest BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS staged(id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL,
     source TEXT NOT NULL, staged_at TEXT NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS staged_files(path TEXT PRIMARY KEY, sha256 BLOB NOT NULL, size INTEGER NOT NULL,
@@ -274,6 +274,24 @@ impl State {
             .db(path)?;
         if version != SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).db(path)?;
+            // Version 3 keeps the manifest blob in the last column, where SQLite can write it
+            // by incremental I/O without building the whole record in memory. Checked inside
+            // the write transaction, so that two processes opening at once move it once.
+            conn.execute_batch("BEGIN IMMEDIATE").db(path)?;
+            let old: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'releases'",
+                    [],
+                    |r| r.get(0),
+                )
+                .db(path)?;
+            if old {
+                conn.execute_batch(
+                    "INSERT OR IGNORE INTO manifests(version, sig, manifest) SELECT version, sig, manifest FROM releases; DROP TABLE releases;",
+                )
+                .db(path)?;
+            }
+            conn.execute_batch("COMMIT").db(path)?;
             conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .db(path)?;
         }
@@ -313,31 +331,81 @@ impl State {
     }
 
     /// Keep a verified manifest so that later commands need not fetch it again.
+    ///
+    /// The bytes go in through SQLite's incremental blob I/O: bound as a parameter, a manifest
+    /// of 20 MB was copied twice inside SQLite, and that was the peak memory of a staging.
     pub fn save_release(&self, m: &VerifiedManifest) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO releases(version, manifest, sig) VALUES(?1, ?2, ?3)",
-                params![m.version(), m.bytes(), m.sig()],
-            )
-            .db(&self.path)?;
-        Ok(())
+        use std::io::Write;
+        // Without its bytes, the manifest was read from this store and is still in it.
+        let Some(bytes) = m.bytes() else {
+            return Ok(());
+        };
+        let c = &self.conn;
+        c.execute_batch("SAVEPOINT save_release").db(&self.path)?;
+        let r = (|| -> rusqlite::Result<()> {
+            c.execute(
+                "INSERT OR REPLACE INTO manifests(version, sig, manifest) VALUES(?1, ?2, zeroblob(?3))",
+                params![m.version(), m.sig(), bytes.len() as i64],
+            )?;
+            let row = c.last_insert_rowid();
+            let mut blob = c.blob_open(
+                rusqlite::DatabaseName::Main,
+                "manifests",
+                "manifest",
+                row,
+                false,
+            )?;
+            blob.write_all(bytes)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => c.execute_batch("RELEASE save_release").db(&self.path),
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO save_release; RELEASE save_release");
+                Err(e).db(&self.path)
+            }
+        }
     }
 
     /// A stored manifest, verified again against the configured key.
     pub fn load_release(&self, version: &str, key: &PublicKey) -> Result<Option<VerifiedManifest>> {
-        let row: Option<(Vec<u8>, String)> = self
+        let Some((bytes, sig)) = self.release_bytes(version)? else {
+            return Ok(None);
+        };
+        VerifiedManifest::verify(bytes, sig, key, &format!("stored manifest of {version}"))
+            .map(Some)
+    }
+
+    /// A stored manifest's signed bytes and signature, not verified: the caller checks them.
+    pub fn release_bytes(&self, version: &str) -> Result<Option<(Vec<u8>, String)>> {
+        use std::io::Read;
+        let row: Option<(i64, usize, String)> = self
             .conn
             .query_row(
-                "SELECT manifest, sig FROM releases WHERE version = ?1",
+                "SELECT rowid, length(manifest), sig FROM manifests WHERE version = ?1",
                 [version],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .db(&self.path)?;
-        row.map(|(b, s)| {
-            VerifiedManifest::verify(b, s, key, &format!("stored manifest of {version}"))
-        })
-        .transpose()
+        let Some((row, len, sig)) = row else {
+            return Ok(None);
+        };
+        // Read straight into a buffer of the exact size (see `save_release`).
+        let mut bytes = Vec::with_capacity(len);
+        self.conn
+            .blob_open(
+                rusqlite::DatabaseName::Main,
+                "manifests",
+                "manifest",
+                row,
+                true,
+            )
+            .db(&self.path)?
+            .read_to_end(&mut bytes)
+            .ctx("read the stored manifest in", &self.path)?;
+        Ok(Some((bytes, sig)))
     }
 
     /// The installed release version, if known.
@@ -351,6 +419,16 @@ impl State {
             Some(v) => self.load_release(&v, key),
             None => Ok(None),
         }
+    }
+
+    /// The installed release's verified list of files, without the signed bytes (they stay
+    /// here): for comparing with the live tree or another release.
+    pub fn installed_list(&self, key: &PublicKey) -> Result<Option<VerifiedManifest>> {
+        let mut m = self.installed(key)?;
+        if let Some(m) = m.as_mut() {
+            m.drop_bytes();
+        }
+        Ok(m)
     }
 
     /// Record the installed release.
@@ -509,6 +587,80 @@ mod tests {
 
     fn same(a: CachedPrint, b: CachedPrint) -> bool {
         a.stat == b.stat && a.md5 == b.md5 && a.sha256.map(|s| s.0) == b.sha256.map(|s| s.0)
+    }
+
+    #[test]
+    fn manifests_move_out_of_the_version_2_table_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch(
+                "CREATE TABLE releases(version TEXT PRIMARY KEY, manifest BLOB NOT NULL, sig TEXT NOT NULL);
+                 INSERT INTO releases VALUES('1.0.0', x'7b7d0a', 'sig-a');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let st = State::open(&db).unwrap();
+        assert_eq!(
+            st.release_bytes("1.0.0").unwrap(),
+            Some((b"{}\n".to_vec(), "sig-a".to_string()))
+        );
+        assert_eq!(st.release_bytes("2.0.0").unwrap(), None);
+        let old: i64 = st
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'releases'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        drop(st);
+        // Opening again (now at version 3) keeps it.
+        let st = State::open(&db).unwrap();
+        assert!(st.release_bytes("1.0.0").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_saved_manifest_reads_back_byte_for_byte() {
+        use crate::manifest::{FORMAT, FileEntry, Manifest, RelPath, SecretKey, to_bytes};
+        let dir = tempfile::tempdir().unwrap();
+        let st = State::open(&dir.path().join("state.db")).unwrap();
+        let k = SecretKey::generate().unwrap();
+        let files = (0..5000)
+            .map(|i| FileEntry {
+                path: RelPath::parse(&format!("d{}/f{i:05}.php", i % 9)).unwrap(),
+                size: i,
+                md5: Md5([i as u8; 16]),
+                sha256: Sha256([(i / 7) as u8; 32]),
+            })
+            .collect::<Vec<_>>();
+        let mut files = files;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let m = Manifest {
+            format: FORMAT,
+            version: "3.1.4".into(),
+            date: "2026-01-01T00:00:00Z".into(),
+            expires: "2099-01-01T00:00:00Z".into(),
+            previous: None,
+            notes: String::new(),
+            min_upkeep: "0.1.0".into(),
+            files,
+        };
+        let b = to_bytes(&m);
+        let v = VerifiedManifest::verify(b.clone(), k.sign(&b), &k.public(), "m").unwrap();
+        st.save_release(&v).unwrap();
+        st.save_release(&v).unwrap();
+        let back = st.load_release("3.1.4", &k.public()).unwrap().unwrap();
+        assert_eq!(back.bytes().unwrap(), b.as_slice());
+        assert_eq!(back.files(), v.files());
+        // A manifest that let go of its bytes came from the store: saving it changes nothing.
+        let mut light = back.clone();
+        light.drop_bytes();
+        st.save_release(&light).unwrap();
+        assert_eq!(st.release_bytes("3.1.4").unwrap().unwrap().0, b);
     }
 
     #[test]

@@ -154,6 +154,32 @@ fn duplicates_case_folded_and_unlisted_entries() {
 }
 
 #[test]
+fn a_local_header_naming_another_file_than_the_central_directory() {
+    // Zip readers that trust different copies of a name disagree about what an archive holds;
+    // upkeep reads entries through their local headers and checks both copies agree.
+    let c = setup();
+    let z = hostile(
+        &c,
+        "twofaced.zip",
+        &[("index.php", b"two"), ("lib/a.php", b"a")],
+    );
+    let mut bytes = std::fs::read(&z).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"lib/a.php")
+        .expect("the local header comes first");
+    bytes[at..at + 9].copy_from_slice(b"lib/b.php");
+    std::fs::write(&z, &bytes).unwrap();
+    refused(
+        &c,
+        &z,
+        "lib/a.php: the entry's local header names another file",
+    );
+    assert!(!c.root.join("staging/lib/a.php").exists());
+    assert!(!c.root.join("staging/lib/b.php").exists());
+}
+
+#[test]
 fn symlink_entries() {
     let c = setup();
     let path = c.w.path("link.zip");

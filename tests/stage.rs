@@ -356,6 +356,41 @@ fn stage_from_archive_and_single_top_folder_archive() {
 }
 
 #[test]
+fn stage_from_a_zip_written_to_a_pipe() {
+    // Written to a pipe, a zip cannot go back to fill in sizes: each entry's sizes follow its
+    // data (a data descriptor), so entries cannot be read from their local headers alone.
+    let (w, d1) = two_releases();
+    let srv = w.reference();
+    let root = w.instance("site", Some(&d1), &srv.url, &[]);
+    let script = "import sys, zipfile\n\
+                  src = zipfile.ZipFile(sys.argv[1])\n\
+                  out = zipfile.ZipFile(sys.stdout.buffer, 'w', zipfile.ZIP_DEFLATED)\n\
+                  for i in src.infolist():\n    out.writestr(i.filename, src.read(i))\n\
+                  out.close()\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, w.zip("1.1.0").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by .ci/run)");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(child.stdout.as_mut().unwrap(), &mut bytes).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(&bytes[..4], b"PK\x03\x04");
+    let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
+    assert_ne!(flags & 0x8, 0, "the first entry has a data descriptor");
+    let piped = w.path("piped.zip");
+    std::fs::write(&piped, &bytes).unwrap();
+    ok(upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--archive",
+        piped.to_str().unwrap(),
+    ]));
+    assert_staged_v2(&root);
+}
+
+#[test]
 fn stage_from_inbox_lists_and_skips_partial_uploads() {
     let (w, d1) = two_releases();
     let srv = w.reference();

@@ -41,7 +41,7 @@ impl Diff {
     pub fn compute(
         installed: Option<&VerifiedManifest>,
         latest: &VerifiedManifest,
-        live: &HashMap<RelPath, Live>,
+        live: &HashMap<&RelPath, Live>,
     ) -> Diff {
         let mut d = Diff {
             installed: installed.map(|m| m.version().to_string()),
@@ -132,12 +132,12 @@ mod tests {
         VerifiedManifest::verify(b.clone(), k.sign(&b), &k.public(), "t").unwrap()
     }
 
-    fn live(files: &[(&str, &str)]) -> HashMap<RelPath, Live> {
+    fn live(files: &[(&str, &str)]) -> HashMap<&'static RelPath, Live> {
         files
             .iter()
             .map(|(p, c)| {
                 (
-                    RelPath::parse(p).unwrap(),
+                    &*Box::leak(Box::new(RelPath::parse(p).unwrap())),
                     Live {
                         size: c.len() as u64,
                         md5: md5_of(c),

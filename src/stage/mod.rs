@@ -94,12 +94,11 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         .execute_batch("PRAGMA synchronous=NORMAL")
         .db(state.path())?;
     refuse_during_run(&state)?;
-    let installed = state.installed(&inst.key)?;
     let progress = &opts.progress;
     progress.set_phase("reading the release manifest");
 
     let mut archive = None;
-    let target = match source {
+    let mut target = match source {
         Source::Network => {
             let remote =
                 remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
@@ -118,6 +117,11 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
         Source::Manual => manual_manifest(inst)?,
     };
+    // The signed bytes wait in state.db while the files are gathered (a release of 100,000
+    // files has a manifest of 20 MB); they are written into staging/ at the end.
+    state.save_release(&target)?;
+    target.drop_bytes();
+    let installed = state.installed_list(&inst.key)?;
     manifest::check_fresh(
         &target.manifest().expires,
         &format!("release {}", target.version()),
@@ -142,6 +146,9 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 
     progress.set_phase("comparing the live tree with the release");
     let diff = diff_live(inst, &mut state, installed.as_ref(), &target)?;
+    // Only its version is needed from here on; a release of 100,000 files has a manifest of
+    // tens of megabytes.
+    let installed = installed.map(|m| m.version().to_string());
     let needed: Vec<&FileEntry> = diff
         .needed()
         .map(|p| target.entry(p).expect("diff paths come from the manifest"))
@@ -189,6 +196,9 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
                 mark(&state, f, dest)
             })?;
             tx.commit().db(state.path())?;
+            // Its central directory is the largest thing held; storing the manifest below
+            // should not add to it.
+            drop(archive.take());
         }
         Source::Manual => {
             if !missing.is_empty() {
@@ -198,7 +208,13 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     }
 
     crate::update::crash::point("stage:filled");
-    write_atomic(&staging.join(MANIFEST_NAME), target.bytes())?;
+    let what = format!("stored manifest of {}", target.version());
+    let (signed, _) = state
+        .release_bytes(target.version())?
+        .ok_or_else(|| Error::msg(format!("the {what} is gone from state.db")))?;
+    inst.key.verify(&signed, target.sig(), &what)?;
+    write_atomic(&staging.join(MANIFEST_NAME), &signed)?;
+    drop(signed);
     write_atomic(&staging.join(SIGNATURE_NAME), target.sig().as_bytes())?;
     state.set_staged(&target, &source.label(), needed.len() as u64, bytes)?;
     progress.set_phase("staged");
@@ -207,7 +223,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         .store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Staged {
         version: target.version().to_string(),
-        installed: installed.map(|m| m.version().to_string()),
+        installed,
         source: source.label(),
         files: needed.len(),
         bytes,
