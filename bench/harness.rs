@@ -1,6 +1,7 @@
 //! The benchmark harness: upkeep beside its yardsticks (md5sum, find, rsync, one GET per file,
 //! cp, nginx) in the same run, on deterministic trees built in the system's temp dir. Writes
-//! bench/RESULTS.md. Run it with `bash bench/run` (`--quick` for the 3,000-file tree only).
+//! bench/RESULTS.md. Run it with `bash bench/run` (`--quick` for the 3,000-file tree only;
+//! `--tree DIR` only writes the trees, for profiling).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -420,6 +421,19 @@ fn main() {
         .find(|w| w[0] == "--out")
         .map(|w| PathBuf::from(&w[1]))
         .unwrap_or_else(|| PathBuf::from("bench/RESULTS.md"));
+    // `--tree DIR`: only write the benchmark's trees (the same seeds) into DIR, for profiling.
+    if let Some(dir) = args
+        .windows(2)
+        .find(|w| w[0] == "--tree")
+        .map(|w| PathBuf::from(&w[1]))
+    {
+        gen_tree(&dir.join("small"), 3_000, 70_000_000, 1);
+        if !quick {
+            gen_tree(&dir.join("large"), 100_000, 1_000_000_000, 2);
+        }
+        println!("trees written under {}", dir.display());
+        return;
+    }
     let upkeep = std::env::current_dir()
         .unwrap()
         .join("target/release/upkeep");

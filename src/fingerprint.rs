@@ -170,7 +170,13 @@ fn list_dir<T: Send>(
                 }
                 return Ok(Some(Item::Skipped(format!("{rel} ({kind})"))));
             }
-            let md = e.entry.metadata().ctx("read", &e.entry.path())?;
+            let md = match e.entry.metadata() {
+                Ok(md) => md,
+                // Removed since the directory was read (a cache file of the running site): it
+                // is not part of the tree any more.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(err).ctx("read", &e.entry.path()),
+            };
             let stat = stat_of(&md);
             Ok(Some(Item::File(visit(Found { rel, stat })?)))
         })
@@ -269,11 +275,6 @@ pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
     None
 }
 
-/// What [`live_prints`] learns of one path: its fingerprint if the file exists, and the cache
-/// entry (keyed by where the file was found) when it was computed afresh. Boxed: it is rare on a
-/// warm cache, and this list has an element per file of two releases.
-type Lookup = (Option<Live>, Option<Box<(String, CachedPrint)>>);
-
 /// The MD5 fingerprints of the given paths in an instance (only the ones that exist), using and
 /// refreshing the stat cache. Cost on a warm cache: one `stat` per path.
 pub fn live_prints<'p>(
@@ -282,30 +283,32 @@ pub fn live_prints<'p>(
     paths: &[&'p RelPath],
 ) -> Result<HashMap<&'p RelPath, Live>> {
     let known = state.load_prints()?;
-    let results: Vec<Lookup> = paths
+    // Entries computed afresh, keyed by where the file was found. Gathered on the side, so that
+    // the list of results (one per path of two releases) stays small.
+    let fresh = std::sync::Mutex::new(Vec::new());
+    let results: Vec<Option<Live>> = paths
         .par_iter()
-        .map(|p| -> Result<Lookup> {
+        .map(|p| -> Result<Option<Live>> {
             if inst.excluded(p) {
-                return Ok((None, None));
+                return Ok(None);
             }
             let Some((path, md)) = live_location(&inst.root, p) else {
-                return Ok((None, None));
+                return Ok(None);
             };
             let stat = stat_of(&md);
-            let done = p.top() == "run_once" && !path.ends_with(p.as_str());
-            let cached = if done {
-                known.get(p.with_suffix(".done").as_str())
-            } else {
-                known.get(p.as_str())
-            };
-            if let Some(c) = cached
+            let key: std::borrow::Cow<'p, str> =
+                if p.top() == "run_once" && !path.ends_with(p.as_str()) {
+                    p.with_suffix(".done").as_str().to_string().into()
+                } else {
+                    p.as_str().into()
+                };
+            if let Some(c) = known.get(&key)
                 && c.stat == stat
             {
-                let live = Live {
+                return Ok(Some(Live {
                     size: stat.size,
                     md5: c.md5,
-                };
-                return Ok((Some(live), None));
+                }));
             }
             let (size, md5) = digest::md5_file(&path)?;
             let print = CachedPrint {
@@ -313,22 +316,19 @@ pub fn live_prints<'p>(
                 md5,
                 sha256: None,
             };
-            let key = if done {
-                p.with_suffix(".done").as_str().to_string()
-            } else {
-                p.as_str().to_string()
-            };
-            Ok((Some(Live { size, md5 }), Some(Box::new((key, print)))))
+            fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((key, print));
+            Ok(Some(Live { size, md5 }))
         })
         .collect::<Result<_>>()?;
-    let mut out = HashMap::with_capacity(paths.len());
-    let mut fresh = Vec::new();
-    for (p, (live, entry)) in paths.iter().zip(results) {
-        fresh.extend(entry.map(|e| *e));
-        if let Some(live) = live {
-            out.insert(*p, live);
-        }
-    }
+    let out: HashMap<&'p RelPath, Live> = paths
+        .iter()
+        .zip(results)
+        .filter_map(|(p, live)| Some((*p, live?)))
+        .collect();
+    let fresh = fresh.into_inner().unwrap_or_else(|e| e.into_inner());
     if !fresh.is_empty() {
         state.save_prints(known.merged(fresh))?;
     }

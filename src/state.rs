@@ -122,9 +122,21 @@ impl PrintCache {
     }
 
     /// Serialise entries given in path order.
-    pub fn encode<'a>(entries: impl Iterator<Item = (&'a str, &'a CachedPrint)>) -> Vec<u8> {
-        let mut out = Vec::from(PRINTS_MAGIC.as_slice());
+    pub fn encode<'a, P: std::borrow::Borrow<CachedPrint>>(
+        entries: impl Iterator<Item = (&'a str, P)>,
+    ) -> Vec<u8> {
+        // Sized up front: doubling a buffer of 10 MB holds 24 MB for a moment.
+        let guess = PRINTS_MAGIC.len() + entries.size_hint().0 * (FIXED + 2 + 64);
+        Self::encode_into(Vec::with_capacity(guess), entries)
+    }
+
+    fn encode_into<'a, P: std::borrow::Borrow<CachedPrint>>(
+        mut out: Vec<u8>,
+        entries: impl Iterator<Item = (&'a str, P)>,
+    ) -> Vec<u8> {
+        out.extend_from_slice(PRINTS_MAGIC);
         for (path, p) in entries {
+            let p = p.borrow();
             let Ok(len) = u16::try_from(path.len()) else {
                 continue;
             };
@@ -208,26 +220,27 @@ impl PrintCache {
     }
 
     /// This cache with `fresh` entries added or replacing those of the same path, serialised.
-    pub fn merged(&self, mut fresh: Vec<(String, CachedPrint)>) -> Vec<u8> {
+    /// The two sorted lists are merged straight into the blob.
+    pub fn merged(&self, mut fresh: Vec<(std::borrow::Cow<'_, str>, CachedPrint)>) -> Vec<u8> {
         fresh.sort_by(|a, b| a.0.cmp(&b.0));
         fresh.dedup_by(|a, b| a.0 == b.0);
         let mut old = self.iter().peekable();
-        let mut new = fresh.iter().map(|(p, c)| (p.as_str(), *c)).peekable();
-        let mut all = Vec::with_capacity(self.len() + fresh.len());
-        loop {
-            let next = match (old.peek(), new.peek()) {
-                (Some(o), Some(n)) if o.0 < n.0 => old.next(),
-                (Some(o), Some(n)) if o.0 == n.0 => {
-                    old.next();
-                    new.next()
-                }
-                (Some(_), None) => old.next(),
-                (_, Some(_)) => new.next(),
-                (None, None) => break,
-            };
-            all.extend(next);
-        }
-        Self::encode(all.iter().map(|(p, c)| (*p, c)))
+        let mut new = fresh.iter().map(|(p, c)| (p.as_ref(), *c)).peekable();
+        let merged = std::iter::from_fn(move || match (old.peek(), new.peek()) {
+            (Some(o), Some(n)) if o.0 < n.0 => old.next(),
+            (Some(o), Some(n)) if o.0 == n.0 => {
+                old.next();
+                new.next()
+            }
+            (Some(_), None) => old.next(),
+            (_, Some(_)) => new.next(),
+            (None, None) => None,
+        });
+        let size = |(p, c): &(std::borrow::Cow<str>, CachedPrint)| {
+            2 + p.len() + FIXED + 32 * c.sha256.is_some() as usize
+        };
+        let bound = PRINTS_MAGIC.len() + self.data.len() + fresh.iter().map(size).sum::<usize>();
+        Self::encode_into(Vec::with_capacity(bound), merged)
     }
 }
 
@@ -331,41 +344,64 @@ impl State {
     }
 
     /// Keep a verified manifest so that later commands need not fetch it again.
-    ///
-    /// The bytes go in through SQLite's incremental blob I/O: bound as a parameter, a manifest
-    /// of 20 MB was copied twice inside SQLite, and that was the peak memory of a staging.
     pub fn save_release(&self, m: &VerifiedManifest) -> Result<()> {
-        use std::io::Write;
         // Without its bytes, the manifest was read from this store and is still in it.
         let Some(bytes) = m.bytes() else {
             return Ok(());
         };
+        self.put_blob(
+            |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO manifests(version, sig, manifest) VALUES(?1, ?2, zeroblob(?3))",
+                    params![m.version(), m.sig(), bytes.len() as i64],
+                )
+            },
+            "manifests",
+            "manifest",
+            bytes,
+        )
+    }
+
+    /// Insert a row whose last column is a `zeroblob` (by `insert`), then fill that blob through
+    /// SQLite's incremental I/O, all or nothing. Bound as a parameter, a blob is copied twice
+    /// inside SQLite: for a manifest or a fingerprint cache of 100,000 files that was the peak
+    /// memory of a staging.
+    fn put_blob(
+        &self,
+        insert: impl FnOnce(&Connection) -> rusqlite::Result<usize>,
+        table: &str,
+        column: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
+        use std::io::Write;
         let c = &self.conn;
-        c.execute_batch("SAVEPOINT save_release").db(&self.path)?;
+        c.execute_batch("SAVEPOINT put_blob").db(&self.path)?;
         let r = (|| -> rusqlite::Result<()> {
-            c.execute(
-                "INSERT OR REPLACE INTO manifests(version, sig, manifest) VALUES(?1, ?2, zeroblob(?3))",
-                params![m.version(), m.sig(), bytes.len() as i64],
-            )?;
+            insert(c)?;
             let row = c.last_insert_rowid();
-            let mut blob = c.blob_open(
-                rusqlite::DatabaseName::Main,
-                "manifests",
-                "manifest",
-                row,
-                false,
-            )?;
+            let mut blob = c.blob_open(rusqlite::DatabaseName::Main, table, column, row, false)?;
             blob.write_all(bytes)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            Ok(())
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
         })();
         match r {
-            Ok(()) => c.execute_batch("RELEASE save_release").db(&self.path),
+            Ok(()) => c.execute_batch("RELEASE put_blob").db(&self.path),
             Err(e) => {
-                let _ = c.execute_batch("ROLLBACK TO save_release; RELEASE save_release");
+                let _ = c.execute_batch("ROLLBACK TO put_blob; RELEASE put_blob");
                 Err(e).db(&self.path)
             }
         }
+    }
+
+    /// Read a blob straight into a buffer of its exact size (see [`State::put_blob`]).
+    fn get_blob(&self, table: &str, column: &str, row: i64, len: usize) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut bytes = Vec::with_capacity(len);
+        self.conn
+            .blob_open(rusqlite::DatabaseName::Main, table, column, row, true)
+            .db(&self.path)?
+            .read_to_end(&mut bytes)
+            .ctx("read", &self.path)?;
+        Ok(bytes)
     }
 
     /// A stored manifest, verified again against the configured key.
@@ -379,7 +415,6 @@ impl State {
 
     /// A stored manifest's signed bytes and signature, not verified: the caller checks them.
     pub fn release_bytes(&self, version: &str) -> Result<Option<(Vec<u8>, String)>> {
-        use std::io::Read;
         let row: Option<(i64, usize, String)> = self
             .conn
             .query_row(
@@ -392,19 +427,7 @@ impl State {
         let Some((row, len, sig)) = row else {
             return Ok(None);
         };
-        // Read straight into a buffer of the exact size (see `save_release`).
-        let mut bytes = Vec::with_capacity(len);
-        self.conn
-            .blob_open(
-                rusqlite::DatabaseName::Main,
-                "manifests",
-                "manifest",
-                row,
-                true,
-            )
-            .db(&self.path)?
-            .read_to_end(&mut bytes)
-            .ctx("read the stored manifest in", &self.path)?;
+        let bytes = self.get_blob("manifests", "manifest", row, len)?;
         Ok(Some((bytes, sig)))
     }
 
@@ -440,14 +463,19 @@ impl State {
     /// Load the whole fingerprint cache. It is one blob, not a row per file: on a tree of
     /// 100,000 files, decoding rows cost more than the `stat` walk the cache is there to beat.
     pub fn load_prints(&self) -> Result<PrintCache> {
-        let data: Option<Vec<u8>> = self
+        let len: Option<usize> = self
             .conn
-            .query_row("SELECT data FROM print_cache WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT length(data) FROM print_cache WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .db(&self.path)?;
-        Ok(data.map(PrintCache::decode).unwrap_or_default())
+        Ok(match len {
+            Some(len) => PrintCache::decode(self.get_blob("print_cache", "data", 1, len)?),
+            None => PrintCache::default(),
+        })
     }
 
     /// Replace the fingerprint cache with a blob from [`PrintCache::encode`] or
@@ -455,20 +483,28 @@ impl State {
     pub fn save_prints(&self, data: Vec<u8>) -> Result<()> {
         // The cache only saves work: losing it to a power cut is harmless, so this commit skips
         // the fsync that every other write of the store keeps.
+        let sync: i64 = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .db(&self.path)?;
         self.conn
             .execute_batch("PRAGMA synchronous=NORMAL")
             .db(&self.path)?;
-        let r = self
-            .conn
-            .execute(
-                "INSERT OR REPLACE INTO print_cache(id, data) VALUES(1, ?1)",
-                [data],
-            )
-            .db(&self.path);
+        let r = self.put_blob(
+            |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO print_cache(id, data) VALUES(1, zeroblob(?1))",
+                    [data.len() as i64],
+                )
+            },
+            "print_cache",
+            "data",
+            &data,
+        );
         self.conn
-            .execute_batch("PRAGMA synchronous=FULL")
+            .execute_batch(&format!("PRAGMA synchronous={sync}"))
             .db(&self.path)?;
-        r.map(drop)
+        r
     }
 
     /// Forget every cached fingerprint (the next check hashes everything again).
@@ -712,7 +748,7 @@ mod tests {
         let cache = PrintCache::decode(PrintCache::encode(entries.iter().map(|(p, c)| (*p, c))));
         let merged = PrintCache::decode(cache.merged(vec![
             ("d".into(), print(4, false)),
-            ("a".into(), print(9, true)),
+            (String::from("a").into(), print(9, true)),
             ("b".into(), print(2, false)),
         ]));
         assert!(!merged.stale());
