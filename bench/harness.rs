@@ -198,10 +198,6 @@ fn stats(mut v: Vec<f64>) -> Fig {
     }
 }
 
-fn runs(n: usize, mut f: impl FnMut() -> f64) -> Fig {
-    stats((0..n).map(|_| f()).collect())
-}
-
 fn secs(f: Fig) -> String {
     if f.median < 1.0 {
         format!(
@@ -508,42 +504,41 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
         b.upkeep.display(),
         inst.display()
     );
-    let cold = runs(set.runs, || {
-        rusqlite::Connection::open(&db)
-            .unwrap()
-            .execute("DELETE FROM print_cache", [])
-            .unwrap();
-        timed(&fp)
-    });
-    let warm = runs(set.runs, || timed(&fp));
     let fp_json = format!(
         "{} fingerprint {} --json > /dev/null",
         b.upkeep.display(),
         inst.display()
     );
-    let cold_json = runs(set.runs, || {
+    let clear = || {
         rusqlite::Connection::open(&db)
             .unwrap()
             .execute("DELETE FROM print_cache", [])
             .unwrap();
-        timed(&fp_json)
-    });
+    };
     let ad = a.display();
-    let md5_1 = runs(set.runs, || {
-        timed(&format!(
-            "cd {ad} && find . -type f -print0 | xargs -0 md5sum > /dev/null"
-        ))
-    });
-    let md5_2 = runs(set.runs, || {
-        timed(&format!(
-            "cd {ad} && find . -type f -print0 | xargs -0 -P2 -n 500 md5sum > /dev/null"
-        ))
-    });
-    let stat = runs(set.runs, || {
-        timed(&format!(
-            "cd {ad} && find . -type f -printf '%s %T@ %p\\n' > /dev/null"
-        ))
-    });
+    let md5_1_cmd = format!("cd {ad} && find . -type f -print0 | xargs -0 md5sum > /dev/null");
+    let md5_2_cmd =
+        format!("cd {ad} && find . -type f -print0 | xargs -0 -P2 -n 500 md5sum > /dev/null");
+    let stat_cmd = format!("cd {ad} && find . -type f -printf '%s %T@ %p\\n' > /dev/null");
+    // The trees were just written: flush them first, so that no tool pays for another's
+    // writeback, read each once so that every tool starts from a warm page cache, and take
+    // the tools in turn in every round, so that a noisy moment costs them all alike.
+    sh("sync");
+    timed(&fp);
+    timed(&md5_2_cmd);
+    let rounds = set.runs.max(7);
+    let mut t: [Vec<f64>; 6] = Default::default();
+    for _ in 0..rounds {
+        clear();
+        t[0].push(timed(&fp));
+        t[1].push(timed(&fp));
+        clear();
+        t[2].push(timed(&fp_json));
+        t[3].push(timed(&md5_1_cmd));
+        t[4].push(timed(&md5_2_cmd));
+        t[5].push(timed(&stat_cmd));
+    }
+    let [cold, warm, cold_json, md5_1, md5_2, stat] = t.map(stats);
     b.row(
         &format!(
             "{}: fingerprint, cold (text output, MD5 only; `--json` adds SHA-256: {})",
@@ -967,7 +962,7 @@ fn write_results(b: &Bench, out: &Path, quick: bool) {
     s.push_str(&format!("Measured {date} on {cores} cores ({cpu}), {mem:.0} GiB of memory, with `bash bench/run{}`. ", if quick { " --quick" } else { "" }));
     s.push_str(&format!("Trees, repositories and instances lived under `{}` (the system's temp dir: creating files inside the checkout costs about 30 times more here). ", std::env::temp_dir().display()));
     s.push_str("Each figure is the median of several runs with the range in brackets; yardsticks ran in the same run on the same trees. ");
-    s.push_str("The 50 ms round trip comes from a delaying TCP proxy started by the harness (25 ms each way, throughput not limited). Page cache warm for every tool.\n\n");
+    s.push_str("The 50 ms round trip comes from a delaying TCP proxy started by the harness (25 ms each way, throughput not limited). Page cache warm for every tool; the fingerprint figures start after a `sync` and take the tools in turn in every round.\n\n");
     s.push_str("| figure | upkeep | yardstick | target | |\n|---|---|---|---|---|\n");
     for r in &b.rows {
         s.push_str(&format!(

@@ -97,6 +97,20 @@ fn left_out_by_name(top: bool, name: &OsStr) -> bool {
         || b.ends_with(b".done")
 }
 
+/// What [`walk_with`] does with each regular file: it gets the path and the directory entry (to
+/// `stat` it, or not), and returns `None` for a file that vanished meanwhile.
+type Visit<'a, T> = dyn Fn(RelPath, &std::fs::DirEntry) -> Result<Option<T>> + Sync + 'a;
+
+/// The stat of a directory entry; `None` when it was removed since the directory was read (a
+/// cache file of the running site): it is not part of the tree any more.
+fn stat_entry(e: &std::fs::DirEntry) -> Result<Option<CachedStat>> {
+    match e.metadata() {
+        Ok(md) => Ok(Some(stat_of(&md))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).ctx("read", &e.path()),
+    }
+}
+
 /// Walk `root` on all cores and hand every regular file to `visit`, which may do the file's
 /// work (hash it) right there, so that the work overlaps the walk.
 ///
@@ -106,7 +120,7 @@ fn left_out_by_name(top: bool, name: &OsStr) -> bool {
 fn walk_with<T: Send>(
     root: &Path,
     opts: &Walk,
-    visit: &(dyn Fn(Found) -> Result<T> + Sync),
+    visit: &Visit<'_, T>,
 ) -> Result<(Vec<T>, Vec<String>)> {
     let listing = list_dir(root, None, opts, visit)?;
     let mut out = Vec::with_capacity(listing.chunks.iter().map(Vec::len).sum());
@@ -122,7 +136,7 @@ fn list_dir<T: Send>(
     root: &Path,
     dir: Option<&RelPath>,
     opts: &Walk,
-    visit: &(dyn Fn(Found) -> Result<T> + Sync),
+    visit: &Visit<'_, T>,
 ) -> Result<Listing<T>> {
     let path = dir.map_or_else(|| root.to_path_buf(), |d| d.under(root));
     let mut entries = Vec::new();
@@ -170,15 +184,7 @@ fn list_dir<T: Send>(
                 }
                 return Ok(Some(Item::Skipped(format!("{rel} ({kind})"))));
             }
-            let md = match e.entry.metadata() {
-                Ok(md) => md,
-                // Removed since the directory was read (a cache file of the running site): it
-                // is not part of the tree any more.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(err) => return Err(err).ctx("read", &e.entry.path()),
-            };
-            let stat = stat_of(&md);
-            Ok(Some(Item::File(visit(Found { rel, stat })?)))
+            Ok(visit(rel, &e.entry)?.map(Item::File))
         })
         .collect();
     let mut listing = Listing {
@@ -208,7 +214,9 @@ fn list_dir<T: Send>(
 
 /// Every regular file below `dir`, sorted by path, and the entries skipped.
 pub fn walk(dir: &Path, opts: &Walk) -> Result<(Vec<Found>, Vec<String>)> {
-    walk_with(dir, opts, &Ok)
+    walk_with(dir, opts, &|rel, e| {
+        Ok(stat_entry(e)?.map(|stat| Found { rel, stat }))
+    })
 }
 
 /// One file's fingerprint; SHA-256 only when it was asked for.
@@ -257,6 +265,31 @@ fn look(root: &Path, cache: &PrintCache, f: Found, with_sha: bool) -> Result<Loo
         sha256,
     };
     Ok(Looked::Known(f.rel, c, true))
+}
+
+/// A file's fingerprint computed from the file itself, its stat taken from the open file.
+fn fresh(rel: RelPath, e: &std::fs::DirEntry, with_sha: bool) -> Result<Option<Looked>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = e.path();
+    // Not following a symbolic link put there since the directory was read.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).ctx("open", &path),
+    };
+    let stat = stat_of(&file.metadata().ctx("read", &path)?);
+    let (md5, sha256) = if with_sha {
+        let h = digest::hash_reader(&mut file).ctx("read", &path)?;
+        (h.md5, Some(h.sha256))
+    } else {
+        (digest::md5_open(&mut file, &path)?.1, None)
+    };
+    let c = CachedPrint { stat, md5, sha256 };
+    Ok(Some(Looked::Known(rel, c, true)))
 }
 
 /// Where a manifest path lives in an instance: `run_once/X` counts as present when only
@@ -364,9 +397,15 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
                 Ok(st)
             })
         });
-        let walked = walk_with(dir, &opts, &|f| match cache.get() {
-            Some(c) => look(dir, c, f, with_sha),
-            None => Ok(Looked::Later(f)),
+        let walked = walk_with(dir, &opts, &|rel, e| match cache.get() {
+            // Not in the cache (every file of a cold run): the stat comes from the open file,
+            // which saves a lookup by name per file.
+            Some(c) if c.get(rel.as_str()).is_none() => fresh(rel, e, with_sha),
+            Some(c) => match stat_entry(e)? {
+                Some(stat) => look(dir, c, Found { rel, stat }, with_sha).map(Some),
+                None => Ok(None),
+            },
+            None => Ok(stat_entry(e)?.map(|stat| Looked::Later(Found { rel, stat }))),
         });
         let state = match loader {
             Some(h) => Some(

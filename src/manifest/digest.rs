@@ -150,6 +150,11 @@ fn with_buffer<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
 /// Only the MD5 of a file: the cheap fingerprint used by `check` when SHA-256 is not needed.
 pub fn md5_file(path: &Path) -> Result<(u64, Md5)> {
     let mut f = std::fs::File::open(path).ctx("open", path)?;
+    md5_open(&mut f, path)
+}
+
+/// [`md5_file`] of a file already open (`path` names it in messages).
+pub fn md5_open(f: &mut std::fs::File, path: &Path) -> Result<(u64, Md5)> {
     with_buffer(|buf| {
         let mut h = md5::Md5::new();
         let mut size = 0u64;
