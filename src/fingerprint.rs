@@ -233,76 +233,74 @@ pub struct Print {
     pub sha256: Option<crate::manifest::Sha256>,
 }
 
-/// A file of [`fingerprint_dir`]'s walk: its print (and whether it was computed afresh), or the
-/// file itself when the walk got to it before the cache was loaded.
+/// A file's path, its fingerprint with the stat it is valid for, and whether it was computed
+/// afresh (not taken from the cache).
+type Printed = (RelPath, CachedPrint, bool);
+
+/// A file of [`fingerprint_dir`]'s walk: done, or waiting because the walk got to it before the
+/// cache was loaded.
 enum Looked {
-    Known(RelPath, CachedPrint, bool),
+    Done(Printed),
     Later(Found),
 }
 
-/// A file's fingerprint from the cache when its stat still matches, else computed. `with_sha`
-/// adds SHA-256; without it only MD5 is computed, about half the CPU (the text output shows no
-/// SHA-256).
-fn look(root: &Path, cache: &PrintCache, f: Found, with_sha: bool) -> Result<Looked> {
-    if let Some(c) = cache.get(f.rel.as_str())
+/// A file's fingerprint from its cache entry when the stat still matches, else computed; `None`
+/// when the file vanished meanwhile.
+fn look(
+    root: &Path,
+    cached: Option<CachedPrint>,
+    f: Found,
+    with_sha: bool,
+) -> Result<Option<Printed>> {
+    if let Some(c) = cached
         && c.stat == f.stat
         && (c.sha256.is_some() || !with_sha)
     {
-        return Ok(Looked::Known(f.rel, c, false));
+        return Ok(Some((f.rel, c, false)));
     }
     let path = f.path(root);
-    let (md5, sha256) = if with_sha {
-        let h = digest::hash_file(&path)?;
-        (h.md5, Some(h.sha256))
-    } else {
-        (digest::md5_file(&path)?.1, None)
-    };
-    // The stat taken before reading keys the entry: a file written meanwhile shows a newer
-    // stat next time and is hashed again.
-    let c = CachedPrint {
-        stat: f.stat,
-        md5,
-        sha256,
-    };
-    Ok(Looked::Known(f.rel, c, true))
+    compute(f.rel, &path, with_sha)
 }
 
-/// A file's fingerprint computed from the file itself, its stat taken from the open file.
-fn fresh(rel: RelPath, e: &std::fs::DirEntry, with_sha: bool) -> Result<Option<Looked>> {
+/// A file's fingerprint computed from the file itself: MD5, and SHA-256 when `with_sha` (about
+/// twice the CPU; the text output shows no SHA-256). The stat comes from the open file, taken
+/// before reading: a file written meanwhile shows a newer stat next time and is hashed again.
+/// `None` when the file vanished since its directory was read.
+fn compute(rel: RelPath, path: &Path, with_sha: bool) -> Result<Option<Printed>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = e.path();
     // Not following a symbolic link put there since the directory was read.
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path);
+        .open(path);
     let mut file = match opened {
         Ok(f) => f,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).ctx("open", &path),
+        Err(err) => return Err(err).ctx("open", path),
     };
-    let stat = stat_of(&file.metadata().ctx("read", &path)?);
+    let stat = stat_of(&file.metadata().ctx("read", path)?);
     let (md5, sha256) = if with_sha {
-        let h = digest::hash_reader(&mut file).ctx("read", &path)?;
+        let h = digest::hash_reader(&mut file).ctx("read", path)?;
         (h.md5, Some(h.sha256))
     } else {
-        (digest::md5_open(&mut file, &path)?.1, None)
+        (digest::md5_open(&mut file, path)?.1, None)
     };
     let c = CachedPrint { stat, md5, sha256 };
-    Ok(Some(Looked::Known(rel, c, true)))
+    Ok(Some((rel, c, true)))
 }
 
 /// Where a manifest path lives in an instance: `run_once/X` counts as present when only
 /// `run_once/X.done` is there, so a finished task is never fetched again.
-pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata)> {
+/// Also says which: `true` for the `.done` name.
+pub fn live_location(root: &Path, p: &RelPath) -> Option<(PathBuf, Metadata, bool)> {
     let path = p.under(root);
     if let Ok(md) = std::fs::symlink_metadata(&path) {
-        return md.is_file().then_some((path, md));
+        return md.is_file().then_some((path, md, false));
     }
     if p.top() == "run_once" {
         let done = p.with_suffix(".done").under(root);
         if let Ok(md) = std::fs::symlink_metadata(&done) {
-            return md.is_file().then_some((done, md));
+            return md.is_file().then_some((done, md, true));
         }
     }
     None
@@ -325,16 +323,15 @@ pub fn live_prints<'p>(
             if inst.excluded(p) {
                 return Ok(None);
             }
-            let Some((path, md)) = live_location(&inst.root, p) else {
+            let Some((path, md, done)) = live_location(&inst.root, p) else {
                 return Ok(None);
             };
             let stat = stat_of(&md);
-            let key: std::borrow::Cow<'p, str> =
-                if p.top() == "run_once" && !path.ends_with(p.as_str()) {
-                    p.with_suffix(".done").as_str().to_string().into()
-                } else {
-                    p.as_str().into()
-                };
+            let key: std::borrow::Cow<'p, str> = if done {
+                p.with_suffix(".done").as_str().to_string().into()
+            } else {
+                p.as_str().into()
+            };
             if let Some(c) = known.get(&key)
                 && c.stat == stat
             {
@@ -398,14 +395,17 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
             })
         });
         let walked = walk_with(dir, &opts, &|rel, e| match cache.get() {
-            // Not in the cache (every file of a cold run): the stat comes from the open file,
-            // which saves a lookup by name per file.
-            Some(c) if c.get(rel.as_str()).is_none() => fresh(rel, e, with_sha),
-            Some(c) => match stat_entry(e)? {
-                Some(stat) => look(dir, c, Found { rel, stat }, with_sha).map(Some),
-                None => Ok(None),
-            },
             None => Ok(stat_entry(e)?.map(|stat| Looked::Later(Found { rel, stat }))),
+            Some(c) => match c.get(rel.as_str()) {
+                // Not in the cache (every file of a cold run): no `stat` by name first.
+                None => Ok(compute(rel, &e.path(), with_sha)?.map(Looked::Done)),
+                Some(hit) => match stat_entry(e)? {
+                    Some(stat) => {
+                        Ok(look(dir, Some(hit), Found { rel, stat }, with_sha)?.map(Looked::Done))
+                    }
+                    None => Ok(None),
+                },
+            },
         });
         let state = match loader {
             Some(h) => Some(
@@ -418,17 +418,17 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
         Ok((found, skipped, state))
     })?;
     let cache = cache.into_inner().unwrap_or_default();
-    let found: Vec<Result<(RelPath, CachedPrint, bool)>> = found
+    let found: Vec<Result<Option<Printed>>> = found
         .into_par_iter()
         .map(|l| match l {
-            Looked::Known(r, c, fresh) => Ok((r, c, fresh)),
-            Looked::Later(f) => match look(dir, &cache, f, with_sha)? {
-                Looked::Known(r, c, fresh) => Ok((r, c, fresh)),
-                Looked::Later(_) => unreachable!("look always decides"),
-            },
+            Looked::Done(p) => Ok(Some(p)),
+            Looked::Later(f) => look(dir, cache.get(f.rel.as_str()), f, with_sha),
         })
         .collect();
-    let found = found.into_iter().collect::<Result<Vec<_>>>()?;
+    let found: Vec<Printed> = found
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<Result<_>>()?;
     // A warm run with nothing new and nothing gone leaves the cache as it is: no rebuild.
     let fresh = found.iter().any(|(_, _, fresh)| *fresh);
     if let Some(st) = state

@@ -621,6 +621,10 @@ mod tests {
         }
     }
 
+    fn blob(entries: &[(&str, CachedPrint)]) -> Vec<u8> {
+        PrintCache::encode(entries.iter().map(|(p, c)| (*p, c)))
+    }
+
     fn same(a: CachedPrint, b: CachedPrint) -> bool {
         a.stat == b.stat && a.md5 == b.md5 && a.sha256.map(|s| s.0) == b.sha256.map(|s| s.0)
     }
@@ -706,8 +710,7 @@ mod tests {
             ("a.txt", print(2, true)),
             ("a/b", print(3, false)),
         ];
-        let blob = PrintCache::encode(entries.iter().map(|(p, c)| (*p, c)));
-        let cache = PrintCache::decode(blob);
+        let cache = PrintCache::decode(blob(&entries));
         assert_eq!(cache.len(), 3);
         assert!(!cache.stale());
         for (p, c) in &entries {
@@ -724,7 +727,7 @@ mod tests {
             ("b", print(2, false)),
             ("m/n", print(3, true)),
         ];
-        let cache = PrintCache::decode(PrintCache::encode(entries.iter().map(|(p, c)| (*p, c))));
+        let cache = PrintCache::decode(blob(&entries));
         assert!(cache.stale());
         let order: Vec<&str> = cache.iter().map(|(p, _)| p).collect();
         assert_eq!(order, ["b", "m/n", "z"]);
@@ -734,9 +737,9 @@ mod tests {
     #[test]
     fn print_cache_keeps_what_precedes_a_damaged_tail() {
         let entries = [("a", print(1, true)), ("b", print(2, false))];
-        let mut blob = PrintCache::encode(entries.iter().map(|(p, c)| (*p, c)));
-        blob.truncate(blob.len() - 3);
-        let cache = PrintCache::decode(blob);
+        let mut damaged = blob(&entries);
+        damaged.truncate(damaged.len() - 3);
+        let cache = PrintCache::decode(damaged);
         assert_eq!(cache.len(), 1);
         assert!(same(cache.get("a").unwrap(), print(1, true)));
         assert_eq!(PrintCache::decode(b"not a cache".to_vec()).len(), 0);
@@ -745,7 +748,7 @@ mod tests {
     #[test]
     fn print_cache_merge_replaces_and_adds_in_order() {
         let entries = [("a", print(1, false)), ("c", print(3, false))];
-        let cache = PrintCache::decode(PrintCache::encode(entries.iter().map(|(p, c)| (*p, c))));
+        let cache = PrintCache::decode(blob(&entries));
         let merged = PrintCache::decode(cache.merged(vec![
             ("d".into(), print(4, false)),
             (String::from("a").into(), print(9, true)),

@@ -287,26 +287,20 @@ fn upload_a_release_zip() {
     d.login(&c);
     let t = d.csrf(&c);
     let zip = d.dir.path().join("repo/releases/1.1.0/upkeep-1.1.0.zip");
-    let form = reqwest::blocking::multipart::Form::new()
-        .file("zip", &zip)
-        .unwrap();
-    let r = c
-        .post(format!("{}control/upload?csrf={t}", d.url))
-        .multipart(form)
-        .send()
-        .unwrap();
+    let upload = |csrf: &str| {
+        let form = reqwest::blocking::multipart::Form::new()
+            .file("zip", &zip)
+            .unwrap();
+        c.post(format!("{}control/upload?csrf={csrf}", d.url))
+            .multipart(form)
+            .send()
+            .unwrap()
+    };
+    let r = upload(&t);
     assert_eq!(r.status(), 303);
     let page = d.wait_job(&c, &location(&r));
     assert!(page.contains("Release 1.1.0 is staged"), "{page}");
-    let form = reqwest::blocking::multipart::Form::new()
-        .file("zip", &zip)
-        .unwrap();
-    let r = c
-        .post(format!("{}control/upload?csrf=bad", d.url))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(upload("bad").status(), 403);
 }
 
 #[test]

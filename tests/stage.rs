@@ -314,18 +314,23 @@ fn stage_from_a_plain_static_server() {
     let _ = py.wait();
 }
 
+/// `upkeep stage --root ROOT --archive ZIP`.
+fn stage_archive(root: &std::path::Path, zip: &std::path::Path) -> std::process::Output {
+    upkeep(&[
+        "stage",
+        "--root",
+        root.to_str().unwrap(),
+        "--archive",
+        zip.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn stage_from_archive_and_single_top_folder_archive() {
     let (w, d1) = two_releases();
     let srv = w.reference();
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
-    ok(upkeep(&[
-        "stage",
-        "--root",
-        root.to_str().unwrap(),
-        "--archive",
-        w.zip("1.1.0").to_str().unwrap(),
-    ]));
+    ok(stage_archive(&root, &w.zip("1.1.0")));
     assert_staged_v2(&root);
 
     // Repack the same release under one top folder, as a browser download often is.
@@ -345,13 +350,7 @@ fn stage_from_archive_and_single_top_folder_archive() {
         out.finish().unwrap();
     }
     let root2 = w.instance("site2", Some(&d1), &srv.url, &[]);
-    ok(upkeep(&[
-        "stage",
-        "--root",
-        root2.to_str().unwrap(),
-        "--archive",
-        repacked.to_str().unwrap(),
-    ]));
+    ok(stage_archive(&root2, &repacked));
     assert_staged_v2(&root2);
 }
 
@@ -380,13 +379,7 @@ fn stage_from_a_zip_written_to_a_pipe() {
     assert_ne!(flags & 0x8, 0, "the first entry has a data descriptor");
     let piped = w.path("piped.zip");
     std::fs::write(&piped, &bytes).unwrap();
-    ok(upkeep(&[
-        "stage",
-        "--root",
-        root.to_str().unwrap(),
-        "--archive",
-        piped.to_str().unwrap(),
-    ]));
+    ok(stage_archive(&root, &piped));
     assert_staged_v2(&root);
 }
 
@@ -582,16 +575,7 @@ fn downgrade_and_stale_releases_are_refused() {
     )
     .unwrap();
     db.execute("DELETE FROM staged", []).unwrap();
-    let e = fails(
-        upkeep(&[
-            "stage",
-            "--root",
-            root.to_str().unwrap(),
-            "--archive",
-            z1.to_str().unwrap(),
-        ]),
-        1,
-    );
+    let e = fails(stage_archive(&root, &z1), 1);
     assert!(
         e.contains("older than the installed release") && e.contains("--allow-downgrade"),
         "{e}"

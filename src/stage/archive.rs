@@ -330,7 +330,7 @@ impl Archive {
     /// it was opened: entries are looked up by the signed manifest's paths, written only there,
     /// and every byte is checked against their SHA-256.
     pub fn extract(
-        &mut self,
+        &self,
         files: &[&FileEntry],
         staging: &Path,
         progress: &Progress,

@@ -190,15 +190,12 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
-            let a = archive.as_mut().expect("opened above");
+            let a = archive.as_ref().expect("opened above");
             let tx = state.conn.unchecked_transaction().db(state.path())?;
             a.extract(&missing, &staging, progress, |f, dest| {
                 mark(&state, f, dest)
             })?;
             tx.commit().db(state.path())?;
-            // Its central directory is the largest thing held; storing the manifest below
-            // should not add to it.
-            drop(archive.take());
         }
         Source::Manual => {
             if !missing.is_empty() {
