@@ -2,29 +2,11 @@
 
 use crate::config::Instance;
 use crate::error::Result;
-use crate::fingerprint::live_prints;
+use crate::fingerprint::diff_live;
+use crate::manifest::VerifiedManifest;
 use crate::manifest::plan::Diff;
-use crate::manifest::{RelPath, VerifiedManifest};
-use crate::stage::remote::{Remote, block_on};
+use crate::reference::client::{Remote, block_on};
 use crate::state::{State, now_text};
-
-/// Diff the live tree against `target`, fingerprinting only the paths either release names.
-pub fn diff_live(
-    inst: &Instance,
-    state: &mut State,
-    installed: Option<&VerifiedManifest>,
-    target: &VerifiedManifest,
-) -> Result<Diff> {
-    let mut paths: Vec<&RelPath> = target.files().iter().map(|f| &f.path).collect();
-    if let Some(i) = installed {
-        paths.extend(i.files().iter().map(|f| &f.path));
-    }
-    // Two sorted runs: the stable sort merges them in one pass.
-    paths.sort();
-    paths.dedup();
-    let live = live_prints(inst, state, &paths)?;
-    Ok(Diff::compute(installed, target, &live))
-}
 
 /// Fetch and verify the latest release, then compare. The fetched manifest is kept in state.db.
 pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {

@@ -17,7 +17,8 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success (check: up to date), 10 check: an update is available, \
-1 error, 2 bad usage, 75 busy (another run holds the instance lock).";
+1 error, 2 bad usage, 4 update: the plan changed since it was approved (--plan), 75 busy (another \
+run holds the instance lock).";
 
 /// Where an instance lives.
 #[derive(clap::Args, Debug, Clone)]
@@ -163,14 +164,22 @@ pub enum Command {
 
     /// Apply the staged release: review the plan, then close, swap, scan, migrate, run_once, reopen.
     ///
-    /// Prints the plan (locally modified files first) and asks before anything changes. Each
-    /// step is printed with its duration; the end prints how long the site was closed.
+    /// Prints the plan (locally modified files first) with its digest, and asks before anything
+    /// changes. Each step is printed with its duration; the end prints how long the site was
+    /// closed.
+    ///
+    /// Scripts: `upkeep update --root DIR` without a terminal prints the plan and its digest and
+    /// changes nothing; `upkeep update --root DIR --yes --plan DIGEST` then applies exactly that
+    /// plan, or refuses (exit 4, nothing changed) if staging or the site changed meanwhile.
     Update {
         #[command(flatten)]
         root: RootArg,
         /// Apply without asking (cron, scripts).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Apply only if the plan's digest is this one (as printed with the plan).
+        #[arg(long, value_name = "DIGEST")]
+        plan: Option<String>,
         /// Leave locally modified files as they are instead of installing the release's version
         /// (by default the operator's version is kept as NAME.bak).
         #[arg(long)]

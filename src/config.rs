@@ -161,7 +161,11 @@ impl Instance {
     }
     /// `.upkeep/state.db`.
     pub fn state_db(&self) -> PathBuf {
-        self.state_dir().join("state.db")
+        Self::state_db_of(&self.root)
+    }
+    /// `.upkeep/state.db` of the instance at `root`, for code that has only the root.
+    pub fn state_db_of(root: &Path) -> PathBuf {
+        root.join(".upkeep").join("state.db")
     }
     /// Partial downloads, keyed by SHA-256, on the same filesystem as staging.
     pub fn partial_dir(&self) -> PathBuf {

@@ -42,6 +42,10 @@ pub enum Error {
     #[error("busy: {0}")]
     Busy(String),
 
+    /// The operator cancelled the work; what was finished is kept.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+
     /// The state store or the site database failed.
     #[error("database {path}: {source}")]
     Db {
@@ -49,9 +53,56 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// `update` was asked to apply, but nothing is staged.
+    #[error("nothing is staged")]
+    NothingStaged { root: PathBuf },
+
+    /// A release older than the installed one, without `--allow-downgrade`.
+    #[error("release {release} is older than the installed release {installed}")]
+    Downgrade { release: String, installed: String },
+
+    /// Signed metadata past its expiry date.
+    #[error("{what} expired on {expires}: refused as stale")]
+    Expired { what: String, expires: String },
+
+    /// Staged files no longer match the staged release.
+    #[error("staging no longer matches release {version}: {}", files.join(", "))]
+    StaleStaging {
+        version: String,
+        files: Vec<String>,
+        root: PathBuf,
+    },
+
+    /// A run stopped half way and must be resumed or rolled back first.
+    #[error("run {run} stopped at step {step} ({status})")]
+    Unfinished {
+        run: i64,
+        step: String,
+        status: String,
+        root: PathBuf,
+    },
+
+    /// The plan that would run now is not the plan the operator approved.
+    #[error(
+        "the plan changed since it was reviewed (approved {approved}, now {now}): nothing was changed"
+    )]
+    PlanChanged { approved: String, now: String },
+
     /// A command was asked something it must refuse (wrong version, missing setup...).
     #[error("{msg}")]
     Refused { msg: String, hint: Option<String> },
+}
+
+/// Process exit statuses that scripts may rely on (documented in `upkeep --help`).
+pub mod exit {
+    /// Any failure without a status of its own.
+    pub const FAILED: u8 = 1;
+    /// `check`: an update is available.
+    pub const UPDATE_AVAILABLE: u8 = 10;
+    /// The plan changed since it was approved (`update --plan`).
+    pub const PLAN_CHANGED: u8 = 4;
+    /// Another command holds the instance lock (EX_TEMPFAIL: try again later).
+    pub const BUSY: u8 = 75;
 }
 
 impl Error {
@@ -71,10 +122,59 @@ impl Error {
         }
     }
 
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Busy(_) => exit::BUSY,
+            Error::PlanChanged { .. } => exit::PLAN_CHANGED,
+            _ => exit::FAILED,
+        }
+    }
+
+    /// The HTTP status the panel answers with for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Busy(_) | Error::Unfinished { .. } | Error::PlanChanged { .. } => 409,
+            Error::Refused { .. }
+            | Error::UnsafePath { .. }
+            | Error::NothingStaged { .. }
+            | Error::Downgrade { .. }
+            | Error::Expired { .. }
+            | Error::StaleStaging { .. }
+            | Error::Archive { .. }
+            | Error::BadManifest { .. }
+            | Error::Signature { .. } => 400,
+            Error::Network { .. } => 502,
+            Error::Cancelled(_) => 409,
+            Error::Io { .. } | Error::Db { .. } => 500,
+        }
+    }
+
     /// The next action, when one can be named.
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Refused { hint, .. } => hint.clone(),
+            Error::NothingStaged { root } => Some(format!(
+                "run `upkeep check --root {0}` then `upkeep stage --root {0} --network` (or --archive FILE, --inbox NAME, --manual)",
+                root.display()
+            )),
+            Error::Downgrade { .. } => Some(
+                "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)".into(),
+            ),
+            Error::Expired { .. } => Some(
+                "ask the publisher to publish again (or re-sign) with a later --expires".into(),
+            ),
+            Error::StaleStaging { root, .. } => Some(format!(
+                "stage the release again (`upkeep stage --root {} --network`, or the archive you used): files already verified are kept",
+                root.display()
+            )),
+            Error::Unfinished { root, .. } => Some(format!(
+                "finish it with `upkeep resume --root {0}` or undo it with `upkeep rollback --root {0}`",
+                root.display()
+            )),
+            Error::PlanChanged { .. } => Some(
+                "review the new plan (`upkeep update` without --yes shows it, or the panel's review page) and approve it".into(),
+            ),
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 Some("free disk space on that filesystem, then run the command again".into())
             }
@@ -88,6 +188,9 @@ impl Error {
                 Some("check the reference URL and the connection, then run the same command again: finished files are kept".into())
             }
             Error::Busy(_) => Some("wait for that run to finish, or see `upkeep status`".into()),
+            Error::Cancelled(_) => {
+                Some("start it again when you are ready: finished files are kept".into())
+            }
             Error::Archive { .. } => Some("use the release zip published by the reference repository".into()),
             _ => None,
         }

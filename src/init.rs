@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::{self, Walk, live_prints};
 use crate::fsutil::write_atomic;
 use crate::manifest::{PublicKey, RelPath, VerifiedManifest};
-use crate::stage::remote::{Remote, block_on};
+use crate::reference::client::{Remote, block_on};
 use crate::state::State;
 
 /// How the installed release was determined.
@@ -133,12 +133,12 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     let (password, generated) = match o.admin_password {
         Some(p) => (p.to_string(), None),
         None => {
-            let p = crate::panel::auth::generate_password();
+            let p = crate::accounts::generate_password();
             (p.clone(), Some(p))
         }
     };
-    crate::panel::auth::add(&state, "admin", &password)?;
-    crate::update::scan::record(&state, &crate::update::scan::find(&inst)?)?;
+    crate::accounts::add(&state, "admin", &password)?;
+    state.record_extensions(&crate::update::scan::find(&inst)?)?;
     let template = crate::update::gate::template_path(&inst);
     if !template.exists() {
         write_atomic(&template, crate::update::gate::DEFAULT_PAGE.as_bytes())?;

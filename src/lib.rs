@@ -6,8 +6,11 @@
 //! `fingerprint`, `reference` (publish, serve), `stage` (the four sources), `update` (the run),
 //! `panel` (the browser face). The CLI in `main.rs` and the panel call the same functions.
 
+pub mod accounts;
 pub mod check;
+pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod error;
 pub mod fingerprint;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::config::Instance;
 use crate::error::{Error, IoContext, Result};
-use crate::state::State;
+use crate::state::{RunStatus, State};
 
 /// Held while a command changes the instance.
 pub struct InstanceLock {
@@ -39,17 +39,12 @@ impl InstanceLock {
 }
 
 fn describe_busy(inst: &Instance, holder: &str) -> String {
-    let run = State::open(&inst.state_db()).ok().and_then(|s| {
-        s.conn
-            .query_row(
-                "SELECT id, step FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .ok()
-    });
+    let run = State::open(&inst.state_db())
+        .ok()
+        .and_then(|s| s.unfinished_run().ok().flatten())
+        .filter(|r| r.status == RunStatus::Running);
     match run {
-        Some((id, step)) => format!("run {id} at step {step} ({holder})"),
+        Some(r) => format!("run {} at step {} ({holder})", r.id, r.step),
         None => format!("another upkeep command is working on this instance ({holder})"),
     }
 }

@@ -19,6 +19,8 @@ pub struct Progress {
     pub bytes_done: AtomicU64,
     /// Set when the work ended, well or not.
     pub finished: AtomicBool,
+    /// Set by whoever wants the work to stop; the worker checks it between pieces of work.
+    cancelled: AtomicBool,
     started: Instant,
 }
 
@@ -31,6 +33,7 @@ impl Default for Progress {
             bytes_total: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -58,6 +61,22 @@ pub struct Snapshot {
 }
 
 impl Progress {
+    /// Ask the worker to stop at its next check.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Relaxed);
+    }
+
+    /// Fails with [`Error::Cancelled`] once [`Progress::cancel`] was called.
+    pub fn check_cancelled(&self) -> crate::Result<()> {
+        if self.cancelled.load(Relaxed) {
+            return Err(crate::Error::Cancelled(format!(
+                "stopped by the operator while {}",
+                self.phase.lock().unwrap_or_else(|e| e.into_inner())
+            )));
+        }
+        Ok(())
+    }
+
     /// Name the current phase.
     pub fn set_phase(&self, p: impl Into<String>) {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p.into();

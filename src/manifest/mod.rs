@@ -100,10 +100,10 @@ pub fn check_fresh(expires: &str, what: &str, now: SystemTime) -> Result<()> {
         reason: format!("bad expiry date {expires:?}: {e}"),
     })?;
     if t < now {
-        return Err(Error::refused(
-            format!("{what} expired on {expires}: refused as stale"),
-            "ask the publisher to publish again (or re-sign) with a later --expires",
-        ));
+        return Err(Error::Expired {
+            what: what.into(),
+            expires: expires.into(),
+        });
     }
     Ok(())
 }
@@ -207,6 +207,11 @@ impl VerifiedManifest {
     /// The detached signature text.
     pub fn sig(&self) -> &str {
         &self.sig
+    }
+    /// The identity of this signed manifest: a SHA-256 of its signature, which covers every
+    /// byte of it. Two manifests of the same version signed with other content differ here.
+    pub fn id(&self) -> String {
+        digest::sha256_bytes(self.sig.trim().as_bytes()).to_hex()[..32].to_string()
     }
     /// The release version.
     pub fn version(&self) -> &str {

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Md5, RelPath, VerifiedManifest};
+use std::path::Path;
+
+use super::{Md5, RelPath, Sha256, VerifiedManifest};
+use crate::error::Result;
 
 /// What a live file looks like: enough to compare with a manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +96,157 @@ impl Diff {
     /// Files to fetch into staging: new and changed.
     pub fn needed(&self) -> impl Iterator<Item = &RelPath> {
         self.new.iter().chain(self.changed.iter())
+    }
+}
+
+/// What happens to one path.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A new file.
+    Add,
+    /// The live file becomes NAME.bak; the staged one takes its place.
+    Replace,
+    /// The live file becomes NAME.bak.
+    Remove,
+    /// A locally modified file left as it is (`--keep-modified`).
+    Keep,
+}
+
+/// One planned change.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Action {
+    /// The path.
+    pub path: RelPath,
+    /// What happens.
+    pub kind: Kind,
+    /// The live file matched neither release.
+    pub modified: bool,
+    /// The SHA-256 of the file that goes live (added or replaced), from the signed manifest.
+    #[serde(default)]
+    pub sha256: Option<Sha256>,
+    /// For a modified file kept as it is: what the release would have done with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_keep: Option<Kind>,
+}
+
+/// The statements that bring a database to the declared schema, and what it has beyond it.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SchemaPlan {
+    /// CREATE TABLE / ALTER TABLE ADD COLUMN / CREATE INDEX statements, in order.
+    pub statements: Vec<String>,
+    /// Tables and columns in the database but not in the schema (reported, never dropped).
+    pub extra: Vec<String>,
+}
+
+/// What an `extension.toml` declares.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Extension {
+    /// The folder, relative to the root.
+    #[serde(default)]
+    pub path: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// SQL DDL fragment, relative to the folder.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Folder of run_once tasks, relative to the folder.
+    #[serde(default)]
+    pub run_once: Option<String>,
+}
+
+impl Extension {
+    /// The extension's folder.
+    pub fn dir(&self, root: &Path) -> Result<std::path::PathBuf> {
+        Ok(if self.path.is_empty() {
+            root.to_path_buf()
+        } else {
+            RelPath::parse(&self.path)?.under(root)
+        })
+    }
+    /// A path the extension names, checked to stay inside the instance.
+    pub fn resolve(&self, root: &Path, rel: &str) -> Result<std::path::PathBuf> {
+        let joined = if self.path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{}", self.path, rel.trim_end_matches('/'))
+        };
+        Ok(RelPath::parse(&joined)?.under(root))
+    }
+}
+
+/// What a run will do; shown for review and kept with the run. Its [`Plan::digest`] names
+/// exactly this plan: the operator approves a digest, and a run starts only if the plan it
+/// would run now has the same one.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Plan {
+    /// Installed release.
+    pub from: Option<String>,
+    /// Staged release.
+    pub to: String,
+    /// The identity of the staged release's signed manifest (see
+    /// [`VerifiedManifest::id`]): two manifests of one version never share it.
+    #[serde(default)]
+    pub release: String,
+    /// Locally modified files are left as they are.
+    #[serde(default)]
+    pub keep_modified: bool,
+    /// Every file change, in swap order.
+    pub actions: Vec<Action>,
+    /// Locally modified files (also among the actions).
+    pub modified: Vec<RelPath>,
+    /// run_once tasks that will run.
+    pub tasks: Vec<RelPath>,
+    /// Schema changes.
+    pub schema: SchemaPlan,
+    /// Bytes of the files to install.
+    pub bytes: u64,
+    /// Extensions of the live tree, found before the site closes (the scan step applies the
+    /// plan's changes to them instead of walking the tree while closed).
+    #[serde(default)]
+    pub extensions: Vec<Extension>,
+}
+
+impl Plan {
+    /// The plan's identity: a SHA-256 of everything it will do (the release, the installed
+    /// version, every file action with the hash it installs, the tasks, the schema changes, the
+    /// keep-modified choice), shown to the operator as 16 hex digits.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("a plan serialises");
+        super::digest::sha256_bytes(&bytes).to_hex()[..16].to_string()
+    }
+
+    /// The same plan with locally modified files kept as they are (or not): the review shows
+    /// one plan and offers both choices, each with its own digest.
+    pub fn with_keep_modified(&self, keep: bool) -> Plan {
+        let mut p = self.clone();
+        p.keep_modified = keep;
+        for a in p.actions.iter_mut().filter(|a| a.modified) {
+            match (keep, a.kind) {
+                (true, Kind::Add | Kind::Replace | Kind::Remove) => {
+                    a.undo_keep = Some(a.kind);
+                    a.kind = Kind::Keep;
+                }
+                (false, Kind::Keep) => {
+                    if let Some(k) = a.undo_keep.take() {
+                        a.kind = k;
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+
+    /// Paths of one kind.
+    pub fn of(&self, kind: Kind) -> Vec<&RelPath> {
+        self.actions
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| &a.path)
+            .collect()
     }
 }
 

@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::params;
-
 use crate::config::Instance;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::state::{State, now_text};
+use crate::state::{JobKind, JobState, State};
 
 /// How a job ended.
 #[derive(Clone, Debug)]
@@ -29,12 +27,22 @@ pub enum Outcome {
 pub struct Job {
     /// Its number (a row of the jobs table).
     pub id: i64,
-    /// check, stage, update, resume or rollback.
-    pub kind: String,
+    /// What it does.
+    pub kind: JobKind,
     /// Live counters.
     pub progress: Arc<Progress>,
     /// How it ended.
     pub outcome: Mutex<Outcome>,
+}
+
+impl Job {
+    /// How it stands now.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The jobs of this server process.
@@ -69,7 +77,7 @@ impl Jobs {
     }
 
     /// Start `work` on a thread of its own.
-    pub fn spawn<F>(&self, root: PathBuf, kind: &str, work: F) -> Result<i64>
+    pub fn spawn<F>(&self, root: PathBuf, kind: JobKind, work: F) -> Result<i64>
     where
         F: FnOnce(&Instance, &Arc<Progress>) -> Result<String> + Send + 'static,
     {
@@ -79,18 +87,11 @@ impl Jobs {
                 j.kind, j.id
             )));
         }
-        let state = State::open(&root.join(".upkeep/state.db"))?;
-        state
-            .conn
-            .execute(
-                "INSERT INTO jobs(kind, state, started_at) VALUES(?1, 'running', ?2)",
-                params![kind, now_text()],
-            )
-            .db(state.path())?;
-        let id = state.conn.last_insert_rowid();
+        let state_db = Instance::state_db_of(&root);
+        let id = State::open(&state_db)?.insert_job(kind)?;
         let job = Arc::new(Job {
             id,
-            kind: kind.to_string(),
+            kind,
             progress: Arc::new(Progress::default()),
             outcome: Mutex::new(Outcome::Running),
         });
@@ -101,48 +102,23 @@ impl Jobs {
         std::thread::spawn(move || {
             let r = Instance::open(&root).and_then(|inst| work(&inst, &job.progress));
             let (st, detail, outcome) = match r {
-                Ok(s) => ("done", s.clone(), Outcome::Done(s)),
+                Ok(s) => (JobState::Done, s.clone(), Outcome::Done(s)),
                 Err(e) => (
-                    "failed",
+                    if matches!(e, Error::Cancelled(_)) {
+                        JobState::Cancelled
+                    } else {
+                        JobState::Failed
+                    },
                     e.to_string(),
                     Outcome::Failed(e.to_string(), e.hint()),
                 ),
             };
             job.progress.finished.store(true, Ordering::Relaxed);
-            if let Ok(state) = State::open(&root.join(".upkeep/state.db")) {
-                let _ = state.conn.execute(
-                    "UPDATE jobs SET state = ?2, detail = ?3, finished_at = ?4 WHERE id = ?1",
-                    params![id, st, detail, now_text()],
-                );
+            if let Ok(state) = State::open(&state_db) {
+                let _ = state.finish_job(id, st, &detail);
             }
             *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = outcome;
         });
         Ok(id)
     }
-}
-
-/// Jobs recorded as running by a server that is gone: they were interrupted.
-pub fn mark_interrupted(state: &State) -> Result<()> {
-    state
-        .conn
-        .execute(
-            "UPDATE jobs SET state = 'interrupted', finished_at = ?1 WHERE state = 'running'",
-            [now_text()],
-        )
-        .db(state.path())?;
-    Ok(())
-}
-
-/// A job as recorded (for jobs of an earlier server process).
-pub fn recorded(state: &State, id: i64) -> Result<Option<(String, String, String)>> {
-    use rusqlite::OptionalExtension;
-    state
-        .conn
-        .query_row(
-            "SELECT kind, state, detail FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()
-        .db(state.path())
 }

@@ -3,12 +3,14 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::auth::Session;
+use crate::accounts::Session;
 use crate::fsutil::human_bytes;
-use crate::manifest::plan::Diff;
+use crate::manifest::RelPath;
+use crate::manifest::plan::{Diff, Kind, Plan};
 use crate::progress::Snapshot;
 use crate::stage::inbox;
-use crate::update::{Plan, Run, Status, swap::Kind};
+use crate::state::{JobKind, Run, RunStatus, Step};
+use crate::update::Status;
 
 /// The wizard's steps, for the breadcrumb.
 const WIZARD: &[(&str, &str)] = &[
@@ -75,7 +77,7 @@ pub fn login(error: Option<&str>) -> Markup {
         None,
         false,
         html! {
-            div.card style="max-width: 26rem" {
+            div.card.narrow {
                 h1 { "Log in" }
                 @if let Some(e) = error { p.bad role="alert" { (e) } }
                 form method="post" action="/control/login" {
@@ -174,7 +176,7 @@ pub fn dashboard(
                 table { thead { tr { th { "Run" } th { "Started" } th { "From" } th { "To" } th { "Result" } th { "Closed" } } }
                 tbody { @for r in &st.history { tr {
                     td { (r.id) } td { (r.started_at) } td { (r.from.as_deref().unwrap_or("fresh")) } td { (r.to) }
-                    td { (status_badge(&r.status)) }
+                    td { (status_badge(r.status.as_str())) }
                     td { @if let Some(ms) = r.closed_ms { (ms) " ms" } }
                 } } } }
             }
@@ -189,6 +191,7 @@ pub fn dashboard(
 }
 
 fn status_badge(status: &str) -> Markup {
+    // The stored words of RunStatus and TaskState, styled by meaning.
     let class = match status {
         "done" => "badge ok",
         "failed" | "rolling_back" => "badge bad",
@@ -255,7 +258,10 @@ pub fn stage(s: &Session, items: &[inbox::Item], max_upload: u64) -> Markup {
                 }
                 div.card {
                     h2 { "Upload a release zip" }
-                    form method="post" action={ "/control/upload?csrf=" (s.csrf) } enctype="multipart/form-data" {
+                    // The token is the first field, before the file: the server reads it first and
+                    // refuses the upload before storing a byte (never in the URL, where logs keep it).
+                    form method="post" action="/control/upload" enctype="multipart/form-data" {
+                        (csrf(s))
                         label for="zip" { "Release zip (up to " (human_bytes(max_upload)) ")" }
                         input id="zip" type="file" name="zip" accept=".zip" required;
                         p { button type="submit" { "Upload and stage" } }
@@ -299,14 +305,18 @@ fn progress_fields(p: &Snapshot) -> Markup {
 pub fn job(
     s: &Session,
     id: i64,
-    kind: &str,
+    kind: JobKind,
     snap: Option<&Snapshot>,
     outcome: &super::jobs::Outcome,
     next: Option<(&str, &str)>,
 ) -> Markup {
     use super::jobs::Outcome;
     let running = matches!(outcome, Outcome::Running);
-    let here = if kind == "check" { "check" } else { "stage" };
+    let here = if kind == JobKind::Check {
+        "check"
+    } else {
+        "stage"
+    };
     layout(
         &format!("{kind} job"),
         Some(s),
@@ -364,8 +374,11 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
                 p { (plan.of(Kind::Add).len()) " to add, " (plan.of(Kind::Replace).len()) " to replace, " (plan.of(Kind::Remove).len()) " to remove ("
                     (human_bytes(plan.bytes)) "), " (plan.tasks.len()) " run_once tasks, " (plan.schema.statements.len()) " schema changes." }
                 p.muted { "Nothing live has changed yet. Applying closes the site only for the swap and the steps after it." }
+                p.muted { "Plan " code { (plan.digest()) } ": applying runs exactly this plan, or nothing if staging or the site changed meanwhile." }
                 form method="post" action="/control/apply" {
                     (csrf(s))
+                    input type="hidden" name="plan" value=(plan.with_keep_modified(false).digest());
+                    input type="hidden" name="plan_keep" value=(plan.with_keep_modified(true).digest());
                     @if !plan.modified.is_empty() {
                         label { input type="checkbox" name="keep_modified" value="1"; " Keep my locally modified files as they are" }
                     }
@@ -375,32 +388,27 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             @if !plan.modified.is_empty() {
                 h2.warn { "Locally modified (" (plan.modified.len()) ")" }
                 p { "These files differ from both releases. By default your version is kept as " code { "NAME.bak" } " and the release's version installed." }
-                ul { @for m in &plan.modified { li { code { (m) } " " a href={ "/control/diff?path=" (urlencode(m.as_str())) } { "compare" } } } }
+                ul { @for m in &plan.modified { li { code { (m) } " " a href=(diff_href(m)) { "compare" } } } }
             }
             (path_list("Add", &kinds(Kind::Add)))
             @if !plan.of(Kind::Replace).is_empty() {
                 h2 { "Replace (" (plan.of(Kind::Replace).len()) ")" }
-                ul { @for p in plan.of(Kind::Replace).iter().take(500) { li { code { (p) } " " a href={ "/control/diff?path=" (urlencode(p.as_str())) } { "compare" } } } }
+                ul { @for p in plan.of(Kind::Replace).iter().take(500) { li { code { (p) } " " a href=(diff_href(p)) { "compare" } } } }
             }
             (path_list("Remove", &kinds(Kind::Remove)))
-            (path_list("run_once tasks", &plan.tasks))
+            (path_list("run_once tasks", &plan.tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>()))
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }
         },
     )
 }
 
-/// Percent-encode a query value.
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// The link to compare one file.
+fn diff_href(p: &RelPath) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("path", p.as_str())
+        .finish();
+    format!("/control/diff?{q}")
 }
 
 /// Side-by-side comparison of a live file with its staged version.
@@ -450,8 +458,12 @@ pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -
             html! { h1 { "Runs" } p.muted { "No update has run yet." } a.button href="/control/check" { "Start with a check" } },
         );
     };
-    let active = r.status == "running" && !interrupted;
-    let here = if r.status == "done" { "done" } else { "run" };
+    let active = r.status == RunStatus::Running && !interrupted;
+    let here = if r.status == RunStatus::Done {
+        "done"
+    } else {
+        "run"
+    };
     let key = format!("{}:{}:{}", r.status, r.step, interrupted);
     layout(
         &format!("Run {}", r.id),
@@ -459,10 +471,10 @@ pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -
         active,
         html! {
             (steps(here))
-            h1 { "Run " (r.id) ": " (r.from.as_deref().unwrap_or("fresh")) " → " (r.to) " " (status_badge(&r.status)) }
+            h1 { "Run " (r.id) ": " (r.from.as_deref().unwrap_or("fresh")) " → " (r.to) " " (status_badge(r.status.as_str())) }
             div.card data-poll=[active.then_some("/control/api/run")] data-key=(key) aria-live="polite" {
                 table { thead { tr { th { "Step" } th { "Result" } th { "Time" } } } tbody {
-                    @for step in crate::update::STEPS {
+                    @for step in Step::ALL.iter().filter(|s| **s != Step::Done) {
                         @let t = r.steps.iter().find(|x| x.step == *step);
                         tr {
                             td { (step) }
@@ -478,11 +490,11 @@ pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -
                     }
                 } }
             }
-            @if r.status == "done" {
+            @if r.status == RunStatus::Done {
                 div.card { p.ok { "The update is done. The site was closed for " strong { (r.closed_ms.unwrap_or(0)) " ms" } "." }
                     a.button href="/" { "Open the site" } }
             }
-            @if interrupted || r.status == "failed" || r.status == "rolling_back" {
+            @if interrupted || (r.status.unfinished() && r.status != RunStatus::Running) {
                 div.card.error {
                     @if interrupted { p { "This run was interrupted (the server stopped or the process died). Nothing is lost: resume it, or roll back." } }
                     @if let Some(e) = &r.error { pre { (e) } }
@@ -500,7 +512,7 @@ pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -
             }
             @if !r.tasks.is_empty() {
                 h2 { "run_once tasks" }
-                @for t in &r.tasks { div.card { p { code { (t.name) } " " (status_badge(&t.state)) }
+                @for t in &r.tasks { div.card { p { code { (t.name) } " " (status_badge(t.state.as_str())) }
                     @if !t.output.is_empty() { pre { (t.output) } } } }
             }
         },

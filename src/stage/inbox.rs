@@ -114,3 +114,80 @@ pub fn ready(inst: &Instance, name: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// An archive being written into `inbox/` under the `.part` convention: invisible to staging
+/// until [`Incoming::finish`] renames it, removed if dropped unfinished (an interrupted upload
+/// leaves nothing behind).
+pub struct Incoming {
+    part: PathBuf,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    written: u64,
+}
+
+/// The first bytes of every zip archive that holds at least one entry.
+const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
+
+impl Incoming {
+    /// Start `inbox/NAME.part`.
+    pub fn create(inst: &Instance, name: &str) -> Result<Self> {
+        let rel = RelPath::parse(name)?;
+        let path = rel.under(&inst.inbox());
+        let part = rel.with_suffix(".part").under(&inst.inbox());
+        std::fs::create_dir_all(inst.inbox()).ctx("create folder", &inst.inbox())?;
+        let file = std::fs::File::create(&part).ctx("create", &part)?;
+        Ok(Incoming {
+            part,
+            path,
+            file: Some(file),
+            written: 0,
+        })
+    }
+
+    /// Append a chunk. The first bytes must be a zip's: anything else is refused at once
+    /// rather than stored and left in the inbox.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let seen = self.written as usize;
+        if seen < ZIP_MAGIC.len() {
+            let want = &ZIP_MAGIC[seen..(seen + chunk.len()).min(ZIP_MAGIC.len())];
+            if !chunk.starts_with(want) {
+                return Err(Error::Archive {
+                    archive: self.path.display().to_string(),
+                    reason: "this is not a zip archive".into(),
+                });
+            }
+        }
+        let f = self.file.as_mut().expect("open until finished");
+        f.write_all(chunk).ctx("write", &self.part)?;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Sync and rename to the final name; returns it.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        if self.written < ZIP_MAGIC.len() as u64 {
+            return Err(Error::Archive {
+                archive: self.path.display().to_string(),
+                reason: "empty or truncated upload".into(),
+            });
+        }
+        let f = self.file.take().expect("open until finished");
+        f.sync_all().ctx("sync", &self.part)?;
+        std::fs::rename(&self.part, &self.path).ctx("rename", &self.part)?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.part);
+        }
+    }
+}

@@ -4,7 +4,6 @@
 pub mod archive;
 pub mod inbox;
 pub mod network;
-pub mod remote;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,15 +12,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::check::diff_live;
 use crate::config::Instance;
-use crate::error::{DbContext, Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::fingerprint::diff_live;
 use crate::fingerprint::stat_of;
 use crate::fsutil::write_atomic;
 use crate::lock::InstanceLock;
 use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
-use crate::manifest::{self, FileEntry, VerifiedManifest, digest};
+use crate::manifest::{self, FileEntry, RelPath, VerifiedManifest, digest};
 use crate::progress::Progress;
+use crate::reference::client as remote;
 use crate::state::State;
 
 /// Where the files come from.
@@ -89,11 +89,8 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     // Staging records which files it verified so that a rerun can skip them; losing the last of
     // those rows to a power cut only costs a re-hash, so they are not fsynced one by one (tens
     // of thousands of fsyncs made a large staging slower than rsync).
-    state
-        .conn
-        .execute_batch("PRAGMA synchronous=NORMAL")
-        .db(state.path())?;
-    refuse_during_run(&state)?;
+    state.relax_durability()?;
+    refuse_during_run(inst, &state)?;
     let progress = &opts.progress;
     progress.set_phase("reading the release manifest");
 
@@ -191,11 +188,11 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
             let a = archive.as_ref().expect("opened above");
-            let tx = state.conn.unchecked_transaction().db(state.path())?;
-            a.extract(&missing, &staging, progress, |f, dest| {
-                mark(&state, f, dest)
+            state.in_transaction(|| {
+                a.extract(&missing, &staging, progress, |f, dest| {
+                    mark(&state, f, dest)
+                })
             })?;
-            tx.commit().db(state.path())?;
         }
         Source::Manual => {
             if !missing.is_empty() {
@@ -204,7 +201,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
     }
 
-    crate::update::crash::point("stage:filled");
+    crate::crash::point("stage:filled");
     let what = format!("stored manifest of {}", target.version());
     let (signed, _) = state
         .release_bytes(target.version())?
@@ -232,23 +229,13 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 }
 
 /// Staging while a run is swapping would mix two releases.
-fn refuse_during_run(state: &State) -> Result<()> {
-    let running: Option<(i64, String)> = state
-        .conn
-        .query_row("SELECT id, step FROM runs WHERE status IN ('running', 'failed', 'rolling_back') ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .ok();
-    if let Some((id, step)) = running {
-        return Err(Error::refused(
-            format!("run {id} stopped at step {step} and is not finished"),
-            "finish it with `upkeep resume` or undo it with `upkeep rollback` before staging again",
-        ));
-    }
-    Ok(())
+fn refuse_during_run(inst: &Instance, state: &State) -> Result<()> {
+    crate::update::refuse_unfinished(inst, state)
 }
 
 fn mark(state: &State, f: &FileEntry, dest: &Path) -> Result<()> {
     let md = std::fs::metadata(dest).ctx("stat", dest)?;
-    state.mark_staged_file(f.path.as_str(), &f.sha256, f.size, stat_of(&md).mtime_ns)
+    state.mark_staged_file(&f.path, &f.sha256, f.size, stat_of(&md).mtime_ns)
 }
 
 /// A staged file counts when state.db says it was verified and its stat did not change since, or
@@ -256,7 +243,7 @@ fn mark(state: &State, f: &FileEntry, dest: &Path) -> Result<()> {
 fn already_staged(
     staging: &Path,
     f: &FileEntry,
-    known: &HashMap<String, (manifest::Sha256, u64, i64)>,
+    known: &HashMap<RelPath, (manifest::Sha256, u64, i64)>,
     state: &State,
 ) -> Result<bool> {
     let p = f.path.under(staging);
@@ -266,7 +253,7 @@ fn already_staged(
     if !md.is_file() || md.len() != f.size {
         return Ok(false);
     }
-    if let Some((sha, size, mtime)) = known.get(f.path.as_str())
+    if let Some((sha, size, mtime)) = known.get(&f.path)
         && *sha == f.sha256
         && *size == f.size
         && *mtime == stat_of(&md).mtime_ns
@@ -322,15 +309,23 @@ fn fetch_network(
         })
         .collect();
     let dir = inst.partial_dir();
-    crate::update::crash::point("stage:fetching");
+    crate::crash::point("stage:fetching");
     remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
     let staging = inst.staging();
     // One transaction for the marks of every placed file.
-    let tx = state.conn.unchecked_transaction().db(state.path())?;
+    state.in_transaction(|| place_fetched(&staging, &dir, by_sha, state))
+}
+
+fn place_fetched(
+    staging: &Path,
+    dir: &Path,
+    by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>>,
+    state: &State,
+) -> Result<()> {
     for (sha, files) in by_sha {
-        let src = network::done_path(&dir, &sha);
+        let src = network::done_path(dir, &sha);
         for (i, f) in files.iter().enumerate() {
-            let dest = f.path.under(&staging);
+            let dest = f.path.under(staging);
             let parent = dest.parent().expect("staged paths have a parent");
             std::fs::create_dir_all(parent).ctx("create folder", parent)?;
             if i + 1 == files.len() {
@@ -341,7 +336,6 @@ fn fetch_network(
             mark(state, f, &dest)?;
         }
     }
-    tx.commit().db(state.path())?;
     Ok(())
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::remote::{Remote, backoff, describe};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Sha256, digest};
 use crate::progress::Progress;
+use crate::reference::client::{Remote, backoff, describe};
 use crate::reference::repo;
 
 /// One object to fetch.

@@ -6,22 +6,14 @@
 use std::path::Path;
 
 use rusqlite::Connection;
-use serde::Serialize;
 
-use super::crash;
+use crate::crash;
 use crate::error::{DbContext, Error, Result};
 
 /// Tables upkeep itself keeps in the site database.
 const OWN_TABLE: &str = "upkeep_run_once";
 
-/// The statements that bring a database to the declared schema, and what it has beyond it.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct SchemaPlan {
-    /// CREATE TABLE / ALTER TABLE ADD COLUMN / CREATE INDEX statements, in order.
-    pub statements: Vec<String>,
-    /// Tables and columns in the database but not in the schema (reported, never dropped).
-    pub extra: Vec<String>,
-}
+pub use crate::manifest::plan::SchemaPlan;
 
 /// One piece of declared schema: where it comes from and its SQL.
 pub struct Fragment {

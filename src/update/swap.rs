@@ -10,39 +10,14 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::crash;
 use crate::config::Instance;
+use crate::crash;
 use crate::error::{IoContext, Result};
 use crate::fsutil::sync_dir;
 use crate::manifest::RelPath;
 use crate::progress::Progress;
 
-/// What happens to one path.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A new file.
-    Add,
-    /// The live file becomes NAME.bak; the staged one takes its place.
-    Replace,
-    /// The live file becomes NAME.bak.
-    Remove,
-    /// A locally modified file left as it is (`--keep-modified`).
-    Keep,
-}
-
-/// One planned change.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Action {
-    /// The path.
-    pub path: RelPath,
-    /// What happens.
-    pub kind: Kind,
-    /// The live file matched neither release.
-    pub modified: bool,
-}
+pub use crate::manifest::plan::{Action, Kind};
 
 struct Paths {
     live: PathBuf,
@@ -111,7 +86,7 @@ pub fn apply(inst: &Instance, actions: &[Action], progress: &Progress) -> Result
 
 /// Put back what [`apply`] changed, however far it got. `done_tasks` are run_once paths whose
 /// task finished in this run (their `.done` twin goes too).
-pub fn undo(inst: &Instance, actions: &[Action], done_tasks: &HashSet<String>) -> Result<()> {
+pub fn undo(inst: &Instance, actions: &[Action], done_tasks: &HashSet<RelPath>) -> Result<()> {
     let mut dirs = BTreeSet::new();
     for a in actions.iter().rev() {
         let p = paths(inst, &a.path);
@@ -121,7 +96,7 @@ pub fn undo(inst: &Instance, actions: &[Action], done_tasks: &HashSet<String>) -
                 if exists(&p.bak) && (!exists(&p.staged) || !exists(&p.live)) {
                     std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
                 }
-                if done_tasks.contains(a.path.as_str()) && exists(&done) {
+                if done_tasks.contains(&a.path) && exists(&done) {
                     std::fs::remove_file(&done).ctx("remove", &done)?;
                 }
             }

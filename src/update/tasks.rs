@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::crash;
 use super::scan::Extension;
+use crate::clock::now_text;
 use crate::config::Instance;
+use crate::crash;
 use crate::error::{DbContext, Error, IoContext, Result};
 use crate::manifest::RelPath;
-use crate::state::{State, now_text};
+use crate::state::{State, TaskState};
 
 /// A task waiting to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Task {
     /// Path relative to the root (the name shown and recorded).
-    pub name: String,
+    pub name: RelPath,
     /// The file.
     #[serde(skip)]
     pub path: PathBuf,
@@ -37,6 +38,11 @@ pub enum Decision {
     Rerun,
     /// Mark it done without running it.
     Skip,
+}
+
+/// Whether a file name in a run_once folder is a task upkeep runs.
+pub fn is_task_name(name: &str) -> bool {
+    name.ends_with(".sql") || name.ends_with(".sh")
 }
 
 /// Pending tasks: release tasks first, then each extension's, each group in name order.
@@ -71,13 +77,11 @@ pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
             {
                 continue;
             }
-            if !(n.ends_with(".sql") || n.ends_with(".sh")) {
+            if !is_task_name(n) {
                 continue;
             }
-            let name = format!("{rel}/{n}");
-            RelPath::parse(&name)?;
             out.push(Task {
-                name,
+                name: RelPath::parse(&format!("{rel}/{n}"))?,
                 path: dir.join(n),
             });
         }
@@ -95,38 +99,6 @@ fn mark_done_file(t: &Task) -> Result<()> {
     crate::fsutil::sync_dir(t.path.parent().expect("task has a folder"))
 }
 
-fn task_state(state: &State, run: i64, name: &str) -> Result<Option<String>> {
-    state
-        .conn
-        .query_row(
-            "SELECT state FROM tasks WHERE run_id = ?1 AND name = ?2",
-            params![run, name],
-            |r| r.get(0),
-        )
-        .optional()
-        .db(state.path())
-}
-
-fn set_task(
-    state: &State,
-    run: i64,
-    name: &str,
-    st: &str,
-    output: Option<&str>,
-    code: Option<i32>,
-) -> Result<()> {
-    state
-        .conn
-        .execute(
-            "INSERT INTO tasks(run_id, name, state, output, exit_code, started_at) VALUES(?1, ?2, ?3, COALESCE(?4, ''), ?5, ?6)
-             ON CONFLICT(run_id, name) DO UPDATE SET state = ?3, output = COALESCE(?4, output), exit_code = COALESCE(?5, exit_code),
-             finished_at = CASE WHEN ?3 IN ('done', 'failed', 'skipped') THEN ?6 ELSE finished_at END",
-            params![run, name, st, output, code, now_text()],
-        )
-        .db(state.path())?;
-    Ok(())
-}
-
 /// Run every pending task of run `run`. Stops at the first failure with the task's output.
 pub fn run_all(
     inst: &Instance,
@@ -135,7 +107,7 @@ pub fn run_all(
     exts: &[Extension],
     decision: Decision,
     timeout: Duration,
-) -> Result<Vec<String>> {
+) -> Result<Vec<RelPath>> {
     let db = inst.database();
     let mut ran = Vec::new();
     for (n, t) in pending(inst, exts)?.into_iter().enumerate() {
@@ -143,13 +115,13 @@ pub fn run_all(
         crash::point(&format!("run_once:{n}:before"));
         let bytes = std::fs::read(&t.path).ctx("read", &t.path)?;
         let sha = crate::manifest::digest::sha256_bytes(&bytes).to_hex();
-        if t.name.ends_with(".sql") {
+        if t.name.as_str().ends_with(".sql") {
             let mut c = Connection::open(&db).db(&db)?;
             ensure_own_table(&c, &db)?;
             let already: Option<String> = c
                 .query_row(
                     "SELECT sha256 FROM upkeep_run_once WHERE name = ?1",
-                    [&t.name],
+                    [t.name.as_str()],
                     |r| r.get(0),
                 )
                 .optional()
@@ -159,7 +131,7 @@ pub fn run_all(
                 let tx = c.transaction().db(&db)?;
                 if let Err(e) = tx.execute_batch(&sql) {
                     drop(tx);
-                    set_task(state, run, &t.name, "failed", Some(&e.to_string()), None)?;
+                    state.set_task(run, &t.name, TaskState::Failed, Some(&e.to_string()), None)?;
                     return Err(Error::refused(
                         format!(
                             "run_once task {} failed: {e}\nits changes were rolled back; the site stays closed",
@@ -168,16 +140,16 @@ pub fn run_all(
                         "fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
                     ));
                 }
-                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![t.name, sha, run, now_text()])
+                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![t.name.as_str(), sha, run, now_text()])
                     .db(&db)?;
                 tx.commit().db(&db)?;
             }
             crash::point(&format!("run_once:{n}:ran"));
             mark_done_file(&t)?;
-            set_task(state, run, &t.name, "done", None, Some(0))?;
+            state.set_task(run, &t.name, TaskState::Done, None, Some(0))?;
         } else {
-            match task_state(state, run, &t.name)?.as_deref() {
-                Some("started") if decision == Decision::Ask => {
+            match state.task_state(run, &t.name)? {
+                Some(TaskState::Started) if decision == Decision::Ask => {
                     return Err(Error::refused(
                         format!(
                             "shell task {} was started but never confirmed finished (the process was interrupted)",
@@ -186,30 +158,29 @@ pub fn run_all(
                         "check what it did, then run `upkeep resume --rerun-task` to run it again or `upkeep resume --skip-task` to mark it done",
                     ));
                 }
-                Some("started") if decision == Decision::Skip => {
+                Some(TaskState::Started) if decision == Decision::Skip => {
                     mark_done_file(&t)?;
-                    set_task(
-                        state,
+                    state.set_task(
                         run,
                         &t.name,
-                        "skipped",
+                        TaskState::Skipped,
                         Some("skipped by the operator after an interruption"),
                         None,
                     )?;
                     continue;
                 }
-                Some("succeeded") => {
+                Some(TaskState::Succeeded) => {
                     mark_done_file(&t)?;
-                    set_task(state, run, &t.name, "done", None, None)?;
+                    state.set_task(run, &t.name, TaskState::Done, None, None)?;
                     continue;
                 }
                 _ => {}
             }
-            set_task(state, run, &t.name, "started", None, None)?;
+            state.set_task(run, &t.name, TaskState::Started, None, None)?;
             crash::point(&format!("run_once:{n}:started"));
             let (code, output) = run_shell(&inst.root, &t.path, timeout)?;
             if code != Some(0) {
-                set_task(state, run, &t.name, "failed", Some(&output), code)?;
+                state.set_task(run, &t.name, TaskState::Failed, Some(&output), code)?;
                 let why = match code {
                     Some(c) => format!("exited with status {c}"),
                     None => format!(
@@ -226,10 +197,10 @@ pub fn run_all(
                     "fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
                 ));
             }
-            set_task(state, run, &t.name, "succeeded", Some(&output), Some(0))?;
+            state.set_task(run, &t.name, TaskState::Succeeded, Some(&output), Some(0))?;
             crash::point(&format!("run_once:{n}:ran"));
             mark_done_file(&t)?;
-            set_task(state, run, &t.name, "done", None, None)?;
+            state.set_task(run, &t.name, TaskState::Done, None, None)?;
         }
         crash::point(&format!("run_once:{n}:done"));
         ran.push(t.name);

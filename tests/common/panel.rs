@@ -88,6 +88,24 @@ impl Demo {
         body[i + 19..i + 19 + 64].to_string()
     }
 
+    /// The digest of the plan the review page shows (`keep`: the one keeping modified files),
+    /// as the apply form posts it.
+    pub fn reviewed_plan(&self, c: &Client, keep: bool) -> String {
+        let body = self.get(c, "control/review").text().unwrap();
+        let field = if keep { "plan_keep" } else { "plan" };
+        let at = format!("name=\"{field}\" value=\"");
+        let i = body
+            .find(&at)
+            .unwrap_or_else(|| panic!("no plan digest on the review page: {body}"));
+        body[i + at.len()..i + at.len() + 16].to_string()
+    }
+
+    /// Review, then apply the plan shown.
+    pub fn apply_reviewed(&self, c: &Client, csrf: &str) -> Response {
+        let plan = self.reviewed_plan(c, false);
+        self.post(c, "control/apply", &[("csrf", csrf), ("plan", &plan)])
+    }
+
     /// Follow a job page until it has finished (bounded), returning the page.
     pub fn wait_job(&self, c: &Client, location: &str) -> String {
         for _ in 0..600 {

@@ -1,6 +1,8 @@
 //! Tree -> fingerprints, in parallel, with a stat cache so that a warm check costs little more
 //! than `stat`.
 
+pub mod cache;
+
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
@@ -12,10 +14,13 @@ use rayon::prelude::*;
 
 use crate::config::{Instance, is_excluded, is_instance_private};
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::plan::Live;
+use crate::manifest::VerifiedManifest;
+use crate::manifest::plan::{Diff, Live};
 use crate::manifest::relpath::RESERVED_TOP;
 use crate::manifest::{RelPath, digest};
-use crate::state::{CachedPrint, CachedStat, PrintCache, State};
+use crate::state::State;
+
+pub use cache::{CachedPrint, CachedStat, PrintCache};
 
 /// The stat fields the cache keys on.
 pub fn stat_of(md: &Metadata) -> CachedStat {
@@ -313,7 +318,7 @@ pub fn live_prints<'p>(
     state: &mut State,
     paths: &[&'p RelPath],
 ) -> Result<HashMap<&'p RelPath, Live>> {
-    let known = state.load_prints()?;
+    let known = PrintCache::decode(state.load_prints()?.unwrap_or_default());
     // Entries computed afresh, keyed by where the file was found. Gathered on the side, so that
     // the list of results (one per path of two releases) stays small.
     let fresh = std::sync::Mutex::new(Vec::new());
@@ -365,6 +370,24 @@ pub fn live_prints<'p>(
     Ok(out)
 }
 
+/// Diff the live tree against `target`, fingerprinting only the paths either release names.
+pub fn diff_live(
+    inst: &Instance,
+    state: &mut State,
+    installed: Option<&VerifiedManifest>,
+    target: &VerifiedManifest,
+) -> Result<Diff> {
+    let mut paths: Vec<&RelPath> = target.files().iter().map(|f| &f.path).collect();
+    if let Some(i) = installed {
+        paths.extend(i.files().iter().map(|f| &f.path));
+    }
+    // Two sorted runs: the stable sort merges them in one pass.
+    paths.sort();
+    paths.dedup();
+    let live = live_prints(inst, state, &paths)?;
+    Ok(Diff::compute(installed, target, &live))
+}
+
 /// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the
 /// instance's working folders are left out and the cache in state.db is used.
 pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<String>)> {
@@ -389,8 +412,8 @@ pub fn fingerprint_dir(dir: &Path, with_sha: bool) -> Result<(Vec<Print>, Vec<St
     let (found, skipped, state) = std::thread::scope(|s| -> Result<_> {
         let loader = instance.then(|| {
             s.spawn(|| -> Result<State> {
-                let st = State::open(&dir.join(".upkeep/state.db"))?;
-                let _ = cache.set(st.load_prints()?);
+                let st = State::open(&Instance::state_db_of(dir))?;
+                let _ = cache.set(PrintCache::decode(st.load_prints()?.unwrap_or_default()));
                 Ok(st)
             })
         });

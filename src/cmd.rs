@@ -1,0 +1,514 @@
+//! One function per command: open what it needs, call the library, print the result (through
+//! `print.rs`), return the exit code.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use upkeep::config::Instance;
+use upkeep::error::{Error, IoContext, Result, exit};
+use upkeep::fsutil::human_bytes;
+use upkeep::manifest::plan::Plan;
+use upkeep::manifest::{PublicKey, SecretKey};
+use upkeep::progress::Progress;
+use upkeep::state::{State, Step};
+use upkeep::update::{self, tasks::Decision};
+use upkeep::{
+    accounts, check as check_mod, fingerprint as fp, init as init_mod, reference,
+    stage as stage_mod,
+};
+
+use crate::print::{
+    emit, finished_run, list_inbox, print_json, print_list, print_plan, print_status,
+    show_progress, step_line,
+};
+
+/// `upkeep keygen`.
+pub fn keygen(out: &Path, force: bool) -> Result<u8> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pub_path = out.with_file_name(format!(
+        "{}.pub",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    if !force && (out.exists() || pub_path.exists()) {
+        return Err(Error::refused(
+            format!("{} already exists", out.display()),
+            "choose another --out, or pass --force to replace it",
+        ));
+    }
+    let key = SecretKey::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .ctx("create", out)?;
+    writeln!(f, "{}", key.to_text()).ctx("write", out)?;
+    std::fs::write(&pub_path, format!("{}\n", key.public().to_text())).ctx("write", &pub_path)?;
+    let public = PublicKey::parse(&key.public().to_text())?;
+    println!("secret key: {} (keep it private)", out.display());
+    println!(
+        "public key: {} (key id {})",
+        pub_path.display(),
+        public.key_id()
+    );
+    println!("{}", public.to_text());
+    Ok(0)
+}
+
+/// `upkeep publish`.
+pub fn publish(
+    dir: &Path,
+    version: &str,
+    repo: &Path,
+    key: &Path,
+    notes: &str,
+    expires: u64,
+    json: bool,
+) -> Result<u8> {
+    let key = SecretKey::load(key)?;
+    let p = reference::publish::publish(&reference::publish::Publish {
+        dir,
+        version,
+        repo,
+        key: &key,
+        notes,
+        expires_days: expires,
+    })?;
+    if json {
+        print_json(&p);
+    } else {
+        println!(
+            "published {} ({} files, {}, {} new objects){} into {}",
+            p.version,
+            p.files,
+            human_bytes(p.bytes),
+            p.new_objects,
+            p.previous
+                .as_ref()
+                .map(|v| format!(", after {v}"))
+                .unwrap_or_default(),
+            repo.display()
+        );
+        println!("release zip: {}", p.zip.display());
+    }
+    Ok(0)
+}
+
+/// `upkeep reference`.
+pub fn reference(repo: &Path, listen: &str) -> Result<u8> {
+    if !repo.is_dir() {
+        return Err(Error::refused(
+            format!("{} is not a folder", repo.display()),
+            "publish a release into it first with `upkeep publish`",
+        ));
+    }
+    let sys = actix_web::rt::System::new();
+    sys.block_on(async {
+        let (server, addr) =
+            reference::serve::start(repo, listen).ctx("listen on", Path::new(listen))?;
+        println!("serving {} on http://{addr}/", repo.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.await.ctx("serve", repo)
+    })?;
+    Ok(0)
+}
+
+/// `upkeep init`.
+pub fn init(
+    root: &Path,
+    reference: &str,
+    public_key: &Path,
+    installed: Option<&str>,
+    admin_password_file: Option<&Path>,
+    json: bool,
+) -> Result<u8> {
+    let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
+    let admin = match admin_password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .ctx("read", f)?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let r = init_mod::init(&init_mod::InitOptions {
+        root,
+        reference,
+        public_key: &key_text,
+        installed,
+        admin_password: admin.as_deref(),
+    })?;
+    if json {
+        print_json(&r);
+    } else {
+        println!("initialised instance {}", r.root.display());
+        match &r.identified {
+            init_mod::Identified::Given { version } => {
+                println!("installed release: {version} (as given)")
+            }
+            init_mod::Identified::Fresh => {
+                println!("the folder is empty: the next update installs the latest release")
+            }
+            init_mod::Identified::Exact { version } => {
+                println!("installed release: {version} (every file matches)")
+            }
+            init_mod::Identified::Closest {
+                version,
+                differences,
+            } => {
+                println!(
+                    "installed release: {version} (closest match, {} differences):",
+                    differences.len()
+                );
+                for d in differences.iter().take(30) {
+                    println!("  {d}");
+                }
+                println!("if that is wrong, run init again with --installed V");
+            }
+            init_mod::Identified::Unknown => {
+                println!(
+                    "no published release shares a file with this tree; the next update treats every file as new"
+                );
+                println!("if you know the release, run init again with --installed V");
+            }
+        }
+        if let Some(pw) = &r.admin_password {
+            println!(
+                "control panel account: admin, password: {pw}  (shown once; change it with `upkeep user passwd admin`)"
+            );
+        }
+        println!("next: upkeep check --root {}", r.root.display());
+    }
+    Ok(0)
+}
+
+/// `upkeep fingerprint`.
+pub fn fingerprint(dir: &Path, json: bool) -> Result<u8> {
+    let (entries, skipped) = fp::fingerprint_dir(dir, json)?;
+    if json {
+        print_json(&entries);
+    } else {
+        let mut out = String::with_capacity(entries.len() * 80);
+        for e in &entries {
+            // md5sum's layout; built by hand because it runs once per file.
+            e.md5.push_hex(&mut out);
+            let size = e.size.to_string();
+            out.push_str("  ");
+            out.push_str(&" ".repeat(10usize.saturating_sub(size.len())));
+            out.push_str(&size);
+            out.push_str("  ");
+            out.push_str(e.path.as_str());
+            out.push('\n');
+        }
+        emit(&out);
+    }
+    for s in skipped {
+        eprintln!("skipped: {s}");
+    }
+    Ok(0)
+}
+
+/// `upkeep check`: exit 10 when an update is available.
+pub fn check(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let (d, latest) = check_mod::check(&inst)?;
+    if json {
+        print_json(&d);
+    } else {
+        println!(
+            "installed: {}",
+            d.installed.as_deref().unwrap_or("none (fresh install)")
+        );
+        println!("latest:    {} ({})", d.latest, latest.manifest().date);
+        if !latest.manifest().notes.is_empty() {
+            println!("notes:     {}", latest.manifest().notes);
+        }
+        print_list("locally modified", &d.modified);
+        print_list("new", &d.new);
+        print_list("changed", &d.changed);
+        print_list("removed", &d.removed);
+        println!("unchanged: {} files", d.unchanged);
+        if d.up_to_date() {
+            println!("up to date");
+        } else {
+            println!(
+                "update available: run `upkeep stage --root {} --network` (or --archive, --inbox, --manual)",
+                root.display()
+            );
+        }
+    }
+    Ok(if d.up_to_date() {
+        0
+    } else {
+        exit::UPDATE_AVAILABLE
+    })
+}
+
+/// `upkeep stage`: without a source, list the inbox.
+pub fn stage(
+    root: &Path,
+    source: Option<stage_mod::Source>,
+    allow_downgrade: bool,
+    json: bool,
+) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let Some(source) = source else {
+        return list_inbox(&inst, json);
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = show_progress(&progress);
+    let opts = stage_mod::StageOptions {
+        allow_downgrade,
+        progress: progress.clone(),
+    };
+    let r = stage_mod::stage(&inst, &source, &opts);
+    progress.finished.store(true, Ordering::Relaxed);
+    if let Some(b) = bar {
+        let _ = b.join();
+    }
+    let r = r?;
+    if json {
+        print_json(&r);
+    } else {
+        println!(
+            "staged release {} from {}: {} files, {} ({} already staged) in {:.1} s",
+            r.version,
+            r.source,
+            r.files,
+            human_bytes(r.bytes),
+            r.reused,
+            r.seconds
+        );
+        if r.removed > 0 {
+            println!("{} files will be removed at the swap", r.removed);
+        }
+        if !r.modified.is_empty() {
+            println!(
+                "{} locally modified files (kept as NAME.bak unless --keep-modified):",
+                r.modified.len()
+            );
+            for m in r.modified.iter().take(30) {
+                println!("  {m}");
+            }
+        }
+        println!("next: upkeep update --root {}", root.display());
+    }
+    Ok(0)
+}
+
+/// `upkeep update`: show the plan with its digest, then apply it after a yes (or with `--yes`,
+/// and with `--plan DIGEST` only that plan).
+pub fn update(
+    root: &Path,
+    yes: bool,
+    approved: Option<&str>,
+    keep_modified: bool,
+    json: bool,
+) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let progress = Progress::default();
+    let interactive = std::io::stdin().is_terminal();
+    let confirm = |plan: &Plan| {
+        if json {
+            eprintln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "digest": plan.digest(),
+                    "plan": plan,
+                }))
+                .expect("serialises")
+            );
+        } else {
+            print_plan(plan);
+        }
+        if yes {
+            return true;
+        }
+        if !interactive {
+            eprintln!(
+                "not applied: no terminal to confirm on; to apply exactly this plan, run\n  upkeep update --root {} --yes --plan {}",
+                root.display(),
+                plan.digest()
+            );
+            return false;
+        }
+        eprint!(
+            "apply plan {}? the site will be closed during the swap [y/N] ",
+            plan.digest()
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
+    let opts = update::Options {
+        keep_modified,
+        approved,
+        confirm: &confirm,
+        on_step: &on_step,
+        decision: Decision::Ask,
+        progress: &progress,
+    };
+    match update::update(&inst, &opts)? {
+        None => Err(Error::refused(
+            "update not applied",
+            "run it again and answer y, or pass --yes (with --plan DIGEST for exactly the plan shown)",
+        )),
+        Some(run) => {
+            finished_run(json, &run);
+            Ok(0)
+        }
+    }
+}
+
+/// `upkeep status`.
+pub fn status(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let st = update::status(&inst)?;
+    if json {
+        print_json(&st);
+    } else {
+        print_status(&st);
+    }
+    Ok(0)
+}
+
+/// `upkeep resume`.
+pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let progress = Progress::default();
+    let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
+    let decision = if rerun_task {
+        Decision::Rerun
+    } else if skip_task {
+        Decision::Skip
+    } else {
+        Decision::Ask
+    };
+    let opts = update::Options {
+        keep_modified: false,
+        approved: None,
+        confirm: &|_| true,
+        on_step: &on_step,
+        decision,
+        progress: &progress,
+    };
+    let run = update::resume(&inst, &opts)?;
+    finished_run(json, &run);
+    Ok(0)
+}
+
+/// `upkeep rollback`.
+pub fn rollback(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let run = update::rollback(&inst)?;
+    if json {
+        print_json(&run);
+    } else {
+        println!(
+            "rolled back run {}: release {} is installed again; the site is open",
+            run.id,
+            run.from.as_deref().unwrap_or("(none: fresh instance)")
+        );
+    }
+    Ok(0)
+}
+
+/// `upkeep close`.
+pub fn close(root: &Path, message: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let c = update::gate::close(&inst, message, None)?;
+    println!(
+        "closed since {}: visitors get 503 and {}",
+        c.since,
+        update::gate::page_path(&inst).display()
+    );
+    Ok(0)
+}
+
+/// `upkeep open`.
+pub fn open(root: &Path) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    if let Some(r) = State::open(&inst.state_db())
+        .ok()
+        .and_then(|s| s.unfinished_run().ok().flatten())
+    {
+        eprintln!(
+            "warning: run {} is unfinished (step {}); opening shows visitors a half-updated site",
+            r.id, r.step
+        );
+    }
+    update::gate::open(&inst)?;
+    println!("open");
+    Ok(0)
+}
+
+/// `upkeep serve`.
+pub fn serve(root: &Path, listen: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let sys = actix_web::rt::System::new();
+    sys.block_on(async {
+        let (server, addr) =
+            upkeep::panel::start(inst, listen).ctx("listen on", Path::new(listen))?;
+        println!("serving the site on http://{addr}/ (control panel: http://{addr}/control)");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.await.ctx("serve", root)
+    })?;
+    Ok(0)
+}
+
+/// `upkeep user add`.
+pub fn user_add(root: &Path, name: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let pw = read_new_password(name)?;
+    accounts::add(&State::open(&inst.state_db())?, name, &pw)?;
+    println!("account {name} created");
+    Ok(0)
+}
+
+/// `upkeep user passwd`.
+pub fn user_passwd(root: &Path, name: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let pw = read_new_password(name)?;
+    accounts::passwd(&State::open(&inst.state_db())?, name, &pw)?;
+    println!("password of {name} changed; its sessions were ended");
+    Ok(0)
+}
+
+/// `upkeep demo`.
+pub fn demo(listen: &str, dir: Option<&Path>) -> Result<u8> {
+    upkeep::demo::run(listen, dir).map(|_| 0)
+}
+
+/// A new password: asked twice on a terminal, one line of standard input otherwise.
+fn read_new_password(name: &str) -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("new password for {name}: "))
+            .map_err(|e| Error::msg(e.to_string()))?;
+        let b = rpassword::prompt_password("again: ").map_err(|e| Error::msg(e.to_string()))?;
+        if a != b {
+            return Err(Error::refused(
+                "the two passwords differ",
+                "run the command again",
+            ));
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::msg(e.to_string()))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}

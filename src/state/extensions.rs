@@ -1,0 +1,41 @@
+//! The extensions found by the last scan: the table `extensions`.
+
+use super::State;
+use crate::error::{DbContext, Result};
+use crate::manifest::plan::Extension;
+
+impl State {
+    /// Replace the recorded extensions.
+    pub fn record_extensions(&self, exts: &[Extension]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().db(&self.path)?;
+        tx.execute("DELETE FROM extensions", []).db(&self.path)?;
+        for e in exts {
+            tx.execute(
+                "INSERT INTO extensions(path, name, version, schema, run_once) VALUES(?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![e.path, e.name, e.version, e.schema, e.run_once],
+            )
+            .db(&self.path)?;
+        }
+        tx.commit().db(&self.path)
+    }
+
+    /// The recorded extensions, by folder.
+    pub fn extensions(&self) -> Result<Vec<Extension>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, name, version, schema, run_once FROM extensions ORDER BY path")
+            .db(&self.path)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Extension {
+                    path: r.get(0)?,
+                    name: r.get(1)?,
+                    version: r.get(2)?,
+                    schema: r.get(3)?,
+                    run_once: r.get(4)?,
+                })
+            })
+            .db(&self.path)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().db(&self.path)
+    }
+}

@@ -1,0 +1,78 @@
+//! `upkeep rollback`: put back exactly the release before a run, however far the run got.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::{clear_staging, gate, migrate, scan, swap};
+use crate::config::Instance;
+use crate::crash;
+use crate::error::{Error, Result};
+use crate::lock::InstanceLock;
+use crate::manifest::RelPath;
+use crate::state::{Run, RunStatus, State};
+
+/// `upkeep rollback`: put back exactly the release before the last run.
+pub fn rollback(inst: &Instance) -> Result<Run> {
+    let _lock = InstanceLock::acquire(inst, "rollback")?;
+    let mut state = State::open(&inst.state_db())?;
+    let Some(run) = state.run_to_roll_back()? else {
+        return Err(Error::refused(
+            "there is no run to roll back",
+            "see `upkeep status` for the history",
+        ));
+    };
+    rollback_run(inst, &mut state, run.id)
+}
+
+pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Result<Run> {
+    let run = state.run(id)?;
+    let swapped = run.status == RunStatus::Done || run.step.swapped();
+    state.set_run_status(id, RunStatus::RollingBack, run.error.as_deref())?;
+    crash::point("rollback:begin");
+    gate::close(
+        inst,
+        "Restoring the previous release. We will be back in a moment.",
+        Some(id),
+    )?;
+    if swapped {
+        // Every action was applied: staging holds nothing of this run (maybe a newer staging).
+        clear_staging(inst)?;
+    }
+    let done_tasks: HashSet<RelPath> = run
+        .tasks
+        .iter()
+        .filter(|t| t.state.completed())
+        .map(|t| t.name.clone())
+        .collect();
+    swap::undo(inst, &run.plan.actions, &done_tasks)?;
+    crash::point("rollback:files");
+    match run.db_backup.as_deref() {
+        Some("") => {
+            let db = inst.database();
+            for p in [
+                db.clone(),
+                PathBuf::from(format!("{}-wal", db.display())),
+                PathBuf::from(format!("{}-shm", db.display())),
+            ] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        Some(copy) => migrate::restore(std::path::Path::new(copy), &inst.database())?,
+        None => {}
+    }
+    crash::point("rollback:database");
+    match &run.from {
+        Some(v) => {
+            if let Some(m) = state.load_release(v, &inst.key)? {
+                state.set_installed(&m)?;
+            }
+        }
+        None => state.del_meta("installed_version")?,
+    }
+    state.record_extensions(&scan::find(inst)?)?;
+    state.clear_staged()?;
+    clear_staging(inst)?;
+    gate::open(inst)?;
+    state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
+    state.run(id)
+}
