@@ -359,7 +359,12 @@ pub fn update(
         decision: Decision::Ask,
         progress: &progress,
     };
-    match update::update(&inst, &opts)? {
+    let r = update::update(&inst, &opts);
+    if let Err(Error::PlanChanged { now, .. }) = &r {
+        // The refusal is only useful with the plan of now beside it.
+        print_plan(now);
+    }
+    match r? {
         None => Err(Error::refused(
             "update not applied",
             "run it again and answer y, or pass --yes (with --plan DIGEST for exactly the plan shown)",

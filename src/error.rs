@@ -82,11 +82,16 @@ pub enum Error {
         root: PathBuf,
     },
 
-    /// The plan that would run now is not the plan the operator approved.
+    /// The plan that would run now is not the plan the operator approved; it carries the plan
+    /// of now, so the operator can review it.
     #[error(
-        "the plan changed since it was reviewed (approved {approved}, now {now}): nothing was changed"
+        "the plan changed since it was reviewed (approved {approved}, now {}): nothing was changed",
+        now.digest()
     )]
-    PlanChanged { approved: String, now: String },
+    PlanChanged {
+        approved: String,
+        now: Box<crate::manifest::plan::Plan>,
+    },
 
     /// A command was asked something it must refuse (wrong version, missing setup...).
     #[error("{msg}")]

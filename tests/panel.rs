@@ -390,3 +390,38 @@ fn server_dies_mid_run_then_a_fresh_login_lands_on_the_run_and_resumes() {
             .contains("Release 1.1.0")
     );
 }
+
+#[test]
+fn apply_runs_the_reviewed_plan_or_nothing() {
+    let d = Demo::start(&[]);
+    let c = d.client();
+    d.login(&c);
+    let t = d.csrf(&c);
+    let r = d.post(&c, "control/stage", &[("csrf", &t), ("source", "network")]);
+    d.wait_job(&c, &location(&r));
+    let reviewed = d.reviewed_plan(&c, false);
+    assert_ne!(reviewed, d.reviewed_plan(&c, true), "keeping is another plan");
+
+    // Between the review and the click, someone edits a file the release replaces.
+    std::fs::write(d.site().join("index.html"), "<h1>edited after the review</h1>").unwrap();
+    let before = snapshot(&d.site());
+    let r = d.post(&c, "control/apply", &[("csrf", &t), ("plan", &reviewed)]);
+    assert_eq!(location(&r), "/control/run");
+    // The job refuses before any run begins; the run page it led to says why.
+    let page = d.wait_run(&c);
+    assert!(page.contains("The update did not start"), "{page}");
+    assert!(page.contains("the plan changed since it was reviewed"), "{page}");
+    assert!(page.contains("/control/review"), "{page}");
+    let db = d.site().join(".upkeep/state.db");
+    assert_eq!(count(&db, "SELECT count(*) FROM runs"), 0);
+    assert!(!d.site().join(".upkeep/gate-closed").exists());
+    assert_eq!(snapshot(&d.site()), before);
+
+    // The review now lists the edit; approving that plan applies it.
+    let review = d.get(&c, "control/review").text().unwrap();
+    assert!(review.contains("Locally modified (1)"), "{review}");
+    let r = d.apply_reviewed(&c, &t);
+    assert_eq!(location(&r), "/control/run");
+    assert!(d.wait_run(&c).contains("The update is done"));
+    assert_eq!(count(&db, "SELECT count(*) FROM runs"), 1);
+}

@@ -76,6 +76,16 @@ impl Jobs {
             .cloned()
     }
 
+    /// The newest job of this process.
+    pub fn newest(&self) -> Option<Arc<Job>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .max_by_key(|j| j.id)
+            .cloned()
+    }
+
     /// Start `work` on a thread of its own.
     pub fn spawn<F>(&self, root: PathBuf, kind: JobKind, work: F) -> Result<i64>
     where

@@ -329,6 +329,7 @@ pub fn job(
                     div.card data-poll={ "/control/api/job/" (id) } data-key="running" aria-live="polite" {
                         @if let Some(p) = snap { (progress_fields(p)) }
                         p.muted { "You can close this page: the work goes on, and logging in again brings you back here." }
+                        (post_button(s, &format!("/control/job/{id}/cancel"), "Cancel", "secondary"))
                     }
                 }
                 Outcome::Done(msg) => {
@@ -434,7 +435,29 @@ pub fn diff(s: &Session, path: &str, rows: Option<&[DiffRow]>) -> Markup {
 }
 
 /// Steps 4 and 5: the run, live, then its summary; Resume and Rollback when it stopped.
-pub fn run(s: &Session, run: Option<&Run>, interrupted: bool, preparing: bool) -> Markup {
+pub fn run(
+    s: &Session,
+    run: Option<&Run>,
+    interrupted: bool,
+    preparing: bool,
+    refused: Option<&(String, Option<String>)>,
+) -> Markup {
+    if let Some((msg, hint)) = refused {
+        return layout(
+            "Run",
+            Some(s),
+            false,
+            html! {
+                (steps("review"))
+                h1 { "The update did not start" }
+                div.card.error {
+                    p.bad { "Nothing was changed:" } pre { (msg) }
+                    @if let Some(h) = hint { p { strong { "What to do: " } (h) } }
+                    a.button href="/control/review" { "Review the plan again" }
+                }
+            },
+        );
+    }
     if preparing {
         return layout(
             "Run",

@@ -4,6 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::auth::{CsrfForm, require, require_post};
+use super::jobs::Outcome;
 use super::stage::start_job;
 use super::{Data, ForSession, Page, Problem, html, pages, see_other, with_state};
 use crate::lock::InstanceLock;
@@ -102,10 +103,29 @@ fn current_run(app: &super::AppState) -> crate::Result<(Option<Run>, bool, bool)
     Ok((run, interrupted, preparing))
 }
 
+/// A run job of this server that failed before its run began (the plan changed, staging went
+/// stale, the lock was taken): its message and hint, shown on the run page it sent the
+/// operator to.
+fn refused_start(app: &super::AppState, run: Option<&Run>) -> Option<(String, Option<String>)> {
+    let j = app.jobs.newest()?;
+    let Outcome::Failed(msg, hint) = j.outcome() else {
+        return None;
+    };
+    let run_began = run.is_some_and(|r| r.status.unfinished());
+    (j.kind == JobKind::Update && !run_began).then_some((msg, hint))
+}
+
 pub(super) async fn run_page(req: HttpRequest, app: Data) -> Page {
     let s = require(&req, &app)?;
     let (run, interrupted, preparing) = current_run(&app).for_session(&s)?;
-    Ok(html(pages::run(&s, run.as_ref(), interrupted, preparing)))
+    let refused = refused_start(&app, run.as_ref());
+    Ok(html(pages::run(
+        &s,
+        run.as_ref(),
+        interrupted,
+        preparing,
+        refused.as_ref(),
+    )))
 }
 
 pub(super) async fn run_api(req: HttpRequest, app: Data) -> HttpResponse {

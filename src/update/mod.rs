@@ -85,14 +85,13 @@ pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     let mut state = State::open(&inst.state_db())?;
     refuse_unfinished(inst, &state)?;
     let (plan, _) = prepare(inst, &mut state, o.keep_modified)?;
-    if let Some(approved) = o.approved {
-        let now = plan.digest();
-        if approved != now {
-            return Err(Error::PlanChanged {
-                approved: approved.to_string(),
-                now,
-            });
-        }
+    if let Some(approved) = o.approved
+        && approved != plan.digest()
+    {
+        return Err(Error::PlanChanged {
+            approved: approved.to_string(),
+            now: Box::new(plan),
+        });
     }
     if !(o.confirm)(&plan) {
         return Ok(None);

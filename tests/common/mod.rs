@@ -271,3 +271,47 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, String> {
         .map(|(rel, p)| (rel, sha256_hex(&std::fs::read(p).unwrap())))
         .collect()
 }
+
+/// One instance, driven through the binary: a scenario reads as one line per step.
+pub struct Site {
+    pub root: PathBuf,
+}
+
+impl Site {
+    pub fn new(root: impl Into<PathBuf>) -> Site {
+        Site { root: root.into() }
+    }
+
+    /// `upkeep ARGS --root ROOT`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--root", self.root.to_str().unwrap()]);
+        upkeep(&a)
+    }
+
+    /// Stage a release zip; panics on failure.
+    pub fn stage_archive(&self, zip: &Path) -> String {
+        ok(self.run(&["stage", "--archive", zip.to_str().unwrap()]))
+    }
+
+    /// `update --yes`; panics on failure.
+    pub fn update_yes(&self) -> String {
+        ok(self.run(&["update", "--yes"]))
+    }
+
+    /// The plan `update` would run now, and its digest, as a script sees them (no terminal:
+    /// nothing is applied).
+    pub fn plan(&self) -> (String, serde_json::Value) {
+        let o = self.run(&["update", "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        let json_end = err.find("\n}\n").expect("the plan as JSON") + 2;
+        let v: serde_json::Value = serde_json::from_str(&err[..json_end]).unwrap();
+        (v["digest"].as_str().unwrap().to_string(), v["plan"].clone())
+    }
+
+    /// `status --json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(self.run(&["status", "--json"]))).unwrap()
+    }
+}
