@@ -1,12 +1,13 @@
 //! `check`: the live tree against the installed release and the reference's latest release.
 
+use crate::clock::now_text;
 use crate::config::Instance;
 use crate::error::Result;
 use crate::fingerprint::diff_live;
 use crate::manifest::VerifiedManifest;
 use crate::manifest::plan::Diff;
 use crate::reference::client::{Remote, block_on};
-use crate::state::{State, now_text};
+use crate::state::State;
 
 /// Fetch and verify the latest release, then compare. The fetched manifest is kept in state.db.
 pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {

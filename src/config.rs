@@ -196,8 +196,3 @@ pub fn is_excluded(excludes: &[String], p: &RelPath) -> bool {
         }
     })
 }
-
-/// True for the paths that are upkeep's own and never part of the live tree.
-pub fn is_instance_private(p: &RelPath) -> bool {
-    crate::manifest::relpath::RESERVED_TOP.contains(&p.top()) || p.as_str().ends_with(".bak")
-}

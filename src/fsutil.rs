@@ -57,18 +57,7 @@ pub fn device_of(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path).ctx("stat", path)?.dev())
 }
 
-/// Human-readable byte count.
+/// Human-readable byte count in decimal units (as disk and transfer sizes are quoted).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    indicatif::DecimalBytes(n).to_string()
 }

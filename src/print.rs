@@ -220,7 +220,11 @@ pub fn print_status(st: &update::Status) {
             "extension: {} {} ({})",
             e.name,
             e.version,
-            if e.path.is_empty() { "/" } else { &e.path }
+            if e.folder().is_empty() {
+                "/"
+            } else {
+                e.folder()
+            }
         );
     }
     for t in &st.pending_tasks {

@@ -11,12 +11,11 @@ use crate::update::gate;
 
 /// True for paths that must never be served, whatever the gate.
 pub fn refused(rel: &RelPath) -> bool {
-    let s = rel.as_str();
-    crate::manifest::relpath::RESERVED_TOP.contains(&rel.top())
+    rel.is_reserved()
         || rel.top() == "run_once"
-        || s.ends_with(".bak")
-        || s.ends_with(".done")
-        || s.split('/')
+        || rel
+            .as_str()
+            .split('/')
             .any(|c| c == ".upkeep" || c == "extension.toml")
 }
 

@@ -149,11 +149,18 @@ fn wrong_password_and_unknown_user_look_the_same_and_are_rate_limited() {
     // and the page says for how long and that the right password then works.
     let r = d.login(&c);
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     let text = r.text().unwrap();
     assert!(text.contains("Too many failed logins"), "{text}");
-    assert!(text.contains("right password works after the wait"), "{text}");
+    assert!(
+        text.contains("right password works after the wait"),
+        "{text}"
+    );
     let db = d.site().join(".upkeep/state.db");
     assert_eq!(count(&db, "SELECT count(*) FROM sessions"), 0);
 }
@@ -265,10 +272,7 @@ fn the_wizard_end_to_end() {
         "{diff}"
     );
 
-    assert_eq!(
-        location(&d.apply_reviewed(&c, &t)),
-        "/control/run"
-    );
+    assert_eq!(location(&d.apply_reviewed(&c, &t)), "/control/run");
     let page = d.wait_run(&c);
     assert!(page.contains("The update is done"), "{page}");
     let site = reqwest::blocking::get(&d.url).unwrap().text().unwrap();
@@ -400,17 +404,28 @@ fn apply_runs_the_reviewed_plan_or_nothing() {
     let r = d.post(&c, "control/stage", &[("csrf", &t), ("source", "network")]);
     d.wait_job(&c, &location(&r));
     let reviewed = d.reviewed_plan(&c, false);
-    assert_ne!(reviewed, d.reviewed_plan(&c, true), "keeping is another plan");
+    assert_ne!(
+        reviewed,
+        d.reviewed_plan(&c, true),
+        "keeping is another plan"
+    );
 
     // Between the review and the click, someone edits a file the release replaces.
-    std::fs::write(d.site().join("index.html"), "<h1>edited after the review</h1>").unwrap();
+    std::fs::write(
+        d.site().join("index.html"),
+        "<h1>edited after the review</h1>",
+    )
+    .unwrap();
     let before = snapshot(&d.site());
     let r = d.post(&c, "control/apply", &[("csrf", &t), ("plan", &reviewed)]);
     assert_eq!(location(&r), "/control/run");
     // The job refuses before any run begins; the run page it led to says why.
     let page = d.wait_run(&c);
     assert!(page.contains("The update did not start"), "{page}");
-    assert!(page.contains("the plan changed since it was reviewed"), "{page}");
+    assert!(
+        page.contains("the plan changed since it was reviewed"),
+        "{page}"
+    );
     assert!(page.contains("/control/review"), "{page}");
     let db = d.site().join(".upkeep/state.db");
     assert_eq!(count(&db, "SELECT count(*) FROM runs"), 0);

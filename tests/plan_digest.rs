@@ -15,7 +15,11 @@ fn a_script_applies_exactly_the_plan_it_was_shown() {
     let out = stdout(&o);
     let (digest, plan) = site.plan();
     assert!(out.contains(&format!("plan {digest}:")), "{out}");
-    assert!(stderr(&o).contains(&format!("--yes --plan {digest}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("--yes --plan {digest}")),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(plan["to"], "1.1.0");
     // The same plan twice has the same digest (nothing random in it).
     assert_eq!(site.plan().0, digest);
@@ -37,7 +41,10 @@ fn staging_changed_after_review_is_refused_and_shows_the_new_plan() {
     site.stage_archive(&sc.w.zip("1.2.0"));
     let before = snapshot(&site.root);
     let err = fails(site.run(&["update", "--yes", "--plan", &reviewed]), 4);
-    assert!(err.contains("the plan changed since it was reviewed"), "{err}");
+    assert!(
+        err.contains("the plan changed since it was reviewed"),
+        "{err}"
+    );
     assert!(err.contains("nothing was changed"), "{err}");
     assert!(err.contains("review the new plan"), "{err}");
 
@@ -53,7 +60,11 @@ fn staging_changed_after_review_is_refused_and_shows_the_new_plan() {
     assert_ne!(now, reviewed);
     assert_eq!(plan["to"], "1.2.0");
     let o = site.run(&["update", "--yes", "--plan", &reviewed]);
-    assert!(stdout(&o).contains(&format!("plan {now}:")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("plan {now}:")),
+        "{}",
+        stdout(&o)
+    );
     ok(site.run(&["update", "--yes", "--plan", &now]));
     assert_eq!(live(&site.root)["extra-in-1.2.0.txt"], "three");
 }
@@ -85,12 +96,16 @@ fn keeping_modified_files_is_a_plan_of_its_own() {
     let o = site.run(&["update", "--json", "--keep-modified"]);
     let keep = {
         let e = stderr(&o);
-        let v: serde_json::Value = serde_json::from_str(&e[..e.find("\n}\n").unwrap() + 2]).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&e[..e.find("\n}\n").unwrap() + 2]).unwrap();
         v["digest"].as_str().unwrap().to_string()
     };
     assert_ne!(take, keep);
     // Approving "take the release's version" does not run "keep mine", nor the reverse.
-    fails(site.run(&["update", "--yes", "--keep-modified", "--plan", &take]), 4);
+    fails(
+        site.run(&["update", "--yes", "--keep-modified", "--plan", &take]),
+        4,
+    );
     ok(site.run(&["update", "--yes", "--keep-modified", "--plan", &keep]));
     assert_eq!(
         std::fs::read_to_string(site.root.join("index.html")).unwrap(),

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::config::{Instance, is_excluded, is_instance_private};
+use crate::config::{Instance, is_excluded};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::VerifiedManifest;
 use crate::manifest::plan::{Diff, Live};
-use crate::manifest::relpath::RESERVED_TOP;
+use crate::manifest::relpath::is_reserved_name;
 use crate::manifest::{RelPath, digest};
 use crate::state::State;
 
@@ -96,10 +96,7 @@ impl Entry {
 /// Whether the walk of an instance leaves out a name before anything else: upkeep's own
 /// folders at the top, backups and finished tasks anywhere.
 fn left_out_by_name(top: bool, name: &OsStr) -> bool {
-    let b = name.as_bytes();
-    (top && RESERVED_TOP.iter().any(|r| r.as_bytes() == b))
-        || b.ends_with(b".bak")
-        || b.ends_with(b".done")
+    is_reserved_name(name.as_bytes(), top)
 }
 
 /// What [`walk_with`] does with each regular file: it gets the path and the directory entry (to
@@ -161,7 +158,7 @@ fn list_dir<T: Send>(
             let rel = RelPath::child(dir, &e.name)?;
             if opts.instance
                 && !opts.excludes.is_empty()
-                && (is_instance_private(&rel) || is_excluded(&opts.excludes, &rel))
+                && (rel.is_reserved() || is_excluded(&opts.excludes, &rel))
             {
                 return Ok(None);
             }

@@ -142,9 +142,9 @@ pub struct SchemaPlan {
 /// What an `extension.toml` declares.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Extension {
-    /// The folder, relative to the root.
-    #[serde(default)]
-    pub path: String,
+    /// The folder, relative to the root; `None` for the root itself (written "" in JSON).
+    #[serde(default, with = "folder_text")]
+    pub path: Option<RelPath>,
     /// Its name.
     pub name: String,
     /// Its version.
@@ -158,22 +158,42 @@ pub struct Extension {
 }
 
 impl Extension {
-    /// The extension's folder.
-    pub fn dir(&self, root: &Path) -> Result<std::path::PathBuf> {
-        Ok(if self.path.is_empty() {
-            root.to_path_buf()
-        } else {
-            RelPath::parse(&self.path)?.under(root)
+    /// The folder as text: "" for the root.
+    pub fn folder(&self) -> &str {
+        self.path.as_ref().map(RelPath::as_str).unwrap_or_default()
+    }
+    /// A path the extension names (its schema, its run_once folder), checked to stay inside
+    /// the instance.
+    pub fn resolve_rel(&self, rel: &str) -> Result<RelPath> {
+        let rel = rel.trim_end_matches('/');
+        RelPath::parse(&match &self.path {
+            None => rel.to_string(),
+            Some(dir) => format!("{dir}/{rel}"),
         })
     }
-    /// A path the extension names, checked to stay inside the instance.
+    /// [`Extension::resolve_rel`] below `root`.
     pub fn resolve(&self, root: &Path, rel: &str) -> Result<std::path::PathBuf> {
-        let joined = if self.path.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{}", self.path, rel.trim_end_matches('/'))
-        };
-        Ok(RelPath::parse(&joined)?.under(root))
+        Ok(self.resolve_rel(rel)?.under(root))
+    }
+}
+
+/// An extension folder in JSON: "" for the root, as written before it was typed.
+mod folder_text {
+    use super::RelPath;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<RelPath>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.as_ref().map(RelPath::as_str).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RelPath>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        RelPath::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -10,6 +10,20 @@ use crate::error::{Error, Result};
 
 /// Top-level names that belong to upkeep itself, never to a release.
 pub const RESERVED_TOP: &[&str] = &["staging", "inbox", ".upkeep", "upkeep.toml"];
+/// The suffix of a file's previous version kept by a swap.
+pub const BAK: &str = ".bak";
+/// The suffix of a run_once task that ran.
+pub const DONE: &str = ".done";
+
+/// The one rule for upkeep's own names, which are never part of the live tree (never
+/// fingerprinted, planned or shipped by a release): its working folders and files at the top
+/// (`at_top`), and backups and finished tasks anywhere.
+pub fn is_reserved_name(name: &[u8], at_top: bool) -> bool {
+    (at_top && RESERVED_TOP.iter().any(|r| r.as_bytes() == name))
+        || name.ends_with(BAK.as_bytes())
+        || name.ends_with(DONE.as_bytes())
+}
+
 /// File names at the root of an archive or `staging/` that carry the signed manifest.
 pub const MANIFEST_NAME: &str = "upkeep-manifest.json";
 /// Detached signature of [`MANIFEST_NAME`].
@@ -99,8 +113,7 @@ impl RelPath {
                 reason: reason.to_string(),
             })
         };
-        let top = self.0.split('/').next().unwrap_or_default();
-        if RESERVED_TOP.contains(&top) {
+        if RESERVED_TOP.contains(&self.top()) {
             return bad(
                 "aimed at one of upkeep's own folders (staging/, inbox/, .upkeep/, upkeep.toml)",
             );
@@ -108,7 +121,7 @@ impl RelPath {
         if self.0 == MANIFEST_NAME || self.0 == SIGNATURE_NAME {
             return bad("reserved for the signed manifest");
         }
-        if self.0.ends_with(".bak") || self.0.ends_with(".done") {
+        if self.is_reserved() {
             return bad("`.bak` and `.done` names are reserved for backups and finished tasks");
         }
         Ok(())
@@ -136,6 +149,20 @@ impl RelPath {
     /// The path with a suffix appended to its last component (`a/b.php` -> `a/b.php.bak`).
     pub fn with_suffix(&self, suffix: &str) -> RelPath {
         RelPath(format!("{}{}", self.0, suffix))
+    }
+
+    /// Whether this path is one of upkeep's own (see [`is_reserved_name`]).
+    pub fn is_reserved(&self) -> bool {
+        is_reserved_name(self.top().as_bytes(), true)
+            || is_reserved_name(
+                self.0.rsplit('/').next().unwrap_or_default().as_bytes(),
+                false,
+            )
+    }
+
+    /// The folder holding this path; `None` at the top.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0.rsplit_once('/').map(|(d, _)| RelPath(d.to_string()))
     }
 
     /// The first component.

@@ -182,7 +182,7 @@ pub fn dashboard(
             }
             h2 { "Extensions" }
             @if st.extensions.is_empty() { p.muted { "None found." } } @else {
-                ul { @for e in &st.extensions { li { (e.name) " " (e.version) " " span.muted { "/" (e.path) } } } }
+                ul { @for e in &st.extensions { li { (e.name) " " (e.version) " " span.muted { "/" (e.folder()) } } } }
             }
             h2 { "Pending run_once tasks" }
             @if st.pending_tasks.is_empty() { p.muted { "None." } } @else { ul { @for t in &st.pending_tasks { li { code { (t) } } } } }

@@ -76,7 +76,7 @@ pub struct Staged {
     /// Files to remove at the swap.
     pub removed: usize,
     /// Locally modified files.
-    pub modified: Vec<String>,
+    pub modified: Vec<RelPath>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -223,7 +223,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         bytes,
         reused,
         removed: diff.removed.len(),
-        modified: diff.modified.iter().map(|p| p.to_string()).collect(),
+        modified: diff.modified.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -2,6 +2,7 @@
 
 use super::State;
 use crate::error::{DbContext, Result};
+use crate::manifest::RelPath;
 use crate::manifest::plan::Extension;
 
 impl State {
@@ -12,7 +13,7 @@ impl State {
         for e in exts {
             tx.execute(
                 "INSERT INTO extensions(path, name, version, schema, run_once) VALUES(?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![e.path, e.name, e.version, e.schema, e.run_once],
+                rusqlite::params![e.folder(), e.name, e.version, e.schema, e.run_once],
             )
             .db(&self.path)?;
         }
@@ -27,8 +28,11 @@ impl State {
             .db(&self.path)?;
         let rows = st
             .query_map([], |r| {
+                let folder: String = r.get(0)?;
                 Ok(Extension {
-                    path: r.get(0)?,
+                    // A folder that no longer parses is treated as the root's: the scan after
+                    // the next update writes it again.
+                    path: RelPath::parse(&folder).ok(),
                     name: r.get(1)?,
                     version: r.get(2)?,
                     schema: r.get(3)?,

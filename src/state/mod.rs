@@ -9,8 +9,6 @@ pub use jobs::{JobKind, JobRecord, JobState};
 pub use runs::{Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
 pub use staged::StagedInfo;
 
-pub use crate::clock::now_text;
-
 /// An enum stored as text: one place converts each value to and from its word (SQL, JSON, and
 /// what the CLI prints), so no other code compares run states as strings.
 macro_rules! text_enum {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_text;
 use crate::config::Instance;
 use crate::error::{IoContext, Result};
 use crate::fsutil::{sync_dir, write_atomic};
-use crate::state::now_text;
 
 /// The default maintenance page; operators edit their copy in `.upkeep/templates/`.
 pub const DEFAULT_PAGE: &str = include_str!("../../templates/maintenance.html");
@@ -51,11 +51,9 @@ pub fn closed(inst: &Instance) -> Option<Closed> {
     }))
 }
 
+/// Text made safe for the operator's HTML template (maud's escaping, as in the panel).
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    maud::html! { (s) }.into_string()
 }
 
 /// Close the gate (idempotent: an existing marker keeps its time unless the message changes).

@@ -20,12 +20,7 @@ fn parse(rel: &RelPath, path: &Path) -> Result<Extension> {
             "fix the extension's manifest (name, version, schema, run_once)",
         )
     })?;
-    ext.path = rel
-        .as_str()
-        .strip_suffix("extension.toml")
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string();
+    ext.path = rel.parent();
     Ok(ext)
 }
 
@@ -58,16 +53,10 @@ pub fn after_swap(
     before: &[Extension],
     actions: &[Action],
 ) -> Result<Vec<Extension>> {
-    let mut by_path: std::collections::BTreeMap<String, Extension> =
+    let mut by_path: std::collections::BTreeMap<Option<RelPath>, Extension> =
         before.iter().map(|e| (e.path.clone(), e.clone())).collect();
     for a in actions.iter().filter(|a| is_manifest(&a.path)) {
-        let folder = a
-            .path
-            .as_str()
-            .strip_suffix("extension.toml")
-            .unwrap_or_default()
-            .trim_end_matches('/')
-            .to_string();
+        let folder = a.path.parent();
         match a.kind {
             Kind::Remove => {
                 by_path.remove(&folder);

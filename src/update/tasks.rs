@@ -17,6 +17,7 @@ use crate::config::Instance;
 use crate::crash;
 use crate::error::{DbContext, Error, IoContext, Result};
 use crate::manifest::RelPath;
+use crate::manifest::relpath::is_reserved_name;
 use crate::state::{State, TaskState};
 
 /// A task waiting to run.
@@ -47,19 +48,15 @@ pub fn is_task_name(name: &str) -> bool {
 
 /// Pending tasks: release tasks first, then each extension's, each group in name order.
 pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
-    let mut dirs = vec![("run_once".to_string(), inst.root.join("run_once"))];
+    let mut dirs = vec![RelPath::parse("run_once")?];
     for e in exts {
         if let Some(r) = &e.run_once {
-            let dir = e.resolve(&inst.root, r)?;
-            let rel = dir
-                .strip_prefix(&inst.root)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            dirs.push((rel, dir));
+            dirs.push(e.resolve_rel(r)?);
         }
     }
     let mut out = Vec::new();
-    for (rel, dir) in dirs {
+    for rel in dirs {
+        let dir = rel.under(&inst.root);
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -70,8 +67,7 @@ pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
             .collect();
         names.sort();
         for n in &names {
-            if n.ends_with(".done")
-                || n.ends_with(".bak")
+            if is_reserved_name(n.as_bytes(), false)
                 || n.starts_with('.')
                 || names.contains(&format!("{n}.done"))
             {
