@@ -9,7 +9,7 @@ use crate::manifest::RelPath;
 use crate::manifest::plan::{Diff, Kind, Plan};
 use crate::progress::Snapshot;
 use crate::stage::inbox;
-use crate::state::{JobKind, Run, RunStatus, Step};
+use crate::state::{JobKind, Run, RunStatus, Step, TaskState};
 use crate::update::Status;
 
 /// The wizard's steps, for the breadcrumb.
@@ -176,7 +176,7 @@ pub fn dashboard(
                 table { thead { tr { th { "Run" } th { "Started" } th { "From" } th { "To" } th { "Result" } th { "Closed" } } }
                 tbody { @for r in &st.history { tr {
                     td { (r.id) } td { (r.started_at) } td { (r.from.as_deref().unwrap_or("fresh")) } td { (r.to) }
-                    td { (status_badge(r.status.as_str())) }
+                    td { (run_badge(r.status)) }
                     td { @if let Some(ms) = r.closed_ms { (ms) " ms" } }
                 } } } }
             }
@@ -190,15 +190,30 @@ pub fn dashboard(
     )
 }
 
-fn status_badge(status: &str) -> Markup {
-    // The stored words of RunStatus and TaskState, styled by meaning.
+/// A run's status as a badge.
+fn run_badge(status: RunStatus) -> Markup {
     let class = match status {
-        "done" => "badge ok",
-        "failed" | "rolling_back" => "badge bad",
-        "rolled_back" => "badge warn",
-        _ => "badge",
+        RunStatus::Done => "badge ok",
+        RunStatus::Failed | RunStatus::RollingBack => "badge bad",
+        RunStatus::RolledBack => "badge warn",
+        RunStatus::Running => "badge",
     };
-    html! { span class=(class) { (status.replace('_', " ")) } }
+    badge(class, status.as_str())
+}
+
+/// A task's state as a badge.
+fn task_badge(state: TaskState) -> Markup {
+    let class = match state {
+        TaskState::Done | TaskState::Succeeded => "badge ok",
+        TaskState::Failed => "badge bad",
+        TaskState::Skipped => "badge warn",
+        TaskState::Started => "badge",
+    };
+    badge(class, state.as_str())
+}
+
+fn badge(class: &str, word: &str) -> Markup {
+    html! { span class=(class) { (word.replace('_', " ")) } }
 }
 
 fn path_list(title: &str, items: &[String]) -> Markup {
@@ -326,7 +341,7 @@ pub fn job(
             h1 { (kind) " (job " (id) ")" }
             @match outcome {
                 Outcome::Running => {
-                    div.card data-poll={ "/control/api/job/" (id) } data-key="running" aria-live="polite" {
+                    div.card data-poll={ "/control/api/job/" (id) } data-key="working" aria-live="polite" {
                         @if let Some(p) = snap { (progress_fields(p)) }
                         p.muted { "You can close this page: the work goes on, and logging in again brings you back here." }
                         (post_button(s, &format!("/control/job/{id}/cancel"), "Cancel", "secondary"))
@@ -494,7 +509,7 @@ pub fn run(
         active,
         html! {
             (steps(here))
-            h1 { "Run " (r.id) ": " (r.from.as_deref().unwrap_or("fresh")) " → " (r.to) " " (status_badge(r.status.as_str())) }
+            h1 { "Run " (r.id) ": " (r.from.as_deref().unwrap_or("fresh")) " → " (r.to) " " (run_badge(r.status)) }
             div.card data-poll=[active.then_some("/control/api/run")] data-key=(key) aria-live="polite" {
                 table { thead { tr { th { "Step" } th { "Result" } th { "Time" } } } tbody {
                     @for step in Step::ALL.iter().filter(|s| **s != Step::Done) {
@@ -503,7 +518,7 @@ pub fn run(
                             td { (step) }
                             td { @match t.and_then(|t| t.result.as_deref()) {
                                 Some("ok") => span.ok { "done" },
-                                Some(_) => span.bad { "failed" },
+                                Some(_) => span.bad { "error" },
                                 None if r.step == *step && active => span data-field="step" { "running…" },
                                 None if r.step == *step => span.warn { "stopped here" },
                                 None => span.muted { "—" },
@@ -535,7 +550,7 @@ pub fn run(
             }
             @if !r.tasks.is_empty() {
                 h2 { "run_once tasks" }
-                @for t in &r.tasks { div.card { p { code { (t.name) } " " (status_badge(t.state.as_str())) }
+                @for t in &r.tasks { div.card { p { code { (t.name) } " " (task_badge(t.state)) }
                     @if !t.output.is_empty() { pre { (t.output) } } } }
             }
         },

@@ -178,7 +178,7 @@ pub(super) async fn job_api(req: HttpRequest, app: Data, path: web::Path<i64>) -
     let p = j.progress.snapshot();
     let running = matches!(j.outcome(), Outcome::Running);
     HttpResponse::Ok().json(serde_json::json!({
-        "key": if running { "running" } else { "finished" },
+        "key": if running { "working" } else { "finished" },
         "max": p.bytes_total.max(1), "value": p.bytes_done,
         "fields": {
             "phase": p.phase,

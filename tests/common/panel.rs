@@ -110,7 +110,7 @@ impl Demo {
     pub fn wait_job(&self, c: &Client, location: &str) -> String {
         for _ in 0..600 {
             let page = self.get(c, location).text().unwrap();
-            if !page.contains("data-key=\"running\"") {
+            if !page.contains("data-key=\"working\"") {
                 return page;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
