@@ -137,24 +137,13 @@ pub fn print_plan(plan: &Plan) {
         })
         .collect();
     section("locally modified", modified);
-    section(
-        "add",
-        plan.of(Kind::Add).iter().map(|p| p.to_string()).collect(),
-    );
-    section(
-        "replace",
-        plan.of(Kind::Replace)
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-    );
-    section(
-        "remove",
-        plan.of(Kind::Remove)
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-    );
+    for (title, kind) in [
+        ("add", Kind::Add),
+        ("replace", Kind::Replace),
+        ("remove", Kind::Remove),
+    ] {
+        section(title, plan.of(kind).iter().map(|p| p.to_string()).collect());
+    }
     section(
         "run_once tasks",
         plan.tasks.iter().map(|t| t.to_string()).collect(),

@@ -204,13 +204,25 @@ pub fn run_all(
     Ok(ran)
 }
 
-/// Run a shell task under /bin/sh in the instance root, output and errors merged, with a timeout.
+/// How long output may keep arriving after the task ended and its process group was stopped
+/// (only a process that left the group, by `setsid`, can still hold the pipe open).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Stop every process of a task's group.
+fn kill_group(pgid: u32) -> bool {
+    // SAFETY: kill(2) on the task's own process group, which upkeep created for it.
+    unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) == 0 }
+}
+
+/// Run a shell task under /bin/sh in the instance root, output and errors merged. The task
+/// and everything it started run in a process group of their own: when the script ends, or
+/// its timeout passes, the whole group is stopped, so a background child (`cmd &`) cannot
+/// keep the site closed after the task, and the timeout bounds the closed window.
 fn run_shell(root: &Path, script: &Path, timeout: Duration) -> Result<(Option<i32>, String)> {
     let (mut reader, writer) = std::io::pipe().ctx("create pipe for", script)?;
     use std::os::unix::process::CommandExt;
     let mut child = Command::new("/bin/sh")
         .arg(script)
-        // Its own process group, so that a timeout stops whatever the script started too.
         .process_group(0)
         .current_dir(root)
         .stdin(Stdio::null())
@@ -218,26 +230,47 @@ fn run_shell(root: &Path, script: &Path, timeout: Duration) -> Result<(Option<i3
         .stderr(writer)
         .spawn()
         .ctx("run /bin/sh", script)?;
-    let collector = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = reader.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
+    let pgid = child.id();
+    // Output is gathered as it comes, so whatever arrived can be shown even if a detached
+    // process keeps the pipe open for ever.
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (eof_tx, eof_rx) = std::sync::mpsc::channel();
+    {
+        let buf = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+            let _ = eof_tx.send(());
+        });
+    }
     let start = Instant::now();
     let code = loop {
         if let Some(st) = child.try_wait().ctx("wait for", script)? {
             break st.code();
         }
         if start.elapsed() > timeout {
-            // SAFETY: kill(2) on the task's own process group.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
+            kill_group(pgid);
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output = collector.join().unwrap_or_default();
+    let left_behind = kill_group(pgid);
+    let drained = eof_rx.recv_timeout(OUTPUT_GRACE).is_ok();
+    let mut output =
+        String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    if left_behind && code.is_some() {
+        output.push_str("\n[upkeep: the task left processes running; they were stopped]\n");
+    }
+    if !drained {
+        output.push_str("\n[upkeep: a process the task started detached itself (setsid) and still holds its output; it was left running]\n");
+    }
     Ok((code, output))
 }

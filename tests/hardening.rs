@@ -1,0 +1,102 @@
+//! What an adversarial test of the single-site spine broke, class by class (issue 10): each
+//! test here failed before its fix.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// Release 1.0.0 installed from `v1`, release 1.1.0 (`v2`) published, a reference serving both.
+struct Story {
+    w: World,
+    _srv: Server,
+    site: Site,
+}
+
+fn story(v1: &[(&str, &[u8])], v2: &[(&str, &[u8])]) -> Story {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", v1);
+    w.publish("1.1.0", v2);
+    let srv = w.reference();
+    let root = w.instance("site", Some(&d1), &srv.url, &[]);
+    Story {
+        w,
+        _srv: srv,
+        site: Site::new(root),
+    }
+}
+
+impl Story {
+    fn stage_next(&self) {
+        self.site.stage_archive(&self.w.zip("1.1.0"));
+    }
+}
+
+/// A process that still runs (a zombie waiting for init to reap it has stopped running).
+fn alive(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
+        return false;
+    };
+    // The state letter follows the command name in parentheses.
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !(state.starts_with('Z') || state.starts_with('X'))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+// Class 3: a task's timeout bounds the task and everything it started.
+
+#[test]
+fn a_background_child_of_a_task_is_stopped_when_the_task_ends() {
+    let s = story(
+        &[("index.html", b"v1")],
+        &[
+            ("index.html", b"v2"),
+            (
+                "run_once/001-bg.sh",
+                b"(sleep 30) &\necho $! > bg.pid\necho started\n",
+            ),
+        ],
+    );
+    set_config(&s.site.root, "tasks", "timeout_secs", "20");
+    s.stage_next();
+    s.site.update_yes();
+    let pid = read(&s.site.root.join("bg.pid"));
+    assert!(!alive(&pid), "the task's background child {pid} still runs");
+    let st = s.site.status_json();
+    assert!(st["gate"].is_null(), "the site is open again");
+    let out = st["history"][0]["tasks"][0]["output"].as_str().unwrap();
+    assert!(out.contains("started"), "{out}");
+    assert!(
+        out.contains("left processes running; they were stopped"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_task_past_its_timeout_is_stopped_with_its_children_and_rollback_reopens() {
+    let s = story(
+        &[("index.html", b"v1")],
+        &[
+            ("index.html", b"v2"),
+            (
+                "run_once/001-hang.sh",
+                b"sleep 30 &\necho $! > child.pid\nwait\n",
+            ),
+        ],
+    );
+    set_config(&s.site.root, "tasks", "timeout_secs", "1");
+    s.stage_next();
+    let err = fails(s.site.run(&["update", "--yes"]), 1);
+    assert!(err.contains("was stopped after 1 s"), "{err}");
+    let pid = read(&s.site.root.join("child.pid"));
+    assert!(!alive(&pid), "the task's child {pid} outlived the timeout");
+    // The site is closed, but a command moves it back.
+    assert!(!s.site.status_json()["gate"].is_null());
+    ok(s.site.run(&["rollback"]));
+    assert!(s.site.status_json()["gate"].is_null());
+    assert_eq!(read(&s.site.root.join("index.html")), "v1");
+}
