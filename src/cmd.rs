@@ -21,7 +21,7 @@ use upkeep::{
 
 use crate::print::{
     emit, finished_run, list_inbox, print_json, print_list, print_plan, print_status,
-    show_progress, step_line,
+    show_progress, step_line, still_closed,
 };
 
 /// `upkeep keygen`.
@@ -237,6 +237,7 @@ pub fn check(root: &Path, json: bool) -> Result<u8> {
         print_list("new", &d.new);
         print_list("changed", &d.changed);
         print_list("removed", &d.removed);
+        print_list("excluded by upkeep.toml (never touched)", &d.excluded);
         println!("unchanged: {} files", d.unchanged);
         if d.up_to_date() {
             println!("up to date");
@@ -371,6 +372,9 @@ pub fn update(
         )),
         Some(run) => {
             finished_run(json, &run);
+            if !json {
+                still_closed(&inst);
+            }
             Ok(0)
         }
     }
@@ -410,6 +414,9 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
     };
     let run = update::resume(&inst, &opts)?;
     finished_run(json, &run);
+    if !json {
+        still_closed(&inst);
+    }
     Ok(0)
 }
 

@@ -251,3 +251,16 @@ pub fn list_inbox(inst: &Instance, json: bool) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// After a run: say so when the site stays closed because the operator had closed it.
+pub fn still_closed(inst: &Instance) {
+    if let Some(c) = upkeep::update::gate::closed(inst)
+        && c.run.is_none()
+    {
+        println!(
+            "the site stays closed, as you closed it before the run ({}); `upkeep open --root {}` opens it",
+            c.message,
+            inst.root.display()
+        );
+    }
+}

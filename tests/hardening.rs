@@ -100,3 +100,78 @@ fn a_task_past_its_timeout_is_stopped_with_its_children_and_rollback_reopens() {
     assert!(s.site.status_json()["gate"].is_null());
     assert_eq!(read(&s.site.root.join("index.html")), "v1");
 }
+
+// Class 5: an excluded path is never fingerprinted, planned, swapped or rolled back.
+
+#[test]
+fn excluded_paths_are_never_touched_whatever_the_release_ships() {
+    let s = story(
+        &[
+            ("index.html", b"v1"),
+            ("uploads/old.jpg", b"release 1 file"),
+        ],
+        &[
+            ("index.html", b"v2"),
+            ("uploads/photo.jpg", b"release 2 photo"),
+        ],
+    );
+    set_config(&s.site.root, "", "exclude", r#"["uploads/"]"#);
+    // The site's own upload, with the name the release also uses.
+    std::fs::write(
+        s.site.root.join("uploads/photo.jpg"),
+        "the site's own photo",
+    )
+    .unwrap();
+    let out = String::from_utf8_lossy(&s.site.run(&["check"]).stdout).into_owned();
+    assert!(!out.contains("new: "), "{out}");
+    assert!(
+        out.contains("excluded by upkeep.toml (never touched): 2 files"),
+        "{out}"
+    );
+    s.stage_next();
+    assert!(
+        !s.site.root.join("staging/uploads").exists(),
+        "nothing fetched for it"
+    );
+    let (_, plan) = s.site.plan();
+    let paths: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["index.html"]);
+    s.site.update_yes();
+    assert_eq!(
+        read(&s.site.root.join("uploads/photo.jpg")),
+        "the site's own photo"
+    );
+    assert_eq!(read(&s.site.root.join("uploads/old.jpg")), "release 1 file");
+    assert!(!s.site.root.join("uploads/photo.jpg.bak").exists());
+    assert!(!s.site.root.join("uploads/old.jpg.bak").exists());
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(
+        read(&s.site.root.join("uploads/photo.jpg")),
+        "the site's own photo"
+    );
+    assert_eq!(read(&s.site.root.join("index.html")), "v1");
+}
+
+// Class 10: the operator's word outlasts the run.
+
+#[test]
+fn a_site_closed_by_the_operator_stays_closed_after_the_update_and_after_rollback() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    ok(s.site.run(&["close", "--message", "Closed for the audit"]));
+    s.stage_next();
+    let out = s.site.update_yes();
+    assert!(out.contains("the site stays closed, as you closed it"), "{out}");
+    let st = s.site.status_json();
+    assert_eq!(st["gate"]["message"], "Closed for the audit");
+    assert!(st["gate"]["run"].is_null());
+    assert_eq!(read(&s.site.root.join("index.html")), "v2");
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(s.site.status_json()["gate"]["message"], "Closed for the audit");
+    ok(s.site.run(&["open"]));
+    assert!(s.site.status_json()["gate"].is_null());
+}

@@ -374,15 +374,21 @@ pub fn diff_live(
     installed: Option<&VerifiedManifest>,
     target: &VerifiedManifest,
 ) -> Result<Diff> {
-    let mut paths: Vec<&RelPath> = target.files().iter().map(|f| &f.path).collect();
+    let excluded = |p: &RelPath| inst.excluded(p);
+    let mut paths: Vec<&RelPath> = target
+        .files()
+        .iter()
+        .map(|f| &f.path)
+        .filter(|p| !excluded(p))
+        .collect();
     if let Some(i) = installed {
-        paths.extend(i.files().iter().map(|f| &f.path));
+        paths.extend(i.files().iter().map(|f| &f.path).filter(|p| !excluded(p)));
     }
     // Two sorted runs: the stable sort merges them in one pass.
     paths.sort();
     paths.dedup();
     let live = live_prints(inst, state, &paths)?;
-    Ok(Diff::compute(installed, target, &live))
+    Ok(Diff::compute(installed, target, &live, &excluded))
 }
 
 /// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the

@@ -36,6 +36,10 @@ pub struct Diff {
     /// Files that match neither the installed release nor the latest: the operator changed them
     /// (or deleted them). Each also appears in `changed`, `new` or `removed`.
     pub modified: Vec<RelPath>,
+    /// Release paths the instance excludes (`exclude` in upkeep.toml): never compared, fetched,
+    /// swapped or rolled back, whatever the release ships there.
+    #[serde(default)]
+    pub excluded: Vec<RelPath>,
 }
 
 impl Diff {
@@ -45,6 +49,7 @@ impl Diff {
         installed: Option<&VerifiedManifest>,
         latest: &VerifiedManifest,
         live: &HashMap<&RelPath, Live>,
+        excluded: &dyn Fn(&RelPath) -> bool,
     ) -> Diff {
         let mut d = Diff {
             installed: installed.map(|m| m.version().to_string()),
@@ -52,6 +57,10 @@ impl Diff {
             ..Diff::default()
         };
         for f in latest.files() {
+            if excluded(&f.path) {
+                d.excluded.push(f.path.clone());
+                continue;
+            }
             let here = live.get(&f.path);
             let before = installed.and_then(|m| m.entry(&f.path));
             match (here, before) {
@@ -74,6 +83,10 @@ impl Diff {
         if let Some(inst) = installed {
             for f in inst.files() {
                 if latest.entry(&f.path).is_some() {
+                    continue;
+                }
+                if excluded(&f.path) {
+                    d.excluded.push(f.path.clone());
                     continue;
                 }
                 if let Some(l) = live.get(&f.path) {
@@ -347,6 +360,7 @@ mod tests {
                 ("gone", "g"),
                 ("mine", "edited"),
             ]),
+            &|_| false,
         );
         assert_eq!(names(&d.new), ["add"]);
         assert_eq!(names(&d.changed), ["chg", "mine"]);
@@ -359,7 +373,7 @@ mod tests {
     fn fresh_install_2() {
         let k = SecretKey::generate().unwrap();
         let b = release(&k, "1.0.0", &[("x", "1"), ("y", "2")]);
-        let d = Diff::compute(None, &b, &HashMap::new());
+        let d = Diff::compute(None, &b, &HashMap::new(), &|_| false);
         assert_eq!(names(&d.new), ["x", "y"]);
         assert!(d.modified.is_empty());
     }
@@ -367,15 +381,31 @@ mod tests {
     fn up_to_date_3() {
         let k = SecretKey::generate().unwrap();
         let b = release(&k, "1.0.0", &[("x", "1")]);
-        let d = Diff::compute(Some(&b), &b, &live(&[("x", "1")]));
+        let d = Diff::compute(Some(&b), &b, &live(&[("x", "1")]), &|_| false);
         assert!(d.up_to_date());
         assert_eq!(d.unchanged, 1);
     }
     #[test]
+    fn excluded_paths_are_reported_and_nothing_else() {
+        let k = SecretKey::generate().unwrap();
+        let a = release(&k, "1.0.0", &[("x", "1"), ("up/old.jpg", "o")]);
+        let b = release(&k, "1.1.0", &[("x", "2"), ("up/photo.jpg", "p")]);
+        let d = Diff::compute(
+            Some(&a),
+            &b,
+            &live(&[("x", "1"), ("up/photo.jpg", "mine"), ("up/old.jpg", "o")]),
+            &|p| p.top() == "up",
+        );
+        assert_eq!(names(&d.changed), ["x"]);
+        assert!(d.new.is_empty() && d.removed.is_empty() && d.modified.is_empty());
+        assert_eq!(names(&d.excluded), ["up/photo.jpg", "up/old.jpg"]);
+    }
+
+    #[test]
     fn deleted_locally_is_modified() {
         let k = SecretKey::generate().unwrap();
         let a = release(&k, "1.0.0", &[("x", "1")]);
-        let d = Diff::compute(Some(&a), &a, &HashMap::new());
+        let d = Diff::compute(Some(&a), &a, &HashMap::new(), &|_| false);
         assert_eq!(names(&d.changed), ["x"]);
         assert_eq!(names(&d.modified), ["x"]);
     }

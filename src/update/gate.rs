@@ -24,6 +24,10 @@ pub struct Closed {
     pub since: String,
     /// The run that closed it, if any.
     pub run: Option<i64>,
+    /// The operator's own closure that a run found in place: the run's reopen puts it back
+    /// instead of opening the site (the operator's word outlasts the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Box<Closed>>,
 }
 
 /// The marker file.
@@ -48,6 +52,7 @@ pub fn closed(inst: &Instance) -> Option<Closed> {
         message: text,
         since: String::new(),
         run: None,
+        operator: None,
     }))
 }
 
@@ -58,28 +63,53 @@ fn escape(s: &str) -> String {
 
 /// Close the gate (idempotent: an existing marker keeps its time unless the message changes).
 pub fn close(inst: &Instance, message: &str, run: Option<i64>) -> Result<Closed> {
-    if let Some(c) = closed(inst)
+    let before = closed(inst);
+    if let Some(c) = &before
         && c.message == message
         && c.run == run
     {
-        return Ok(c);
+        return Ok(c.clone());
     }
+    // A run closing a site the operator closed keeps the operator's closure to put back.
+    let operator = match (run, before) {
+        (Some(_), Some(c)) if c.run.is_none() => Some(Box::new(c)),
+        (Some(_), Some(c)) => c.operator,
+        _ => None,
+    };
     let c = Closed {
         message: message.to_string(),
         since: now_text(),
         run,
+        operator,
     };
+    write_marker(inst, &c)?;
+    Ok(c)
+}
+
+fn write_marker(inst: &Instance, c: &Closed) -> Result<()> {
     let template =
         std::fs::read_to_string(template_path(inst)).unwrap_or_else(|_| DEFAULT_PAGE.to_string());
     let page = template
-        .replace("{{message}}", &escape(message))
+        .replace("{{message}}", &escape(&c.message))
         .replace("{{since}}", &escape(&c.since));
     write_atomic(&page_path(inst), page.as_bytes())?;
     write_atomic(
         &marker(inst),
-        serde_json::to_string(&c).expect("serialises").as_bytes(),
-    )?;
-    Ok(c)
+        serde_json::to_string(c).expect("serialises").as_bytes(),
+    )
+}
+
+/// The end of a run (reopen, rollback): open the gate, unless the operator had closed the
+/// site before the run; then their closure, message and time included, is put back.
+/// Returns the closure that stays, if any.
+pub fn reopen_after_run(inst: &Instance) -> Result<Option<Closed>> {
+    match closed(inst).and_then(|c| c.operator) {
+        Some(op) => {
+            write_marker(inst, &op)?;
+            Ok(Some(*op))
+        }
+        None => open(inst).map(|_| None),
+    }
 }
 
 /// Open the gate.

@@ -250,7 +250,7 @@ fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
         swap::drop_old_backups(inst, &p.actions, &run.plan.actions);
     }
     let _ = std::fs::remove_dir_all(inst.partial_dir());
-    gate::open(inst)?;
+    gate::reopen_after_run(inst)?;
     crash::point("reopen:opened");
     state.mark_reopened(run.id)
 }

@@ -72,7 +72,7 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
     state.record_extensions(&scan::find(inst)?)?;
     state.clear_staged()?;
     clear_staging(inst)?;
-    gate::open(inst)?;
+    gate::reopen_after_run(inst)?;
     state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
     state.run(id)
 }
