@@ -15,7 +15,12 @@ pub fn check(inst: &Instance) -> Result<(Diff, VerifiedManifest)> {
     let (_, latest) = block_on(remote.latest())?;
     let mut state = State::open(&inst.state_db())?;
     let installed = state.installed_list(&inst.key)?;
-    let diff = diff_live(inst, &mut state, installed.as_ref(), &latest)?;
+    let mut diff = diff_live(inst, &mut state, installed.as_ref(), &latest)?;
+    // The same rule as staging's: an older release is no update.
+    if let Some(i) = &installed {
+        diff.older = crate::manifest::parse_version(latest.version())?
+            < crate::manifest::parse_version(i.version())?;
+    }
     state.save_release(&latest)?;
     state.set_meta("last_check", &now_text())?;
     state.set_meta("last_check_latest", latest.version())?;

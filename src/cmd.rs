@@ -239,7 +239,13 @@ pub fn check(root: &Path, json: bool) -> Result<u8> {
         print_list("removed", &d.removed);
         print_list("excluded by upkeep.toml (never touched)", &d.excluded);
         println!("unchanged: {} files", d.unchanged);
-        if d.up_to_date() {
+        if d.older {
+            println!(
+                "the reference's latest release {} is older than the installed {}: nothing to update (staging it needs --allow-downgrade)",
+                d.latest,
+                d.installed.as_deref().unwrap_or_default()
+            );
+        } else if d.up_to_date() {
             println!("up to date");
         } else {
             println!(

@@ -61,6 +61,12 @@ pub enum Error {
     #[error("release {release} is older than the installed release {installed}")]
     Downgrade { release: String, installed: String },
 
+    /// A version already known with other content: a published version is immutable.
+    #[error(
+        "release {version} is already known here with other content: a published version never changes"
+    )]
+    VersionReused { version: String },
+
     /// Signed metadata past its expiry date.
     #[error("{what} expired on {expires}: refused as stale")]
     Expired { what: String, expires: String },
@@ -145,6 +151,7 @@ impl Error {
             | Error::NothingStaged { .. }
             | Error::Downgrade { .. }
             | Error::Expired { .. }
+            | Error::VersionReused { .. }
             | Error::StaleStaging { .. }
             | Error::Archive { .. }
             | Error::BadManifest { .. }
@@ -165,6 +172,9 @@ impl Error {
             )),
             Error::Downgrade { .. } => Some(
                 "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)".into(),
+            ),
+            Error::VersionReused { .. } => Some(
+                "tell the publisher: a changed release must get a new version number; do not install this one".into(),
             ),
             Error::Expired { .. } => Some(
                 "ask the publisher to publish again (or re-sign) with a later --expires".into(),

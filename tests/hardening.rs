@@ -165,13 +165,126 @@ fn a_site_closed_by_the_operator_stays_closed_after_the_update_and_after_rollbac
     ok(s.site.run(&["close", "--message", "Closed for the audit"]));
     s.stage_next();
     let out = s.site.update_yes();
-    assert!(out.contains("the site stays closed, as you closed it"), "{out}");
+    assert!(
+        out.contains("the site stays closed, as you closed it"),
+        "{out}"
+    );
     let st = s.site.status_json();
     assert_eq!(st["gate"]["message"], "Closed for the audit");
     assert!(st["gate"]["run"].is_null());
     assert_eq!(read(&s.site.root.join("index.html")), "v2");
     ok(s.site.run(&["rollback"]));
-    assert_eq!(s.site.status_json()["gate"]["message"], "Closed for the audit");
+    assert_eq!(
+        s.site.status_json()["gate"]["message"],
+        "Closed for the audit"
+    );
     ok(s.site.run(&["open"]));
     assert!(s.site.status_json()["gate"].is_null());
+}
+
+// Class 8: a version, once published, is immutable; check and stage agree.
+
+/// Sign `bytes` with the world's publisher key, as `publish` does.
+fn sign(w: &World, bytes: &[u8]) -> String {
+    upkeep::manifest::SecretKey::load(&w.key)
+        .unwrap()
+        .sign(bytes)
+}
+
+fn write_pointer(w: &World, repo: &Path, latest: &str, manifest: &[u8]) {
+    let ptr = upkeep::manifest::Pointer {
+        format: upkeep::manifest::FORMAT,
+        latest: latest.into(),
+        manifest_sha256: upkeep::manifest::digest::sha256_bytes(manifest),
+        date: "2026-01-01T00:00:00Z".into(),
+        expires: "2099-01-01T00:00:00Z".into(),
+        releases: vec![latest.into()],
+    };
+    let bytes = upkeep::manifest::to_bytes(&ptr);
+    std::fs::write(repo.join("latest.sig"), sign(w, &bytes)).unwrap();
+    std::fs::write(repo.join("latest.json"), bytes).unwrap();
+}
+
+#[test]
+fn check_and_stage_agree_that_an_older_release_is_no_update() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    s.stage_next();
+    s.site.update_yes();
+    // The site's reference now offers only 1.0.0 (a mirror left behind, say).
+    let old = s.w.path("old-repo");
+    copy_tree(&s.w.repo, &old);
+    let m = std::fs::read(old.join("releases/1.0.0/manifest.json")).unwrap();
+    write_pointer(&s.w, &old, "1.0.0", &m);
+    let srv = spawn_server(&["reference", "--repo", old.to_str().unwrap()]);
+    set_config(&s.site.root, "", "reference", &format!("\"{}\"", srv.url));
+    let o = s.site.run(&["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("older than the installed 1.1.0: nothing to update"),
+        "{}",
+        stdout(&o)
+    );
+    let err = fails(s.site.run(&["stage", "--network"]), 1);
+    assert!(
+        err.contains("release 1.0.0 is older than the installed release 1.1.0"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-downgrade"), "{err}");
+}
+
+#[test]
+fn a_pointer_naming_one_version_with_another_versions_manifest_is_refused() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    // 1.1.0's genuine signed manifest, replayed as "1.2.0".
+    let m = std::fs::read(s.w.repo.join("releases/1.1.0/manifest.json")).unwrap();
+    let sig = std::fs::read(s.w.repo.join("releases/1.1.0/manifest.sig")).unwrap();
+    let dir = s.w.repo.join("releases/1.2.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &m).unwrap();
+    std::fs::write(dir.join("manifest.sig"), &sig).unwrap();
+    write_pointer(&s.w, &s.w.repo, "1.2.0", &m);
+    let err = fails(s.site.run(&["check"]), 1);
+    assert!(
+        err.contains("signed as release 1.1.0 but was published as 1.2.0"),
+        "{err}"
+    );
+    fails(s.site.run(&["stage", "--network"]), 1);
+    assert!(s.site.status_json()["staged"].is_null());
+}
+
+#[test]
+fn the_same_version_signed_again_with_other_content_is_refused() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    assert_eq!(
+        s.site.run(&["check"]).status.code(),
+        Some(10),
+        "1.1.0 seen once"
+    );
+    // The publisher re-signs 1.1.0 with other content under the same version.
+    let other = s.w.path("other");
+    write_tree(&other, &[("index.html", b"v2, silently changed")]);
+    let repo2 = s.w.path("repo2");
+    ok(upkeep(&[
+        "publish",
+        other.to_str().unwrap(),
+        "--version",
+        "1.1.0",
+        "--repo",
+        repo2.to_str().unwrap(),
+        "--key",
+        s.w.key.to_str().unwrap(),
+    ]));
+    let srv = spawn_server(&["reference", "--repo", repo2.to_str().unwrap()]);
+    set_config(&s.site.root, "", "reference", &format!("\"{}\"", srv.url));
+    let err = fails(s.site.run(&["check"]), 1);
+    assert!(
+        err.contains("release 1.1.0 is already known here with other content"),
+        "{err}"
+    );
+    assert!(err.contains("new version number"), "{err}");
+    let err = fails(s.site.run(&["stage", "--network"]), 1);
+    assert!(
+        err.contains("already known here with other content"),
+        "{err}"
+    );
 }

@@ -36,6 +36,10 @@ pub struct Diff {
     /// Files that match neither the installed release nor the latest: the operator changed them
     /// (or deleted them). Each also appears in `changed`, `new` or `removed`.
     pub modified: Vec<RelPath>,
+    /// The latest release is older than the installed one: nothing to update (a downgrade is
+    /// staged only with `--allow-downgrade`).
+    #[serde(default)]
+    pub older: bool,
     /// Release paths the instance excludes (`exclude` in upkeep.toml): never compared, fetched,
     /// swapped or rolled back, whatever the release ships there.
     #[serde(default)]
@@ -101,9 +105,10 @@ impl Diff {
         d
     }
 
-    /// True when the live tree already is the latest release.
+    /// True when there is nothing to update: the live tree already is the latest release, or
+    /// the latest release is older than the installed one.
     pub fn up_to_date(&self) -> bool {
-        self.new.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.older || (self.new.is_empty() && self.changed.is_empty() && self.removed.is_empty())
     }
 
     /// Files to fetch into staging: new and changed.

@@ -161,7 +161,18 @@ impl Remote {
                 reason: "the manifest does not match the one the signed pointer names".into(),
             });
         }
-        VerifiedManifest::verify(bytes, sig, &self.key, &what)
+        let m = VerifiedManifest::verify(bytes, sig, &self.key, &what)?;
+        // A signed manifest of another version under this version's name is a replay.
+        if m.version() != version {
+            return Err(Error::BadManifest {
+                what,
+                reason: format!(
+                    "it is signed as release {} but was published as {version}",
+                    m.version()
+                ),
+            });
+        }
+        Ok(m)
     }
 
     /// The latest release's manifest, through the pointer.

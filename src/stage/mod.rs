@@ -130,14 +130,10 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
             manifest::parse_version(inst_m.version())?,
         );
         if new_v < old_v && !opts.allow_downgrade {
-            return Err(Error::refused(
-                format!(
-                    "release {} is older than the installed release {}",
-                    target.version(),
-                    inst_m.version()
-                ),
-                "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)",
-            ));
+            return Err(Error::Downgrade {
+                release: target.version().to_string(),
+                installed: inst_m.version().to_string(),
+            });
         }
     }
 

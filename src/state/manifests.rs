@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::State;
-use crate::error::{DbContext, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::manifest::{PublicKey, VerifiedManifest};
 
 impl State {
@@ -13,6 +13,14 @@ impl State {
         let Some(bytes) = m.bytes() else {
             return Ok(());
         };
+        if let Some((stored, sig)) = self.release_bytes(m.version())? {
+            if sig.trim() == m.sig().trim() || stored == bytes {
+                return Ok(());
+            }
+            return Err(Error::VersionReused {
+                version: m.version().to_string(),
+            });
+        }
         self.put_blob(
             |c| {
                 c.execute(
