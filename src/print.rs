@@ -129,6 +129,10 @@ pub fn print_plan(plan: &Plan) {
         .filter(|a| a.modified)
         .map(|a| match a.kind {
             Kind::Keep => format!("{} (kept as it is: --keep-modified)", a.path),
+            Kind::Displace => format!(
+                "{} (in the way of the release's files: moved whole into .upkeep/aside/)",
+                a.path
+            ),
             Kind::Remove => format!(
                 "{} (your version kept as {}.bak; removed by the release)",
                 a.path, a.path
@@ -144,6 +148,10 @@ pub fn print_plan(plan: &Plan) {
     ] {
         section(title, plan.of(kind).iter().map(|p| p.to_string()).collect());
     }
+    section(
+        "existing backups moved into .upkeep/aside/ (put back by rollback)",
+        plan.kept_aside.iter().map(|p| p.to_string()).collect(),
+    );
     section(
         "run_once tasks",
         plan.tasks.iter().map(|t| t.to_string()).collect(),

@@ -23,7 +23,7 @@ fn crash_points(s: &Scenario) -> Vec<String> {
     for must in [
         "close:before",
         "swap:1:done",
-        "swap:3:moved-live",
+        "swap:2:moved-live",
         "swap:synced",
         "scan:after",
         "migrate:backup",
@@ -97,7 +97,7 @@ fn a_second_crash_inside_resume() {
     let r = root.to_str().unwrap();
     assert!(killed(&upkeep_env(
         &["update", "--root", r, "--yes"],
-        &[("UPKEEP_CRASH_AT", "swap:3:moved-live")]
+        &[("UPKEEP_CRASH_AT", "swap:2:moved-live")]
     )));
     assert!(killed(&upkeep_env(
         &["resume", "--root", r],

@@ -288,3 +288,138 @@ fn the_same_version_signed_again_with_other_content_is_refused() {
         "{err}"
     );
 }
+
+// Class 1: a folder that becomes a file, and a file that becomes a folder.
+
+#[test]
+fn a_folder_that_becomes_a_file_installs_and_rolls_back_exactly() {
+    let s = story(
+        &[
+            ("index.html", b"v1"),
+            ("a/x.txt", b"x1"),
+            ("a/y.txt", b"y1"),
+        ],
+        &[("index.html", b"v2"), ("a", b"a is a file now")],
+    );
+    // The operator keeps a file of their own in that folder: it must not be lost.
+    std::fs::write(s.site.root.join("a/notes.txt"), "mine").unwrap();
+    let before = snapshot(&s.site.root);
+    s.stage_next();
+    let out = stdout(&s.site.run(&["update"]));
+    assert!(
+        out.contains("a (in the way of the release's files"),
+        "{out}"
+    );
+    s.site.update_yes();
+    assert_eq!(read(&s.site.root.join("a")), "a is a file now");
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(read(&s.site.root.join("a/x.txt")), "x1");
+    assert_eq!(read(&s.site.root.join("a/notes.txt")), "mine");
+    let after = snapshot(&s.site.root);
+    let live = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .filter(|(k, _)| !k.starts_with(".upkeep") && !k.starts_with("staging"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(&after), live(&before));
+    assert!(s.site.status_json()["gate"].is_null());
+}
+
+#[test]
+fn a_file_that_becomes_a_folder_installs_and_rolls_back_exactly() {
+    let s = story(
+        &[("index.html", b"v1"), ("x", b"x was a file")],
+        &[("index.html", b"v2"), ("x/y.txt", b"inside the new folder")],
+    );
+    s.stage_next();
+    s.site.update_yes();
+    assert_eq!(read(&s.site.root.join("x/y.txt")), "inside the new folder");
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(read(&s.site.root.join("x")), "x was a file");
+    assert_eq!(read(&s.site.root.join("index.html")), "v1");
+}
+
+#[test]
+fn a_local_file_where_the_release_needs_a_folder_is_moved_aside_and_back() {
+    let s = story(
+        &[("index.html", b"v1")],
+        &[("index.html", b"v2"), ("docs/guide.html", b"guide")],
+    );
+    std::fs::write(s.site.root.join("docs"), "the operator's file named docs").unwrap();
+    s.stage_next();
+    s.site.update_yes();
+    assert_eq!(read(&s.site.root.join("docs/guide.html")), "guide");
+    let aside = s.site.root.join(".upkeep/aside/run-1/displaced/docs");
+    assert_eq!(read(&aside), "the operator's file named docs");
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(
+        read(&s.site.root.join("docs")),
+        "the operator's file named docs"
+    );
+}
+
+// Class 2: nothing the operator wrote is lost or silently replaced.
+
+#[test]
+fn an_existing_bak_is_moved_aside_and_put_back_by_rollback() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    std::fs::write(
+        s.site.root.join("index.html.bak"),
+        "the operator's own backup",
+    )
+    .unwrap();
+    s.stage_next();
+    let out = stdout(&s.site.run(&["update"]));
+    assert!(
+        out.contains("existing backups moved into .upkeep/aside/"),
+        "{out}"
+    );
+    assert!(out.contains("index.html.bak"), "{out}");
+    s.site.update_yes();
+    assert_eq!(read(&s.site.root.join("index.html.bak")), "v1");
+    assert_eq!(
+        read(&s.site.root.join(".upkeep/aside/run-1/bak/index.html.bak")),
+        "the operator's own backup"
+    );
+    ok(s.site.run(&["rollback"]));
+    assert_eq!(read(&s.site.root.join("index.html")), "v1");
+    assert_eq!(
+        read(&s.site.root.join("index.html.bak")),
+        "the operator's own backup"
+    );
+}
+
+#[test]
+fn a_local_edit_kept_as_bak_survives_the_next_update_and_a_second_rollback_is_refused() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    w.publish("1.2.0", &[("index.html", b"v3")]);
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    std::fs::write(site.root.join("index.html"), "my local edit").unwrap();
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    assert_eq!(read(&site.root.join("index.html.bak")), "my local edit");
+    site.stage_archive(&w.zip("1.2.0"));
+    let out = stdout(&site.run(&["update"]));
+    assert!(out.contains("index.html.bak"), "the plan says so: {out}");
+    site.update_yes();
+    // The edit is not overwritten: it waits in the aside folder of run 2.
+    assert_eq!(read(&site.root.join("index.html.bak")), "v2");
+    assert_eq!(
+        read(&site.root.join(".upkeep/aside/run-2/bak/index.html.bak")),
+        "my local edit"
+    );
+    ok(site.run(&["rollback"]));
+    assert_eq!(read(&site.root.join("index.html")), "v2");
+    assert_eq!(read(&site.root.join("index.html.bak")), "my local edit");
+    // Run 1 cannot be undone exactly any more: refused, and nothing changes.
+    let before = snapshot(&site.root);
+    let err = fails(site.run(&["rollback"]), 1);
+    assert!(err.contains("run 2 was already rolled back"), "{err}");
+    assert!(err.contains("--allow-downgrade"), "{err}");
+    assert_eq!(snapshot(&site.root), before);
+    assert_eq!(site.status_json()["installed"], "1.1.0");
+}

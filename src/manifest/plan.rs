@@ -129,6 +129,9 @@ pub enum Kind {
     Remove,
     /// A locally modified file left as it is (`--keep-modified`).
     Keep,
+    /// Something in the way of a new file (a folder that becomes a file, a local file where
+    /// the release needs a folder): moved whole into `.upkeep/aside/`, put back by rollback.
+    Displace,
 }
 
 /// One planned change.
@@ -241,6 +244,10 @@ pub struct Plan {
     pub schema: SchemaPlan,
     /// Bytes of the files to install.
     pub bytes: u64,
+    /// Existing `NAME.bak` files the swap would overwrite: moved into `.upkeep/aside/` first
+    /// (a rollback puts them back; after a successful run they stay there).
+    #[serde(default)]
+    pub kept_aside: Vec<RelPath>,
     /// Extensions of the live tree, found before the site closes (the scan step applies the
     /// plan's changes to them instead of walking the tree while closed).
     #[serde(default)]
@@ -257,11 +264,16 @@ impl Plan {
     }
 
     /// The same plan with locally modified files kept as they are (or not): the review shows
-    /// one plan and offers both choices, each with its own digest.
+    /// one plan and offers both choices, each with its own digest. What is in the way of a new
+    /// file cannot be kept: it is displaced either way.
     pub fn with_keep_modified(&self, keep: bool) -> Plan {
         let mut p = self.clone();
         p.keep_modified = keep;
-        for a in p.actions.iter_mut().filter(|a| a.modified) {
+        for a in p
+            .actions
+            .iter_mut()
+            .filter(|a| a.modified && a.kind != Kind::Displace)
+        {
             match (keep, a.kind) {
                 (true, Kind::Add | Kind::Replace | Kind::Remove) => {
                     a.undo_keep = Some(a.kind);

@@ -412,6 +412,8 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
                 ul { @for p in plan.of(Kind::Replace).iter().take(500) { li { code { (p) } " " a href=(diff_href(p)) { "compare" } } } }
             }
             (path_list("Remove", &kinds(Kind::Remove)))
+            (path_list("In the way of new files: moved whole into .upkeep/aside/", &kinds(Kind::Displace)))
+            (path_list("Existing backups moved into .upkeep/aside/ (a rollback puts them back)", &plan.kept_aside.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             (path_list("run_once tasks", &plan.tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>()))
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }

@@ -190,7 +190,12 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             )?;
             state.mark_closed(run.id)?;
         }
-        Step::Swap => swap::apply(inst, &run.plan.actions, o.progress)?,
+        Step::Swap => swap::apply(
+            inst,
+            &swap::aside_dir(inst, run.id),
+            &run.plan.actions,
+            o.progress,
+        )?,
         Step::Scan => {
             let exts = scan::after_swap(inst, &run.plan.extensions, &run.plan.actions)?;
             state.record_extensions(&exts)?;

@@ -11,6 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::diff_live;
 use crate::fsutil::{device_of, free_bytes, human_bytes};
 use crate::manifest::plan::{Action, Kind, Plan};
+use crate::manifest::relpath::BAK;
 use crate::manifest::{RelPath, VerifiedManifest, digest};
 use crate::state::State;
 
@@ -92,11 +93,65 @@ pub fn prepare(
         });
     }
     let modified: HashSet<&RelPath> = diff.modified.iter().collect();
-    let mut actions: Vec<Action> = needed
+    let mut actions = Vec::new();
+    // Removals first: a file that becomes a folder (x, then x/y) must be out of the way before
+    // the folder is made.
+    for p in &diff.removed {
+        actions.push(Action {
+            path: p.clone(),
+            kind: Kind::Remove,
+            modified: modified.contains(p),
+            sha256: None,
+            undo_keep: None,
+        });
+    }
+    actions.sort_by(|a, b| a.path.cmp(&b.path));
+    let removed: HashSet<&RelPath> = diff.removed.iter().collect();
+    // Then whatever else stands where a new file goes: a folder that becomes a file (a/, then
+    // a), or a local file where the release needs a folder. It is moved aside whole, by one
+    // rename, and put back by a rollback.
+    let mut displaced = std::collections::BTreeSet::new();
+    for p in &needed {
+        let live = std::fs::symlink_metadata(p.under(&inst.root));
+        if live.as_ref().is_ok_and(|m| m.is_dir()) {
+            displaced.insert((*p).clone());
+        }
+        let mut up = p.parent();
+        while let Some(a) = up {
+            match std::fs::symlink_metadata(a.under(&inst.root)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::refused(
+                        format!(
+                            "{} is a symbolic link: upkeep never writes through links, and {p} would go there",
+                            a.under(&inst.root).display()
+                        ),
+                        format!(
+                            "add \"{a}/\" to exclude in upkeep.toml if the link is yours to keep, or replace the link with a folder"
+                        ),
+                    ));
+                }
+                Ok(m) if !m.is_dir() && !removed.contains(&a) => {
+                    displaced.insert(a.clone());
+                }
+                _ => {}
+            }
+            up = a.parent();
+        }
+    }
+    for p in displaced {
+        actions.push(Action {
+            path: p,
+            kind: Kind::Displace,
+            modified: true,
+            sha256: None,
+            undo_keep: None,
+        });
+    }
+    let mut installs: Vec<Action> = needed
         .iter()
         .map(|p| {
-            let m = modified.contains(p);
-            let kind = if std::fs::symlink_metadata(p.under(&inst.root)).is_ok() {
+            let live = std::fs::symlink_metadata(p.under(&inst.root));
+            let kind = if live.is_ok_and(|m| !m.is_dir()) {
                 Kind::Replace
             } else {
                 Kind::Add
@@ -104,7 +159,7 @@ pub fn prepare(
             Action {
                 path: (*p).clone(),
                 kind,
-                modified: m,
+                modified: modified.contains(p),
                 sha256: Some(
                     target
                         .entry(p)
@@ -115,17 +170,16 @@ pub fn prepare(
             }
         })
         .collect();
-    actions.sort_by(|a, b| a.path.cmp(&b.path));
-    for p in &diff.removed {
-        let m = modified.contains(p);
-        actions.push(Action {
-            path: p.clone(),
-            kind: Kind::Remove,
-            modified: m,
-            sha256: None,
-            undo_keep: None,
-        });
-    }
+    installs.sort_by(|a, b| a.path.cmp(&b.path));
+    actions.extend(installs);
+    // Backups a swap would overwrite (an operator's own NAME.bak, or a local edit kept by an
+    // earlier run) are moved aside first, and listed in the plan.
+    let kept_aside: Vec<RelPath> = actions
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove))
+        .map(|a| a.path.with_suffix(BAK))
+        .filter(|b| std::fs::symlink_metadata(b.under(&inst.root)).is_ok())
+        .collect();
     let exts = scan::find(inst)?;
     let mut task_names: Vec<RelPath> = actions
         .iter()
@@ -159,6 +213,7 @@ pub fn prepare(
         schema,
         bytes,
         extensions: exts,
+        kept_aside,
     };
     Ok((plan.with_keep_modified(keep_modified), target))
 }

@@ -21,6 +21,24 @@ pub fn rollback(inst: &Instance) -> Result<Run> {
             "see `upkeep status` for the history",
         ));
     };
+    // Only the newest run can be undone exactly: a later run (even one rolled back) replaced
+    // the backups an older run would need.
+    if let Some(newest) = state.runs(1)?.into_iter().next()
+        && newest.id != run.id
+    {
+        return Err(Error::refused(
+            format!(
+                "run {} was already rolled back: release {} is installed. Run {} before it cannot be undone exactly (its backups were replaced)",
+                newest.id,
+                newest.from.as_deref().unwrap_or("(none)"),
+                run.id
+            ),
+            format!(
+                "to go further back, stage the release you want with `upkeep stage --root {} --archive ZIP --allow-downgrade` and update",
+                inst.root.display()
+            ),
+        ));
+    }
     rollback_run(inst, &mut state, run.id)
 }
 
@@ -44,7 +62,12 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         .filter(|t| t.state.completed())
         .map(|t| t.name.clone())
         .collect();
-    swap::undo(inst, &run.plan.actions, &done_tasks)?;
+    swap::undo(
+        inst,
+        &swap::aside_dir(inst, run.id),
+        &run.plan.actions,
+        &done_tasks,
+    )?;
     crash::point("rollback:files");
     match run.db_backup.as_deref() {
         Some("") => {

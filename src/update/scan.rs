@@ -65,7 +65,7 @@ pub fn after_swap(
                 let e = parse(&a.path, &a.path.under(&inst.root))?;
                 by_path.insert(folder, e);
             }
-            Kind::Keep => {}
+            Kind::Keep | Kind::Displace => {}
         }
     }
     Ok(by_path.into_values().collect())
