@@ -232,7 +232,7 @@ fn disk_full_during_the_swap_ends_in_a_clean_rollback() {
     let e = fails(
         upkeep_env(
             &["update", "--root", &root_arg(&root), "--yes"],
-            &[("UPKEEP_FAIL_AT", "swap:3:bak")],
+            &[("UPKEEP_FAIL_AT", "swap:4:bak")],
         ),
         1,
     );
