@@ -106,6 +106,10 @@ pub enum Command {
         /// instead of generating one.
         #[arg(long, value_name = "FILE")]
         admin_password_file: Option<PathBuf>,
+        /// Leave the installed release's run_once tasks pending, to run at the next update (by
+        /// default they are marked done: they ran when the site was installed).
+        #[arg(long)]
+        pending_tasks: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -127,6 +127,7 @@ pub fn init(
     public_key: &Path,
     installed: Option<&str>,
     admin_password_file: Option<&Path>,
+    pending_tasks: bool,
     json: bool,
 ) -> Result<u8> {
     let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
@@ -147,6 +148,7 @@ pub fn init(
         public_key: &key_text,
         installed,
         admin_password: admin.as_deref(),
+        pending_tasks,
     })?;
     if json {
         print_json(&r);
@@ -180,6 +182,14 @@ pub fn init(
                     "no published release shares a file with this tree; the next update treats every file as new"
                 );
                 println!("if you know the release, run init again with --installed V");
+            }
+        }
+        if !r.tasks_marked_done.is_empty() {
+            println!(
+                "marked done (they ran when the site was installed; `init --pending-tasks` leaves them pending):"
+            );
+            for t in &r.tasks_marked_done {
+                println!("  {t}.done");
             }
         }
         if let Some(pw) = &r.admin_password {

@@ -127,6 +127,7 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
         public_key: &key.public().to_text(),
         installed: None,
         admin_password: None,
+        pending_tasks: false,
     })?;
     let password = r.admin_password.unwrap_or_default();
     let inst = Instance::open(&site)?;

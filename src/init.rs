@@ -39,6 +39,9 @@ pub struct Initialised {
     pub root: PathBuf,
     /// How the installed release was found.
     pub identified: Identified,
+    /// run_once tasks of the installed release marked done (`NAME.done`): they ran when the
+    /// site was installed.
+    pub tasks_marked_done: Vec<RelPath>,
     /// The generated password of `admin`, shown once (absent when one was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<String>,
@@ -56,6 +59,9 @@ pub struct InitOptions<'a> {
     pub installed: Option<&'a str>,
     /// The first administrator's password; generated when absent.
     pub admin_password: Option<&'a str>,
+    /// Leave the installed release's run_once tasks pending (run them at the next update)
+    /// instead of marking them done.
+    pub pending_tasks: bool,
 }
 
 /// Make `root` an instance.
@@ -130,6 +136,10 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
             identify(&inst, &mut state, &manifests)?
         }
     };
+    let tasks_marked_done = match state.installed_list(&inst.key)? {
+        Some(m) if !o.pending_tasks => mark_installed_tasks_done(&inst, &m)?,
+        _ => Vec::new(),
+    };
     let (password, generated) = match o.admin_password {
         Some(p) => (p.to_string(), None),
         None => {
@@ -147,8 +157,35 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     Ok(Initialised {
         root,
         identified,
+        tasks_marked_done,
         admin_password: generated,
     })
+}
+
+/// The installed release's run_once tasks found in the tree as shipped ran when the site was
+/// installed: renamed `NAME.done`, so the first update does not run them again.
+fn mark_installed_tasks_done(inst: &Instance, m: &VerifiedManifest) -> Result<Vec<RelPath>> {
+    let mut marked = Vec::new();
+    for f in m.files() {
+        let name = f.path.as_str().rsplit('/').next().unwrap_or_default();
+        if f.path.top() != "run_once" || !crate::update::tasks::is_task_name(name) {
+            continue;
+        }
+        let live = f.path.under(&inst.root);
+        let done = f
+            .path
+            .with_suffix(crate::manifest::relpath::DONE)
+            .under(&inst.root);
+        if done.exists() || !live.is_file() {
+            continue;
+        }
+        if crate::manifest::digest::hash_file(&live)?.sha256 != f.sha256 {
+            continue;
+        }
+        std::fs::rename(&live, &done).ctx("rename", &live)?;
+        marked.push(f.path.clone());
+    }
+    Ok(marked)
 }
 
 fn identify(

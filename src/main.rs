@@ -55,6 +55,7 @@ fn run(cmd: Command) -> Result<u8> {
             public_key,
             installed,
             admin_password_file,
+            pending_tasks,
             json,
         } => cmd::init(
             &root,
@@ -62,6 +63,7 @@ fn run(cmd: Command) -> Result<u8> {
             &public_key,
             installed.as_deref(),
             admin_password_file.as_deref(),
+            pending_tasks,
             json,
         ),
         Command::Fingerprint { dir, json } => cmd::fingerprint(&dir, json),

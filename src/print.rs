@@ -156,6 +156,10 @@ pub fn print_plan(plan: &Plan) {
         "run_once tasks",
         plan.tasks.iter().map(|t| t.to_string()).collect(),
     );
+    section(
+        "in run_once/ but not tasks (only .sh and .sql run; these never will)",
+        plan.not_tasks.iter().map(|t| t.to_string()).collect(),
+    );
     section("schema changes", plan.schema.statements.clone());
     section(
         "database objects not in the schema (kept)",

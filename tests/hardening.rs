@@ -10,7 +10,7 @@ use common::*;
 /// Release 1.0.0 installed from `v1`, release 1.1.0 (`v2`) published, a reference serving both.
 struct Story {
     w: World,
-    _srv: Server,
+    srv: Server,
     site: Site,
 }
 
@@ -22,7 +22,7 @@ fn story(v1: &[(&str, &[u8])], v2: &[(&str, &[u8])]) -> Story {
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
     Story {
         w,
-        _srv: srv,
+        srv: srv,
         site: Site::new(root),
     }
 }
@@ -422,4 +422,97 @@ fn a_local_edit_kept_as_bak_survives_the_next_update_and_a_second_rollback_is_re
     assert!(err.contains("--allow-downgrade"), "{err}");
     assert_eq!(snapshot(&site.root), before);
     assert_eq!(site.status_json()["installed"], "1.1.0");
+}
+
+// Class 9: tasks run once, list what is not a task, and move with the database.
+
+#[test]
+fn init_marks_the_installed_releases_tasks_done_unless_asked_to_leave_them_pending() {
+    let v1: &[(&str, &[u8])] = &[
+        ("index.html", b"v1"),
+        ("run_once/001-setup.sh", b"echo ran >> counter.txt\n"),
+    ];
+    let s = story(
+        v1,
+        &[
+            ("index.html", b"v2"),
+            ("run_once/001-setup.sh", b"echo ran >> counter.txt\n"),
+        ],
+    );
+    assert!(s.site.root.join("run_once/001-setup.sh.done").exists());
+    s.stage_next();
+    s.site.update_yes();
+    assert!(
+        !s.site.root.join("counter.txt").exists(),
+        "ran again at the first update"
+    );
+
+    // The same copy with --pending-tasks: the task runs at the next update.
+    let d1 = s.w.path("release-1.0.0");
+    let root =
+        s.w.instance("pending", Some(&d1), &s.srv.url, &["--pending-tasks"]);
+    let site = Site::new(root);
+    assert!(site.root.join("run_once/001-setup.sh").exists());
+    site.stage_archive(&s.w.zip("1.1.0"));
+    site.update_yes();
+    assert_eq!(read(&site.root.join("counter.txt")), "ran\n");
+}
+
+#[test]
+fn files_in_run_once_that_are_no_tasks_are_listed_in_the_plan() {
+    let s = story(
+        &[("index.html", b"v1")],
+        &[
+            ("index.html", b"v2"),
+            ("run_once/002-fix.php", b"<?php // never run"),
+        ],
+    );
+    s.stage_next();
+    let out = stdout(&s.site.run(&["update"]));
+    assert!(
+        out.contains("in run_once/ but not tasks") && out.contains("run_once/002-fix.php"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_sql_task_and_its_done_mark_roll_back_with_the_database() {
+    let v1: &[(&str, &[u8])] = &[
+        ("index.html", b"v1"),
+        ("schema.sql", b"CREATE TABLE notes(t TEXT);\n"),
+        (
+            "run_once/001-seed.sql",
+            b"INSERT INTO notes VALUES ('seeded');\n",
+        ),
+    ];
+    let w = World::new();
+    let d1 = w.publish("1.0.0", v1);
+    let mut v2 = v1.to_vec();
+    v2[0] = ("index.html", b"v2");
+    w.publish("1.1.0", &v2);
+    let srv = w.reference();
+    // Installed by hand, its task never ran: pending.
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &["--pending-tasks"]));
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    let db = site.root.join(".upkeep/site.db");
+    let rows = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    assert_eq!(rows(&db), 1);
+    assert!(site.root.join("run_once/001-seed.sql.done").exists());
+    ok(site.run(&["rollback"]));
+    assert_eq!(rows(&db), 0, "the database is back before the task");
+    assert!(
+        site.root.join("run_once/001-seed.sql").exists(),
+        "so the task is pending again"
+    );
+    assert!(!site.root.join("run_once/001-seed.sql.done").exists());
+    assert_eq!(
+        site.status_json()["pending_tasks"][0],
+        "run_once/001-seed.sql"
+    );
 }

@@ -244,6 +244,9 @@ pub struct Plan {
     pub schema: SchemaPlan,
     /// Bytes of the files to install.
     pub bytes: u64,
+    /// Files in run_once folders that are not tasks (neither `.sh` nor `.sql`): never run.
+    #[serde(default)]
+    pub not_tasks: Vec<RelPath>,
     /// Existing `NAME.bak` files the swap would overwrite: moved into `.upkeep/aside/` first
     /// (a rollback puts them back; after a successful run they stay there).
     #[serde(default)]

@@ -413,6 +413,7 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             }
             (path_list("Remove", &kinds(Kind::Remove)))
             (path_list("In the way of new files: moved whole into .upkeep/aside/", &kinds(Kind::Displace)))
+            (path_list("In run_once/ but not tasks (only .sh and .sql run)", &plan.not_tasks.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             (path_list("Existing backups moved into .upkeep/aside/ (a rollback puts them back)", &plan.kept_aside.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             (path_list("run_once tasks", &plan.tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>()))
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }

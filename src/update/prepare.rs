@@ -196,6 +196,19 @@ pub fn prepare(
         }
     }
     task_names.sort();
+    // Files of the release's run_once/ that are no tasks, and those already in the tree.
+    let mut not_tasks: Vec<RelPath> = actions
+        .iter()
+        .filter(|a| {
+            matches!(a.kind, Kind::Add | Kind::Replace)
+                && a.path.top() == "run_once"
+                && !tasks::is_task_name(a.path.as_str())
+        })
+        .map(|a| a.path.clone())
+        .collect();
+    not_tasks.extend(tasks::not_tasks(inst, &exts)?);
+    not_tasks.sort();
+    not_tasks.dedup();
     let schema = migrate::plan(&inst.database(), &fragments(inst, &exts, true)?)?;
     let bytes = needed
         .iter()
@@ -214,6 +227,7 @@ pub fn prepare(
         bytes,
         extensions: exts,
         kept_aside,
+        not_tasks,
     };
     Ok((plan.with_keep_modified(keep_modified), target))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{clear_staging, gate, migrate, scan, swap};
 use crate::config::Instance;
 use crate::crash;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::lock::InstanceLock;
 use crate::manifest::RelPath;
 use crate::state::{Run, RunStatus, State};
@@ -62,6 +62,18 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         .filter(|t| t.state.completed())
         .map(|t| t.name.clone())
         .collect();
+    // A task's done-mark goes back with the database: the copy taken before migrate predates
+    // the task, so after the rollback the task is pending again (invariant 5, both ways).
+    for t in &done_tasks {
+        let (live, done) = (
+            t.under(&inst.root),
+            t.with_suffix(crate::manifest::relpath::DONE)
+                .under(&inst.root),
+        );
+        if done.exists() && !live.exists() {
+            std::fs::rename(&done, &live).ctx("rename", &done)?;
+        }
+    }
     swap::undo(
         inst,
         &swap::aside_dir(inst, run.id),

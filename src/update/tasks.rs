@@ -46,14 +46,45 @@ pub fn is_task_name(name: &str) -> bool {
     name.ends_with(".sql") || name.ends_with(".sh")
 }
 
-/// Pending tasks: release tasks first, then each extension's, each group in name order.
-pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
+/// Files in the run_once folders that are not tasks (neither `.sh` nor `.sql`): never run,
+/// listed in the plan so that a mistyped task name does not pass unseen.
+pub fn not_tasks(inst: &Instance, exts: &[Extension]) -> Result<Vec<RelPath>> {
+    let mut out = Vec::new();
+    for rel in task_dirs(exts)? {
+        let Ok(rd) = std::fs::read_dir(rel.under(&inst.root)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(n) = e.file_name().into_string() else {
+                continue;
+            };
+            if e.path().is_file()
+                && !is_task_name(&n)
+                && !is_reserved_name(n.as_bytes(), false)
+                && !n.starts_with('.')
+            {
+                out.push(RelPath::parse(&format!("{rel}/{n}"))?);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The folders tasks come from: the release's `run_once/`, then each extension's.
+fn task_dirs(exts: &[Extension]) -> Result<Vec<RelPath>> {
     let mut dirs = vec![RelPath::parse("run_once")?];
     for e in exts {
         if let Some(r) = &e.run_once {
             dirs.push(e.resolve_rel(r)?);
         }
     }
+    Ok(dirs)
+}
+
+/// Pending tasks: release tasks first, then each extension's, each group in name order.
+pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
+    let dirs = task_dirs(exts)?;
     let mut out = Vec::new();
     for rel in dirs {
         let dir = rel.under(&inst.root);
