@@ -13,8 +13,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 pub const IDLE_SECS: i64 = 30 * 60;
 /// No session lives longer than this.
 pub const ABSOLUTE_SECS: i64 = 12 * 3600;
-/// Failed logins per address and per account answered at once; each one after them doubles
-/// the wait before the next attempt is even checked.
+/// Failed logins per address and per account answered at once; after them the next attempt is
+/// not even checked before a wait that doubles with each failure.
 pub const FREE_FAILURES: i64 = 3;
 /// The longest wait between attempts: an attacker gets about one guess a minute, while the
 /// operator who knows the password is never locked out for longer.
@@ -114,11 +114,12 @@ pub enum LoginError {
 // costs the same time as a wrong password.
 const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0nIkJ3PcHwpQpn2Xe/yO2nEEJ5RZXq7dWcvKaKfRcOY";
 
-/// The wait owed after `failures` recent failures.
+/// The wait owed after `failures` recent failures: 5 s after the free ones, doubling up to a
+/// minute (an operator who mistyped three times waits a few seconds).
 fn delay_after(failures: i64) -> i64 {
     match failures - FREE_FAILURES {
         n if n < 0 => 0,
-        n => (1i64 << n.min(16)).min(MAX_DELAY_SECS),
+        n => (5i64 << n.min(16)).min(MAX_DELAY_SECS),
     }
 }
 
@@ -248,7 +249,7 @@ mod tests {
     #[test]
     fn delays_grow_and_stop_at_a_minute() {
         let d: Vec<i64> = (0..12).map(delay_after).collect();
-        assert_eq!(d, [0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(d, [0, 0, 0, 5, 10, 20, 40, 60, 60, 60, 60, 60]);
     }
 
     #[test]

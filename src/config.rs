@@ -42,6 +42,9 @@ pub struct Network {
     pub io_timeout_secs: u64,
     /// Seconds the whole staging may take.
     pub deadline_secs: u64,
+    /// Seconds one small document (a pointer, a manifest, a signature) may take in all, however
+    /// slowly its bytes trickle in.
+    pub doc_timeout_secs: u64,
     /// Attempts after the first failure.
     pub retries: u32,
 }
@@ -52,6 +55,7 @@ impl Default for Network {
             concurrency: 16,
             io_timeout_secs: 30,
             deadline_secs: 3600,
+            doc_timeout_secs: 120,
             retries: 5,
         }
     }

@@ -61,6 +61,20 @@ pub enum Error {
     #[error("release {release} is older than the installed release {installed}")]
     Downgrade { release: String, installed: String },
 
+    /// Not enough free disk for the work asked.
+    #[error(
+        "not enough free disk in {}: {} needed ({what}), {} free",
+        folder.display(),
+        crate::fsutil::human_bytes(*needed),
+        crate::fsutil::human_bytes(*free)
+    )]
+    DiskSpace {
+        folder: PathBuf,
+        what: String,
+        needed: u64,
+        free: u64,
+    },
+
     /// A version already known with other content: a published version is immutable.
     #[error(
         "release {version} is already known here with other content: a published version never changes"
@@ -157,6 +171,7 @@ impl Error {
             | Error::BadManifest { .. }
             | Error::Signature { .. } => 400,
             Error::Network { .. } => 502,
+            Error::DiskSpace { .. } => 507,
             Error::Cancelled(_) => 409,
             Error::Io { .. } | Error::Db { .. } => 500,
         }
@@ -173,6 +188,28 @@ impl Error {
             Error::Downgrade { .. } => Some(
                 "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)".into(),
             ),
+            Error::DiskSpace {
+                folder,
+                needed,
+                free,
+                ..
+            } => Some(format!(
+                "free {} on the filesystem holding {} (old archives in inbox/ are a good start), then run the same command again: finished files are kept",
+                crate::fsutil::human_bytes(needed.saturating_sub(*free)),
+                folder.display()
+            )),
+            Error::Db { source, path }
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+                ) =>
+            {
+                Some(format!(
+                    "the disk holding {} is probably full: free space there (`df -h {}`), then run the same command again",
+                    path.display(),
+                    path.parent().unwrap_or(path).display()
+                ))
+            }
             Error::VersionReused { .. } => Some(
                 "tell the publisher: a changed release must get a new version number; do not install this one".into(),
             ),
@@ -200,7 +237,7 @@ impl Error {
                 "check that upkeep.toml's public_key is the publisher's key; do not install this release".into(),
             ),
             Error::Network { .. } => {
-                Some("check the reference URL and the connection, then run the same command again: finished files are kept".into())
+                Some("check `reference` in upkeep.toml and the connection to it, then run the same command again".into())
             }
             Error::Busy(_) => Some("wait for that run to finish, or see `upkeep status`".into()),
             Error::Cancelled(_) => {

@@ -107,6 +107,31 @@ fn duplicates_case_folded_and_unlisted_entries() {
     let c = setup();
     let z = hostile(&c, "dup.zip", &[("lib/a.php", b"a"), ("LIB/A.php", b"a")]);
     refused(&c, &z, "appears twice");
+    // The very same name twice (the zip crate keeps one of them): written as another name of
+    // the same length, then renamed in place in the local header and the central directory.
+    let z = hostile(
+        &c,
+        "exact-dup.zip",
+        &[
+            ("index.php", b"two"),
+            ("lib/a.php", b"a"),
+            ("lib/a.phq", b"evil"),
+        ],
+    );
+    let bytes = std::fs::read(&z).unwrap();
+    let patched: Vec<u8> = {
+        let mut out = bytes.clone();
+        let needle = b"lib/a.phq";
+        let mut i = 0;
+        while let Some(p) = out[i..].windows(needle.len()).position(|w| w == needle) {
+            out[i + p + needle.len() - 1] = b'p';
+            i += p + needle.len();
+        }
+        out
+    };
+    assert_ne!(bytes, patched);
+    std::fs::write(&z, patched).unwrap();
+    refused(&c, &z, "an entry appears twice");
     let z = hostile(
         &c,
         "extra.zip",

@@ -22,7 +22,7 @@ fn story(v1: &[(&str, &[u8])], v2: &[(&str, &[u8])]) -> Story {
     let root = w.instance("site", Some(&d1), &srv.url, &[]);
     Story {
         w,
-        srv: srv,
+        srv,
         site: Site::new(root),
     }
 }
@@ -196,6 +196,7 @@ fn write_pointer(w: &World, repo: &Path, latest: &str, manifest: &[u8]) {
         format: upkeep::manifest::FORMAT,
         latest: latest.into(),
         manifest_sha256: upkeep::manifest::digest::sha256_bytes(manifest),
+        manifest_size: Some(manifest.len() as u64),
         date: "2026-01-01T00:00:00Z".into(),
         expires: "2099-01-01T00:00:00Z".into(),
         releases: vec![latest.into()],
@@ -515,4 +516,52 @@ fn a_sql_task_and_its_done_mark_roll_back_with_the_database() {
         site.status_json()["pending_tasks"][0],
         "run_once/001-seed.sql"
     );
+}
+
+// Class 7: disk space is checked before downloading, and a full disk is named as such.
+
+#[test]
+fn staging_a_release_larger_than_the_free_disk_is_refused_before_a_byte_is_written() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let big: Vec<u8> = (0..24_000_000u32).map(|i| (i % 251) as u8).collect();
+    w.publish("1.1.0", &[("index.html", b"v2"), ("media/big.bin", &big)]);
+    let srv = w.reference();
+    let mnt = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .expect("mount");
+    assert!(
+        st.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path().to_path_buf());
+    let root = mnt.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&d1, &root);
+    ok(upkeep(&[
+        "init",
+        "--root",
+        root.to_str().unwrap(),
+        "--reference",
+        &srv.url,
+        "--public-key",
+        &w.pubkey(),
+    ]));
+    let site = Site::new(&root);
+    let e = fails(site.run(&["stage", "--network"]), 1);
+    assert!(e.contains("not enough free disk in"), "{e}");
+    assert!(e.contains("staging"), "names the folder: {e}");
+    assert!(e.contains("hint: free"), "{e}");
+    assert!(!e.contains("connection"), "not blamed on the network: {e}");
+    assert!(list_files(&root.join("staging")).is_empty());
+    assert!(list_files(&root.join(".upkeep/partial")).is_empty());
 }

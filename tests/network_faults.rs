@@ -153,3 +153,38 @@ fn a_dead_reference_fails_fast_with_a_hint() {
         "{e}"
     );
 }
+
+#[test]
+fn a_trickled_manifest_hits_its_total_deadline() {
+    let (_w, root, fs, _) = setup();
+    set_config(&root, "network", "doc_timeout_secs", "1");
+    // One byte every 300 ms never trips the idle timeout; the total deadline cuts each attempt.
+    fs.doc_faults.lock().unwrap().extend(std::iter::repeat_n(
+        Fault::Trickle(Duration::from_millis(300)),
+        3,
+    ));
+    let t = Instant::now();
+    let e = fails(upkeep(&["check", "--root", root.to_str().unwrap()]), 1);
+    assert!(e.contains("not received within 1 s"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "bounded");
+}
+
+#[test]
+fn a_cut_manifest_is_reported_as_a_cut_transfer_not_a_forgery() {
+    let (_w, root, fs, _) = setup();
+    set_config(&root, "network", "retries", "0");
+    fs.doc_faults
+        .lock()
+        .unwrap()
+        .push_back(Fault::ResetAfter(40));
+    let e = fails(upkeep(&["check", "--root", root.to_str().unwrap()]), 1);
+    assert!(e.contains("the transfer was cut after 40 bytes of"), "{e}");
+    assert!(!e.contains("changed after signing"), "{e}");
+    // The next attempt, undisturbed, works.
+    assert_eq!(
+        upkeep(&["check", "--root", root.to_str().unwrap()])
+            .status
+            .code(),
+        Some(10)
+    );
+}

@@ -64,6 +64,10 @@ pub struct Pointer {
     pub latest: String,
     /// SHA-256 of that release's manifest bytes.
     pub manifest_sha256: Sha256,
+    /// Size of those bytes: a site reads no more than this (an endless or swollen manifest
+    /// is cut off at once, not at the 256 MiB ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_size: Option<u64>,
     /// When the pointer was written.
     pub date: String,
     /// After this instant sites refuse the pointer as stale.

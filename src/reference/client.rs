@@ -8,8 +8,38 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, Pointer, PublicKey, VerifiedManifest, digest};
 use crate::reference::repo;
 
-/// Largest manifest or pointer accepted.
+/// Largest manifest accepted when the pointer does not give its size.
 const MAX_DOC: u64 = 256 << 20;
+/// Largest pointer or signature accepted (they are a few hundred bytes).
+const MAX_SMALL: u64 = 1 << 20;
+
+/// The first line of an error page's text, tags stripped, at most 120 characters: enough to
+/// recognise a message without pasting a whole HTML page into the operator's terminal.
+fn gist(body: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let line = text
+        .split(['\n', '\r'])
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    match line.chars().count() {
+        0 => String::new(),
+        n if n > 120 => format!(": {}...", line.chars().take(120).collect::<String>()),
+        _ => format!(": {line}"),
+    }
+}
 
 /// A reference repository reached over HTTP.
 pub struct Remote {
@@ -63,15 +93,16 @@ impl Remote {
         format!("{}{}", self.base, rel)
     }
 
-    /// GET a small document whole, retrying transient failures with backoff.
-    pub async fn get_doc(&self, rel: &str) -> Result<Vec<u8>> {
+    /// GET a small document whole (at most `max` bytes), retrying transient failures with
+    /// backoff; each attempt has a total deadline.
+    pub async fn get_doc(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
         let url = self.url(rel);
         let mut last = String::new();
         for attempt in 0..=self.net.retries {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            match self.get_once(&url).await {
+            match self.get_once(&url, max).await {
                 Ok(b) => return Ok(b),
                 Err((retry, msg)) => {
                     last = msg;
@@ -84,40 +115,81 @@ impl Remote {
         Err(Error::Network { url, reason: last })
     }
 
-    async fn get_once(&self, url: &str) -> Result<Vec<u8>, (bool, String)> {
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| (true, describe(&e)))?;
-        let status = resp.status();
-        if status.is_server_error() {
-            return Err((true, format!("server answered {status}")));
-        }
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err((false, format!("server answered {status}: {}", body.trim())));
-        }
-        if resp.content_length().is_some_and(|n| n > MAX_DOC) {
-            return Err((false, "document larger than 256 MiB".into()));
-        }
-        let mut resp = resp;
-        let mut out = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| (true, describe(&e)))? {
-            out.extend_from_slice(&chunk);
-            if out.len() as u64 > MAX_DOC {
-                return Err((false, "document larger than 256 MiB".into()));
+    async fn get_once(&self, url: &str, max: u64) -> Result<Vec<u8>, (bool, String)> {
+        let deadline = Duration::from_secs(self.net.doc_timeout_secs.max(1));
+        let too_long = || {
+            (
+                false,
+                format!("the document is longer than the {max} bytes expected"),
+            )
+        };
+        let work = async {
+            let resp = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| (true, describe(&e)))?;
+            let status = resp.status();
+            if status.is_server_error() {
+                return Err((true, format!("server answered {status}")));
             }
+            if !status.is_success() {
+                let body = resp.text().await.unwrap_or_default();
+                return Err((false, format!("server answered {status}{}", gist(&body))));
+            }
+            let declared = resp.content_length();
+            if declared.is_some_and(|n| n > max) {
+                return Err(too_long());
+            }
+            let mut resp = resp;
+            let mut out = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| {
+                (
+                    true,
+                    format!(
+                        "the transfer was cut after {} bytes{} ({})",
+                        out.len(),
+                        declared.map(|n| format!(" of {n}")).unwrap_or_default(),
+                        describe(&e)
+                    ),
+                )
+            })? {
+                out.extend_from_slice(&chunk);
+                if out.len() as u64 > max {
+                    return Err(too_long());
+                }
+            }
+            // A body cut short is a broken transfer, not a document that fails its signature.
+            if let Some(n) = declared
+                && out.len() as u64 != n
+            {
+                return Err((
+                    true,
+                    format!("the transfer was cut after {} of {n} bytes", out.len()),
+                ));
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err((
+                true,
+                format!(
+                    "not received within {} s (network.doc_timeout_secs): the server is too slow or stalled",
+                    deadline.as_secs()
+                ),
+            )),
         }
-        Ok(out)
     }
 
     /// The signed pointer, verified and fresh.
     pub async fn pointer(&self) -> Result<Pointer> {
         // Document and signature in parallel: one round trip instead of two on a slow link.
-        let (bytes, sig) =
-            tokio::join!(self.get_doc(repo::POINTER), self.get_doc(repo::POINTER_SIG));
+        let (bytes, sig) = tokio::join!(
+            self.get_doc(repo::POINTER, MAX_SMALL),
+            self.get_doc(repo::POINTER_SIG, MAX_SMALL)
+        );
         let bytes = bytes?;
         let sig = sig.map_err(|e| Error::Signature {
             what: self.url(repo::POINTER),
@@ -130,11 +202,12 @@ impl Remote {
         Ok(ptr)
     }
 
-    /// A release's manifest, verified; when `expect` is given its bytes must hash to it.
+    /// A release's manifest, verified; when `expect` is given (from the signed pointer) its bytes
+    /// must hash to it, and no more than its size is read.
     pub async fn manifest(
         &self,
         version: &str,
-        expect: Option<&manifest::Sha256>,
+        expect: Option<(&manifest::Sha256, Option<u64>)>,
     ) -> Result<VerifiedManifest> {
         manifest::parse_version(version)?;
         let what = self.url(&repo::manifest_path(version));
@@ -142,7 +215,8 @@ impl Remote {
             repo::manifest_path(version),
             repo::manifest_sig_path(version),
         );
-        let (bytes, sig) = tokio::join!(self.get_doc(&mpath), self.get_doc(&spath));
+        let max = expect.and_then(|(_, n)| n).unwrap_or(MAX_DOC);
+        let (bytes, sig) = tokio::join!(self.get_doc(&mpath, max), self.get_doc(&spath, MAX_SMALL));
         let bytes = bytes?;
         let sig = match sig {
             Ok(s) => String::from_utf8_lossy(&s).into_owned(),
@@ -153,7 +227,7 @@ impl Remote {
                 });
             }
         };
-        if let Some(expect) = expect
+        if let Some((expect, _)) = expect
             && digest::sha256_bytes(&bytes) != *expect
         {
             return Err(Error::Signature {
@@ -179,7 +253,7 @@ impl Remote {
     pub async fn latest(&self) -> Result<(Pointer, VerifiedManifest)> {
         let ptr = self.pointer().await?;
         let m = self
-            .manifest(&ptr.latest, Some(&ptr.manifest_sha256))
+            .manifest(&ptr.latest, Some((&ptr.manifest_sha256, ptr.manifest_size)))
             .await?;
         manifest::check_fresh(
             &m.manifest().expires,

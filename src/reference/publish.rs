@@ -184,6 +184,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
         format: FORMAT,
         latest: p.version.to_string(),
         manifest_sha256: digest::sha256_bytes(&bytes),
+        manifest_size: Some(bytes.len() as u64),
         date: m.date.clone(),
         expires: m.expires.clone(),
         releases,

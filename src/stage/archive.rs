@@ -103,8 +103,22 @@ impl Archive {
     pub fn open(path: &Path, limits: &Limits, key: &PublicKey) -> Result<(Self, VerifiedManifest)> {
         let name = path.display().to_string();
         let file = File::open(path).ctx("open", path)?;
+        let declared = declared_entries(&file);
         let mut zip = zip::ZipArchive::new(file)
             .map_err(|e| refuse(&name, format!("not a readable zip file ({e})")))?;
+        // The zip crate keeps one entry per name: a second entry of the same name would pass
+        // unseen (and which one a tool extracts differs). The directory's own count tells.
+        if let Some(n) = declared
+            && n != zip.len() as u64
+        {
+            return Err(refuse(
+                &name,
+                format!(
+                    "its directory lists {n} entries but {} distinct names: an entry appears twice",
+                    zip.len()
+                ),
+            ));
+        }
         if zip.len() as u64 > limits.max_archive_entries {
             return Err(refuse(
                 &name,
@@ -397,9 +411,36 @@ impl Archive {
                 .ctx("rename into place", &dest)?;
             progress.add_file();
             done(f, &dest)?;
+            progress.check_cancelled()?;
         }
         Ok(())
     }
+}
+
+/// How many entries the end-of-central-directory record declares (zip64 included); `None`
+/// when it cannot be read (the zip crate then refuses the archive anyway).
+fn declared_entries(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().ok()?.len();
+    // The record is 22 bytes plus a comment of at most 65,535.
+    let tail_len = len.min(22 + 65_535);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, len - tail_len).ok()?;
+    let at = tail.windows(4).rposition(|w| w == b"PK\x05\x06")?;
+    let count = u16::from_le_bytes(tail.get(at + 10..at + 12)?.try_into().ok()?);
+    if count != u16::MAX {
+        return Some(count as u64);
+    }
+    // Zip64: a locator just before the record gives the zip64 record's offset.
+    let loc = at.checked_sub(20)?;
+    if tail.get(loc..loc + 4)? != b"PK\x06\x07" {
+        return None;
+    }
+    let off = u64::from_le_bytes(tail.get(loc + 8..loc + 16)?.try_into().ok()?);
+    let mut rec = [0u8; 40];
+    file.read_exact_at(&mut rec, off).ok()?;
+    (&rec[..4] == b"PK\x06\x06")
+        .then(|| u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()))
 }
 
 /// Copy one entry into `tmp`, refusing it unless it is exactly the manifest's file.

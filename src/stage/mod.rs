@@ -174,6 +174,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
     }
 
+    check_space(&staging, target.version(), &missing)?;
     match source {
         Source::Network => {
             progress.set_phase(format!("downloading {} files", missing.len()));
@@ -222,6 +223,30 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         modified: diff.modified.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuse before writing a byte when the files to gather cannot fit, with a margin (OCS-NG's
+/// arithmetic: what is needed, plus room for the database copy and logs).
+fn check_space(staging: &Path, version: &str, missing: &[&FileEntry]) -> Result<()> {
+    let bytes: u64 = missing.iter().map(|f| f.size).sum();
+    if bytes == 0 {
+        return Ok(());
+    }
+    let needed = bytes + bytes / 50 + (16 << 20);
+    let free = crate::fsutil::free_bytes(staging)?;
+    if free < needed {
+        return Err(Error::DiskSpace {
+            folder: staging.to_path_buf(),
+            what: format!(
+                "{} files of release {version}, {}, plus a margin",
+                missing.len(),
+                crate::fsutil::human_bytes(bytes)
+            ),
+            needed,
+            free,
+        });
+    }
+    Ok(())
 }
 
 /// Staging while a run is swapping would mix two releases.

@@ -40,6 +40,24 @@ enum Failure {
     NoBatch,
     /// Worth another attempt.
     Retry(String),
+    /// A local failure (a full disk, a read-only folder) or the operator's cancel: another
+    /// attempt would fail the same way, and it is not the network's fault.
+    Local(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Local(e)
+    }
+}
+
+/// Slowest transfer accepted over a whole object (bytes per second), on top of the idle
+/// timeout: a server that trickles a byte every few seconds never trips the idle timeout.
+const MIN_RATE: u64 = 10_000;
+
+/// The total time one request for `bytes` may take.
+fn request_deadline(remote: &Remote, bytes: u64) -> Duration {
+    Duration::from_secs(remote.net.io_timeout_secs.max(1) * 2 + bytes / MIN_RATE)
 }
 
 /// Fetch every wanted object into `dir`, verified. Bounded retries with backoff and an overall
@@ -80,14 +98,28 @@ async fn fetch_inner(
         if pending.is_empty() {
             return Ok(());
         }
+        progress.check_cancelled()?;
+        let bytes: u64 = pending.iter().map(|w| w.size).sum();
         let r = if use_batch {
-            batch(remote, &pending, dir, progress).await
+            match tokio::time::timeout(
+                request_deadline(remote, bytes),
+                batch(remote, &pending, dir, progress),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Failure::Retry(format!(
+                    "the transfer was slower than {} KB/s: stalled",
+                    MIN_RATE / 1000
+                ))),
+            }
         } else {
             per_file(remote, &pending, dir, progress).await
         };
         match r {
             Ok(()) => {}
             Err(Failure::NoBatch) => use_batch = false,
+            Err(Failure::Local(e)) => return Err(e),
             Err(Failure::Retry(msg)) => {
                 failures += 1;
                 if failures > remote.net.retries {
@@ -136,16 +168,15 @@ fn append(dir: &Path, sha: &Sha256, offset: u64, bytes: &[u8]) -> Result<()> {
 /// A partial file reached its size: check it and promote it.
 fn finish(dir: &Path, w: &Wanted, progress: &Progress) -> Result<(), Failure> {
     let p = part_path(dir, &w.sha);
-    let h = digest::hash_file(&p).map_err(|e| Failure::Retry(e.to_string()))?;
+    let h = digest::hash_file(&p)?;
     if h.sha256 != w.sha || h.size != w.size {
         let _ = std::fs::remove_file(&p);
         return Err(Failure::Retry(format!(
-            "object {} did not match the signed manifest; discarded",
+            "object {} arrived complete but did not match the signed manifest (discarded): the reference or a proxy serves damaged or tampered content",
             w.sha
         )));
     }
-    std::fs::rename(&p, done_path(dir, &w.sha))
-        .map_err(|e| Failure::Retry(format!("rename {}: {e}", p.display())))?;
+    std::fs::rename(&p, done_path(dir, &w.sha)).ctx("rename", &p)?;
     progress.add_file();
     Ok(())
 }
@@ -235,7 +266,7 @@ async fn batch(
                 }
                 current = Some((w, off, len));
                 if len == 0 {
-                    append(dir, &w.sha, off, &[]).map_err(|e| Failure::Retry(e.to_string()))?;
+                    append(dir, &w.sha, off, &[])?;
                     finish(dir, w, progress)?;
                     current = None;
                 }
@@ -245,7 +276,8 @@ async fn batch(
             && !buf.is_empty()
         {
             let take = (left as usize).min(buf.len());
-            append(dir, &w.sha, off, &buf[..take]).map_err(|e| Failure::Retry(e.to_string()))?;
+            append(dir, &w.sha, off, &buf[..take])?;
+            progress.check_cancelled()?;
             progress.add_bytes(take as u64);
             buf.drain(..take);
             let left = left - take as u64;
@@ -274,12 +306,32 @@ async fn per_file(
     dir: &Path,
     progress: &Progress,
 ) -> Result<(), Failure> {
-    let results: Vec<Result<(), Failure>> =
-        futures_util::stream::iter(pending.iter().map(|w| get_one(remote, w, dir, progress)))
-            .buffer_unordered(remote.net.concurrency.max(1))
-            .collect()
-            .await;
+    let results: Vec<Result<(), Failure>> = futures_util::stream::iter(
+        pending
+            .iter()
+            .map(|w| get_one_in_time(remote, w, dir, progress)),
+    )
+    .buffer_unordered(remote.net.concurrency.max(1))
+    .collect()
+    .await;
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}
+
+async fn get_one_in_time(
+    remote: &Remote,
+    w: &Wanted,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let deadline = request_deadline(remote, w.size);
+    match tokio::time::timeout(deadline, get_one(remote, w, dir, progress)).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Retry(format!(
+            "object {} came slower than {} KB/s: stalled",
+            w.sha,
+            MIN_RATE / 1000
+        ))),
+    }
 }
 
 async fn get_one(
@@ -302,7 +354,7 @@ async fn get_one(
     } else if status.as_u16() != 206 {
         return Err(Failure::Retry(format!("{url}: server answered {status}")));
     }
-    append(dir, &w.sha, off, &[]).map_err(|e| Failure::Retry(e.to_string()))?;
+    append(dir, &w.sha, off, &[])?;
     while let Some(c) = next_chunk(&mut resp, io_timeout).await? {
         if off + c.len() as u64 > w.size {
             let _ = std::fs::remove_file(part_path(dir, &w.sha));
@@ -311,7 +363,8 @@ async fn get_one(
                 w.size
             )));
         }
-        append(dir, &w.sha, off, &c).map_err(|e| Failure::Retry(e.to_string()))?;
+        append(dir, &w.sha, off, &c)?;
+        progress.check_cancelled()?;
         off += c.len() as u64;
         progress.add_bytes(c.len() as u64);
     }

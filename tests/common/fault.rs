@@ -30,6 +30,8 @@ pub struct Log {
 pub struct FaultServer {
     pub url: String,
     pub faults: Arc<Mutex<VecDeque<Fault>>>,
+    /// Faults for release manifests (`releases/V/manifest.json`), one per request.
+    pub doc_faults: Arc<Mutex<VecDeque<Fault>>>,
     pub log: Arc<Mutex<Log>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -47,24 +49,31 @@ impl FaultServer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", l.local_addr().unwrap());
         let faults = Arc::new(Mutex::new(VecDeque::from(faults)));
+        let doc_faults = Arc::new(Mutex::new(VecDeque::new()));
         let log = Arc::new(Mutex::new(Log::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (f2, l2, s2) = (faults.clone(), log.clone(), stop.clone());
+        let (f2, l2, s2, d2) = (
+            faults.clone(),
+            log.clone(),
+            stop.clone(),
+            doc_faults.clone(),
+        );
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 if s2.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (root, f3, l3) = (root.clone(), f2.clone(), l2.clone());
+                let (root, f3, l3, d3) = (root.clone(), f2.clone(), l2.clone(), d2.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, &root, &f3, &l3);
+                    let _ = handle(conn, &root, &f3, &d3, &l3);
                 });
             }
         });
         FaultServer {
             url,
             faults,
+            doc_faults,
             log,
             stop,
         }
@@ -86,6 +95,7 @@ fn handle(
     mut conn: TcpStream,
     root: &std::path::Path,
     faults: &Mutex<VecDeque<Fault>>,
+    doc_faults: &Mutex<VecDeque<Fault>>,
     log: &Mutex<Log>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -129,6 +139,8 @@ fn handle(
     // Faults hit only large objects, so a test knows which transfer they interrupt.
     let fault = if rel.starts_with("objects/") && body.len() > 4096 {
         faults.lock().unwrap().pop_front()
+    } else if rel.ends_with("/manifest.json") {
+        doc_faults.lock().unwrap().pop_front()
     } else {
         None
     };
