@@ -306,6 +306,13 @@ pub fn stage(
             r.reused,
             r.seconds
         );
+        if r.moved_aside > 0 {
+            println!(
+                "{} files in staging/ that this release does not need were moved into {}",
+                r.moved_aside,
+                inst.state_dir().join("aside").display()
+            );
+        }
         if r.removed > 0 {
             println!("{} files will be removed at the swap", r.removed);
         }

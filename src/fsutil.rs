@@ -37,6 +37,23 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .ctx("sync folder", dir)
 }
 
+/// Whether `rel` below `root` is reached without passing through a symbolic link (the last
+/// component included): what upkeep serves or writes never leads out of the folder by a link.
+/// A walk of `lstat`s, the portable equivalent of openat2's `RESOLVE_NO_SYMLINKS`.
+pub fn no_links_beneath(root: &Path, rel: &crate::manifest::RelPath) -> bool {
+    let mut p = root.to_path_buf();
+    for comp in rel.as_str().split('/') {
+        p.push(comp);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => return false,
+            Ok(_) => {}
+            // Nothing there: nothing to follow either.
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
 /// Free bytes available to this user on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;

@@ -9,9 +9,14 @@ use crate::config::Instance;
 use crate::manifest::RelPath;
 use crate::update::gate;
 
-/// True for paths that must never be served, whatever the gate.
+/// True for paths that must never be served, whatever the gate: upkeep's own names, tasks,
+/// extension manifests, and hidden files (`.env`, `.git/`), except `.well-known/`.
 pub fn refused(rel: &RelPath) -> bool {
     rel.is_reserved()
+        || rel
+            .as_str()
+            .split('/')
+            .any(|c| c.starts_with('.') && c != ".well-known")
         || rel.top() == "run_once"
         || rel
             .as_str()
@@ -60,9 +65,16 @@ pub async fn serve_file(req: &HttpRequest, inst: &Instance) -> HttpResponse {
     if gate::closed(inst).is_some() {
         return maintenance(inst);
     }
+    // Never through a link: a link to /etc/passwd in the tree is not served.
+    if !crate::fsutil::no_links_beneath(&inst.root, &rel) {
+        return not_found();
+    }
     let mut path = rel.under(&inst.root);
     if path.is_dir() {
         path.push("index.html");
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return not_found();
+        }
     }
     match NamedFile::open_async(&path).await {
         Ok(f) => f.into_response(req),

@@ -565,3 +565,125 @@ fn staging_a_release_larger_than_the_free_disk_is_refused_before_a_byte_is_writt
     assert!(list_files(&root.join("staging")).is_empty());
     assert!(list_files(&root.join(".upkeep/partial")).is_empty());
 }
+
+// Class 6: invariant 3 holds for the filesystem too: no write, delete or read through a link.
+
+#[test]
+fn a_live_folder_that_links_outside_is_never_written_through() {
+    let s = story(
+        &[("index.html", b"v1"), ("lib/a.php", b"a1")],
+        &[
+            ("index.html", b"v2"),
+            ("lib/a.php", b"a2"),
+            ("lib/b.php", b"b2"),
+        ],
+    );
+    let outside = s.w.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("a.php"), "a1").unwrap();
+    std::fs::remove_dir_all(s.site.root.join("lib")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.site.root.join("lib")).unwrap();
+    s.stage_next();
+    let e = fails(s.site.run(&["update", "--yes"]), 1);
+    assert!(
+        e.contains("is a symbolic link: upkeep never writes through links"),
+        "{e}"
+    );
+    assert!(e.contains("exclude"), "{e}");
+    assert_eq!(list_files(&outside), ["a.php"], "nothing written outside");
+    assert!(
+        s.site.status_json()["gate"].is_null(),
+        "refused before closing"
+    );
+}
+
+#[test]
+fn staging_moves_unknown_files_aside_and_refuses_a_linked_staging_folder() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    std::fs::write(s.site.root.join("staging/my-notes.txt"), "keep me").unwrap();
+    let out = ok(s
+        .site
+        .run(&["stage", "--archive", s.w.zip("1.1.0").to_str().unwrap()]));
+    assert!(
+        out.contains("1 files in staging/ that this release does not need"),
+        "{out}"
+    );
+    let aside: Vec<String> = list_files(&s.site.root.join(".upkeep/aside"));
+    assert!(
+        aside.iter().any(|f| f.ends_with("my-notes.txt")),
+        "{aside:?}"
+    );
+
+    // staging/ as a link to the operator's files: refused, the files untouched.
+    let theirs = s.w.path("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("precious.txt"), "do not delete").unwrap();
+    std::fs::remove_dir_all(s.site.root.join("staging")).unwrap();
+    std::os::unix::fs::symlink(&theirs, s.site.root.join("staging")).unwrap();
+    let e = fails(
+        s.site
+            .run(&["stage", "--archive", s.w.zip("1.1.0").to_str().unwrap()]),
+        1,
+    );
+    assert!(e.contains("is a symbolic link"), "{e}");
+    assert_eq!(read(&theirs.join("precious.txt")), "do not delete");
+    assert_eq!(list_files(&theirs), ["precious.txt"]);
+}
+
+#[test]
+fn serve_never_follows_links_nor_serves_hidden_files() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    std::os::unix::fs::symlink("/etc/passwd", s.site.root.join("passwd.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc", s.site.root.join("etc")).unwrap();
+    std::fs::write(s.site.root.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(s.site.root.join(".well-known")).unwrap();
+    std::fs::write(s.site.root.join(".well-known/security.txt"), "Contact: x").unwrap();
+    let srv = spawn_server(&["serve", "--root", s.site.root.to_str().unwrap()]);
+    let get = |p: &str| reqwest::blocking::get(format!("{}{p}", srv.url)).unwrap();
+    assert_eq!(get("index.html").status(), 200);
+    for p in [
+        "passwd.txt",
+        "etc/passwd",
+        "etc/hostname",
+        ".env",
+        ".git/config",
+    ] {
+        let r = get(p);
+        assert_eq!(r.status(), 404, "{p}");
+        assert!(!r.text().unwrap().contains("root:"), "{p}");
+    }
+    assert_eq!(get(".well-known/security.txt").status(), 200);
+}
+
+#[test]
+fn the_reference_serves_only_its_layout_and_no_links() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    std::fs::write(s.w.repo.join("publisher.key"), "secret").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.w.repo.join("releases/passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", s.w.repo.join("latest.sig.old")).unwrap();
+    let get = |p: &str| reqwest::blocking::get(format!("{}{p}", s.srv.url)).unwrap();
+    assert_eq!(get("latest.json").status(), 200);
+    assert_eq!(get("releases/1.1.0/manifest.json").status(), 200);
+    for p in ["publisher.key", "releases/passwd", "latest.sig.old"] {
+        let r = get(p);
+        assert_eq!(r.status(), 404, "{p}");
+        assert!(!r.text().unwrap().contains("root:"), "{p}");
+    }
+    // An object replaced by a link is not served either (nor by POST /batch).
+    let obj = std::fs::read_dir(s.w.repo.join("objects"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .next()
+        .unwrap()
+        .path();
+    let rel = obj
+        .strip_prefix(&s.w.repo)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&obj).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &obj).unwrap();
+    assert_eq!(get(&rel).status(), 404);
+}

@@ -31,3 +31,21 @@ pub fn object_path(sha: &Sha256) -> String {
     let h = sha.to_hex();
     format!("objects/{}/{}", &h[..2], h)
 }
+
+/// Whether `rel` is a file of the repository layout: only those are served (a key, a note or a
+/// link someone left in the folder is not).
+pub fn is_layout_path(rel: &crate::manifest::RelPath) -> bool {
+    let parts: Vec<&str> = rel.as_str().split('/').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match parts.as_slice() {
+        [POINTER] | [POINTER_SIG] => true,
+        ["releases", v, f] => {
+            crate::manifest::parse_version(v).is_ok()
+                && (*f == "manifest.json"
+                    || *f == "manifest.sig"
+                    || *f == format!("upkeep-{v}.zip"))
+        }
+        ["objects", d, h] => hex(d, 2) && hex(h, 64) && h.starts_with(d),
+        _ => false,
+    }
+}

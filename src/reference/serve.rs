@@ -207,6 +207,9 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
             .content_type("text/plain")
             .body(format!("refused path {tail:?}\n")));
     };
+    if !repo::is_layout_path(&rel) || !crate::fsutil::no_links_beneath(&repo.dir, &rel) {
+        return Ok(not_found(&repo, &tail));
+    }
     let path = rel.under(&repo.dir);
     let (cache, ct) = headers_for(&rel, &tail);
     // Plain GETs of small files come from memory; ranges, HEAD and large files go through
@@ -292,8 +295,14 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
         for (sha, offset) in wanted {
-            let path = dir.join(repo::object_path(&sha));
-            let opened = std::fs::File::open(&path).and_then(|f| {
+            let rel = RelPath::parse(&repo::object_path(&sha)).expect("object paths are relative");
+            let path = rel.under(&dir);
+            let opened = if crate::fsutil::no_links_beneath(&dir, &rel) {
+                std::fs::File::open(&path)
+            } else {
+                Err(std::io::ErrorKind::NotFound.into())
+            };
+            let opened = opened.and_then(|f| {
                 let len = f.metadata()?.len();
                 Ok((f, len))
             });

@@ -77,6 +77,8 @@ pub struct Staged {
     pub removed: usize,
     /// Locally modified files.
     pub modified: Vec<RelPath>,
+    /// Files found in staging that this release does not need, moved into `.upkeep/aside/`.
+    pub moved_aside: usize,
     /// Wall time.
     pub seconds: f64,
 }
@@ -91,6 +93,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     // of thousands of fsyncs made a large staging slower than rsync).
     state.relax_durability()?;
     refuse_during_run(inst, &state)?;
+    check_staging_folder(inst)?;
     let progress = &opts.progress;
     progress.set_phase("reading the release manifest");
 
@@ -154,9 +157,11 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     {
         state.clear_staged()?;
     }
-    if !matches!(source, Source::Manual) {
-        prune(&staging, &needed)?;
-    }
+    let moved_aside = if matches!(source, Source::Manual) {
+        0
+    } else {
+        prune(inst, &needed)?
+    };
 
     // Resume: files already staged and verified are kept.
     let known = state.staged_files()?;
@@ -221,6 +226,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         reused,
         removed: diff.removed.len(),
         modified: diff.modified.clone(),
+        moved_aside,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -289,24 +295,59 @@ fn already_staged(
     Ok(false)
 }
 
-/// Remove files from staging that this update does not need (left by an older staging).
-fn prune(staging: &Path, needed: &[&FileEntry]) -> Result<()> {
+/// Move out of staging what this update does not need (left by an older staging, or copied by
+/// hand): into `.upkeep/aside/staging-TIME/`, never deleted, so a file the operator put there
+/// is not lost. Returns how many were moved.
+fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
+    let staging = inst.staging();
     let keep: HashSet<&str> = needed.iter().map(|f| f.path.as_str()).collect();
-    for entry in walkdir::WalkDir::new(staging)
+    let aside = inst.state_dir().join("aside").join(format!(
+        "staging-{}",
+        crate::clock::now_text().replace([':', '-'], "")
+    ));
+    let mut moved = 0;
+    for entry in walkdir::WalkDir::new(&staging)
         .min_depth(1)
         .contents_first(true)
     {
         let Ok(entry) = entry else { continue };
         let rel = entry
             .path()
-            .strip_prefix(staging)
+            .strip_prefix(&staging)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         if entry.file_type().is_dir() {
             let _ = std::fs::remove_dir(entry.path());
-        } else if !keep.contains(rel.as_str()) {
-            std::fs::remove_file(entry.path()).ctx("remove", entry.path())?;
+        } else if !keep.contains(rel.as_str())
+            && rel != MANIFEST_NAME
+            && rel != SIGNATURE_NAME
+            && rel != ".gitkeep"
+        {
+            let to = aside.join(&rel);
+            let parent = to.parent().expect("aside paths have a parent");
+            std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+            std::fs::rename(entry.path(), &to).ctx("move aside", entry.path())?;
+            moved += 1;
         }
+    }
+    Ok(moved)
+}
+
+/// `staging/` must be a real folder of the instance: a link would let staging's clean-up and
+/// the swap work on files elsewhere.
+pub fn check_staging_folder(inst: &Instance) -> Result<()> {
+    let st = inst.staging();
+    if std::fs::symlink_metadata(&st).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::refused(
+            format!(
+                "{} is a symbolic link: upkeep works only in a real staging folder inside the instance",
+                st.display()
+            ),
+            format!(
+                "replace the link with a folder (`rm {0} && mkdir {0}`), then stage again",
+                st.display()
+            ),
+        ));
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::crash;
 use crate::error::{Error, IoContext, Result};
 use crate::lock::InstanceLock;
 pub use crate::manifest::plan::Plan;
+use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
 use crate::progress::Progress;
 use crate::state::State;
 pub use crate::state::{Run, RunStatus, Step, TaskState};
@@ -260,22 +261,43 @@ fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
     state.mark_reopened(run.id)
 }
 
-/// Empty `staging/` (after a run, its files are live or obsolete).
+/// Empty `staging/` after a run: its release files are live (or obsolete); anything else found
+/// there is moved into `.upkeep/aside/`, never deleted. A staging folder that is a link is left
+/// alone (staging refuses to use one).
 fn clear_staging(inst: &Instance) -> Result<()> {
     let st = inst.staging();
+    if crate::stage::check_staging_folder(inst).is_err() {
+        return Ok(());
+    }
+    // Folders emptied by the swap go first (deepest first; a folder with files stays).
+    for e in walkdir::WalkDir::new(&st)
+        .min_depth(1)
+        .contents_first(true)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+    {
+        let _ = std::fs::remove_dir(e.path());
+    }
     let Ok(rd) = std::fs::read_dir(&st) else {
         return Ok(());
     };
+    let aside = inst.state_dir().join("aside").join(format!(
+        "staging-{}",
+        crate::clock::now_text().replace([':', '-'], "")
+    ));
     for e in rd.flatten() {
         let p = e.path();
-        if e.file_name() == ".gitkeep" {
+        let name = e.file_name();
+        if name == ".gitkeep" {
             continue;
         }
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).ctx("remove", &p)?;
-        } else {
+        if name == MANIFEST_NAME || name == SIGNATURE_NAME {
             std::fs::remove_file(&p).ctx("remove", &p)?;
+            continue;
         }
+        std::fs::create_dir_all(&aside).ctx("create folder", &aside)?;
+        std::fs::rename(&p, aside.join(&name)).ctx("move aside", &p)?;
     }
     Ok(())
 }
