@@ -193,6 +193,26 @@ pub enum Command {
         json: bool,
     },
 
+    /// Finish an update made by copying the whole release over the live tree (FTP, rsync).
+    ///
+    /// The emergency path when an incremental update cannot be done: finds which published
+    /// release the tree now is (or take --installed V), then closes the site, scans extensions,
+    /// migrates the database (with a copy for rollback), runs pending run_once tasks, reopens,
+    /// and records the run. A rollback of it restores the database only: the copied files stay.
+    Finish {
+        #[command(flatten)]
+        root: RootArg,
+        /// The release the tree now is, when it does not match one exactly.
+        #[arg(long, value_name = "V")]
+        installed: Option<String>,
+        /// Apply without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Installed version, gate, current run and step, last runs, extensions, pending tasks.
     Status {
         #[command(flatten)]

@@ -403,6 +403,49 @@ pub fn update(
     }
 }
 
+/// `upkeep finish`: the rest of an update after the release was copied over the tree.
+pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let progress = Progress::default();
+    let interactive = std::io::stdin().is_terminal();
+    let confirm = |plan: &Plan| {
+        if !json {
+            println!(
+                "the live tree is release {} (installed: {}); to finish:",
+                plan.to,
+                plan.from.as_deref().unwrap_or("none")
+            );
+            print_plan(plan);
+        }
+        if yes {
+            return true;
+        }
+        if !interactive {
+            eprintln!("not applied: no terminal to confirm on; pass --yes");
+            return false;
+        }
+        eprint!("close the site and finish? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
+    let opts = update::Options {
+        keep_modified: false,
+        approved: None,
+        confirm: &confirm,
+        on_step: &on_step,
+        decision: Decision::Ask,
+        progress: &progress,
+    };
+    let run = upkeep::finish::finish(&inst, installed, &opts)?;
+    finished_run(json, &run);
+    if !json {
+        still_closed(&inst);
+    }
+    Ok(0)
+}
+
 /// `upkeep status`.
 pub fn status(root: &Path, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;
@@ -447,6 +490,11 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
 pub fn rollback(root: &Path, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;
     let run = update::rollback(&inst)?;
+    if run.plan.finish && !json {
+        println!(
+            "this run finished an update copied by hand: the database and the tasks are back as before it, the copied files stay"
+        );
+    }
     if json {
         print_json(&run);
     } else {

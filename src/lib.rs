@@ -14,6 +14,7 @@ pub mod crash;
 pub mod demo;
 pub mod error;
 pub mod fingerprint;
+pub mod finish;
 pub mod fsutil;
 pub mod init;
 pub mod lock;

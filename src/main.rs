@@ -98,6 +98,12 @@ fn run(cmd: Command) -> Result<u8> {
             keep_modified,
             json,
         } => cmd::update(&root.root, yes, plan.as_deref(), keep_modified, json),
+        Command::Finish {
+            root,
+            installed,
+            yes,
+            json,
+        } => cmd::finish(&root.root, installed.as_deref(), yes, json),
         Command::Status { root, json } => cmd::status(&root.root, json),
         Command::Resume {
             root,

@@ -687,3 +687,62 @@ fn the_reference_serves_only_its_layout_and_no_links() {
     std::os::unix::fs::symlink("/etc/passwd", &obj).unwrap();
     assert_eq!(get(&rel).status(), 404);
 }
+
+// YACS's emergency path: the release copied over the tree by hand, then `upkeep finish`.
+
+#[test]
+fn finish_completes_an_update_copied_by_hand() {
+    let v2: &[(&str, &[u8])] = &[
+        ("index.html", b"v2"),
+        (
+            "schema.sql",
+            b"CREATE TABLE posts(id INTEGER PRIMARY KEY, title TEXT);\n",
+        ),
+        (
+            "run_once/001-seed.sql",
+            b"INSERT INTO posts(title) VALUES ('hello');\n",
+        ),
+    ];
+    let s = story(&[("index.html", b"v1")], v2);
+    // The operator copies release 1.1.0 over the live tree (FTP).
+    copy_tree(&s.w.path("release-1.1.0"), &s.site.root);
+    let o = s.site.run(&["finish", "--yes"]);
+    let out = ok(o);
+    assert!(
+        out.contains("the live tree is release 1.1.0 (installed: 1.0.0)"),
+        "{out}"
+    );
+    let st = s.site.status_json();
+    assert_eq!(st["installed"], "1.1.0");
+    assert!(st["gate"].is_null());
+    assert_eq!(st["history"][0]["to"], "1.1.0");
+    assert_eq!(st["history"][0]["status"], "done");
+    let db = rusqlite::Connection::open(s.site.root.join(".upkeep/site.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM posts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "schema migrated and the task ran once");
+    assert!(s.site.root.join("run_once/001-seed.sql.done").exists());
+    // Nothing left to finish, and a check agrees the site is up to date.
+    fails(s.site.run(&["finish", "--yes"]), 1);
+    assert_eq!(s.site.run(&["check"]).status.code(), Some(0));
+}
+
+#[test]
+fn finish_refuses_a_tree_that_is_no_release_and_changes_nothing() {
+    let s = story(
+        &[("index.html", b"v1")],
+        &[("index.html", b"v2"), ("new.html", b"n")],
+    );
+    // Half a copy: index.html only.
+    std::fs::write(s.site.root.join("index.html"), "v2").unwrap();
+    let before = snapshot(&s.site.root);
+    let e = fails(s.site.run(&["finish", "--yes"]), 1);
+    assert!(
+        e.contains("the closest is 1.1.0, with 1 files missing or different"),
+        "{e}"
+    );
+    assert!(e.contains("--installed V"), "{e}");
+    assert_eq!(snapshot(&s.site.root), before);
+    assert_eq!(s.site.status_json()["installed"], "1.0.0");
+}

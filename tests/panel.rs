@@ -440,3 +440,24 @@ fn apply_runs_the_reviewed_plan_or_nothing() {
     assert!(d.wait_run(&c).contains("The update is done"));
     assert_eq!(count(&db, "SELECT count(*) FROM runs"), 1);
 }
+
+#[test]
+fn the_dashboard_offers_finish_for_a_release_copied_by_hand() {
+    let d = Demo::start(&[]);
+    let c = d.client();
+    d.login(&c);
+    let t = d.csrf(&c);
+    copy_tree(&d.dir.path().join("release-1.1.0"), &d.site());
+    let r = d.post(&c, "control/check", &[("csrf", &t)]);
+    d.wait_job(&c, &location(&r));
+    let dash = d.get(&c, "control").text().unwrap();
+    assert!(dash.contains("Release 1.1.0 was copied over the site"), "{dash}");
+    let r = d.post(&c, "control/finish", &[("csrf", &t)]);
+    assert_eq!(location(&r), "/control/run");
+    let page = d.wait_run(&c);
+    assert!(page.contains("The update is done"), "{page}");
+    let db = d.site().join(".upkeep/site.db");
+    assert_eq!(count(&db, "SELECT count(*) FROM menu_items"), 3);
+    let dash = d.get(&c, "control").text().unwrap();
+    assert!(!dash.contains("was copied over the site"), "{dash}");
+}

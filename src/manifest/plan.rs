@@ -247,6 +247,10 @@ pub struct Plan {
     /// Files in run_once folders that are not tasks (neither `.sh` nor `.sql`): never run.
     #[serde(default)]
     pub not_tasks: Vec<RelPath>,
+    /// A run that finishes an update made by copying the release over the tree (`upkeep
+    /// finish`): no files to swap, and a rollback can restore only the database.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finish: bool,
     /// Existing `NAME.bak` files the swap would overwrite: moved into `.upkeep/aside/` first
     /// (a rollback puts them back; after a successful run they stay there).
     #[serde(default)]

@@ -169,11 +169,29 @@ async fn dashboard(req: actix_web::HttpRequest, app: Data) -> Page {
             m.manifest().notes.as_str(),
         )
     });
+    // The last check found the whole latest release in place, yet it is not the installed
+    // one: it was copied by hand, and `finish` is the way on.
+    let diff: Option<crate::manifest::plan::Diff> =
+        with_state(&app, |st| st.meta("last_check_diff"))
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str(&j).ok());
+    let copied = diff
+        .as_ref()
+        .filter(|d| {
+            !d.older
+                && d.new.is_empty()
+                && d.changed.is_empty()
+                && st.installed.as_deref() != Some(d.latest.as_str())
+                && st.current.is_none()
+        })
+        .map(|d| d.latest.as_str());
     Ok(html(pages::dashboard(
         &s,
         &st,
         &app.inst.config.reference,
         latest_view,
+        copied,
     )))
 }
 
@@ -251,6 +269,7 @@ pub fn start(
                     .route("/api/run", web::get().to(run::run_api))
                     .route("/resume", web::post().to(run::resume))
                     .route("/rollback", web::post().to(run::rollback))
+                    .route("/finish", web::post().to(run::finish))
                     .route("/gate/{action}", web::post().to(run::gate))
                     .route("/static/{file}", web::get().to(static_file))
                     .default_service(web::to(|| async {

@@ -115,6 +115,7 @@ pub fn dashboard(
     st: &Status,
     reference: &str,
     latest: Option<(&str, &str, &str)>,
+    copied: Option<&str>,
 ) -> Markup {
     layout(
         "Dashboard",
@@ -158,6 +159,13 @@ pub fn dashboard(
                     }
                     @if let Some((when, _)) = &st.last_check { p.muted { "Last check: " (when) } }
                     (post_button(s, "/control/check", "Check now", ""))
+                }
+            }
+            @if let Some(v) = copied {
+                div.card {
+                    h2 { "Release " (v) " was copied over the site" }
+                    p { "The last check found every file of release " (v) " in place, but it is not recorded as installed: someone copied it by hand. Finishing closes the site, migrates the database (with a copy for rollback), runs its pending tasks and reopens." }
+                    (post_button(s, "/control/finish", "Finish the update", ""))
                 }
             }
             @if let Some(r) = &st.current {

@@ -83,6 +83,15 @@ pub(super) async fn rollback(req: HttpRequest, app: Data, form: web::Form<CsrfFo
     })
 }
 
+pub(super) async fn finish(req: HttpRequest, app: Data, form: web::Form<CsrfForm>) -> Page {
+    let s = require_post(&req, &app, &form.csrf)?;
+    start_job(&s, &app, JobKind::Finish, |inst, p| {
+        let o = update::Options::approved(None, false, Decision::Ask, p);
+        crate::finish::finish(inst, None, &o)
+            .map(|r| format!("Run {} finished release {}", r.id, r.to))
+    })
+}
+
 /// The run to show: the unfinished one, else the newest; whether nobody is driving it; and
 /// whether a run job is still preparing (its run row does not exist yet).
 fn current_run(app: &super::AppState) -> crate::Result<(Option<Run>, bool, bool)> {
@@ -112,7 +121,7 @@ fn refused_start(app: &super::AppState, run: Option<&Run>) -> Option<(String, Op
         return None;
     };
     let run_began = run.is_some_and(|r| r.status.unfinished());
-    (j.kind == JobKind::Update && !run_began).then_some((msg, hint))
+    (matches!(j.kind, JobKind::Update | JobKind::Finish) && !run_began).then_some((msg, hint))
 }
 
 pub(super) async fn run_page(req: HttpRequest, app: Data) -> Page {

@@ -125,7 +125,7 @@ pub fn resume(inst: &Instance, o: &Options) -> Result<Run> {
     drive(inst, &mut state, run.id, o)
 }
 
-fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run> {
+pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) -> Result<Run> {
     loop {
         let run = state.run(id)?;
         let step = run.step;

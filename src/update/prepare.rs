@@ -228,6 +228,7 @@ pub fn prepare(
         extensions: exts,
         kept_aside,
         not_tasks,
+        finish: false,
     };
     Ok((plan.with_keep_modified(keep_modified), target))
 }
