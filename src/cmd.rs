@@ -384,9 +384,12 @@ pub fn update(
         progress: &progress,
     };
     let r = update::update(&inst, &opts);
-    if let Err(Error::PlanChanged { now, .. }) = &r {
+    if let Err(Error::PlanChanged { .. }) = &r {
         // The refusal is only useful with the plan of now beside it.
-        print_plan(now);
+        let mut state = State::open(&inst.state_db())?;
+        if let Ok((now, _)) = update::prepare(&inst, &mut state, keep_modified) {
+            print_plan(&now);
+        }
     }
     match r? {
         None => Err(Error::refused(

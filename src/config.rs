@@ -155,6 +155,24 @@ impl Instance {
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
     }
+    /// `staging/` must be a real folder of the instance: a link would let staging's clean-up
+    /// and the swap work on files elsewhere.
+    pub fn check_staging_folder(&self) -> Result<()> {
+        let st = self.staging();
+        if std::fs::symlink_metadata(&st).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::refused(
+                format!(
+                    "{} is a symbolic link: upkeep works only in a real staging folder inside the instance",
+                    st.display()
+                ),
+                format!(
+                    "replace the link with a folder (`rm {0} && mkdir {0}`), then stage again",
+                    st.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
     /// `inbox/`.
     pub fn inbox(&self) -> PathBuf {
         self.root.join("inbox")

@@ -38,6 +38,11 @@ pub enum Error {
     #[error("network: {url}: {reason}")]
     Network { url: String, reason: String },
 
+    /// The reference (or a cache on the way) served content that does not match the signed
+    /// manifest, though the transfer itself was whole.
+    #[error("damaged content from {url}: {reason}")]
+    Damaged { url: String, reason: String },
+
     /// Another run holds the instance lock.
     #[error("busy: {0}")]
     Busy(String),
@@ -65,8 +70,8 @@ pub enum Error {
     #[error(
         "not enough free disk in {}: {} needed ({what}), {} free",
         folder.display(),
-        crate::fsutil::human_bytes(*needed),
-        crate::fsutil::human_bytes(*free)
+        indicatif::DecimalBytes(*needed),
+        indicatif::DecimalBytes(*free)
     )]
     DiskSpace {
         folder: PathBuf,
@@ -91,6 +96,8 @@ pub enum Error {
         version: String,
         files: Vec<String>,
         root: PathBuf,
+        /// How it was staged (`network`, `archive PATH`, `inbox NAME`, `manual`).
+        staged_from: String,
     },
 
     /// A run stopped half way and must be resumed or rolled back first.
@@ -102,16 +109,11 @@ pub enum Error {
         root: PathBuf,
     },
 
-    /// The plan that would run now is not the plan the operator approved; it carries the plan
-    /// of now, so the operator can review it.
+    /// The plan that would run now is not the plan the operator approved.
     #[error(
-        "the plan changed since it was reviewed (approved {approved}, now {}): nothing was changed",
-        now.digest()
+        "the plan changed since it was reviewed (approved {approved}, now {now}): nothing was changed"
     )]
-    PlanChanged {
-        approved: String,
-        now: Box<crate::manifest::plan::Plan>,
-    },
+    PlanChanged { approved: String, now: String },
 
     /// A command was asked something it must refuse (wrong version, missing setup...).
     #[error("{msg}")]
@@ -170,7 +172,7 @@ impl Error {
             | Error::Archive { .. }
             | Error::BadManifest { .. }
             | Error::Signature { .. } => 400,
-            Error::Network { .. } => 502,
+            Error::Network { .. } | Error::Damaged { .. } => 502,
             Error::DiskSpace { .. } => 507,
             Error::Cancelled(_) => 409,
             Error::Io { .. } | Error::Db { .. } => 500,
@@ -195,7 +197,7 @@ impl Error {
                 ..
             } => Some(format!(
                 "free {} on the filesystem holding {} (old archives in inbox/ are a good start), then run the same command again: finished files are kept",
-                crate::fsutil::human_bytes(needed.saturating_sub(*free)),
+                indicatif::DecimalBytes(needed.saturating_sub(*free)),
                 folder.display()
             )),
             Error::Db { source, path }
@@ -216,10 +218,20 @@ impl Error {
             Error::Expired { .. } => Some(
                 "ask the publisher to publish again (or re-sign) with a later --expires".into(),
             ),
-            Error::StaleStaging { root, .. } => Some(format!(
-                "stage the release again (`upkeep stage --root {} --network`, or the archive you used): files already verified are kept",
-                root.display()
-            )),
+            Error::StaleStaging {
+                root, staged_from, ..
+            } => {
+                let again = match staged_from.split_once(' ') {
+                    Some(("archive", p)) => format!("--archive {p}"),
+                    Some(("inbox", n)) => format!("--inbox {n}"),
+                    _ if staged_from == "manual" => "--manual".to_string(),
+                    _ => "--network".to_string(),
+                };
+                Some(format!(
+                    "stage it again: `upkeep stage --root {} {again}` (files still verified are kept)",
+                    root.display()
+                ))
+            }
             Error::Unfinished { root, .. } => Some(format!(
                 "finish it with `upkeep resume --root {0}` or undo it with `upkeep rollback --root {0}`",
                 root.display()
@@ -240,6 +252,9 @@ impl Error {
                 Some("check `reference` in upkeep.toml and the connection to it, then run the same command again".into())
             }
             Error::Busy(_) => Some("wait for that run to finish, or see `upkeep status`".into()),
+            Error::Damaged { .. } => Some(
+                "nothing of it was installed; tell the publisher, or purge the cache or proxy between this site and the reference, then stage again".into(),
+            ),
             Error::Cancelled(_) => {
                 Some("start it again when you are ready: finished files are kept".into())
             }

@@ -65,7 +65,7 @@ pub fn identify(
 pub fn finish(inst: &Instance, installed: Option<&str>, o: &update::Options) -> Result<Run> {
     let _lock = InstanceLock::acquire(inst, "finish")?;
     let mut state = State::open(&inst.state_db())?;
-    update::refuse_unfinished(inst, &state)?;
+    state.refuse_unfinished(&inst.root)?;
     let target = identify(inst, &mut state, installed)?;
     if state.installed_version()?.as_deref() == Some(target.version()) && installed.is_none() {
         return Err(Error::refused(

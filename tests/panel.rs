@@ -451,7 +451,10 @@ fn the_dashboard_offers_finish_for_a_release_copied_by_hand() {
     let r = d.post(&c, "control/check", &[("csrf", &t)]);
     d.wait_job(&c, &location(&r));
     let dash = d.get(&c, "control").text().unwrap();
-    assert!(dash.contains("Release 1.1.0 was copied over the site"), "{dash}");
+    assert!(
+        dash.contains("Release 1.1.0 was copied over the site"),
+        "{dash}"
+    );
     let r = d.post(&c, "control/finish", &[("csrf", &t)]);
     assert_eq!(location(&r), "/control/run");
     let page = d.wait_run(&c);

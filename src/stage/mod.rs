@@ -92,8 +92,9 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     // those rows to a power cut only costs a re-hash, so they are not fsynced one by one (tens
     // of thousands of fsyncs made a large staging slower than rsync).
     state.relax_durability()?;
-    refuse_during_run(inst, &state)?;
-    check_staging_folder(inst)?;
+    // Staging while a run is swapping would mix two releases.
+    state.refuse_unfinished(&inst.root)?;
+    inst.check_staging_folder()?;
     let progress = &opts.progress;
     progress.set_phase("reading the release manifest");
 
@@ -255,11 +256,6 @@ fn check_space(staging: &Path, version: &str, missing: &[&FileEntry]) -> Result<
     Ok(())
 }
 
-/// Staging while a run is swapping would mix two releases.
-fn refuse_during_run(inst: &Instance, state: &State) -> Result<()> {
-    crate::update::refuse_unfinished(inst, state)
-}
-
 fn mark(state: &State, f: &FileEntry, dest: &Path) -> Result<()> {
     let md = std::fs::metadata(dest).ctx("stat", dest)?;
     state.mark_staged_file(&f.path, &f.sha256, f.size, stat_of(&md).mtime_ns)
@@ -331,25 +327,6 @@ fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
         }
     }
     Ok(moved)
-}
-
-/// `staging/` must be a real folder of the instance: a link would let staging's clean-up and
-/// the swap work on files elsewhere.
-pub fn check_staging_folder(inst: &Instance) -> Result<()> {
-    let st = inst.staging();
-    if std::fs::symlink_metadata(&st).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(Error::refused(
-            format!(
-                "{} is a symbolic link: upkeep works only in a real staging folder inside the instance",
-                st.display()
-            ),
-            format!(
-                "replace the link with a folder (`rm {0} && mkdir {0}`), then stage again",
-                st.display()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn fetch_network(

@@ -123,11 +123,20 @@ async fn fetch_inner(
             Err(Failure::Retry(msg)) => {
                 failures += 1;
                 if failures > remote.net.retries {
-                    return Err(Error::Network {
-                        url: remote.url(""),
-                        reason: format!(
-                            "{msg} (gave up after {failures} attempts; the files received so far are kept)"
-                        ),
+                    let reason = format!(
+                        "{msg} (gave up after {failures} attempts; the files received so far are kept)"
+                    );
+                    // Content that arrives whole but wrong is not a connection problem.
+                    return Err(if msg.contains("did not match the signed manifest") {
+                        Error::Damaged {
+                            url: remote.url(""),
+                            reason,
+                        }
+                    } else {
+                        Error::Network {
+                            url: remote.url(""),
+                            reason,
+                        }
                     });
                 }
                 progress.set_phase(format!("retrying after: {msg}"));

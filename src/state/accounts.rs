@@ -1,5 +1,6 @@
 //! Panel accounts, sessions and failed logins: the tables `accounts`, `sessions` and
-//! `login_failures`. The rules (hashing, throttling, expiry) live in `crate::accounts`.
+//! `login_failures`. The rules (hashing, throttling, expiry) live with the accounts module
+//! above this one.
 
 use rusqlite::{OptionalExtension, params};
 

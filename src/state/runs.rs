@@ -275,6 +275,19 @@ impl State {
         self.newest_run_in(&RunStatus::UNFINISHED)
     }
 
+    /// Refuse while a run is unfinished (it needs `resume` or `rollback` first).
+    pub fn refuse_unfinished(&self, root: &std::path::Path) -> Result<()> {
+        match self.unfinished_run()? {
+            Some(r) => Err(crate::error::Error::Unfinished {
+                run: r.id,
+                step: r.step.to_string(),
+                status: r.status.to_string(),
+                root: root.to_path_buf(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The run a `rollback` undoes: the unfinished one, else the last that finished.
     pub fn run_to_roll_back(&self) -> Result<Option<Run>> {
         let mut statuses = RunStatus::UNFINISHED.to_vec();

@@ -67,31 +67,18 @@ impl Options<'_> {
     }
 }
 
-/// Refuse while a run is unfinished.
-pub(crate) fn refuse_unfinished(inst: &Instance, state: &State) -> Result<()> {
-    match state.unfinished_run()? {
-        Some(r) => Err(Error::Unfinished {
-            run: r.id,
-            step: r.step.to_string(),
-            status: r.status.to_string(),
-            root: inst.root.clone(),
-        }),
-        None => Ok(()),
-    }
-}
-
 /// `upkeep update`: plan, check the approval, confirm, then run every step.
 pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     let _lock = InstanceLock::acquire(inst, "update")?;
     let mut state = State::open(&inst.state_db())?;
-    refuse_unfinished(inst, &state)?;
+    state.refuse_unfinished(&inst.root)?;
     let (plan, _) = prepare(inst, &mut state, o.keep_modified)?;
     if let Some(approved) = o.approved
         && approved != plan.digest()
     {
         return Err(Error::PlanChanged {
             approved: approved.to_string(),
-            now: Box::new(plan),
+            now: plan.digest(),
         });
     }
     if !(o.confirm)(&plan) {
@@ -266,7 +253,7 @@ fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
 /// alone (staging refuses to use one).
 fn clear_staging(inst: &Instance) -> Result<()> {
     let st = inst.staging();
-    if crate::stage::check_staging_folder(inst).is_err() {
+    if inst.check_staging_folder().is_err() {
         return Ok(());
     }
     // Folders emptied by the swap go first (deepest first; a folder with files stays).

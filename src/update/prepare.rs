@@ -90,6 +90,7 @@ pub fn prepare(
             version: target.version().to_string(),
             files: bad,
             root: inst.root.clone(),
+            staged_from: staged.source.clone(),
         });
     }
     let modified: HashSet<&RelPath> = diff.modified.iter().collect();
