@@ -24,15 +24,7 @@ pub fn identify(
     let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
     let ptr = block_on(remote.pointer())?;
     if let Some(v) = installed {
-        if !ptr.releases.iter().any(|r| r == v) {
-            return Err(Error::refused(
-                format!(
-                    "the reference has no release {v}; published: {}",
-                    ptr.releases.join(", ")
-                ),
-                "pass one of the published versions to --installed",
-            ));
-        }
+        crate::reference::client::require_published(&ptr, v)?;
         return block_on(remote.manifest(v, None));
     }
     let mut closest: Option<(usize, String)> = None;

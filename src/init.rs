@@ -102,15 +102,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     let mut state = State::open(&inst.state_db())?;
 
     let identified = if let Some(v) = o.installed {
-        if !ptr.releases.iter().any(|r| r == v) {
-            return Err(Error::refused(
-                format!(
-                    "the reference has no release {v}; published: {}",
-                    ptr.releases.join(", ")
-                ),
-                "pass one of the published versions to --installed",
-            ));
-        }
+        crate::reference::client::require_published(&ptr, v)?;
         let m = block_on(remote.manifest(v, None))?;
         state.set_installed(&m)?;
         Identified::Given {

@@ -527,23 +527,7 @@ fn staging_a_release_larger_than_the_free_disk_is_refused_before_a_byte_is_writt
     let big: Vec<u8> = (0..24_000_000u32).map(|i| (i % 251) as u8).collect();
     w.publish("1.1.0", &[("index.html", b"v2"), ("media/big.bin", &big)]);
     let srv = w.reference();
-    let mnt = tempfile::tempdir().unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .expect("mount");
-    assert!(
-        st.success(),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.path().to_path_buf());
+    let mnt = Tmpfs::mount("20m");
     let root = mnt.path().join("site");
     std::fs::create_dir_all(&root).unwrap();
     copy_tree(&d1, &root);

@@ -276,23 +276,7 @@ fn a_read_only_file_during_the_swap_ends_in_a_clean_rollback() {
 #[test]
 fn preflight_refuses_when_the_disk_cannot_hold_the_database_copy() {
     let s = Scenario::new();
-    let mnt = tempfile::tempdir().unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .expect("mount");
-    assert!(
-        st.success(),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.path().to_path_buf());
+    let mnt = Tmpfs::mount("4m");
     let root = mnt.path().join("site");
     copy_tree(&s.template, &root);
     let e = fails(upkeep(&["update", "--root", &root_arg(&root), "--yes"]), 1);

@@ -264,6 +264,20 @@ impl Remote {
     }
 }
 
+/// Refuse a version the pointer does not list as published.
+pub fn require_published(ptr: &Pointer, v: &str) -> Result<()> {
+    if ptr.releases.iter().any(|r| r == v) {
+        return Ok(());
+    }
+    Err(Error::refused(
+        format!(
+            "the reference has no release {v}; published: {}",
+            ptr.releases.join(", ")
+        ),
+        "pass one of the published versions to --installed",
+    ))
+}
+
 /// Exponential backoff: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(5)).min(5000))

@@ -120,8 +120,6 @@ pub struct Run {
     pub closed_ms: Option<i64>,
     /// The error that stopped it.
     pub error: Option<String>,
-    /// The digest of the plan it runs (what the operator approved).
-    pub plan_digest: String,
     /// The plan.
     #[serde(skip)]
     pub plan: Plan,
@@ -175,7 +173,6 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
         finished_at: r.get(6)?,
         closed_ms: r.get(7)?,
         error: r.get(8)?,
-        plan_digest: plan.digest(),
         plan,
         db_backup: r.get(10)?,
         steps: Vec::new(),
