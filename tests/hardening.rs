@@ -730,3 +730,53 @@ fn finish_refuses_a_tree_that_is_no_release_and_changes_nothing() {
     assert_eq!(snapshot(&s.site.root), before);
     assert_eq!(s.site.status_json()["installed"], "1.0.0");
 }
+
+// Class 4: staging can be cancelled; what was verified is kept, nothing is recorded as staged.
+
+#[test]
+fn a_cancelled_staging_stops_between_files_and_records_nothing() {
+    let v2: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("f/{i:02}.txt"), format!("file {i}").into_bytes()))
+        .collect();
+    let v2: Vec<(&str, &[u8])> = v2.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+    let s = story(&[("index.html", b"v1")], &v2);
+    let inst = upkeep::config::Instance::open(&s.site.root).unwrap();
+    let progress = std::sync::Arc::new(upkeep::progress::Progress::default());
+    progress.cancel();
+    let e = upkeep::stage::stage(
+        &inst,
+        &upkeep::stage::Source::Archive(s.w.zip("1.1.0")),
+        &upkeep::stage::StageOptions {
+            allow_downgrade: false,
+            progress,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, upkeep::Error::Cancelled(_)), "{e}");
+    assert!(e.to_string().contains("stopped by the operator"), "{e}");
+    assert!(list_files(&s.site.root.join("staging")).len() <= 1);
+    assert!(s.site.status_json()["staged"].is_null());
+    // Staging again finishes the job.
+    s.stage_next();
+    assert_eq!(s.site.status_json()["staged"]["version"], "1.1.0");
+}
+
+// Class 11: each error class says what it is.
+
+#[test]
+fn a_wrong_reference_url_is_one_line_with_its_own_hint() {
+    let s = story(&[("index.html", b"v1")], &[("index.html", b"v2")]);
+    set_config(
+        &s.site.root,
+        "",
+        "reference",
+        &format!("\"{}no-such-repo/\"", s.srv.url),
+    );
+    let e = fails(s.site.run(&["check"]), 1);
+    let first = e.lines().next().unwrap();
+    assert!(first.contains("404"), "{e}");
+    assert!(first.len() < 300, "one short line: {first}");
+    assert!(!e.contains("<html") && !e.contains("<!DOCTYPE"), "{e}");
+    assert!(e.contains("hint: check `reference` in upkeep.toml"), "{e}");
+    assert!(!e.contains("finished files are kept"), "{e}");
+}

@@ -464,3 +464,18 @@ fn the_dashboard_offers_finish_for_a_release_copied_by_hand() {
     let dash = d.get(&c, "control").text().unwrap();
     assert!(!dash.contains("was copied over the site"), "{dash}");
 }
+
+#[test]
+fn the_login_page_obeys_its_own_content_security_policy() {
+    let d = Demo::start(&[]);
+    let r = d.get(&d.client(), "control/login");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("style-src 'self'")
+    );
+    let body = r.text().unwrap();
+    assert!(!body.contains(" style="), "inline style: {body}");
+    assert!(!body.contains("<style"), "{body}");
+}
