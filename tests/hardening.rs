@@ -780,3 +780,66 @@ fn a_wrong_reference_url_is_one_line_with_its_own_hint() {
     assert!(e.contains("hint: check `reference` in upkeep.toml"), "{e}");
     assert!(!e.contains("finished files are kept"), "{e}");
 }
+
+// Invariant 4 through the new swap actions: a crash at any point of a swap that displaces a
+// folder and moves an old backup aside ends, after resume, exactly new; after rollback,
+// exactly old.
+
+#[test]
+fn a_crash_anywhere_in_a_displacing_swap_resumes_or_rolls_back_exactly() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = story(
+        &[
+            ("index.html", b"v1"),
+            ("a/x.txt", b"x1"),
+            ("x", b"x was a file"),
+        ],
+        &[
+            ("index.html", b"v2"),
+            ("a", b"a is a file now"),
+            ("x/y.txt", b"y"),
+        ],
+    );
+    std::fs::write(s.site.root.join("index.html.bak"), "the operator's backup").unwrap();
+    s.stage_next();
+    let live = |root: &Path| {
+        snapshot(root)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(".upkeep") && !k.starts_with("staging"))
+            .collect::<Vec<_>>()
+    };
+    let old = live(&s.site.root);
+    // The new tree, from a run that was not interrupted.
+    let clean = s.w.path("clean");
+    copy_tree(&s.site.root, &clean);
+    let trace = s.w.path("trace.txt");
+    ok(upkeep_env(
+        &["update", "--root", clean.to_str().unwrap(), "--yes"],
+        &[("UPKEEP_CRASH_TRACE", trace.to_str().unwrap())],
+    ));
+    let new = live(&clean);
+    let points: Vec<String> = read(&trace)
+        .lines()
+        .filter(|p| p.starts_with("swap:"))
+        .map(String::from)
+        .collect();
+    assert!(
+        points.iter().any(|p| p.ends_with(":old-bak-aside")),
+        "{points:?}"
+    );
+    for (i, point) in points.iter().enumerate() {
+        for then in ["resume", "rollback"] {
+            let root = s.w.path(&format!("crash-{i}-{then}"));
+            copy_tree(&s.site.root, &root);
+            let r = root.to_str().unwrap();
+            let o = upkeep_env(
+                &["update", "--root", r, "--yes"],
+                &[("UPKEEP_CRASH_AT", point)],
+            );
+            assert_eq!(o.status.signal(), Some(9), "{point}: {}", stderr(&o));
+            ok(upkeep(&[then, "--root", r]));
+            let want = if then == "resume" { &new } else { &old };
+            assert_eq!(&live(&root), want, "{point} then {then}");
+        }
+    }
+}

@@ -98,7 +98,10 @@ pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progr
                 }
             }
             Kind::Remove => {
-                if exists(&p.live) {
+                // A removed path names a file; a folder there now was made by this run's
+                // installs (a file that became a folder), when the swap is resumed.
+                if exists(&p.live) && !std::fs::symlink_metadata(&p.live).is_ok_and(|m| m.is_dir())
+                {
                     back_up(&p, n)?;
                     crash::point(&format!("swap:{n}:done"));
                 }
