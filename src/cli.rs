@@ -17,7 +17,8 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success (check: up to date), 10 check: an update is available, \
-1 error, 2 bad usage, 4 update: the plan changed since it was approved (--plan), 75 busy (another \
+1 error, 2 bad usage or a mistake in upkeep.toml, 3 auto: held or postponed, 4 update: the plan changed \
+since it was approved (--plan), 75 busy (another \
 run holds the instance lock).";
 
 /// Where an instance lives.
@@ -189,6 +190,27 @@ pub enum Command {
         #[arg(long)]
         keep_modified: bool,
         /// Print the plan and the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// One unattended pass, decided by the [auto] policy of upkeep.toml (for cron or a timer).
+    ///
+    /// Checks; holds when automatic updates are off, when the release is a bigger semver step
+    /// than `allow`, or (with on_modified = "hold") when files were modified locally; postpones
+    /// outside `window`/`days`; otherwise stages from the network and applies the plan without a
+    /// prompt (the policy is the approval). Every pass is recorded (`upkeep status`).
+    ///
+    /// Exit codes: 0 updated or nothing to do, 1 failed (the run was rolled back or needs an
+    /// operator), 2 a mistake in upkeep.toml (named), 3 held or postponed by policy, 75 busy
+    /// (another command holds the instance lock).
+    Auto {
+        #[command(flatten)]
+        root: RootArg,
+        /// Decide and print, change nothing (no staging, no run, nothing recorded).
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the pass as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -406,6 +406,28 @@ pub fn update(
     }
 }
 
+/// `upkeep auto`: one unattended pass; the exit code says what it decided.
+pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let p = upkeep::auto::pass(&inst, dry_run)?;
+    if json {
+        print_json(&p);
+    } else {
+        println!(
+            "{}: {}",
+            format!("{:?}", p.decision).to_uppercase(),
+            p.reason
+        );
+        for m in p.modified.iter().take(50) {
+            println!("  modified: {m}");
+        }
+        if let Some(r) = &p.run {
+            finished_run(false, r);
+        }
+    }
+    Ok(p.exit_code())
+}
+
 /// `upkeep finish`: the rest of an update after the release was copied over the tree.
 pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;

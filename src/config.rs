@@ -75,6 +75,51 @@ impl Default for Tasks {
     }
 }
 
+/// The largest version step an unattended pass may take.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Allow {
+    /// 1.2.3 -> 1.2.4.
+    #[default]
+    Patch,
+    /// 1.2.3 -> 1.3.0.
+    Minor,
+    /// 1.2.3 -> 2.0.0.
+    Major,
+}
+
+/// What an unattended pass does with locally modified files (the conffile question).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnModified {
+    /// Stop before anything live changes; the report lists the files.
+    #[default]
+    Hold,
+    /// Leave the site's version in place.
+    KeepMine,
+    /// Install the release's version, the site's kept as NAME.bak.
+    TakeRelease,
+}
+
+/// `[auto]`: what an unattended pass (`upkeep auto`) may do. Unknown keys are refused, so a
+/// typo never silently widens or narrows the policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auto {
+    /// Unattended updates happen at all.
+    pub enabled: bool,
+    /// The largest semver step taken unattended.
+    pub allow: Allow,
+    /// Local time window for closing the site, `HH:MM-HH:MM` (may cross midnight).
+    pub window: Option<String>,
+    /// Days the window applies (`mon` ... `sun`); every day when empty.
+    pub days: Vec<String>,
+    /// Locally modified files.
+    pub on_modified: OnModified,
+    /// Stage a held or postponed release ahead, so the window is spent on the swap only.
+    pub stage_ahead: bool,
+}
+
 /// The contents of `upkeep.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -97,6 +142,9 @@ pub struct Config {
     /// Task settings.
     #[serde(default)]
     pub tasks: Tasks,
+    /// Unattended updates.
+    #[serde(default)]
+    pub auto: Auto,
 }
 
 fn default_db() -> String {
@@ -141,11 +189,9 @@ impl Instance {
             ));
         }
         let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            Error::refused(
-                format!("{}: {e}", cfg_path.display()),
-                "fix the file, or compare with the README's example",
-            )
+        let config: Config = toml::from_str(&text).map_err(|e| Error::Config {
+            file: cfg_path.clone(),
+            reason: e.to_string(),
         })?;
         let key = PublicKey::parse(&config.public_key)?;
         Ok(Instance { root, config, key })

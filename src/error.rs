@@ -66,6 +66,10 @@ pub enum Error {
     #[error("release {release} is older than the installed release {installed}")]
     Downgrade { release: String, installed: String },
 
+    /// `upkeep.toml` does not parse or breaks a rule (a typo in a key, a bad window).
+    #[error("{}: {reason}", file.display())]
+    Config { file: PathBuf, reason: String },
+
     /// Not enough free disk for the work asked.
     #[error(
         "not enough free disk in {}: {} needed ({what}), {} free",
@@ -128,6 +132,10 @@ pub mod exit {
     pub const UPDATE_AVAILABLE: u8 = 10;
     /// The plan changed since it was approved (`update --plan`).
     pub const PLAN_CHANGED: u8 = 4;
+    /// upkeep.toml is wrong (as for bad usage).
+    pub const CONFIG: u8 = 2;
+    /// `auto`: held or postponed by policy.
+    pub const HELD: u8 = 3;
     /// Another command holds the instance lock (EX_TEMPFAIL: try again later).
     pub const BUSY: u8 = 75;
 }
@@ -154,6 +162,7 @@ impl Error {
         match self {
             Error::Busy(_) => exit::BUSY,
             Error::PlanChanged { .. } => exit::PLAN_CHANGED,
+            Error::Config { .. } => exit::CONFIG,
             _ => exit::FAILED,
         }
     }
@@ -165,6 +174,7 @@ impl Error {
             Error::Refused { .. }
             | Error::UnsafePath { .. }
             | Error::NothingStaged { .. }
+            | Error::Config { .. }
             | Error::Downgrade { .. }
             | Error::Expired { .. }
             | Error::VersionReused { .. }
@@ -189,6 +199,9 @@ impl Error {
             )),
             Error::Downgrade { .. } => Some(
                 "pass --allow-downgrade if you really mean to go back (`upkeep rollback` undoes the last run instead)".into(),
+            ),
+            Error::Config { .. } => Some(
+                "fix that key in upkeep.toml (the README's \"Configuration\" and \"Unattended updates\" sections list them); nothing was changed".into(),
             ),
             Error::DiskSpace {
                 folder,

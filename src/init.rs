@@ -86,6 +86,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         limits: Limits::default(),
         network: Network::default(),
         tasks: Tasks::default(),
+        auto: Default::default(),
     };
     let inst = Instance {
         root: root.clone(),

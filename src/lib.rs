@@ -7,6 +7,7 @@
 //! `panel` (the browser face). The CLI in `main.rs` and the panel call the same functions.
 
 pub mod accounts;
+pub mod auto;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -98,6 +98,11 @@ fn run(cmd: Command) -> Result<u8> {
             keep_modified,
             json,
         } => cmd::update(&root.root, yes, plan.as_deref(), keep_modified, json),
+        Command::Auto {
+            root,
+            dry_run,
+            json,
+        } => cmd::auto(&root.root, dry_run, json),
         Command::Finish {
             root,
             installed,

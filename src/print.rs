@@ -177,6 +177,14 @@ pub fn print_status(st: &update::Status) {
     if let Some((when, latest)) = &st.last_check {
         println!("last check: {when} (latest {latest})");
     }
+    if let Some(a) = &st.last_auto {
+        println!(
+            "last auto:  {} {}: {}",
+            a["at"].as_str().unwrap_or_default(),
+            a["decision"].as_str().unwrap_or_default().to_uppercase(),
+            a["reason"].as_str().unwrap_or_default()
+        );
+    }
     if let Some(s) = &st.staged {
         println!(
             "staged:    {} from {} ({} files, {})",

@@ -27,6 +27,8 @@ pub struct Status {
     pub pending_tasks: Vec<RelPath>,
     /// Last check time and the latest release it saw.
     pub last_check: Option<(String, String)>,
+    /// The last unattended pass (`upkeep auto`), as it was recorded.
+    pub last_auto: Option<serde_json::Value>,
 }
 
 /// Gather the status.
@@ -49,5 +51,8 @@ pub fn status(inst: &Instance) -> Result<Status> {
             .collect(),
         extensions,
         last_check,
+        last_auto: state
+            .meta("last_auto")?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
