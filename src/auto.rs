@@ -29,6 +29,9 @@ pub enum Verdict {
     Held,
     /// Postponed: outside the window.
     Postponed,
+    /// An interrupted run could not be finished and was rolled back: the previous release is
+    /// live; an operator should look.
+    RolledBack,
 }
 
 /// What a pass did, as printed and recorded.
@@ -58,6 +61,7 @@ impl Pass {
         match self.decision {
             Verdict::Nothing | Verdict::Updated => 0,
             Verdict::Held | Verdict::Postponed => crate::error::exit::HELD,
+            Verdict::RolledBack => crate::error::exit::FAILED,
         }
     }
 }
@@ -159,6 +163,11 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         run: None,
         dry_run,
     };
+    // A run interrupted earlier (a killed pass, a power cut) is dealt with first, as an operator
+    // would: resumed, or rolled back when it cannot be finished unattended.
+    if !dry_run && State::open(&inst.state_db())?.unfinished_run()?.is_some() {
+        return recover(inst, out);
+    }
     if !a.enabled {
         out.decision = Verdict::Held;
         out.reason = "automatic updates are off ([auto] enabled = false in upkeep.toml)".into();
@@ -230,6 +239,34 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
     out.decision = Verdict::Updated;
     out.reason = format!("updated to release {}", plan.to);
     out.run = run;
+    record(inst, out)
+}
+
+fn recover(inst: &Instance, mut out: Pass) -> Result<Pass> {
+    let progress = Progress::default();
+    let o = update::Options::approved(None, false, Decision::Ask, &progress);
+    match update::resume(inst, &o) {
+        Ok(run) => {
+            out.decision = Verdict::Updated;
+            out.reason = format!(
+                "resumed interrupted run {} and finished it: release {} is live",
+                run.id, run.to
+            );
+            out.to = Some(run.to.clone());
+            out.run = Some(run);
+        }
+        Err(e @ Error::Busy(_)) => return Err(e),
+        Err(e) => {
+            let run = update::rollback(inst)?;
+            out.decision = Verdict::RolledBack;
+            out.reason = format!(
+                "interrupted run {} could not be finished unattended ({e}); it was rolled back: release {} is live again",
+                run.id,
+                run.from.as_deref().unwrap_or("(none)")
+            );
+            out.run = Some(run);
+        }
+    }
     record(inst, out)
 }
 

@@ -170,3 +170,61 @@ fn a_dry_run_decides_and_changes_nothing_and_a_dead_reference_fails() {
     };
     assert_eq!(live(&after), live(&before));
 }
+
+#[test]
+fn a_pass_killed_mid_run_is_finished_by_the_next_pass() {
+    use std::os::unix::process::ExitStatusExt;
+    let c = case();
+    let r = c.site.root.to_str().unwrap();
+    let o = upkeep_env(
+        &["auto", "--root", r],
+        &[("UPKEEP_CRASH_AT", "swap:1:done")],
+    );
+    assert_eq!(o.status.signal(), Some(9), "{}", stderr(&o));
+    assert!(
+        !c.site.status_json()["current"].is_null(),
+        "the run is unfinished"
+    );
+    let out = auto(&c.site, 0);
+    assert!(
+        out.contains("resumed interrupted run 1 and finished it"),
+        "{out}"
+    );
+    assert_eq!(index(&c.site), "v2");
+    assert!(c.site.status_json()["gate"].is_null());
+}
+
+#[test]
+fn an_interrupted_task_that_needs_an_operator_is_rolled_back_by_the_next_pass() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish(
+        "1.1.0",
+        &[
+            ("index.html", b"v2"),
+            ("run_once/001-mail.sh", b"echo sent\n"),
+        ],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    set_config(&site.root, "auto", "enabled", "true");
+    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let r = site.root.to_str().unwrap().to_string();
+    // Killed after the shell task started: nobody knows whether it ran, so the next pass does
+    // not run it again unattended; it rolls back and says so (exit 1).
+    let o = upkeep_env(
+        &["auto", "--root", &r],
+        &[("UPKEEP_CRASH_AT", "run_once:1:started")],
+    );
+    assert_eq!(o.status.signal(), Some(9), "{}", stderr(&o));
+    let out = auto(&site, 1);
+    assert!(out.contains("could not be finished unattended"), "{out}");
+    assert!(
+        out.contains("rolled back: release 1.0.0 is live again"),
+        "{out}"
+    );
+    assert_eq!(index(&site), "v1");
+    assert!(site.status_json()["gate"].is_null());
+    drop(srv);
+}
