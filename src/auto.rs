@@ -184,11 +184,11 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         if s > a.allow {
             out.decision = Verdict::Held;
             out.reason = format!(
-                "release {} is a {s:?} step from {f}, beyond auto.allow = {:?}: update by hand (`upkeep update`)",
+                "release {} is a {} step from {f}, beyond auto.allow = \"{}\": update by hand (`upkeep update`)",
                 latest.version(),
-                a.allow
-            )
-            .to_lowercase();
+                s.word(),
+                a.allow.word()
+            );
             stage_ahead(inst, a, dry_run)?;
             return record(inst, out);
         }

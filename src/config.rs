@@ -88,6 +88,17 @@ pub enum Allow {
     Major,
 }
 
+impl Allow {
+    /// The word used in upkeep.toml.
+    pub fn word(self) -> &'static str {
+        match self {
+            Allow::Patch => "patch",
+            Allow::Minor => "minor",
+            Allow::Major => "major",
+        }
+    }
+}
+
 /// What an unattended pass does with locally modified files (the conffile question).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

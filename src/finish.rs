@@ -78,6 +78,7 @@ pub fn finish(inst: &Instance, installed: Option<&str>, o: &update::Options) -> 
         &inst.database(),
         &prepare::fragments(inst, &extensions, false)?,
     )?;
+    let not_tasks = tasks::not_tasks(inst, &extensions)?;
     let plan = Plan {
         from: state.installed_version()?,
         to: target.version().to_string(),
@@ -85,7 +86,7 @@ pub fn finish(inst: &Instance, installed: Option<&str>, o: &update::Options) -> 
         tasks,
         schema,
         extensions,
-        not_tasks: tasks::not_tasks(inst, &[])?,
+        not_tasks,
         finish: true,
         ..Plan::default()
     };

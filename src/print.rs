@@ -150,7 +150,7 @@ pub fn print_plan(plan: &Plan) {
     }
     section(
         "existing backups moved into .upkeep/aside/ (put back by rollback)",
-        plan.kept_aside.iter().map(|p| p.to_string()).collect(),
+        plan.moved_aside().iter().map(|p| p.to_string()).collect(),
     );
     section(
         "run_once tasks",

@@ -251,8 +251,9 @@ pub struct Plan {
     /// finish`): no files to swap, and a rollback can restore only the database.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finish: bool,
-    /// Existing `NAME.bak` files the swap would overwrite: moved into `.upkeep/aside/` first
-    /// (a rollback puts them back; after a successful run they stay there).
+    /// Existing `NAME.bak` files beside files the release replaces or removes. Those the swap
+    /// would overwrite ([`Plan::moved_aside`]: not beside a kept file) are moved into
+    /// `.upkeep/aside/` first; a rollback puts them back, after a successful run they stay.
     #[serde(default)]
     pub kept_aside: Vec<RelPath>,
     /// Extensions of the live tree, found before the site closes (the scan step applies the
@@ -295,6 +296,21 @@ impl Plan {
             }
         }
         p
+    }
+
+    /// The existing backups the swap moves aside: those of files it backs up (a locally
+    /// modified file kept as it is keeps its `NAME.bak` in place).
+    pub fn moved_aside(&self) -> Vec<&RelPath> {
+        let kept: std::collections::HashSet<RelPath> = self
+            .actions
+            .iter()
+            .filter(|a| a.kind == Kind::Keep)
+            .map(|a| a.path.with_suffix(super::relpath::BAK))
+            .collect();
+        self.kept_aside
+            .iter()
+            .filter(|b| !kept.contains(*b))
+            .collect()
     }
 
     /// Paths of one kind.

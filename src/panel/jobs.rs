@@ -33,6 +33,9 @@ pub struct Job {
     pub progress: Arc<Progress>,
     /// How it ended.
     pub outcome: Mutex<Outcome>,
+    /// The newest run when the job started: a run job that failed with the same newest run
+    /// never began its run.
+    pub run_before: Option<i64>,
 }
 
 impl Job {
@@ -98,10 +101,14 @@ impl Jobs {
             )));
         }
         let state_db = Instance::state_db_of(&root);
-        let id = State::open(&state_db)?.insert_job(kind)?;
+        let state = State::open(&state_db)?;
+        let id = state.insert_job(kind)?;
+        let run_before = state.runs(1)?.first().map(|r| r.id);
+        drop(state);
         let job = Arc::new(Job {
             id,
             kind,
+            run_before,
             progress: Arc::new(Progress::default()),
             outcome: Mutex::new(Outcome::Running),
         });

@@ -142,6 +142,14 @@ impl ResponseError for Problem {
     }
 }
 
+/// What the last check found, as it recorded it.
+fn last_diff(app: &AppState) -> Option<crate::manifest::plan::Diff> {
+    with_state(app, |st| st.meta("last_check_diff"))
+        .ok()
+        .flatten()
+        .and_then(|j| serde_json::from_str(&j).ok())
+}
+
 /// Where an operator lands: the unfinished run, the running job, or the dashboard.
 fn landing(app: &AppState) -> String {
     if let Ok(Some(_)) = with_state(app, |st| st.unfinished_run()) {
@@ -171,11 +179,7 @@ async fn dashboard(req: actix_web::HttpRequest, app: Data) -> Page {
     });
     // The last check found the whole latest release in place, yet it is not the installed
     // one: it was copied by hand, and `finish` is the way on.
-    let diff: Option<crate::manifest::plan::Diff> =
-        with_state(&app, |st| st.meta("last_check_diff"))
-            .ok()
-            .flatten()
-            .and_then(|j| serde_json::from_str(&j).ok());
+    let diff = last_diff(&app);
     let copied = diff
         .as_ref()
         .filter(|d| {

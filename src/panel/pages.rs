@@ -352,7 +352,10 @@ pub fn job(
                     div.card data-poll={ "/control/api/job/" (id) } data-key="working" aria-live="polite" {
                         @if let Some(p) = snap { (progress_fields(p)) }
                         p.muted { "You can close this page: the work goes on, and logging in again brings you back here." }
-                        (post_button(s, &format!("/control/job/{id}/cancel"), "Cancel", "secondary"))
+                        // Staging checks the cancel between files; a check is bounded by its deadlines.
+                        @if kind == JobKind::Stage {
+                            (post_button(s, &format!("/control/job/{id}/cancel"), "Cancel", "secondary"))
+                        }
                     }
                 }
                 Outcome::Done(msg) => {
@@ -422,7 +425,7 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             (path_list("Remove", &kinds(Kind::Remove)))
             (path_list("In the way of new files: moved whole into .upkeep/aside/", &kinds(Kind::Displace)))
             (path_list("In run_once/ but not tasks (only .sh and .sql run)", &plan.not_tasks.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
-            (path_list("Existing backups moved into .upkeep/aside/ (a rollback puts them back)", &plan.kept_aside.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
+            (path_list("Existing backups moved into .upkeep/aside/ (a rollback puts them back)", &plan.moved_aside().iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             (path_list("run_once tasks", &plan.tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>()))
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }

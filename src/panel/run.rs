@@ -114,13 +114,13 @@ fn current_run(app: &super::AppState) -> crate::Result<(Option<Run>, bool, bool)
 
 /// A run job of this server that failed before its run began (the plan changed, staging went
 /// stale, the lock was taken): its message and hint, shown on the run page it sent the
-/// operator to.
+/// operator to. A job whose run began (and failed, or was rolled back) shows that run instead.
 fn refused_start(app: &super::AppState, run: Option<&Run>) -> Option<(String, Option<String>)> {
     let j = app.jobs.newest()?;
     let Outcome::Failed(msg, hint) = j.outcome() else {
         return None;
     };
-    let run_began = run.is_some_and(|r| r.status.unfinished());
+    let run_began = run.map(|r| r.id) != j.run_before;
     (matches!(j.kind, JobKind::Update | JobKind::Finish) && !run_began).then_some((msg, hint))
 }
 

@@ -35,11 +35,7 @@ pub(super) struct StageForm {
 
 pub(super) async fn check_page(req: HttpRequest, app: Data) -> Page {
     let s = require(&req, &app)?;
-    let diff = with_state(&app, |st| st.meta("last_check_diff"))
-        .ok()
-        .flatten()
-        .and_then(|j| serde_json::from_str(&j).ok());
-    Ok(html(pages::check(&s, diff.as_ref())))
+    Ok(html(pages::check(&s, super::last_diff(&app).as_ref())))
 }
 
 /// Start a background job and send the browser to the page that follows it.

@@ -40,6 +40,9 @@ enum Failure {
     NoBatch,
     /// Worth another attempt.
     Retry(String),
+    /// An object arrived whole but does not match the signed manifest: worth another attempt
+    /// (a cache may serve a stale copy once), reported as damaged content if it persists.
+    Damaged(String),
     /// A local failure (a full disk, a read-only folder) or the operator's cancel: another
     /// attempt would fail the same way, and it is not the network's fault.
     Local(Error),
@@ -116,33 +119,31 @@ async fn fetch_inner(
         } else {
             per_file(remote, &pending, dir, progress).await
         };
-        match r {
-            Ok(()) => {}
-            Err(Failure::NoBatch) => use_batch = false,
-            Err(Failure::Local(e)) => return Err(e),
-            Err(Failure::Retry(msg)) => {
-                failures += 1;
-                if failures > remote.net.retries {
-                    let reason = format!(
-                        "{msg} (gave up after {failures} attempts; the files received so far are kept)"
-                    );
-                    // Content that arrives whole but wrong is not a connection problem.
-                    return Err(if msg.contains("did not match the signed manifest") {
-                        Error::Damaged {
-                            url: remote.url(""),
-                            reason,
-                        }
-                    } else {
-                        Error::Network {
-                            url: remote.url(""),
-                            reason,
-                        }
-                    });
-                }
-                progress.set_phase(format!("retrying after: {msg}"));
-                tokio::time::sleep(backoff(failures)).await;
+        let (msg, damaged) = match r {
+            Ok(()) => continue,
+            Err(Failure::NoBatch) => {
+                use_batch = false;
+                continue;
             }
+            Err(Failure::Local(e)) => return Err(e),
+            Err(Failure::Retry(m)) => (m, false),
+            Err(Failure::Damaged(m)) => (m, true),
+        };
+        failures += 1;
+        if failures > remote.net.retries {
+            let url = remote.url("");
+            let reason = format!(
+                "{msg} (gave up after {failures} attempts; the files received so far are kept)"
+            );
+            // Content that arrives whole but wrong is not a connection problem.
+            return Err(if damaged {
+                Error::Damaged { url, reason }
+            } else {
+                Error::Network { url, reason }
+            });
         }
+        progress.set_phase(format!("retrying after: {msg}"));
+        tokio::time::sleep(backoff(failures)).await;
     }
 }
 
@@ -180,7 +181,7 @@ fn finish(dir: &Path, w: &Wanted, progress: &Progress) -> Result<(), Failure> {
     let h = digest::hash_file(&p)?;
     if h.sha256 != w.sha || h.size != w.size {
         let _ = std::fs::remove_file(&p);
-        return Err(Failure::Retry(format!(
+        return Err(Failure::Damaged(format!(
             "object {} arrived complete but did not match the signed manifest (discarded): the reference or a proxy serves damaged or tampered content",
             w.sha
         )));

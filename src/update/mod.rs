@@ -73,13 +73,14 @@ pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     let mut state = State::open(&inst.state_db())?;
     state.refuse_unfinished(&inst.root)?;
     let (plan, _) = prepare(inst, &mut state, o.keep_modified)?;
-    if let Some(approved) = o.approved
-        && approved != plan.digest()
-    {
-        return Err(Error::PlanChanged {
-            approved: approved.to_string(),
-            now: plan.digest(),
-        });
+    if let Some(approved) = o.approved {
+        let now = plan.digest();
+        if approved != now {
+            return Err(Error::PlanChanged {
+                approved: approved.to_string(),
+                now,
+            });
+        }
     }
     if !(o.confirm)(&plan) {
         return Ok(None);

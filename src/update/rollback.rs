@@ -62,9 +62,11 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         .filter(|t| t.state.completed())
         .map(|t| t.name.clone())
         .collect();
-    // A task's done-mark goes back with the database: the copy taken before migrate predates
-    // the task, so after the rollback the task is pending again (invariant 5, both ways).
-    for t in &done_tasks {
+    // An SQL task's done-mark goes back with the database: the copy taken before migrate
+    // predates the task, so after the rollback it is pending again (invariant 5, both ways).
+    // A shell task keeps its mark: what it did outside the database is not undone, and it must
+    // not run a second time.
+    for t in done_tasks.iter().filter(|t| t.as_str().ends_with(".sql")) {
         let (live, done) = (
             t.under(&inst.root),
             t.with_suffix(crate::manifest::relpath::DONE)
