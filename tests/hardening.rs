@@ -843,3 +843,27 @@ fn a_crash_anywhere_in_a_displacing_swap_resumes_or_rolls_back_exactly() {
         }
     }
 }
+
+#[test]
+fn a_shell_task_keeps_its_done_mark_through_a_rollback_and_never_runs_twice() {
+    let v1: &[(&str, &[u8])] = &[
+        ("index.html", b"v1"),
+        ("run_once/001-notify.sh", b"echo ran >> counter.txt\n"),
+    ];
+    let w = World::new();
+    let d1 = w.publish("1.0.0", v1);
+    let mut v2 = v1.to_vec();
+    v2[0] = ("index.html", b"v2");
+    w.publish("1.1.0", &v2);
+    w.publish("1.1.1", &[("index.html", b"v3"), v1[1]]);
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &["--pending-tasks"]));
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    ok(site.run(&["rollback"]));
+    // What the task did outside the database is not undone, so it stays done.
+    assert!(site.root.join("run_once/001-notify.sh.done").exists());
+    site.stage_archive(&w.zip("1.1.1"));
+    site.update_yes();
+    assert_eq!(read(&site.root.join("counter.txt")), "ran\n", "ran once");
+}
