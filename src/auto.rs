@@ -4,12 +4,10 @@
 //! plan without a prompt (the policy is the approval, and the digest of the plan it approved is
 //! the one that runs); record the pass. Mail, busy signals, health checks and hooks come next.
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
 use crate::clock::now_text;
-use crate::config::{Allow, Auto, Instance, OnModified};
+use crate::config::{Allow, Auto, Instance, OnModified, day_number, parse_window};
 use crate::error::{Error, Result};
 use crate::manifest::{RelPath, parse_version};
 use crate::progress::Progress;
@@ -66,60 +64,14 @@ impl Pass {
     }
 }
 
-/// Check the policy's own rules (a window that parses, known days), naming the key at fault.
-pub fn validate(inst: &Instance) -> Result<()> {
-    let a = &inst.config.auto;
-    let bad = |reason: String| Error::Config {
-        file: inst.root.join("upkeep.toml"),
-        reason,
-    };
-    if let Some(w) = &a.window {
-        parse_window(w).ok_or_else(|| {
-            bad(format!(
-                "auto.window = {w:?} is not a window: write \"HH:MM-HH:MM\", for example \"02:00-05:00\""
-            ))
-        })?;
-    }
-    for d in &a.days {
-        if day_number(d).is_none() {
-            return Err(bad(format!(
-                "auto.days: {d:?} is not a day: use mon, tue, wed, thu, fri, sat, sun"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn parse_window(w: &str) -> Option<(u32, u32)> {
-    let minutes = |t: &str| -> Option<u32> {
-        let (h, m) = t.trim().split_once(':')?;
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h < 24 && m < 60).then_some(h * 60 + m)
-    };
-    let (a, b) = w.split_once('-')?;
-    Some((minutes(a)?, minutes(b)?))
-}
-
-fn day_number(d: &str) -> Option<u32> {
-    ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-        .iter()
-        .position(|x| x.eq_ignore_ascii_case(d.trim()))
-        .map(|i| i as u32)
-}
-
 /// Local time now: minutes since midnight and the day of the week (0 = Sunday).
 fn local_now() -> (u32, u32) {
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
-        .unwrap_or(0);
-    // SAFETY: localtime_r fills the tm we own from a valid time_t; no shared state is touched.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        tm
-    };
-    ((tm.tm_hour * 60 + tm.tm_min) as u32, tm.tm_wday as u32)
+    use chrono::{Datelike, Timelike};
+    let t = chrono::Local::now();
+    (
+        t.hour() * 60 + t.minute(),
+        t.weekday().num_days_from_sunday(),
+    )
 }
 
 /// Whether `now` (minutes, weekday) falls in the policy's window.
@@ -148,7 +100,6 @@ fn step(from: &semver::Version, to: &semver::Version) -> Allow {
 
 /// One unattended pass.
 pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
-    validate(inst)?;
     let a = &inst.config.auto;
     let state = State::open(&inst.state_db())?;
     let from = state.installed_version()?;

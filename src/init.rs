@@ -79,6 +79,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         ));
     }
     let config = Config {
+        name: None,
         reference: o.reference.to_string(),
         public_key: key.to_text(),
         database: ".upkeep/site.db".into(),
@@ -87,6 +88,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         network: Network::default(),
         tasks: Tasks::default(),
         auto: Default::default(),
+        mail: Default::default(),
     };
     let inst = Instance {
         root: root.clone(),

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod panel;
 pub mod progress;
 pub mod reference;
+pub mod shell;
 pub mod site;
 pub mod stage;
 pub mod state;

@@ -101,6 +101,9 @@ pub fn finished_run(json: bool, run: &Run) {
     } else {
         println!("run {} is {} at step {}", run.id, run.status, run.step);
     }
+    for l in upkeep::update::after::describe(run) {
+        println!("{l}");
+    }
 }
 
 /// The plan, locally modified files first, with its digest.

@@ -38,7 +38,9 @@ fn update_applies_everything_and_rollback_restores_exactly() {
         .collect();
     assert_eq!(
         steps,
-        ["close", "swap", "scan", "migrate", "run_once", "reopen"]
+        [
+            "close", "swap", "scan", "migrate", "run_once", "reopen", "hooks", "health"
+        ]
     );
     let task = run["tasks"]
         .as_array()

@@ -300,3 +300,43 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
     s
 }
+
+/// An answer to [`probe`].
+pub struct Probe {
+    /// The HTTP status.
+    pub status: reqwest::StatusCode,
+    /// The body, cut at the size asked for.
+    pub body: String,
+}
+
+impl Probe {
+    /// "500 Internal Server Error: <first line of the page>".
+    pub fn describe(&self) -> String {
+        format!("{}{}", self.status, gist(&self.body))
+    }
+}
+
+/// GET `url` once, within `timeout` in all, keeping at most `max` bytes of the body: for health
+/// checks and busy signals, which talk to the site's own servers, not to the reference.
+pub fn probe(url: &str, timeout: Duration, max: usize) -> std::result::Result<Probe, String> {
+    block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| describe(&e))?;
+        let mut resp = client.get(url).send().await.map_err(|e| describe(&e))?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        while body.len() < max {
+            match resp.chunk().await.map_err(|e| describe(&e))? {
+                Some(c) => body.extend_from_slice(&c),
+                None => break,
+            }
+        }
+        body.truncate(max);
+        Ok(Probe {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    })
+}

@@ -6,7 +6,7 @@
 
 pub use accounts::{FailureCount, Session};
 pub use jobs::{JobKind, JobRecord, JobState};
-pub use runs::{Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
+pub use runs::{HealthRecord, HookRecord, Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
 pub use staged::StagedInfo;
 
 /// An enum stored as text: one place converts each value to and from its word (SQL, JSON, and
@@ -76,7 +76,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{DbContext, IoContext, Result};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,6 +101,14 @@ CREATE TABLE IF NOT EXISTS accounts(name TEXT PRIMARY KEY, hash TEXT NOT NULL, c
 CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, account TEXT NOT NULL, csrf TEXT NOT NULL,
     created_at INTEGER NOT NULL, seen_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS login_failures(key TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hooks(run_id INTEGER NOT NULL, seq INTEGER NOT NULL, command TEXT NOT NULL,
+    exit_code INTEGER, output TEXT NOT NULL, ms INTEGER NOT NULL, PRIMARY KEY(run_id, seq));
+CREATE TABLE IF NOT EXISTS health(run_id INTEGER PRIMARY KEY, url TEXT NOT NULL, status INTEGER,
+    ok INTEGER NOT NULL, detail TEXT NOT NULL, ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS passes(id INTEGER PRIMARY KEY, at TEXT NOT NULL, decision TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mail_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, subject TEXT NOT NULL,
+    body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL, finished_at TEXT);
 ";

@@ -22,8 +22,12 @@ text_enum! {
         Migrate = "migrate",
         /// The release's run_once tasks run.
         RunOnce = "run_once",
-        /// The gate opens and the run is recorded.
+        /// The gate opens and the new release is recorded as installed.
         Reopen = "reopen",
+        /// The restart hooks (`auto.after`) run.
+        Hooks = "hooks",
+        /// The health check (`[auto.health]`); a failure rolls the run back.
+        Health = "health",
         /// Nothing left.
         Done = "done",
     }
@@ -130,6 +134,45 @@ pub struct Run {
     pub steps: Vec<StepTime>,
     /// Tasks and their output.
     pub tasks: Vec<TaskRecord>,
+    /// Restart hooks and their output.
+    pub hooks: Vec<HookRecord>,
+    /// The health check after reopening, when one is configured.
+    pub health: Option<HealthRecord>,
+}
+
+/// What a restart hook did.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookRecord {
+    /// The command line.
+    pub command: String,
+    /// Exit status; `None` when it was killed at its timeout.
+    pub exit_code: Option<i32>,
+    /// Its output (the end of it, when long).
+    pub output: String,
+    /// How long it ran.
+    pub ms: u64,
+}
+
+impl HookRecord {
+    /// It exited 0.
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// What the health check saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthRecord {
+    /// The page fetched.
+    pub url: String,
+    /// The status of the last answer; `None` when there was none.
+    pub status: Option<u16>,
+    /// It passed.
+    pub ok: bool,
+    /// What it saw, in a sentence ("answered 500 Internal Server Error: ...").
+    pub detail: String,
+    /// How long the last attempt took.
+    pub ms: u64,
 }
 
 /// A step's timing.
@@ -177,6 +220,8 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<Run> {
         db_backup: r.get(10)?,
         steps: Vec::new(),
         tasks: Vec::new(),
+        hooks: Vec::new(),
+        health: None,
     })
 }
 
@@ -249,7 +294,71 @@ impl State {
                 })
             })
             .collect::<Result<_>>()?;
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT command, exit_code, output, ms FROM hooks WHERE run_id = ?1 ORDER BY seq",
+            )
+            .db(&self.path)?;
+        run.hooks = st
+            .query_map([id], |r| {
+                Ok(HookRecord {
+                    command: r.get(0)?,
+                    exit_code: r.get(1)?,
+                    output: r.get(2)?,
+                    ms: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .db(&self.path)?
+            .collect::<rusqlite::Result<_>>()
+            .db(&self.path)?;
+        run.health = self
+            .conn
+            .query_row(
+                "SELECT url, status, ok, detail, ms FROM health WHERE run_id = ?1",
+                [id],
+                |r| {
+                    Ok(HealthRecord {
+                        url: r.get(0)?,
+                        status: r.get(1)?,
+                        ok: r.get(2)?,
+                        detail: r.get(3)?,
+                        ms: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .db(&self.path)?;
         Ok(run)
+    }
+
+    /// Keep what run `id`'s restart hooks did (replacing an earlier attempt's).
+    pub fn record_hooks(&self, id: i64, hooks: &[HookRecord]) -> Result<()> {
+        self.in_transaction(|| {
+            self.conn
+                .execute("DELETE FROM hooks WHERE run_id = ?1", [id])
+                .db(&self.path)?;
+            for (seq, h) in hooks.iter().enumerate() {
+                self.conn
+                    .execute(
+                        "INSERT INTO hooks(run_id, seq, command, exit_code, output, ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![id, seq as i64, h.command, h.exit_code, h.output, h.ms as i64],
+                    )
+                    .db(&self.path)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Keep what run `id`'s health check saw.
+    pub fn record_health(&self, id: i64, h: &HealthRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO health(run_id, url, status, ok, detail, ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, h.url, h.status, h.ok, h.detail, h.ms as i64],
+            )
+            .db(&self.path)?;
+        Ok(())
     }
 
     /// The newest run whose status is one of `statuses`.
@@ -385,12 +494,23 @@ impl State {
         Ok(())
     }
 
-    /// Run `id` reopened the site: done, with its closed window.
+    /// Run `id` reopened the site: its closed window ends.
     pub fn mark_reopened(&self, id: i64) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE runs SET reopened_at_ms = ?2, closed_ms = ?2 - closed_at_ms, step = ?3, status = ?4, finished_at = ?5, error = NULL WHERE id = ?1",
-                params![id, now_ms(), Step::Done, RunStatus::Done, now_text()],
+                "UPDATE runs SET reopened_at_ms = ?2, closed_ms = ?2 - closed_at_ms WHERE id = ?1",
+                params![id, now_ms()],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// Run `id` finished every step.
+    pub fn mark_done(&self, id: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET step = ?2, status = ?3, finished_at = ?4, error = NULL WHERE id = ?1",
+                params![id, Step::Done, RunStatus::Done, now_text()],
             )
             .db(&self.path)?;
         Ok(())
@@ -441,7 +561,8 @@ mod tests {
     fn steps_in_order() {
         assert_eq!(Step::Close.next(), Step::Swap);
         assert_eq!(Step::RunOnce.next(), Step::Reopen);
-        assert_eq!(Step::Reopen.next(), Step::Done);
+        assert_eq!(Step::Reopen.next(), Step::Hooks);
+        assert_eq!(Step::Health.next(), Step::Done);
         assert_eq!(Step::Done.next(), Step::Done);
         assert!(!Step::Swap.swapped() && Step::Scan.swapped() && Step::Done.swapped());
     }

@@ -6,6 +6,7 @@
 //! `prepare` computes the plan (all the slow work, before anything closes), this file drives
 //! the steps, `rollback` undoes a run, `status` reports.
 
+pub mod after;
 pub mod gate;
 pub mod migrate;
 pub mod prepare;
@@ -129,8 +130,9 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
             Ok(()) => {
                 state.end_step(id, step, ms, "ok")?;
                 (o.on_step)(step, Some(ms));
-                if step != Step::Reopen {
-                    state.set_run_step(id, step.next())?;
+                match step.next() {
+                    Step::Done => state.mark_done(id)?,
+                    next => state.set_run_step(id, next)?,
                 }
                 crash::point(&format!("{step}:after"));
             }
@@ -139,8 +141,9 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
                 let cause_hint = e.hint().unwrap_or_else(|| "fix the cause".into());
                 state.end_step(id, step, ms, &text)?;
                 state.set_run_status(id, RunStatus::Failed, Some(&text))?;
-                if step == Step::Swap {
-                    // The site is closed and half swapped: go straight back to the old release.
+                if step == Step::Swap || step == Step::Health {
+                    // Half swapped and closed, or swapped and broken: go straight back to the
+                    // old release; nobody may be there to decide.
                     return match rollback::rollback_run(inst, state, id) {
                         Ok(_) => Err(Error::refused(
                             format!(
@@ -223,6 +226,15 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             )?;
         }
         Step::Reopen => reopen(inst, state, run)?,
+        Step::Hooks => state.record_hooks(run.id, &after::run_hooks(inst)?)?,
+        Step::Health => {
+            if let Some(rec) = after::health(inst) {
+                state.record_health(run.id, &rec)?;
+                if !rec.ok {
+                    return Err(after::unhealthy(inst, &rec));
+                }
+            }
+        }
         Step::Done => {}
     }
     Ok(())

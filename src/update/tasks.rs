@@ -3,10 +3,8 @@
 //! database; a `*.sh` task is marked started before it runs, so one found started after a crash
 //! is never re-run without the operator's word.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -205,7 +203,7 @@ pub fn run_all(
             }
             state.set_task(run, &t.name, TaskState::Started, None, None)?;
             crash::point(&format!("run_once:{n}:started"));
-            let (code, output) = run_shell(&inst.root, &t.path, timeout)?;
+            let (code, output) = crate::shell::run(&inst.root, &[t.path.as_os_str()], timeout)?;
             if code != Some(0) {
                 state.set_task(run, &t.name, TaskState::Failed, Some(&output), code)?;
                 let why = match code {
@@ -233,75 +231,4 @@ pub fn run_all(
         ran.push(t.name);
     }
     Ok(ran)
-}
-
-/// How long output may keep arriving after the task ended and its process group was stopped
-/// (only a process that left the group, by `setsid`, can still hold the pipe open).
-const OUTPUT_GRACE: Duration = Duration::from_secs(2);
-
-/// Stop every process of a task's group.
-fn kill_group(pgid: u32) -> bool {
-    // SAFETY: kill(2) on the task's own process group, which upkeep created for it.
-    unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) == 0 }
-}
-
-/// Run a shell task under /bin/sh in the instance root, output and errors merged. The task
-/// and everything it started run in a process group of their own: when the script ends, or
-/// its timeout passes, the whole group is stopped, so a background child (`cmd &`) cannot
-/// keep the site closed after the task, and the timeout bounds the closed window.
-fn run_shell(root: &Path, script: &Path, timeout: Duration) -> Result<(Option<i32>, String)> {
-    let (mut reader, writer) = std::io::pipe().ctx("create pipe for", script)?;
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new("/bin/sh")
-        .arg(script)
-        .process_group(0)
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone().ctx("pipe", script)?)
-        .stderr(writer)
-        .spawn()
-        .ctx("run /bin/sh", script)?;
-    let pgid = child.id();
-    // Output is gathered as it comes, so whatever arrived can be shown even if a detached
-    // process keeps the pipe open for ever.
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (eof_tx, eof_rx) = std::sync::mpsc::channel();
-    {
-        let buf = buf.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&chunk[..n]);
-            }
-            let _ = eof_tx.send(());
-        });
-    }
-    let start = Instant::now();
-    let code = loop {
-        if let Some(st) = child.try_wait().ctx("wait for", script)? {
-            break st.code();
-        }
-        if start.elapsed() > timeout {
-            kill_group(pgid);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let left_behind = kill_group(pgid);
-    let drained = eof_rx.recv_timeout(OUTPUT_GRACE).is_ok();
-    let mut output =
-        String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    if left_behind && code.is_some() {
-        output.push_str("\n[upkeep: the task left processes running; they were stopped]\n");
-    }
-    if !drained {
-        output.push_str("\n[upkeep: a process the task started detached itself (setsid) and still holds its output; it was left running]\n");
-    }
-    Ok((code, output))
 }

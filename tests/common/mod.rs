@@ -222,20 +222,22 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
-/// Change a setting in an instance's upkeep.toml (`section.key = value`, value as TOML).
+/// Change a setting in an instance's upkeep.toml (`section.key = value`, value as TOML; a
+/// section may be nested, "auto.health", and is made when missing).
 pub fn set_config(root: &Path, section: &str, key: &str, value: &str) {
     let p = root.join("upkeep.toml");
     let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let v: toml::Value =
         toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();
-    if section.is_empty() {
-        doc.insert(key.into(), v);
-    } else {
-        doc.get_mut(section)
-            .and_then(|s| s.as_table_mut())
-            .expect("section")
-            .insert(key.into(), v);
+    let mut table = &mut doc;
+    for part in section.split('.').filter(|s| !s.is_empty()) {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("a section");
     }
+    table.insert(key.into(), v);
     std::fs::write(&p, toml::to_string(&doc).unwrap()).unwrap();
 }
 
