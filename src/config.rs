@@ -397,12 +397,10 @@ impl Config {
     /// The rules serde cannot express, each message naming the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let a = &self.auto;
-        if let Some(w) = &a.window {
-            if parse_window(w).is_none() {
-                return Err(format!(
-                    "auto.window = {w:?} is not a window: write \"HH:MM-HH:MM\", for example \"02:00-05:00\""
-                ));
-            }
+        if let Some(w) = a.window.as_ref().filter(|w| parse_window(w).is_none()) {
+            return Err(format!(
+                "auto.window = {w:?} is not a window: write \"HH:MM-HH:MM\", for example \"02:00-05:00\""
+            ));
         }
         if let Some(d) = a.days.iter().find(|d| day_number(d).is_none()) {
             return Err(format!(
