@@ -128,18 +128,18 @@ fn php(root: &std::path::Path) -> Option<(Php, String)> {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("php")
+    let child = Php(Command::new("php")
         .args(["-S", &format!("127.0.0.1:{port}"), "-t"])
         .arg(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
     let url = format!("http://127.0.0.1:{port}/index.php");
     // Bounded wait for the listener.
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Php(child), url));
+            return Some((child, url));
         }
         std::thread::yield_now();
         std::thread::sleep(std::time::Duration::from_millis(10));
