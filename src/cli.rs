@@ -196,21 +196,58 @@ pub enum Command {
 
     /// One unattended pass, decided by the [auto] policy of upkeep.toml (for cron or a timer).
     ///
-    /// Checks; holds when automatic updates are off, when the release is a bigger semver step
-    /// than `allow`, or (with on_modified = "hold") when files were modified locally; postpones
-    /// outside `window`/`days`; otherwise stages from the network and applies the plan without a
-    /// prompt (the policy is the approval). Every pass is recorded (`upkeep status`).
+    /// A run found interrupted is resumed, or rolled back when it cannot be finished unattended.
+    /// Then: check; HELD when automatic updates are off, when the release is a bigger semver
+    /// step than `allow`, or (on_modified = "hold") when files were modified locally; POSTPONED
+    /// outside `window`/`days` or while [auto.busy] says visitors are active (at most
+    /// `max_postpone`); otherwise stage from the network and apply the plan without a prompt
+    /// (the policy is the approval). The run's restart hooks (`after`) and health check
+    /// ([auto.health]) follow its reopen; a failing check, or any failing step, rolls the run
+    /// back at once. Every pass is recorded (`upkeep status`) and reported by mail as [mail]
+    /// says; a report that cannot be sent waits and goes with the next pass.
     ///
-    /// Exit codes: 0 updated or nothing to do, 1 failed (the run was rolled back or needs an
-    /// operator), 2 a mistake in upkeep.toml (named), 3 held or postponed by policy, 75 busy
-    /// (another command holds the instance lock).
+    /// Exit codes: 0 updated or nothing to do, 1 failed (nothing changed, or the run was rolled
+    /// back), 2 a mistake in upkeep.toml (named), 3 held or postponed by policy, 75 busy
+    /// (another pass or command holds the instance).
+    ///
+    /// Schedule it with `upkeep schedule`.
     Auto {
         #[command(flatten)]
         root: RootArg,
-        /// Decide and print, change nothing (no staging, no run, nothing recorded).
+        /// Decide and print, change nothing (no staging, no run, nothing recorded, no mail).
         #[arg(long)]
         dry_run: bool,
         /// Print the pass as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Print (or install) a systemd service and timer that run `upkeep auto` daily.
+    ///
+    /// The timer is Persistent (a pass missed while the machine was off runs at boot) and
+    /// delayed by a random amount up to --random-delay, so a fleet does not hit its reference
+    /// in the same second. Also prints an equivalent crontab line, offset by a fixed amount
+    /// drawn from the root, for machines without systemd.
+    ///
+    /// Examples:
+    ///   upkeep schedule --root /srv/site                     # print the units
+    ///   upkeep schedule --root /srv/site --at 02:30 --install # write and enable them
+    Schedule {
+        #[command(flatten)]
+        root: RootArg,
+        /// Daily time of the pass, HH:MM local time [default: the start of auto.window, else 03:00].
+        #[arg(long, value_name = "HH:MM")]
+        at: Option<String>,
+        /// Largest random delay after --at (for example 30m, 1h, 2h).
+        #[arg(long, value_name = "SPAN", default_value = "1h", value_parser = humantime::parse_duration)]
+        random_delay: std::time::Duration,
+        /// Write the units into --unit-dir, then (with systemd running) reload and enable the timer.
+        #[arg(long)]
+        install: bool,
+        /// Where --install writes the units.
+        #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// Print the units and the crontab line as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -412,20 +412,98 @@ pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
     let p = upkeep::auto::pass(&inst, dry_run)?;
     if json {
         print_json(&p);
-    } else {
-        println!(
-            "{}: {}",
-            format!("{:?}", p.decision).to_uppercase(),
-            p.reason
-        );
-        for m in p.modified.iter().take(50) {
-            println!("  modified: {m}");
-        }
-        if let Some(r) = &p.run {
-            finished_run(false, r);
-        }
+        return Ok(p.exit_code());
+    }
+    println!("{}: {}", p.decision.word(), p.reason);
+    for b in &p.busy {
+        println!("  busy signal: {}", b.what);
+    }
+    for m in p.modified.iter().take(50) {
+        println!("  modified: {m}");
+    }
+    for n in &p.notes {
+        println!("  note: {n}");
+    }
+    if let Some(r) = &p.run {
+        finished_run(false, r);
+    }
+    if let Some(n) = &p.next {
+        println!("next: {n}");
+    }
+    if let Some(m) = &p.mail {
+        println!("{m}");
     }
     Ok(p.exit_code())
+}
+
+/// `upkeep schedule`: print (or install) the timer that runs `upkeep auto` daily.
+pub fn schedule(
+    root: &Path,
+    at: Option<&str>,
+    random_delay: std::time::Duration,
+    install: bool,
+    unit_dir: &Path,
+    json: bool,
+) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let exe = std::env::current_exe().ctx("find", Path::new("the upkeep binary"))?;
+    let s = upkeep::auto::schedule::schedule(&inst, &exe, at, random_delay)?;
+    if json {
+        print_json(&s);
+        return Ok(0);
+    }
+    if !inst.config.auto.enabled {
+        eprintln!(
+            "note: [auto] enabled = false in {}: the passes will only report that automatic updates are off",
+            inst.root.join("upkeep.toml").display()
+        );
+    }
+    if !install {
+        println!("# {}/{}.service", unit_dir.display(), s.name);
+        println!("{}", s.service);
+        println!("# {}/{}.timer", unit_dir.display(), s.name);
+        println!("{}", s.timer);
+        println!(
+            "# then: systemctl daemon-reload && systemctl enable --now {}.timer",
+            s.name
+        );
+        println!(
+            "# (or write them with: upkeep schedule --root {} --install)",
+            inst.root.display()
+        );
+        println!();
+        println!("# without systemd, this crontab line (crontab -e) runs the same pass daily:");
+        println!("{}", s.cron);
+        return Ok(0);
+    }
+    for p in upkeep::auto::schedule::install(&s, unit_dir)? {
+        println!("wrote {}", p.display());
+    }
+    let systemd = Path::new("/run/systemd/system").is_dir()
+        && unit_dir == Path::new(upkeep::auto::schedule::SYSTEM_UNITS);
+    let timer = format!("{}.timer", s.name);
+    if systemd {
+        for args in [vec!["daemon-reload"], vec!["enable", "--now", &timer]] {
+            let st = std::process::Command::new("systemctl")
+                .args(&args)
+                .status()
+                .ctx("run", Path::new("systemctl"))?;
+            if !st.success() {
+                return Err(upkeep::error::Error::refused(
+                    format!("systemctl {} failed ({st})", args.join(" ")),
+                    "run it by hand and read its message",
+                ));
+            }
+        }
+        println!(
+            "enabled {timer}: a pass runs daily at {} (plus up to {} of random delay); see `systemctl list-timers {timer}`",
+            s.at,
+            humantime::format_duration(random_delay)
+        );
+    } else {
+        println!("now run: systemctl daemon-reload && systemctl enable --now {timer}");
+    }
+    Ok(0)
 }
 
 /// `upkeep finish`: the rest of an update after the release was copied over the tree.

@@ -16,7 +16,17 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Take the lock for `what` (a command name), or say who holds it.
     pub fn acquire(inst: &Instance, what: &str) -> Result<Self> {
-        let path = inst.state_dir().join("lock");
+        Self::acquire_file(inst, "lock", what)
+    }
+
+    /// Take the lock an unattended pass holds from its first check to its mail, beside the
+    /// instance lock its steps take: two passes never interleave their decisions.
+    pub fn acquire_pass(inst: &Instance) -> Result<Self> {
+        Self::acquire_file(inst, "auto.lock", "auto")
+    }
+
+    fn acquire_file(inst: &Instance, name: &str, what: &str) -> Result<Self> {
+        let path = inst.state_dir().join(name);
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)

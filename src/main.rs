@@ -103,6 +103,21 @@ fn run(cmd: Command) -> Result<u8> {
             dry_run,
             json,
         } => cmd::auto(&root.root, dry_run, json),
+        Command::Schedule {
+            root,
+            at,
+            random_delay,
+            install,
+            unit_dir,
+            json,
+        } => cmd::schedule(
+            &root.root,
+            at.as_deref(),
+            random_delay,
+            install,
+            &unit_dir,
+            json,
+        ),
         Command::Finish {
             root,
             installed,

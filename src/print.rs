@@ -180,12 +180,19 @@ pub fn print_status(st: &update::Status) {
     if let Some((when, latest)) = &st.last_check {
         println!("last check: {when} (latest {latest})");
     }
-    if let Some(a) = &st.last_auto {
+    println!("auto:      {}", st.policy);
+    for a in st.passes.iter().take(5) {
         println!(
-            "last auto:  {} {}: {}",
+            "  pass {} {}: {}",
             a["at"].as_str().unwrap_or_default(),
             a["decision"].as_str().unwrap_or_default().to_uppercase(),
             a["reason"].as_str().unwrap_or_default()
+        );
+    }
+    if st.mail_waiting > 0 {
+        println!(
+            "mail:      {} report(s) waiting for the SMTP server; they go with the next pass",
+            st.mail_waiting
         );
     }
     if let Some(s) = &st.staged {

@@ -166,6 +166,11 @@ fn a_release_whose_index_answers_500_is_rolled_back_by_an_unattended_pass() {
     };
     set_config(&site.root, "auto", "enabled", "true");
     set_config(&site.root, "auto", "allow", "\"minor\"");
+    let smtp = common::smtp::Smtp::start();
+    if let Some(s) = &smtp {
+        set_config(&site.root, "mail", "to", "\"ops@example.org\"");
+        set_config(&site.root, "mail", "smtp", &format!("\"{}\"", s.url()));
+    }
     set_config(&site.root, "auto.health", "url", &format!("\"{url}\""));
     set_config(&site.root, "auto.health", "attempts", "1");
     assert_eq!(
@@ -179,7 +184,10 @@ fn a_release_whose_index_answers_500_is_rolled_back_by_an_unattended_pass() {
     let o = site.run(&["auto"]);
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("FAILED"), "{out}");
+    assert!(
+        out.contains("ROLLED BACK: run 1 was rolled back: release 1.0.0 is live again"),
+        "{out}"
+    );
     assert!(
         out.contains("answered 500 Internal Server Error, expected 200"),
         "{out}"
@@ -191,6 +199,26 @@ fn a_release_whose_index_answers_500_is_rolled_back_by_an_unattended_pass() {
     assert_eq!(st["installed"], "1.0.0");
     assert_eq!(st["history"][0]["status"], "rolled_back");
     assert_eq!(st["last_auto"]["decision"], "rolled_back");
+    if let Some(s) = smtp {
+        let mails = s.messages();
+        assert_eq!(mails.len(), 1, "{mails:#?}");
+        assert!(
+            mails[0].subject.starts_with("[upkeep] FAILURE "),
+            "{}",
+            mails[0].subject
+        );
+        assert!(
+            mails[0].subject.ends_with(": 1.0.0 -> 1.1.0"),
+            "{}",
+            mails[0].subject
+        );
+        assert!(
+            mails[0].body.contains("health check: FAILED, GET ")
+                && mails[0].body.contains("answered 500"),
+            "{}",
+            mails[0].body
+        );
+    }
 }
 
 #[test]

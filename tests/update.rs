@@ -240,7 +240,7 @@ fn disk_full_during_the_swap_ends_in_a_clean_rollback() {
     );
     assert!(
         e.contains("No space left on device")
-            && e.contains("the swap was undone")
+            && e.contains("the run was undone")
             && e.contains("free disk space"),
         "{e}"
     );
@@ -269,7 +269,7 @@ fn a_read_only_file_during_the_swap_ends_in_a_clean_rollback() {
         .status();
     let e = fails(o, 1);
     assert!(
-        e.contains("lib/x.php") && e.contains("the swap was undone"),
+        e.contains("lib/x.php") && e.contains("the run was undone"),
         "{e}"
     );
     assert_old(&root);

@@ -6,6 +6,7 @@
 
 pub use accounts::{FailureCount, Session};
 pub use jobs::{JobKind, JobRecord, JobState};
+pub use passes::QueuedMail;
 pub use runs::{HealthRecord, HookRecord, Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
 pub use staged::StagedInfo;
 
@@ -65,6 +66,7 @@ mod accounts;
 mod extensions;
 mod jobs;
 mod manifests;
+mod passes;
 mod prints;
 mod runs;
 mod staged;

@@ -147,7 +147,7 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
                     return match rollback::rollback_run(inst, state, id) {
                         Ok(_) => Err(Error::refused(
                             format!(
-                                "{text}\nthe swap was undone: the previous release is back in place and the site is open again"
+                                "{text}\nthe run was undone: the previous release is back in place and the site is open again"
                             ),
                             format!(
                                 "{cause_hint}; then stage again (the staged files were used up) and run `upkeep update`"

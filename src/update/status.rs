@@ -29,6 +29,63 @@ pub struct Status {
     pub last_check: Option<(String, String)>,
     /// The last unattended pass (`upkeep auto`), as it was recorded.
     pub last_auto: Option<serde_json::Value>,
+    /// Recent unattended passes, newest first.
+    pub passes: Vec<serde_json::Value>,
+    /// The unattended policy in force, in words.
+    pub policy: String,
+    /// Mail reports waiting for the SMTP server.
+    pub mail_waiting: usize,
+}
+
+/// The `[auto]` policy and `[mail]` in one line an operator can check at a glance.
+pub fn policy(inst: &Instance) -> String {
+    let a = &inst.config.auto;
+    if !a.enabled {
+        return "off ([auto] enabled = false)".into();
+    }
+    let mut parts = vec![format!("{} steps", a.allow.word())];
+    if let Some(w) = &a.window {
+        parts.push(format!("window {w}"));
+    }
+    if !a.days.is_empty() {
+        parts.push(format!("on {}", a.days.join(",")));
+    }
+    parts.push(format!(
+        "modified files: {}",
+        match a.on_modified {
+            crate::config::OnModified::Hold => "hold",
+            crate::config::OnModified::KeepMine => "keep mine",
+            crate::config::OnModified::TakeRelease => "take the release's",
+        }
+    ));
+    if a.busy.any() {
+        let mut sig = Vec::new();
+        if a.busy.command.is_some() {
+            sig.push("command");
+        }
+        if a.busy.url.is_some() {
+            sig.push("url");
+        }
+        if a.busy.access_log.is_some() {
+            sig.push("access log");
+        }
+        parts.push(format!(
+            "wait while busy ({}; at most {})",
+            sig.join(", "),
+            humantime::format_duration(a.busy.max_postpone.0)
+        ));
+    }
+    if let Some(u) = &a.health.url {
+        parts.push(format!("health check {u}"));
+    }
+    if !a.after.is_empty() {
+        parts.push(format!("{} restart hooks", a.after.len()));
+    }
+    let m = &inst.config.mail;
+    if !m.to.is_empty() {
+        parts.push(format!("mail {} ({:?})", m.to.join(", "), m.report).to_lowercase());
+    }
+    format!("on: {}", parts.join("; "))
 }
 
 /// Gather the status.
@@ -39,6 +96,7 @@ pub fn status(inst: &Instance) -> Result<Status> {
         (Some(a), Some(b)) => Some((a, b)),
         _ => None,
     };
+    let passes = state.passes(10)?;
     Ok(Status {
         installed: state.installed_version()?,
         gate: gate::closed(inst),
@@ -51,8 +109,9 @@ pub fn status(inst: &Instance) -> Result<Status> {
             .collect(),
         extensions,
         last_check,
-        last_auto: state
-            .meta("last_auto")?
-            .and_then(|j| serde_json::from_str(&j).ok()),
+        last_auto: passes.first().cloned(),
+        passes,
+        policy: policy(inst),
+        mail_waiting: state.queued_mail()?.len(),
     })
 }

@@ -159,10 +159,10 @@ pub fn run_all(
                     state.set_task(run, &t.name, TaskState::Failed, Some(&e.to_string()), None)?;
                     return Err(Error::refused(
                         format!(
-                            "run_once task {} failed: {e}\nits changes were rolled back; the site stays closed",
+                            "run_once task {} failed: {e}\nits changes to the database were undone",
                             t.name
                         ),
-                        "fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
+                        "the site stays closed: fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
                     ));
                 }
                 tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![t.name.as_str(), sha, run, now_text()])
@@ -215,11 +215,11 @@ pub fn run_all(
                 };
                 return Err(Error::refused(
                     format!(
-                        "run_once task {} {why}; the site stays closed. Its output:\n{}",
+                        "run_once task {} {why}. Its output:\n{}",
                         t.name,
                         output.trim_end()
                     ),
-                    "fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
+                    "the site stays closed: fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
                 ));
             }
             state.set_task(run, &t.name, TaskState::Succeeded, Some(&output), Some(0))?;

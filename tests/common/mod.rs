@@ -5,6 +5,7 @@
 pub mod fault;
 pub mod panel;
 pub mod scenario;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
