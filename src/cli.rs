@@ -236,7 +236,7 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
         /// Daily time of the pass, HH:MM local time [default: the start of auto.window, else 03:00].
-        #[arg(long, value_name = "HH:MM")]
+        #[arg(long, value_name = "HH:MM", value_parser = time_of_day)]
         at: Option<String>,
         /// Largest random delay after --at (for example 30m, 1h, 2h).
         #[arg(long, value_name = "SPAN", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -367,4 +367,11 @@ pub enum UserCommand {
         #[command(flatten)]
         root: RootArg,
     },
+}
+
+/// `--at`: a time of day, HH:MM.
+fn time_of_day(s: &str) -> Result<String, String> {
+    upkeep::config::parse_window(&format!("{s}-{s}"))
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not a time of day: write HH:MM, for example 03:00"))
 }

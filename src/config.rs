@@ -448,6 +448,17 @@ impl Config {
         let mut s =
             String::from("# upkeep instance configuration. See `upkeep --help` and the README.\n");
         s.push_str(&toml::to_string_pretty(self).expect("config always serialises"));
+        s.push_str(
+            "\n# Keys left unset above (see the README, \"Unattended updates\"):\n\
+             # [auto]        window = \"02:00-05:00\"  days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n\
+             #               after = [\"systemctl reload php8.2-fpm\"]\n\
+             # [auto.busy]   command = \"pgrep -x jitsi-videobridge\"  url = \"http://127.0.0.1/active.json\"\n\
+             #               access_log = \"/var/log/nginx/access.log\"\n\
+             # [auto.health] url = \"https://example.org/\"  contains = \"Welcome\"\n\
+             # [mail]        to = [\"ops@example.org\"]  from = \"upkeep@example.org\"\n\
+             #               smtp = \"smtps://user@mail.example.org\"  password_file = \"/etc/upkeep/smtp.pass\"\n\
+             # name = \"shop\"  (at the top: the site's name in reports)\n",
+        );
         s
     }
 }

@@ -479,3 +479,25 @@ fn the_login_page_obeys_its_own_content_security_policy() {
     assert!(!body.contains(" style="), "inline style: {body}");
     assert!(!body.contains("<style"), "{body}");
 }
+
+#[test]
+fn the_dashboard_shows_the_policy_and_the_last_unattended_passes() {
+    let d = Demo::start(&[]);
+    let c = d.client();
+    d.login(&c);
+    let dash = d.get(&c, "control").text().unwrap();
+    assert!(
+        dash.contains("Policy: off ([auto] enabled = false)"),
+        "{dash}"
+    );
+    assert!(dash.contains("No unattended pass has run yet"), "{dash}");
+    set_config(&d.site(), "auto", "enabled", "true");
+    set_config(&d.site(), "auto", "allow", "\"major\"");
+    let site = Site::new(d.site());
+    let o = site.run(&["auto"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dash = d.get(&c, "control").text().unwrap();
+    assert!(dash.contains("Policy: on: major steps"), "{dash}");
+    assert!(dash.contains("updated to release 1.1.0"), "{dash}");
+    assert!(dash.contains("1.0.0 → 1.1.0"), "{dash}");
+}

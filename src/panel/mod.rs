@@ -164,7 +164,12 @@ fn landing(app: &AppState) -> String {
 
 async fn dashboard(req: actix_web::HttpRequest, app: Data) -> Page {
     let s = auth::require(&req, &app)?;
-    let st = crate::update::status(&app.inst).for_session(&s)?;
+    // upkeep.toml is read afresh: an operator who just edited the policy sees it (or its mistake).
+    let fresh = Instance::open(&app.root);
+    let mut st = crate::update::status(fresh.as_ref().unwrap_or(&app.inst)).for_session(&s)?;
+    if let Err(e) = &fresh {
+        st.policy = format!("upkeep.toml has a mistake: {e}");
+    }
     let latest = st.last_check.as_ref().and_then(|(_, v)| {
         with_state(&app, |state| state.load_release(v, &app.inst.key))
             .ok()

@@ -188,6 +188,20 @@ pub fn dashboard(
                     td { @if let Some(ms) = r.closed_ms { (ms) " ms" } }
                 } } } }
             }
+            h2 { "Unattended updates" }
+            p { "Policy: " (st.policy) }
+            @if st.mail_waiting > 0 {
+                p { span.badge.warn { "mail waiting" } " " (st.mail_waiting) " report(s) could not reach the SMTP server; they go with the next pass." }
+            }
+            @if st.passes.is_empty() { p.muted { "No unattended pass has run yet (" code { "upkeep auto" } ", scheduled with " code { "upkeep schedule" } ")." } } @else {
+                table { thead { tr { th { "Pass" } th { "Decision" } th { "Release" } th { "Why" } } }
+                tbody { @for p in &st.passes { tr {
+                    td { (p["at"].as_str().unwrap_or_default()) }
+                    td { (pass_badge(p["decision"].as_str().unwrap_or_default())) }
+                    td { (p["from"].as_str().unwrap_or("none")) @if let Some(t) = p["to"].as_str().filter(|t| Some(*t) != p["from"].as_str()) { " → " (t) } }
+                    td { (p["reason"].as_str().unwrap_or_default()) }
+                } } } }
+            }
             h2 { "Extensions" }
             @if st.extensions.is_empty() { p.muted { "None found." } } @else {
                 ul { @for e in &st.extensions { li { (e.name) " " (e.version) " " span.muted { "/" (e.folder()) } } } }
@@ -207,6 +221,17 @@ fn run_badge(status: RunStatus) -> Markup {
         RunStatus::Running => "badge",
     };
     badge(class, status.as_str())
+}
+
+/// An unattended pass's decision as a badge.
+fn pass_badge(decision: &str) -> Markup {
+    let class = match decision {
+        "updated" | "nothing" => "badge ok",
+        "failed" | "rolled_back" => "badge bad",
+        "held" | "postponed" => "badge warn",
+        _ => "badge",
+    };
+    badge(class, decision)
 }
 
 /// A task's state as a badge.
