@@ -82,9 +82,11 @@ fn a_busy_command_postpones_until_it_says_idle() {
     assert!(out.contains("exited 1: idle"), "{out}");
     assert_eq!(index(&site), "v2");
     if let Some(s) = &smtp {
-        assert_eq!(
-            s.messages()[1].subject,
-            "[upkeep] SUCCESS blog: 1.0.0 -> 1.1.0"
+        let m = s.messages();
+        assert_eq!(m.len(), 2);
+        assert!(
+            m.iter()
+                .any(|m| m.subject == "[upkeep] SUCCESS blog: 1.0.0 -> 1.1.0")
         );
     }
 }
@@ -129,6 +131,11 @@ fn http_server(dir: &std::path::Path) -> Http {
 #[test]
 fn a_busy_url_postpones_and_an_unreachable_one_counts_as_busy() {
     let (w, _srv, site) = setup();
+    let smtp = Smtp::start();
+    if let Some(s) = &smtp {
+        mail_to(&site, &s.url());
+    }
+    let before = live(&site.root);
     let dir = w.path("status");
     std::fs::create_dir_all(&dir).unwrap();
     let http = http_server(&dir);
@@ -152,7 +159,17 @@ fn a_busy_url_postpones_and_an_unreachable_one_counts_as_busy() {
     std::fs::write(dir.join("active.json"), r#"{"active": 2}"#).unwrap();
     let out = auto(&site, 3);
     assert!(out.contains("/active.json: 2 active: busy"), "{out}");
-    assert_eq!(index(&site), "v1");
+    assert_eq!(live(&site.root), before);
+    if let Some(s) = &smtp {
+        // Postponed twice, for different reasons: each is news once.
+        let m = s.messages();
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(
+            m.iter()
+                .all(|m| m.subject == "[upkeep] POSTPONED blog: 1.0.0 -> 1.1.0")
+        );
+        assert!(m.iter().any(|m| m.body.contains("2 active: busy")));
+    }
     std::fs::write(dir.join("active.json"), r#"{"active": 0, "rooms": []}"#).unwrap();
     let out = auto(&site, 0);
     assert!(out.contains("0 active: idle"), "{out}");
@@ -187,6 +204,11 @@ fn now() -> u64 {
 #[test]
 fn a_recent_request_in_the_access_log_postpones_and_a_quiet_log_lets_it_go() {
     let (w, _srv, site) = setup();
+    let smtp = Smtp::start();
+    if let Some(s) = &smtp {
+        mail_to(&site, &s.url());
+    }
+    let before = live(&site.root);
     let log = w.path("access.log");
     std::fs::write(&log, format!("{}{}", log_line(3600), log_line(20))).unwrap();
     set_config(
@@ -199,11 +221,28 @@ fn a_recent_request_in_the_access_log_postpones_and_a_quiet_log_lets_it_go() {
     let out = auto(&site, 3);
     assert!(out.contains("POSTPONED: the site is busy"), "{out}");
     assert!(out.contains("busy: under 300 s of quiet"), "{out}");
-    assert_eq!(index(&site), "v1");
+    assert_eq!(live(&site.root), before);
+    if let Some(s) = &smtp {
+        let m = s.messages();
+        assert_eq!(m[0].subject, "[upkeep] POSTPONED blog: 1.0.0 -> 1.1.0");
+        assert!(
+            m[0].body.contains("access.log: last request"),
+            "{}",
+            m[0].body
+        );
+    }
     std::fs::write(&log, format!("{}{}", log_line(3600), log_line(900))).unwrap();
     let out = auto(&site, 0);
     assert!(out.contains("idle: not under 300 s of quiet"), "{out}");
     assert_eq!(index(&site), "v2");
+    if let Some(s) = &smtp {
+        let m = s.messages();
+        assert_eq!(m.len(), 2);
+        assert!(
+            m.iter()
+                .any(|m| m.subject == "[upkeep] SUCCESS blog: 1.0.0 -> 1.1.0")
+        );
+    }
 }
 
 #[test]
