@@ -34,15 +34,90 @@ pub struct RootArg {
 pub enum Command {
     /// Make an ed25519 key pair: FILE (secret, mode 0600) and FILE.pub (public).
     ///
-    /// Both are one line of text. Keep FILE with the publisher; paste FILE.pub into each site's
-    /// `upkeep init --public-key`.
+    /// Both are one line of text. The release key (the default role) signs manifests: keep it
+    /// offline with the publisher and give FILE.pub to each site's `upkeep init --public-key`.
+    /// An online key (--role online) signs channel pointers on the reference server, once the
+    /// release key delegated it (`upkeep delegate`).
     Keygen {
         /// Where to write the secret key.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// What the key is for: release (signs manifests) or online (signs channel pointers).
+        #[arg(long, value_enum, default_value = "release")]
+        role: KeyRole,
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+    },
+
+    /// Name, with the release key, the online keys that may sign channel pointers.
+    ///
+    /// Writes keys/online.json and keys/online.sig into the repository. Sites trust a channel
+    /// pointer only when an online key listed there signed it; a channel still names manifests
+    /// the release key signed, so an online key can delay or halt updates, never install
+    /// anything. Sign it again before --expires (a yearly ceremony) or to rotate keys.
+    Delegate {
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The release key (secret).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// An online public key (FILE.pub from `keygen --role online`); repeat for several.
+        #[arg(long = "online-key-pub", value_name = "FILE", required = true)]
+        online_key_pub: Vec<PathBuf>,
+        /// How long sites accept the delegation.
+        #[arg(long, value_name = "SPAN", default_value = "365d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
+
+    /// Start rolling a published release out on a channel, wave by wave.
+    ///
+    /// Writes channels/NAME.json, signed by a delegated online key. Sites following the channel
+    /// (`channel = "NAME"` in upkeep.toml; `stable` by default) are offered the release when
+    /// they are in a wave reached so far, and otherwise stay on the channel's release before.
+    /// A wave is a group (sites with `groups = ["test"]`) or a share of all sites (10%): a site
+    /// falls in a share by a hash of its id and the release, so every mirror gives the same
+    /// answer and the first sites differ from one release to the next.
+    ///
+    /// Example: upkeep promote 1.4.0 --channel stable --repo /srv/repo --key online.key
+    ///          --waves test,10%,50%,100%
+    Promote {
+        /// The release (published already).
+        version: String,
+        /// The channel.
+        #[arg(long, value_name = "NAME")]
+        channel: String,
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// A delegated online key (secret).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The waves, in order: group names and rising shares, ending at 100%.
+        #[arg(long, value_name = "LIST", default_value = "100%")]
+        waves: upkeep::fleet::channel::Waves,
+        /// Least time in a wave before the next.
+        #[arg(long, value_name = "SPAN", default_value = "24h", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
+        /// Failures that halt the rollout: a share of a wave's reports (5%) or a count (3).
+        #[arg(long, value_name = "N|P%", default_value = "5%")]
+        halt_on_failure: upkeep::fleet::channel::Threshold,
+        /// Successful reports a wave needs before the next.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        min_reports: u32,
+        /// How long each signature of the pointer is valid (refreshed by `rollout refresh`).
+        #[arg(long, value_name = "SPAN", default_value = "1d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+        /// Print the pointer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// See or move a channel's rollout: status, advance, pause, resume, halt, refresh.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
     },
 
     /// Add a release, built from folder DIR, to a reference repository.
@@ -111,6 +186,15 @@ pub enum Command {
         /// default they are marked done: they ran when the site was installed).
         #[arg(long)]
         pending_tasks: bool,
+        /// The site's name in reports (default: host name and root).
+        #[arg(long)]
+        name: Option<String>,
+        /// A fleet group this site belongs to (rollout waves target groups); repeatable.
+        #[arg(long = "group", value_name = "G")]
+        groups: Vec<String>,
+        /// The release channel to follow (default: stable).
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -366,6 +450,88 @@ pub enum UserCommand {
         name: String,
         #[command(flatten)]
         root: RootArg,
+    },
+}
+
+/// What a key signs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    /// Manifests and the delegation; kept offline.
+    Release,
+    /// Channel pointers, on the reference server.
+    Online,
+}
+
+/// The channel a rollout command works on.
+#[derive(clap::Args, Debug)]
+pub struct ChannelArgs {
+    /// The channel.
+    #[arg(long, value_name = "NAME")]
+    pub channel: String,
+    /// The repository folder.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+}
+
+/// The rollout commands.
+#[derive(Subcommand, Debug)]
+pub enum RolloutAction {
+    /// Where the rollout stands: release, waves, the current one, state.
+    Status {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// Print the pointer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move to the next wave (after the last: complete).
+    Advance {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// A delegated online key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Hold at the current wave (its sites keep the release).
+    Pause {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// A delegated online key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Why, shown to sites and in status.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Go on after a pause or a halt, from the current wave.
+    Resume {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// A delegated online key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Stop: every site not yet updated is offered the channel's release before.
+    Halt {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// A delegated online key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Why, shown to sites and in status.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sign the pointer again with a fresh expiry (daily, from cron, while no server does it).
+    Refresh {
+        #[command(flatten)]
+        ch: ChannelArgs,
+        /// A delegated online key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// A new validity for this and later signatures (default: the one given at promote).
+        #[arg(long, value_name = "SPAN", value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
     },
 }
 

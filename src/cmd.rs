@@ -25,7 +25,7 @@ use crate::print::{
 };
 
 /// `upkeep keygen`.
-pub fn keygen(out: &Path, force: bool) -> Result<u8> {
+pub fn keygen(out: &Path, role: crate::cli::KeyRole, force: bool) -> Result<u8> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let pub_path = out.with_file_name(format!(
@@ -58,6 +58,132 @@ pub fn keygen(out: &Path, force: bool) -> Result<u8> {
         public.key_id()
     );
     println!("{}", public.to_text());
+    match role {
+        crate::cli::KeyRole::Release => println!(
+            "this is a release key: it signs manifests; keep the secret offline, give {} to sites (`upkeep init --public-key`)",
+            pub_path.display()
+        ),
+        crate::cli::KeyRole::Online => println!(
+            "this is an online key: delegate it with the release key (`upkeep delegate --repo REPO --key RELEASE_KEY --online-key-pub {}`), then it signs channel pointers (`upkeep promote`, `upkeep rollout`)",
+            pub_path.display()
+        ),
+    }
+    Ok(0)
+}
+
+/// `upkeep delegate`: the release key names the online keys.
+pub fn delegate(
+    repo: &Path,
+    key: &Path,
+    online: &[std::path::PathBuf],
+    expires: std::time::Duration,
+) -> Result<u8> {
+    let release = SecretKey::load(key)?;
+    let keys = online
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).ctx("read public key", p)?;
+            PublicKey::parse(&text)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let d = upkeep::fleet::rollout::delegate(repo, &release, &keys, expires)?;
+    println!(
+        "delegated {} online key(s) ({}) until {}: {}",
+        keys.len(),
+        keys.iter()
+            .map(|k| k.key_id())
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.expires,
+        repo.join(upkeep::fleet::channel::DELEGATION).display()
+    );
+    Ok(0)
+}
+
+fn print_rollout(p: &upkeep::fleet::channel::ChannelPointer) {
+    let waves: Vec<String> = p
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == p.wave {
+                format!("[{w}]")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    println!(
+        "channel {}: release {} ({:?}{}), waves {}",
+        p.channel,
+        p.release,
+        p.state,
+        p.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default(),
+        waves.join(" → ")
+    );
+    println!(
+        "  sites outside the waves so far stay on: {}",
+        p.previous
+            .as_ref()
+            .map(|x| x.release.as_str())
+            .unwrap_or("nothing (they are offered nothing yet)")
+    );
+    println!(
+        "  rules: at least {} in a wave, {} successful report(s), halt at {} failures; signed {}, valid until {}",
+        humantime::format_duration(std::time::Duration::from_secs(p.every_secs)),
+        p.min_reports,
+        p.halt_on_failure,
+        p.date,
+        p.expires
+    );
+}
+
+/// `upkeep promote`.
+pub fn promote(p: &upkeep::fleet::rollout::Promote, json: bool) -> Result<u8> {
+    let ptr = upkeep::fleet::rollout::promote(p)?;
+    if json {
+        print_json(&ptr);
+    } else {
+        print_rollout(&ptr);
+    }
+    Ok(0)
+}
+
+/// `upkeep rollout ...`.
+pub fn rollout(action: crate::cli::RolloutAction) -> Result<u8> {
+    use crate::cli::RolloutAction as A;
+    use upkeep::fleet::rollout::{Move, read_channel, rollout as mv};
+    let (ch, key, m) = match action {
+        A::Status { ch, json } => {
+            let Some(p) = read_channel(&ch.repo, &ch.channel)? else {
+                return Err(Error::refused(
+                    format!(
+                        "channel {} does not exist in {}",
+                        ch.channel,
+                        ch.repo.display()
+                    ),
+                    "start it with `upkeep promote VERSION --channel NAME ...`",
+                ));
+            };
+            if json {
+                print_json(&p);
+            } else {
+                print_rollout(&p);
+            }
+            return Ok(0);
+        }
+        A::Advance { ch, key } => (ch, key, Move::Advance),
+        A::Pause { ch, key, reason } => (ch, key, Move::Pause(reason)),
+        A::Resume { ch, key } => (ch, key, Move::Resume),
+        A::Halt { ch, key, reason } => (ch, key, Move::Halt(reason)),
+        A::Refresh { ch, key, expires } => (ch, key, Move::Refresh(expires)),
+    };
+    let key = SecretKey::load(&key)?;
+    let p = mv(&ch.repo, &ch.channel, &key, &m)?;
+    print_rollout(&p);
     Ok(0)
 }
 
@@ -121,15 +247,33 @@ pub fn reference(repo: &Path, listen: &str) -> Result<u8> {
 }
 
 /// `upkeep init`.
-pub fn init(
-    root: &Path,
-    reference: &str,
-    public_key: &Path,
-    installed: Option<&str>,
-    admin_password_file: Option<&Path>,
-    pending_tasks: bool,
-    json: bool,
-) -> Result<u8> {
+/// What `upkeep init` was given.
+pub struct InitArgs<'a> {
+    pub root: &'a Path,
+    pub reference: &'a str,
+    pub public_key: &'a Path,
+    pub installed: Option<&'a str>,
+    pub admin_password_file: Option<&'a Path>,
+    pub pending_tasks: bool,
+    pub name: Option<&'a str>,
+    pub groups: &'a [String],
+    pub channel: Option<&'a str>,
+    pub json: bool,
+}
+
+pub fn init(a: &InitArgs) -> Result<u8> {
+    let InitArgs {
+        root,
+        reference,
+        public_key,
+        installed,
+        admin_password_file,
+        pending_tasks,
+        name,
+        groups,
+        channel,
+        json,
+    } = *a;
     let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
     let admin = match admin_password_file {
         Some(f) => Some(
@@ -149,6 +293,9 @@ pub fn init(
         installed,
         admin_password: admin.as_deref(),
         pending_tasks,
+        name,
+        groups,
+        channel,
     })?;
     if json {
         print_json(&r);
@@ -240,6 +387,9 @@ pub fn check(root: &Path, json: bool) -> Result<u8> {
             d.installed.as_deref().unwrap_or("none (fresh install)")
         );
         println!("latest:    {} ({})", d.latest, latest.manifest().date);
+        if let Some(o) = &d.offer {
+            println!("offer:     {o}");
+        }
         if !latest.manifest().notes.is_empty() {
             println!("notes:     {}", latest.manifest().notes);
         }

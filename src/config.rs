@@ -362,6 +362,13 @@ pub struct Config {
     /// The site's name in reports; the host name and root when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The fleet groups this site belongs to (rollout waves and pushes target them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The release channel this site follows (`stable` when unset: the repository's channel of
+    /// that name if it has one, else its latest release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     /// Base URL of the reference repository.
     pub reference: String,
     /// The publisher's public key (one line from `upkeep keygen`).
@@ -396,6 +403,17 @@ fn default_db() -> String {
 impl Config {
     /// The rules serde cannot express, each message naming the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        let name_ok = |n: &str| crate::fleet::channel::valid_name(n);
+        if let Some(g) = self.groups.iter().find(|g| !name_ok(g)) {
+            return Err(format!(
+                "groups: {g:?} is not a group name (lowercase letters, digits, - and _)"
+            ));
+        }
+        if let Some(c) = self.channel.as_ref().filter(|c| !name_ok(c)) {
+            return Err(format!(
+                "channel = {c:?} is not a channel name (lowercase letters, digits, - and _)"
+            ));
+        }
         let a = &self.auto;
         if let Some(w) = a.window.as_ref().filter(|w| parse_window(w).is_none()) {
             return Err(format!(

@@ -128,6 +128,9 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
         installed: None,
         admin_password: None,
         pending_tasks: false,
+        name: Some("demo"),
+        groups: &[],
+        channel: None,
     })?;
     let password = r.admin_password.unwrap_or_default();
     let inst = Instance::open(&site)?;

@@ -45,6 +45,8 @@ pub struct Initialised {
     /// The generated password of `admin`, shown once (absent when one was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<String>,
+    /// The site's fleet identity (made now: a random id and a site key).
+    pub site: crate::fleet::site::Identity,
 }
 
 /// Options for [`init`].
@@ -62,6 +64,12 @@ pub struct InitOptions<'a> {
     /// Leave the installed release's run_once tasks pending (run them at the next update)
     /// instead of marking them done.
     pub pending_tasks: bool,
+    /// The site's name in reports and the fleet table.
+    pub name: Option<&'a str>,
+    /// Fleet groups.
+    pub groups: &'a [String],
+    /// The release channel to follow.
+    pub channel: Option<&'a str>,
 }
 
 /// Make `root` an instance.
@@ -79,7 +87,9 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         ));
     }
     let config = Config {
-        name: None,
+        name: o.name.map(String::from),
+        groups: o.groups.to_vec(),
+        channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),
         database: ".upkeep/site.db".into(),
@@ -90,6 +100,12 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         auto: Default::default(),
         mail: Default::default(),
     };
+    config
+        .validate()
+        .map_err(|reason| crate::error::Error::Config {
+            file: root.join("upkeep.toml"),
+            reason,
+        })?;
     let inst = Instance {
         root: root.clone(),
         config,
@@ -149,11 +165,13 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         write_atomic(&template, crate::update::gate::DEFAULT_PAGE.as_bytes())?;
     }
     write_atomic(&root.join("upkeep.toml"), inst.config.render().as_bytes())?;
+    let site = crate::fleet::site::identity(&inst)?;
     Ok(Initialised {
         root,
         identified,
         tasks_marked_done,
         admin_password: generated,
+        site,
     })
 }
 

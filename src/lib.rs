@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod fingerprint;
 pub mod finish;
+pub mod fleet;
 pub mod fsutil;
 pub mod init;
 pub mod lock;

@@ -180,6 +180,19 @@ pub fn print_status(st: &update::Status) {
     if let Some((when, latest)) = &st.last_check {
         println!("last check: {when} (latest {latest})");
     }
+    println!(
+        "site:      id {}, channel {}{}",
+        st.site.id,
+        st.site.channel,
+        if st.site.groups.is_empty() {
+            String::new()
+        } else {
+            format!(", groups {}", st.site.groups.join(", "))
+        }
+    );
+    if let Some(o) = &st.offer {
+        println!("offer:     {o}");
+    }
     println!("auto:      {}", st.policy);
     for a in st.passes.iter().take(5) {
         println!(

@@ -44,6 +44,10 @@ pub struct Diff {
     /// swapped or rolled back, whatever the release ships there.
     #[serde(default)]
     pub excluded: Vec<RelPath>,
+    /// Why this release is the one offered, when the site follows a channel with a rollout
+    /// ("channel beta: release 1.2.0, in wave 1 of 3 (test), reached: ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
 }
 
 impl Diff {

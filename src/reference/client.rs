@@ -5,6 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Network;
 use crate::error::{Error, Result};
+use crate::fleet::channel::{
+    self, ChannelPointer, DEFAULT_CHANNEL, DELEGATION, DELEGATION_SIG, Delegation,
+    FORMAT as CHANNEL_FORMAT, Offer, SiteView, channel_path, channel_sig_path, check_channel_name,
+};
 use crate::manifest::{self, Pointer, PublicKey, VerifiedManifest, digest};
 use crate::reference::repo;
 
@@ -39,6 +43,14 @@ fn gist(body: &str) -> String {
         n if n > 120 => format!(": {}...", line.chars().take(120).collect::<String>()),
         _ => format!(": {line}"),
     }
+}
+
+/// Why one GET did not bring a document.
+enum Miss {
+    /// The server does not have it (404, 410).
+    Gone,
+    /// It failed: whether to try again, and why.
+    Fail(bool, String),
 }
 
 /// A reference repository reached over HTTP.
@@ -97,14 +109,27 @@ impl Remote {
     /// backoff; each attempt has a total deadline.
     pub async fn get_doc(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
         let url = self.url(rel);
+        match self.get_doc_opt(rel, max).await? {
+            Some(b) => Ok(b),
+            None => Err(Error::Network {
+                url,
+                reason: "server answered 404 Not Found".into(),
+            }),
+        }
+    }
+
+    /// [`Remote::get_doc`], with `None` for a document the server does not have (404 or 410).
+    pub async fn get_doc_opt(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let url = self.url(rel);
         let mut last = String::new();
         for attempt in 0..=self.net.retries {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             match self.get_once(&url, max).await {
-                Ok(b) => return Ok(b),
-                Err((retry, msg)) => {
+                Ok(b) => return Ok(Some(b)),
+                Err(Miss::Gone) => return Ok(None),
+                Err(Miss::Fail(retry, msg)) => {
                     last = msg;
                     if !retry {
                         break;
@@ -115,10 +140,10 @@ impl Remote {
         Err(Error::Network { url, reason: last })
     }
 
-    async fn get_once(&self, url: &str, max: u64) -> Result<Vec<u8>, (bool, String)> {
+    async fn get_once(&self, url: &str, max: u64) -> Result<Vec<u8>, Miss> {
         let deadline = Duration::from_secs(self.net.doc_timeout_secs.max(1));
         let too_long = || {
-            (
+            Miss::Fail(
                 false,
                 format!("the document is longer than the {max} bytes expected"),
             )
@@ -129,14 +154,20 @@ impl Remote {
                 .get(url)
                 .send()
                 .await
-                .map_err(|e| (true, describe(&e)))?;
+                .map_err(|e| Miss::Fail(true, describe(&e)))?;
             let status = resp.status();
             if status.is_server_error() {
-                return Err((true, format!("server answered {status}")));
+                return Err(Miss::Fail(true, format!("server answered {status}")));
+            }
+            if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                return Err(Miss::Gone);
             }
             if !status.is_success() {
                 let body = resp.text().await.unwrap_or_default();
-                return Err((false, format!("server answered {status}{}", gist(&body))));
+                return Err(Miss::Fail(
+                    false,
+                    format!("server answered {status}{}", gist(&body)),
+                ));
             }
             let declared = resp.content_length();
             if declared.is_some_and(|n| n > max) {
@@ -145,7 +176,7 @@ impl Remote {
             let mut resp = resp;
             let mut out = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| {
-                (
+                Miss::Fail(
                     true,
                     format!(
                         "the transfer was cut after {} bytes{} ({})",
@@ -164,7 +195,7 @@ impl Remote {
             if let Some(n) = declared
                 && out.len() as u64 != n
             {
-                return Err((
+                return Err(Miss::Fail(
                     true,
                     format!("the transfer was cut after {} of {n} bytes", out.len()),
                 ));
@@ -173,7 +204,7 @@ impl Remote {
         };
         match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
-            Err(_) => Err((
+            Err(_) => Err(Miss::Fail(
                 true,
                 format!(
                     "not received within {} s (network.doc_timeout_secs): the server is too slow or stalled",
@@ -261,6 +292,110 @@ impl Remote {
             SystemTime::now(),
         )?;
         Ok((ptr, m))
+    }
+}
+
+/// What the reference offers a site: the release its channel gives it, and why.
+pub struct Target {
+    /// The release's manifest; `None` when the channel offers this site nothing yet.
+    pub manifest: Option<VerifiedManifest>,
+    /// The channel's decision, when the site's channel exists in the repository (`None`: the
+    /// repository's latest release, as before channels).
+    pub offer: Option<Offer>,
+}
+
+impl Remote {
+    /// The delegation of online keys, verified with the release key and fresh.
+    async fn delegation(&self) -> Result<Option<Delegation>> {
+        let (bytes, sig) = tokio::join!(
+            self.get_doc_opt(DELEGATION, MAX_SMALL),
+            self.get_doc_opt(DELEGATION_SIG, MAX_SMALL)
+        );
+        let what = self.url(DELEGATION);
+        let (Some(bytes), sig) = (bytes?, sig?) else {
+            return Ok(None);
+        };
+        let sig = sig.ok_or_else(|| Error::Signature {
+            what: what.clone(),
+            reason: "its signature is missing".into(),
+        })?;
+        let d: Delegation =
+            manifest::verify_signed(&bytes, &String::from_utf8_lossy(&sig), &self.key, &what)?;
+        manifest::check_fresh(&d.expires, &what, SystemTime::now())?;
+        Ok(Some(d))
+    }
+
+    /// The release `site` is offered on `channel`: by the channel's signed pointer and its
+    /// waves when the repository has that channel, else (for `stable` only) the latest release.
+    pub async fn offered(&self, site: &SiteView<'_>, channel: &str) -> Result<Target> {
+        check_channel_name(channel)?;
+        let (cpath, spath) = (channel_path(channel), channel_sig_path(channel));
+        let (doc, sig, deleg) = tokio::join!(
+            self.get_doc_opt(&cpath, MAX_SMALL),
+            self.get_doc_opt(&spath, MAX_SMALL),
+            self.delegation()
+        );
+        let what = self.url(&cpath);
+        let Some(doc) = doc? else {
+            if channel == DEFAULT_CHANNEL {
+                let (_, m) = self.latest().await?;
+                return Ok(Target {
+                    manifest: Some(m),
+                    offer: None,
+                });
+            }
+            return Err(Error::refused(
+                format!("the reference has no channel {channel} ({what} is not there)"),
+                "check `channel` in upkeep.toml (the publisher creates channels with `upkeep promote`)",
+            ));
+        };
+        let sig = sig?.ok_or_else(|| Error::Signature {
+            what: what.clone(),
+            reason: "its signature is missing".into(),
+        })?;
+        let sig = String::from_utf8_lossy(&sig).into_owned();
+        let Some(deleg) = deleg? else {
+            return Err(Error::Signature {
+                what,
+                reason: "the repository delegates no online key (keys/online.json is missing), so no channel pointer can be trusted".into(),
+            });
+        };
+        let ptr: ChannelPointer = deleg
+            .online_keys
+            .iter()
+            .filter_map(|k| PublicKey::parse(k).ok())
+            .find_map(|k| manifest::verify_signed(&doc, &sig, &k, &what).ok())
+            .ok_or_else(|| Error::Signature {
+                what: what.clone(),
+                reason: "it is not signed by an online key the release key delegated".into(),
+            })?;
+        manifest::check_fresh(&ptr.expires, &what, SystemTime::now())?;
+        if ptr.channel != channel || ptr.format != CHANNEL_FORMAT {
+            return Err(Error::BadManifest {
+                what,
+                reason: format!(
+                    "it is the pointer of channel {:?} (format {}), not of {channel}",
+                    ptr.channel, ptr.format
+                ),
+            });
+        }
+        let offer = channel::offer(&ptr, site);
+        let manifest = match (&offer.release, &offer.manifest) {
+            (Some(v), Some((sha, size))) => {
+                let m = self.manifest(v, Some((sha, Some(*size)))).await?;
+                manifest::check_fresh(
+                    &m.manifest().expires,
+                    &format!("manifest of {}", m.version()),
+                    SystemTime::now(),
+                )?;
+                Some(m)
+            }
+            _ => None,
+        };
+        Ok(Target {
+            manifest,
+            offer: Some(offer),
+        })
     }
 }
 

@@ -5,6 +5,8 @@
 //! releases/V/manifest.json, manifest.sig   one signed manifest per release
 //! releases/V/upkeep-V.zip                  the full release zip (manifest inside)
 //! objects/ab/abcdef...                     file contents by SHA-256, immutable
+//! keys/online.json, online.sig             the online keys, delegated by the release key
+//! channels/NAME.json, NAME.sig             a channel's rollout, signed by an online key
 //! ```
 
 use crate::manifest::Sha256;
@@ -46,6 +48,11 @@ pub fn is_layout_path(rel: &crate::manifest::RelPath) -> bool {
                     || *f == format!("upkeep-{v}.zip"))
         }
         ["objects", d, h] => hex(d, 2) && hex(h, 64) && h.starts_with(d),
+        ["keys", "online.json" | "online.sig"] => true,
+        ["channels", f] => f
+            .strip_suffix(".json")
+            .or_else(|| f.strip_suffix(".sig"))
+            .is_some_and(crate::fleet::channel::valid_name),
         _ => false,
     }
 }

@@ -103,7 +103,16 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         Source::Network => {
             let remote =
                 remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
-            remote::block_on(remote.latest())?.1
+            let t = crate::fleet::site::offered(inst, &remote)?;
+            t.manifest.ok_or_else(|| {
+                Error::refused(
+                    format!(
+                        "{}: nothing to stage",
+                        t.offer.map(|o| o.why).unwrap_or_default()
+                    ),
+                    "wait for the rollout to reach this site (`upkeep check` says why)",
+                )
+            })?
         }
         Source::Archive(p) => {
             let (a, m) = archive::Archive::open(p, &inst.config.limits, &inst.key)?;

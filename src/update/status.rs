@@ -35,6 +35,11 @@ pub struct Status {
     pub policy: String,
     /// Mail reports waiting for the SMTP server.
     pub mail_waiting: usize,
+    /// The site's fleet identity: id, groups, channel.
+    pub site: crate::fleet::site::Identity,
+    /// Why the last check was offered the release it saw (when the site's channel has a
+    /// rollout).
+    pub offer: Option<String>,
 }
 
 /// The `[auto]` policy and `[mail]` in one line an operator can check at a glance.
@@ -113,5 +118,10 @@ pub fn status(inst: &Instance) -> Result<Status> {
         passes,
         policy: policy(inst),
         mail_waiting: state.queued_mail()?.len(),
+        site: crate::fleet::site::identity(inst)?,
+        offer: state
+            .meta("last_check_diff")?
+            .and_then(|d| serde_json::from_str::<crate::manifest::plan::Diff>(&d).ok())
+            .and_then(|d| d.offer),
     })
 }

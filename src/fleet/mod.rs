@@ -1,0 +1,8 @@
+//! Fleets: channels and staged rollouts over many sites (see DESIGN.md, "Fleets").
+//!
+//! `channel` holds the signed documents and the wave rule (pure), `rollout` the publisher's
+//! commands on a repository folder, `site` a site's identity (id, key, groups, channel).
+
+pub mod channel;
+pub mod rollout;
+pub mod site;

@@ -1,0 +1,87 @@
+//! A site's identity in a fleet: a random site id and a site key pair, made at `init` (or the
+//! first time they are needed, for instances made before fleets), kept in `.upkeep/`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::channel::{DEFAULT_CHANNEL, SiteView};
+use crate::config::Instance;
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::SecretKey;
+use crate::reference::client::{Remote, Target, block_on};
+use crate::state::State;
+
+/// Who a site is.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Identity {
+    /// The random site id (32 hex digits).
+    pub id: String,
+    /// Its groups, from upkeep.toml.
+    pub groups: Vec<String>,
+    /// The channel it follows.
+    pub channel: String,
+}
+
+impl Identity {
+    /// What the wave rule needs.
+    pub fn view(&self) -> SiteView<'_> {
+        SiteView {
+            id: &self.id,
+            groups: &self.groups,
+        }
+    }
+}
+
+/// The site key's file.
+pub fn key_path(inst: &Instance) -> std::path::PathBuf {
+    inst.state_dir().join("site.key")
+}
+
+/// The site's identity, made on first use.
+pub fn identity(inst: &Instance) -> Result<Identity> {
+    let state = State::open(&inst.state_db())?;
+    let id = match state.meta("site_id")? {
+        Some(id) => id,
+        None => {
+            let mut raw = [0u8; 16];
+            getrandom::getrandom(&mut raw)
+                .map_err(|e| Error::msg(format!("no random source: {e}")))?;
+            let id = hex::encode(raw);
+            write_key(inst)?;
+            state.set_meta("site_id", &id)?;
+            id
+        }
+    };
+    Ok(Identity {
+        id,
+        groups: inst.config.groups.clone(),
+        channel: inst
+            .config
+            .channel
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CHANNEL.to_string()),
+    })
+}
+
+/// Write a fresh site key (owner-only), unless one is there.
+fn write_key(inst: &Instance) -> Result<()> {
+    let p = key_path(inst);
+    if p.exists() {
+        return Ok(());
+    }
+    let key = SecretKey::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .ctx("create", &p)?;
+    writeln!(f, "{}", key.to_text()).ctx("write", &p)?;
+    f.sync_all().ctx("sync", &p)
+}
+
+/// What the reference offers this site now (its channel, its waves), verified.
+pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
+    let me = identity(inst)?;
+    block_on(remote.offered(&me.view(), &me.channel))
+}
