@@ -159,6 +159,31 @@ pub enum Command {
         /// Address to listen on (port 0 picks a free port; the URL is printed).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// The fleet database (site enrolment and reports), kept outside the repository.
+        #[arg(
+            long,
+            value_name = "FILE",
+            help = "The fleet database [default: REPO.fleet.db, beside REPO]"
+        )]
+        fleet_db: Option<PathBuf>,
+    },
+
+    /// The publisher's view of the fleet: enrolment tokens and the deployment table.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
+    },
+
+    /// Enrol this site with its reference, using a token the publisher made.
+    ///
+    /// The site presents its id and its public key; from then on, after every run and every
+    /// unattended pass, it sends the reference a report signed with its site key. Reports that
+    /// cannot be sent wait in state.db and go with the next contact.
+    Enroll {
+        #[command(flatten)]
+        root: RootArg,
+        /// The token from `upkeep fleet token`.
+        token: String,
     },
 
     /// Make DIR an instance and find which published release its live tree is.
@@ -195,6 +220,9 @@ pub enum Command {
         /// The release channel to follow (default: stable).
         #[arg(long, value_name = "NAME")]
         channel: Option<String>,
+        /// Enrol with the reference using this token from `upkeep fleet token`.
+        #[arg(long, value_name = "TOKEN")]
+        enroll: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -450,6 +478,47 @@ pub enum UserCommand {
         name: String,
         #[command(flatten)]
         root: RootArg,
+    },
+}
+
+/// The fleet commands.
+#[derive(Subcommand, Debug)]
+pub enum FleetAction {
+    /// Make an enrolment token for sites (`upkeep enroll TOKEN` or `init --enroll TOKEN`).
+    Token {
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The fleet database [default: REPO.fleet.db].
+        #[arg(long, value_name = "FILE")]
+        fleet_db: Option<PathBuf>,
+        /// How many sites may enrol with it.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid.
+        #[arg(long, value_name = "SPAN", default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+    },
+    /// One row per enrolled site, and per-release counters for each channel.
+    Status {
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The fleet database [default: REPO.fleet.db].
+        #[arg(long, value_name = "FILE")]
+        fleet_db: Option<PathBuf>,
+        /// Only sites of this group.
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+        /// Only sites on this channel.
+        #[arg(long, value_name = "C")]
+        channel: Option<String>,
+        /// A site that said it started and then nothing for this long counts as failed.
+        #[arg(long, value_name = "SPAN", default_value = "1h", value_parser = humantime::parse_duration)]
+        silent_after: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -227,18 +227,34 @@ pub fn publish(
 }
 
 /// `upkeep reference`.
-pub fn reference(repo: &Path, listen: &str) -> Result<u8> {
+pub fn reference(repo: &Path, listen: &str, fleet_db: Option<&Path>) -> Result<u8> {
     if !repo.is_dir() {
         return Err(Error::refused(
             format!("{} is not a folder", repo.display()),
             "publish a release into it first with `upkeep publish`",
         ));
     }
+    let db_path = fleet_db.map(Path::to_path_buf).unwrap_or_else(|| {
+        upkeep::fleet::db::default_path(&repo.canonicalize().unwrap_or(repo.to_path_buf()))
+    });
+    let db_path = fleet_db_outside(repo, &db_path)?;
+    // The files are served whatever happens to the fleet database: sites update without it.
+    let fleet = match upkeep::fleet::db::FleetDb::open(&db_path) {
+        Ok(db) => Some(db),
+        Err(e) => {
+            eprintln!("warning: no fleet endpoints (site enrolment and reports): {e}");
+            None
+        }
+    };
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
+        let on = fleet.is_some();
         let (server, addr) =
-            reference::serve::start(repo, listen).ctx("listen on", Path::new(listen))?;
+            reference::serve::start(repo, listen, fleet).ctx("listen on", Path::new(listen))?;
         println!("serving {} on http://{addr}/", repo.display());
+        if on {
+            eprintln!("fleet database: {}", db_path.display());
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server.await.ctx("serve", repo)
@@ -246,7 +262,26 @@ pub fn reference(repo: &Path, listen: &str) -> Result<u8> {
     Ok(0)
 }
 
-/// `upkeep init`.
+/// The fleet database must not be a file the repository serves or mirrors.
+fn fleet_db_outside(repo: &Path, db: &Path) -> Result<std::path::PathBuf> {
+    let repo = repo.canonicalize().ctx("open", repo)?;
+    let parent = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = parent.canonicalize().ctx("open", parent)?;
+    if dir.starts_with(&repo) {
+        return Err(Error::refused(
+            format!(
+                "the fleet database {} would be inside the repository",
+                db.display()
+            ),
+            "put it beside the repository (the default is REPO.fleet.db), never inside it",
+        ));
+    }
+    Ok(dir.join(db.file_name().unwrap_or_default()))
+}
+
 /// What `upkeep init` was given.
 pub struct InitArgs<'a> {
     pub root: &'a Path,
@@ -258,6 +293,7 @@ pub struct InitArgs<'a> {
     pub name: Option<&'a str>,
     pub groups: &'a [String],
     pub channel: Option<&'a str>,
+    pub enroll: Option<&'a str>,
     pub json: bool,
 }
 
@@ -272,6 +308,7 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         name,
         groups,
         channel,
+        enroll,
         json,
     } = *a;
     let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
@@ -344,9 +381,152 @@ pub fn init(a: &InitArgs) -> Result<u8> {
                 "control panel account: admin, password: {pw}  (shown once; change it with `upkeep user passwd admin`)"
             );
         }
+        println!(
+            "site id: {} (channel {}{})",
+            r.site.id,
+            r.site.channel,
+            if r.site.groups.is_empty() {
+                String::new()
+            } else {
+                format!(", groups {}", r.site.groups.join(", "))
+            }
+        );
         println!("next: upkeep check --root {}", r.root.display());
     }
+    if let Some(token) = enroll {
+        let inst = Instance::open(&r.root)?;
+        upkeep::fleet::report::enroll(&inst, token)?;
+        if !json {
+            println!(
+                "enrolled with {}: reports go there after every run",
+                inst.config.reference
+            );
+        }
+    }
     Ok(0)
+}
+
+/// `upkeep enroll`.
+pub fn enroll(root: &Path, token: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let me = upkeep::fleet::report::enroll(&inst, token)?;
+    println!(
+        "enrolled site {} with {}: reports go there after every run and every unattended pass",
+        me.id, inst.config.reference
+    );
+    Ok(0)
+}
+
+/// `upkeep fleet ...`.
+pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
+    use crate::cli::FleetAction as A;
+    use upkeep::fleet::db::{FleetDb, counters, default_path};
+    let open = |repo: &Path, db: &Option<std::path::PathBuf>| -> Result<FleetDb> {
+        let p = match db {
+            Some(p) => p.clone(),
+            None => default_path(&repo.canonicalize().ctx("open", repo)?),
+        };
+        FleetDb::open(&fleet_db_outside(repo, &p)?)
+    };
+    match action {
+        A::Token {
+            repo,
+            fleet_db,
+            uses,
+            expires,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let t = db.new_token(uses, expires.as_secs())?;
+            println!("{t}");
+            eprintln!(
+                "valid for {} site(s) during {}: on each site, `upkeep enroll --root DIR {t}` (or `upkeep init ... --enroll {t}`)",
+                uses,
+                humantime::format_duration(expires)
+            );
+            Ok(0)
+        }
+        A::Status {
+            repo,
+            fleet_db,
+            group,
+            channel,
+            silent_after,
+            json,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let rows: Vec<_> = db
+                .sites()?
+                .into_iter()
+                .filter(|s| group.as_ref().is_none_or(|g| s.groups.contains(g)))
+                .filter(|s| channel.as_ref().is_none_or(|c| &s.channel == c))
+                .collect();
+            // Per channel: the release it rolls out and the sites' counters for it.
+            let mut channels: Vec<String> = rows.iter().map(|s| s.channel.clone()).collect();
+            channels.sort();
+            channels.dedup();
+            let mut per = Vec::new();
+            for c in &channels {
+                let ptr = upkeep::fleet::rollout::read_channel(&repo, c)
+                    .ok()
+                    .flatten();
+                let release = ptr.as_ref().map(|p| p.release.clone()).or_else(|| {
+                    upkeep::reference::publish::latest_version(&repo)
+                        .ok()
+                        .flatten()
+                });
+                if let Some(r) = release {
+                    let on: Vec<_> = rows.iter().filter(|s| &s.channel == c).collect();
+                    per.push(serde_json::json!({
+                        "channel": c,
+                        "release": r,
+                        "rollout": ptr.as_ref().map(|p| serde_json::json!({
+                            "state": p.state, "wave": p.wave + 1, "waves": p.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                        })),
+                        "counters": counters(&r, &on, silent_after.as_secs() as i64),
+                    }));
+                }
+            }
+            if json {
+                print_json(&serde_json::json!({ "sites": rows, "releases": per }));
+                return Ok(0);
+            }
+            println!(
+                "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
+                "site", "groups", "channel", "version", "last", "seen", "closed"
+            );
+            for s in &rows {
+                let last = s.last.as_ref();
+                println!(
+                    "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
+                    s.name.chars().take(20).collect::<String>(),
+                    s.groups.join(","),
+                    s.channel,
+                    s.version.as_deref().unwrap_or("-"),
+                    last.map(|r| r.outcome.word()).unwrap_or("-"),
+                    s.last_seen_secs
+                        .map(|t| format!(
+                            "{} ago",
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                t.max(0) as u64
+                            ))
+                        ))
+                        .unwrap_or_else(|| "never".into()),
+                    last.and_then(|r| r.closed_ms)
+                        .map(|ms| format!("{ms} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            for p in &per {
+                println!(
+                    "channel {} release {}: {}",
+                    p["channel"].as_str().unwrap_or_default(),
+                    p["release"].as_str().unwrap_or_default(),
+                    p["counters"]
+                );
+            }
+            Ok(0)
+        }
+    }
 }
 
 /// `upkeep fingerprint`.
@@ -533,7 +713,7 @@ pub fn update(
         decision: Decision::Ask,
         progress: &progress,
     };
-    let r = update::update(&inst, &opts);
+    let r = reported(&inst, json, || update::update(&inst, &opts));
     if let Err(Error::PlanChanged { .. }) = &r {
         // The refusal is only useful with the plan of now beside it.
         let mut state = State::open(&inst.state_db())?;
@@ -554,6 +734,15 @@ pub fn update(
             Ok(0)
         }
     }
+}
+
+/// Do `work` and tell the reference (enrolled sites) how the run it touched stands.
+fn reported<T>(inst: &Instance, json: bool, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let (r, line) = upkeep::fleet::report::around_run(inst, work);
+    if let Some(l) = line.filter(|_| !json) {
+        eprintln!("{l}");
+    }
+    r
 }
 
 /// `upkeep auto`: one unattended pass; the exit code says what it decided.
@@ -582,6 +771,9 @@ pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
     }
     if let Some(m) = &p.mail {
         println!("{m}");
+    }
+    if let Some(r) = &p.report {
+        println!("{r}");
     }
     Ok(p.exit_code())
 }
@@ -691,7 +883,9 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
         decision: Decision::Ask,
         progress: &progress,
     };
-    let run = upkeep::finish::finish(&inst, installed, &opts)?;
+    let run = reported(&inst, json, || {
+        upkeep::finish::finish(&inst, installed, &opts)
+    })?;
     finished_run(json, &run);
     if !json {
         still_closed(&inst);
@@ -731,7 +925,7 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
         decision,
         progress: &progress,
     };
-    let run = update::resume(&inst, &opts)?;
+    let run = reported(&inst, json, || update::resume(&inst, &opts))?;
     finished_run(json, &run);
     if !json {
         still_closed(&inst);
@@ -742,7 +936,7 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
 /// `upkeep rollback`.
 pub fn rollback(root: &Path, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;
-    let run = update::rollback(&inst)?;
+    let run = reported(&inst, json, || update::rollback(&inst))?;
     if run.plan.finish && !json {
         println!(
             "this run finished an update copied by hand: the database and the tasks are back as before it, the copied files stay"

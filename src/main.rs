@@ -48,7 +48,13 @@ fn run(cmd: Command) -> Result<u8> {
             expires,
             json,
         } => cmd::publish(&dir, &version, &repo, &key, &notes, expires, json),
-        Command::Reference { repo, listen } => cmd::reference(&repo, &listen),
+        Command::Reference {
+            repo,
+            listen,
+            fleet_db,
+        } => cmd::reference(&repo, &listen, fleet_db.as_deref()),
+        Command::Fleet { action } => cmd::fleet(action),
+        Command::Enroll { root, token } => cmd::enroll(&root.root, &token),
         Command::Init {
             root,
             reference,
@@ -59,6 +65,7 @@ fn run(cmd: Command) -> Result<u8> {
             name,
             groups,
             channel,
+            enroll,
             json,
         } => cmd::init(&cmd::InitArgs {
             root: &root,
@@ -70,6 +77,7 @@ fn run(cmd: Command) -> Result<u8> {
             name: name.as_deref(),
             groups: &groups,
             channel: channel.as_deref(),
+            enroll: enroll.as_deref(),
             json,
         }),
         Command::Delegate {

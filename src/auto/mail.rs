@@ -13,15 +13,7 @@ use crate::fsutil::human_bytes;
 use crate::manifest::plan::Kind;
 use crate::state::State;
 
-/// The site's name in reports: `name` from upkeep.toml, else host name and root.
-pub fn site_name(inst: &Instance) -> String {
-    inst.config.name.clone().unwrap_or_else(|| {
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("{host}:{}", inst.root.display())
-    })
-}
+pub use crate::fleet::site::site_name;
 
 /// The subject's first word.
 fn word(p: &Pass) -> &'static str {

@@ -83,6 +83,8 @@ pub struct Pass {
     pub run: Option<Run>,
     /// What happened to the mail report.
     pub mail: Option<String>,
+    /// What happened to the fleet report (enrolled sites).
+    pub report: Option<String>,
     /// Nothing was changed on purpose (`--dry-run`).
     pub dry_run: bool,
 }
@@ -155,6 +157,7 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         next: None,
         run: None,
         mail: None,
+        report: None,
         dry_run,
     };
     match decide(inst, &mut out) {
@@ -173,10 +176,47 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         Ok(m) => m,
         Err(e) => Some(format!("mail: not queued ({e})")),
     };
-    if out.mail.is_some() {
+    out.report = match fleet_report(inst, &out) {
+        Ok(r) => r,
+        Err(e) => Some(format!("report: not queued ({e})")),
+    };
+    if out.mail.is_some() || out.report.is_some() {
         state.update_pass(id, &json(&out))?;
     }
     Ok(out)
+}
+
+/// The pass, told to the reference (when the site is enrolled).
+fn fleet_report(inst: &Instance, p: &Pass) -> Result<Option<String>> {
+    use crate::fleet::report::{Facts, Health, Outcome, report};
+    let outcome = match p.decision {
+        Verdict::Nothing => Outcome::UpToDate,
+        Verdict::Updated => Outcome::Success,
+        Verdict::Held => Outcome::Held,
+        Verdict::Postponed => Outcome::Postponed,
+        Verdict::Failed => Outcome::Failure,
+        Verdict::RolledBack => Outcome::RolledBack,
+    };
+    let run = p.run.as_ref();
+    report(
+        inst,
+        outcome,
+        Facts {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            failed_step: run
+                .filter(|r| r.status != crate::state::RunStatus::Done)
+                .map(|r| r.step.to_string()),
+            reason: p.reason.clone(),
+            closed_ms: run.and_then(|r| r.closed_ms),
+            bytes_fetched: None,
+            modified: p.modified.len(),
+            health: run.and_then(|r| r.health.as_ref()).map(|h| Health {
+                ok: h.ok,
+                detail: h.detail.clone(),
+            }),
+        },
+    )
 }
 
 /// The decision and the work, writing into `out`.
@@ -254,6 +294,18 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
         ));
         return Ok(());
     }
+    // The reference learns that this site is installing, so a site that then goes silent
+    // counts as failed in the rollout.
+    let _ = crate::fleet::report::report(
+        inst,
+        crate::fleet::report::Outcome::Installing,
+        crate::fleet::report::Facts {
+            from: out.from.clone(),
+            to: Some(plan.to.clone()),
+            reason: format!("installing release {}", plan.to),
+            ..Default::default()
+        },
+    );
     // The policy approved this plan: the same digest guards against a change in between.
     let digest = plan.digest();
     let progress = Progress::default();

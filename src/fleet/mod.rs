@@ -4,5 +4,8 @@
 //! commands on a repository folder, `site` a site's identity (id, key, groups, channel).
 
 pub mod channel;
+pub mod db;
+pub mod report;
 pub mod rollout;
+pub mod server;
 pub mod site;

@@ -85,3 +85,13 @@ pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
     let me = identity(inst)?;
     block_on(remote.offered(&me.view(), &me.channel))
 }
+
+/// The site's name in reports: `name` from upkeep.toml, else host name and root.
+pub fn site_name(inst: &Instance) -> String {
+    inst.config.name.clone().unwrap_or_else(|| {
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}:{}", inst.root.display())
+    })
+}

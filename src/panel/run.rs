@@ -7,6 +7,7 @@ use super::auth::{CsrfForm, require, require_post};
 use super::jobs::Outcome;
 use super::stage::start_job;
 use super::{Data, ForSession, Page, Problem, html, pages, see_other, with_state};
+use crate::fleet::report::around_run;
 use crate::lock::InstanceLock;
 use crate::state::{JobKind, Run, RunStatus};
 use crate::update::{self, gate, tasks::Decision};
@@ -41,7 +42,7 @@ pub(super) async fn apply(req: HttpRequest, app: Data, form: web::Form<ApplyForm
     }
     start_job(&s, &app, JobKind::Update, move |inst, p| {
         let o = update::Options::approved(Some(&digest), keep, Decision::Ask, p);
-        let run = update::update(inst, &o)?;
+        let run = around_run(inst, || update::update(inst, &o)).0?;
         Ok(run
             .map(|r| format!("Run {} finished", r.id))
             .unwrap_or_default())
@@ -71,15 +72,20 @@ pub(super) async fn resume(req: HttpRequest, app: Data, form: web::Form<ResumeFo
         None => Decision::Ask,
     };
     start_job(&s, &app, JobKind::Resume, move |inst, p| {
-        update::resume(inst, &update::Options::approved(None, false, decision, p))
-            .map(|r| format!("Run {} is {}", r.id, r.status))
+        around_run(inst, || {
+            update::resume(inst, &update::Options::approved(None, false, decision, p))
+        })
+        .0
+        .map(|r| format!("Run {} is {}", r.id, r.status))
     })
 }
 
 pub(super) async fn rollback(req: HttpRequest, app: Data, form: web::Form<CsrfForm>) -> Page {
     let s = require_post(&req, &app, &form.csrf)?;
     start_job(&s, &app, JobKind::Rollback, |inst, _| {
-        update::rollback(inst).map(|r| format!("Run {} rolled back", r.id))
+        around_run(inst, || update::rollback(inst))
+            .0
+            .map(|r| format!("Run {} rolled back", r.id))
     })
 }
 
@@ -87,7 +93,8 @@ pub(super) async fn finish(req: HttpRequest, app: Data, form: web::Form<CsrfForm
     let s = require_post(&req, &app, &form.csrf)?;
     start_job(&s, &app, JobKind::Finish, |inst, p| {
         let o = update::Options::approved(None, false, Decision::Ask, p);
-        crate::finish::finish(inst, None, &o)
+        around_run(inst, || crate::finish::finish(inst, None, &o))
+            .0
             .map(|r| format!("Run {} finished release {}", r.id, r.to))
     })
 }

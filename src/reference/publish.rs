@@ -58,6 +58,19 @@ pub fn read_pointer(repo_dir: &Path, key: &SecretKey) -> Result<Option<Pointer>>
     manifest::verify_signed(&bytes, &sig, &key.public(), &p.display().to_string()).map(Some)
 }
 
+/// The latest version named by a repository's pointer (unverified: for the publisher's own
+/// tables, never for what a site installs).
+pub fn latest_version(repo_dir: &Path) -> Result<Option<String>> {
+    let p = repo_dir.join(repo::POINTER);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&p).ctx("read", &p)?;
+    Ok(serde_json::from_slice::<Pointer>(&bytes)
+        .ok()
+        .map(|ptr| ptr.latest))
+}
+
 /// Publish a release.
 pub fn publish(p: &Publish) -> Result<Published> {
     let version = manifest::parse_version(p.version)?;

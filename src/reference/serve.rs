@@ -32,17 +32,30 @@ pub fn nodelay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
-/// Start serving `dir` on `listen`; returns the running server and the bound address.
+/// Start serving `dir` on `listen`, with the fleet endpoints when a fleet database is given;
+/// returns the running server and the bound address.
 pub fn start(
     dir: &Path,
     listen: &str,
+    fleet: Option<crate::fleet::db::FleetDb>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let data = web::Data::new(Repo {
         dir: dir.to_path_buf(),
         cache: MemCache::default(),
     });
+    let fleet = fleet.map(|db| {
+        web::Data::new(crate::fleet::server::Fleet {
+            db: std::sync::Mutex::new(db),
+        })
+    });
     let server = HttpServer::new(move || {
+        let fleet = fleet.clone();
         App::new()
+            .configure(move |cfg| {
+                if let Some(f) = fleet {
+                    crate::fleet::server::configure(cfg, f);
+                }
+            })
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(64 << 20))
             .route("/", web::get().to(index))

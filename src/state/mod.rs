@@ -78,7 +78,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{DbContext, IoContext, Result};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +111,8 @@ CREATE TABLE IF NOT EXISTS passes(id INTEGER PRIMARY KEY, at TEXT NOT NULL, deci
     data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mail_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, subject TEXT NOT NULL,
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE IF NOT EXISTS report_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL, finished_at TEXT);
 ";

@@ -1,4 +1,5 @@
-//! Unattended passes and the mail waiting to go: the tables `passes` and `mail_queue`.
+//! Unattended passes and what waits to go out: the tables `passes`, `mail_queue` and
+//! `report_queue` (signed fleet reports).
 
 use rusqlite::params;
 
@@ -126,6 +127,59 @@ impl State {
         self.conn
             .execute(
                 "UPDATE mail_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// The next report number (1, 2, ...): the reference refuses a number it has seen.
+    pub fn next_report_seq(&self) -> Result<u64> {
+        let n = self
+            .meta("report_seq")?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        self.set_meta("report_seq", &n.to_string())?;
+        Ok(n)
+    }
+
+    /// Put a report (its JSON) in the queue.
+    pub fn queue_report(&self, body: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO report_queue(created_at, body) VALUES(?1, ?2)",
+                params![now_text(), body],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// Reports waiting, oldest first: (id, body, attempts).
+    pub fn queued_reports(&self) -> Result<Vec<(i64, String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body, attempts FROM report_queue ORDER BY id")
+            .db(&self.path)?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .db(&self.path)?
+            .collect::<rusqlite::Result<_>>()
+            .db(&self.path)
+    }
+
+    /// A report went out (or the reference already had it).
+    pub fn report_sent(&self, id: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM report_queue WHERE id = ?1", [id])
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// A report could not go out this time.
+    pub fn report_failed(&self, id: i64, error: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE report_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
                 params![id, error],
             )
             .db(&self.path)?;

@@ -76,9 +76,15 @@ impl Drop for Server {
 
 /// Start `upkeep ARGS --listen 127.0.0.1:0` and read the URL it prints.
 pub fn spawn_server(args: &[&str]) -> Server {
+    spawn_server_on(args, "127.0.0.1:0")
+}
+
+/// Start `upkeep ARGS --listen ADDR` (a fixed port: a server coming back where sites expect
+/// it) and read the URL it prints.
+pub fn spawn_server_on(args: &[&str], listen: &str) -> Server {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,0 +1,87 @@
+//! The reference server's fleet endpoints: `POST /fleet/enroll` and `POST /fleet/report`.
+//! Both are small JSON bodies with a hard size cap; the database work runs off the async
+//! threads.
+
+use std::sync::Mutex;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::db::{Enrolment, FleetDb, Refusal};
+use super::report::{MAX_REPORT, SIGNATURE_HEADER};
+
+/// The open fleet database, shared by the workers.
+pub struct Fleet {
+    /// The database.
+    pub db: Mutex<FleetDb>,
+}
+
+/// Register the endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
+    cfg.service(
+        web::scope("/fleet")
+            .app_data(fleet)
+            .app_data(web::PayloadConfig::new(MAX_REPORT))
+            .route("/enroll", web::post().to(enroll))
+            .route("/report", web::post().to(report)),
+    );
+}
+
+fn answer(r: Refusal) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status).unwrap_or_default())
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}\n", r.why))
+}
+
+fn broken(e: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::InternalServerError()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("fleet database: {e}\n"))
+}
+
+async fn enroll(fleet: web::Data<Fleet>, body: web::Bytes) -> HttpResponse {
+    let e: Enrolment = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return answer(Refusal {
+                status: 400,
+                why: format!("not an enrolment: {e}"),
+            });
+        }
+    };
+    let r = web::block(move || {
+        let db = fleet.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.enrol(&e).map(|r| r.map(|()| e.site_id))
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(id))) => HttpResponse::Ok().json(serde_json::json!({ "enrolled": id })),
+        Ok(Ok(Err(refusal))) => answer(refusal),
+        Ok(Err(e)) => broken(e),
+        Err(e) => broken(e),
+    }
+}
+
+async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> HttpResponse {
+    let Some(sig) = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return answer(Refusal {
+            status: 401,
+            why: "the report is not signed".into(),
+        });
+    };
+    let r = web::block(move || {
+        let db = fleet.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.accept(&body, &sig)
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(rep))) => HttpResponse::Ok().json(serde_json::json!({ "seq": rep.seq })),
+        Ok(Ok(Err(refusal))) => answer(refusal),
+        Ok(Err(e)) => broken(e),
+        Err(e) => broken(e),
+    }
+}
