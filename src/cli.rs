@@ -166,6 +166,16 @@ pub enum Command {
             help = "The fleet database [default: REPO.fleet.db, beside REPO]"
         )]
         fleet_db: Option<PathBuf>,
+        /// A delegated online key: the server then steers rollouts by the sites' reports
+        /// (advance, halt past the threshold) and refreshes channel pointers before they expire.
+        #[arg(long, value_name = "FILE")]
+        online_key: Option<PathBuf>,
+        /// A site that said it was installing, then nothing for this long, counts as failed.
+        #[arg(long, value_name = "SPAN", default_value = "1h", value_parser = humantime::parse_duration)]
+        silent_after: std::time::Duration,
+        /// How often rollouts are looked at besides after each report.
+        #[arg(long, value_name = "SPAN", default_value = "1m", value_parser = humantime::parse_duration)]
+        tick: std::time::Duration,
     },
 
     /// The publisher's view of the fleet: enrolment tokens and the deployment table.

@@ -227,7 +227,14 @@ pub fn publish(
 }
 
 /// `upkeep reference`.
-pub fn reference(repo: &Path, listen: &str, fleet_db: Option<&Path>) -> Result<u8> {
+pub fn reference(
+    repo: &Path,
+    listen: &str,
+    fleet_db: Option<&Path>,
+    online_key: Option<&Path>,
+    silent_after: std::time::Duration,
+    tick: std::time::Duration,
+) -> Result<u8> {
     if !repo.is_dir() {
         return Err(Error::refused(
             format!("{} is not a folder", repo.display()),
@@ -238,9 +245,17 @@ pub fn reference(repo: &Path, listen: &str, fleet_db: Option<&Path>) -> Result<u
         upkeep::fleet::db::default_path(&repo.canonicalize().unwrap_or(repo.to_path_buf()))
     });
     let db_path = fleet_db_outside(repo, &db_path)?;
+    let pilot = match online_key {
+        Some(k) => Some(upkeep::fleet::pilot::Pilot {
+            repo: repo.canonicalize().ctx("open", repo)?,
+            key: SecretKey::load(k)?,
+            silent_after,
+        }),
+        None => None,
+    };
     // The files are served whatever happens to the fleet database: sites update without it.
     let fleet = match upkeep::fleet::db::FleetDb::open(&db_path) {
-        Ok(db) => Some(db),
+        Ok(db) => Some((db, pilot)),
         Err(e) => {
             eprintln!("warning: no fleet endpoints (site enrolment and reports): {e}");
             None
@@ -249,8 +264,8 @@ pub fn reference(repo: &Path, listen: &str, fleet_db: Option<&Path>) -> Result<u
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
         let on = fleet.is_some();
-        let (server, addr) =
-            reference::serve::start(repo, listen, fleet).ctx("listen on", Path::new(listen))?;
+        let (server, addr) = reference::serve::start(repo, listen, fleet, tick)
+            .ctx("listen on", Path::new(listen))?;
         println!("serving {} on http://{addr}/", repo.display());
         if on {
             eprintln!("fleet database: {}", db_path.display());

@@ -87,7 +87,12 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
     std::thread::spawn(move || {
         let sys = actix_web::rt::System::new();
         sys.block_on(async move {
-            match crate::reference::serve::start(&repo2, "127.0.0.1:0", None) {
+            match crate::reference::serve::start(
+                &repo2,
+                "127.0.0.1:0",
+                None,
+                std::time::Duration::from_secs(60),
+            ) {
                 Ok((server, addr)) => {
                     let _ = tx.send(Ok(addr));
                     let _ = server.await;

@@ -52,7 +52,17 @@ fn run(cmd: Command) -> Result<u8> {
             repo,
             listen,
             fleet_db,
-        } => cmd::reference(&repo, &listen, fleet_db.as_deref()),
+            online_key,
+            silent_after,
+            tick,
+        } => cmd::reference(
+            &repo,
+            &listen,
+            fleet_db.as_deref(),
+            online_key.as_deref(),
+            silent_after,
+            tick,
+        ),
         Command::Fleet { action } => cmd::fleet(action),
         Command::Enroll { root, token } => cmd::enroll(&root.root, &token),
         Command::Init {

@@ -9,10 +9,25 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::db::{Enrolment, FleetDb, Refusal};
 use super::report::{MAX_REPORT, SIGNATURE_HEADER};
 
-/// The open fleet database, shared by the workers.
+/// The open fleet database, shared by the workers, and the pilot when the server holds an
+/// online key.
 pub struct Fleet {
     /// The database.
     pub db: Mutex<FleetDb>,
+    /// Steers rollouts.
+    pub pilot: Option<super::pilot::Pilot>,
+}
+
+impl Fleet {
+    /// Steer every channel now (at start and on the timer); what was done goes to the log.
+    pub fn steer_all(&self) {
+        let Some(p) = &self.pilot else { return };
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        match p.steer_all(&db) {
+            Ok(done) => done.iter().for_each(|l| eprintln!("rollout: {l}")),
+            Err(e) => eprintln!("rollout: could not steer: {e}"),
+        }
+    }
 }
 
 /// Register the endpoints.
@@ -75,7 +90,17 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
     };
     let r = web::block(move || {
         let db = fleet.db.lock().unwrap_or_else(|p| p.into_inner());
-        db.accept(&body, &sig)
+        let r = db.accept(&body, &sig)?;
+        // Each report may tip its channel's rollout: steer it before answering, so that the
+        // next site to ask already sees the halt.
+        if let (Ok(rep), Some(p)) = (&r, &fleet.pilot) {
+            match p.steer(&db, &rep.channel) {
+                Ok(Some(line)) => eprintln!("rollout: {line}"),
+                Ok(None) => {}
+                Err(e) => eprintln!("rollout: could not steer channel {}: {e}", rep.channel),
+            }
+        }
+        Ok::<_, crate::error::Error>(r)
     })
     .await;
     match r {

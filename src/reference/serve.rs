@@ -37,17 +37,35 @@ pub fn nodelay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
 pub fn start(
     dir: &Path,
     listen: &str,
-    fleet: Option<crate::fleet::db::FleetDb>,
+    fleet: Option<(
+        crate::fleet::db::FleetDb,
+        Option<crate::fleet::pilot::Pilot>,
+    )>,
+    tick: std::time::Duration,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let data = web::Data::new(Repo {
         dir: dir.to_path_buf(),
         cache: MemCache::default(),
     });
-    let fleet = fleet.map(|db| {
+    let fleet = fleet.map(|(db, pilot)| {
         web::Data::new(crate::fleet::server::Fleet {
             db: std::sync::Mutex::new(db),
+            pilot,
         })
     });
+    // With an online key, rollouts are steered at start and then on a timer (time-based
+    // advances, silent sites, pointer refreshes), besides after each report.
+    if let Some(f) = fleet.clone().filter(|f| f.pilot.is_some()) {
+        actix_web::rt::spawn(async move {
+            let mut every =
+                actix_web::rt::time::interval(tick.max(std::time::Duration::from_secs(1)));
+            loop {
+                every.tick().await;
+                let f = f.clone();
+                let _ = web::block(move || f.steer_all()).await;
+            }
+        });
+    }
     let server = HttpServer::new(move || {
         let fleet = fleet.clone();
         App::new()
