@@ -143,6 +143,10 @@ pub enum Command {
         /// Days until sites refuse this release as stale.
         #[arg(long, value_name = "DAYS", default_value_t = 365)]
         expires: u64,
+        /// A security release: unattended sites take it through every rollout wave at once and
+        /// inside any window; their reports and mails say it was urgent.
+        #[arg(long)]
+        urgent: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

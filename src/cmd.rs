@@ -194,7 +194,7 @@ pub fn publish(
     repo: &Path,
     key: &Path,
     notes: &str,
-    expires: u64,
+    (expires, urgent): (u64, bool),
     json: bool,
 ) -> Result<u8> {
     let key = SecretKey::load(key)?;
@@ -205,6 +205,7 @@ pub fn publish(
         key: &key,
         notes,
         expires_days: expires,
+        urgent,
     })?;
     if json {
         print_json(&p);

@@ -78,6 +78,7 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
             key: &key,
             notes,
             expires_days: 30,
+            urgent: false,
         })?;
     }
 

@@ -46,8 +46,9 @@ fn run(cmd: Command) -> Result<u8> {
             key,
             notes,
             expires,
+            urgent,
             json,
-        } => cmd::publish(&dir, &version, &repo, &key, &notes, expires, json),
+        } => cmd::publish(&dir, &version, &repo, &key, &notes, (expires, urgent), json),
         Command::Reference {
             repo,
             listen,

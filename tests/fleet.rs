@@ -439,3 +439,128 @@ fn forged_replayed_stale_and_unknown_channel_pointers_are_refused() {
     let e = fails(site.run(&["check"]), 2);
     assert!(e.contains("is not a channel name"), "{e}");
 }
+
+#[test]
+fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say_so() {
+    let f = fleet();
+    let site = f.site("site", &["--name", "shop"]);
+    set_config(&site.root, "auto", "enabled", "true");
+    set_config(&site.root, "auto", "allow", "\"minor\"");
+    // A window that is not now.
+    let hour: u32 = String::from_utf8(
+        std::process::Command::new("date")
+            .arg("+%H")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let window = format!("\"{:02}:00-{:02}:00\"", (hour + 2) % 24, (hour + 3) % 24);
+    set_config(&site.root, "auto", "window", &window);
+    let smtp = common::smtp::Smtp::start();
+    if let Some(s) = &smtp {
+        set_config(&site.root, "mail", "to", "\"ops@example.org\"");
+        set_config(&site.root, "mail", "smtp", &format!("\"{}\"", s.url()));
+    }
+    ok(upkeep(&[
+        "promote",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--repo",
+        f.repo(),
+        "--key",
+        &f.online,
+        "--waves",
+        "test,100%",
+    ]));
+    // 1.1.0 is not urgent: a pointer re-signed by the online key calling it urgent is refused.
+    let ptr_path = f.w.repo.join("channels/stable.json");
+    let mut ptr: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ptr_path).unwrap()).unwrap();
+    ptr["urgent"] = serde_json::json!(true);
+    let bytes = serde_json::to_vec_pretty(&ptr).unwrap();
+    let online = upkeep::manifest::SecretKey::load(std::path::Path::new(&f.online)).unwrap();
+    std::fs::write(f.w.repo.join("channels/stable.sig"), online.sign(&bytes)).unwrap();
+    std::fs::write(&ptr_path, &bytes).unwrap();
+    let e = fails(site.run(&["check"]), 1);
+    assert!(
+        e.contains("calls release 1.1.0 urgent, but the release's signed manifest does not"),
+        "{e}"
+    );
+
+    // A real security release, published --urgent: every wave at once, outside the window.
+    let d = f.w.path("release-1.1.1");
+    write_tree(&d, &[("index.html", b"v2-fixed")]);
+    ok(upkeep(&[
+        "publish",
+        d.to_str().unwrap(),
+        "--version",
+        "1.1.1",
+        "--repo",
+        f.repo(),
+        "--key",
+        f.w.key.to_str().unwrap(),
+        "--urgent",
+    ]));
+    ok(upkeep(&[
+        "rollout",
+        "halt",
+        "--channel",
+        "stable",
+        "--repo",
+        f.repo(),
+        "--key",
+        &f.online,
+        "--reason",
+        "superseded",
+    ]));
+    ok(upkeep(&[
+        "promote",
+        "1.1.1",
+        "--channel",
+        "stable",
+        "--repo",
+        f.repo(),
+        "--key",
+        &f.online,
+        "--waves",
+        "test,10%,100%",
+    ]));
+    let (code, d) = check(&site);
+    assert_eq!(code, 10);
+    assert!(
+        d["offer"]
+            .as_str()
+            .unwrap()
+            .contains("1.1.1 is an urgent release: every wave at once"),
+        "{d}"
+    );
+    let o = site.run(&["auto", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(p["decision"], "updated");
+    assert_eq!(p["urgent"], true);
+    assert!(
+        p["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("taken outside the window"),
+        "{p}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.root.join("index.html")).unwrap(),
+        "v2-fixed"
+    );
+    if let Some(s) = smtp {
+        let m = s.messages();
+        assert!(
+            m.iter()
+                .any(|m| m.subject == "[upkeep] SUCCESS (URGENT) shop: 1.0.0 -> 1.1.1"),
+            "{m:#?}"
+        );
+    }
+}

@@ -59,7 +59,11 @@ pub fn compose(inst: &Instance, p: &Pass) -> (String, String) {
         (Some(f), None) => f.clone(),
         (None, None) => "no release".into(),
     };
-    let subject = format!("[upkeep] {} {name}: {versions}", word(p));
+    let subject = format!(
+        "[upkeep] {}{} {name}: {versions}",
+        word(p),
+        if p.urgent { " (URGENT)" } else { "" }
+    );
     let mut b = String::new();
     let mut line = |s: String| {
         b.push_str(&s);

@@ -85,6 +85,8 @@ pub struct Pass {
     pub mail: Option<String>,
     /// What happened to the fleet report (enrolled sites).
     pub report: Option<String>,
+    /// The release offered is urgent (a security release, said by the release key).
+    pub urgent: bool,
     /// Nothing was changed on purpose (`--dry-run`).
     pub dry_run: bool,
 }
@@ -158,6 +160,7 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         run: None,
         mail: None,
         report: None,
+        urgent: false,
         dry_run,
     };
     match decide(inst, &mut out) {
@@ -255,7 +258,12 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
             return stage_ahead(inst, out);
         }
     }
-    if !in_window(a, local_now()) {
+    out.urgent = latest.manifest().urgent;
+    if out.urgent && !in_window(a, local_now()) {
+        out.notes.push(format!(
+            "release {version} is urgent (a security release): taken outside the window"
+        ));
+    } else if !in_window(a, local_now()) {
         out.decision = Verdict::Postponed;
         out.reason = format!(
             "outside the window ({}{}): the next pass in it will update",

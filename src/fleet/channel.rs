@@ -269,6 +269,10 @@ pub struct ChannelPointer {
     pub halt_on_failure: Threshold,
     /// How long each signature of the pointer is valid (refreshes keep it).
     pub ttl_secs: u64,
+    /// The release's manifest says it is urgent (sites check that manifest before trusting it):
+    /// every wave at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
     /// When the pointer was signed.
     pub date: String,
     /// After this, sites refuse it (the online key refreshes it, daily by default).
@@ -355,6 +359,10 @@ pub fn offer(p: &ChannelPointer, site: &SiteView) -> Offer {
             ),
         ),
         (RolloutState::Complete, _) => (true, format!("the rollout of {} is complete", p.release)),
+        (_, _) if p.urgent => (
+            true,
+            format!("{} is an urgent release: every wave at once", p.release),
+        ),
         (_, Some(i)) if i <= p.wave => (true, format!("in {}, reached: {}", wave_words(i), how(i))),
         (_, Some(i)) => (
             false,

@@ -188,6 +188,7 @@ mod tests {
             min_reports: 1,
             halt_on_failure: halt,
             ttl_secs: 86_400,
+            urgent: false,
             date: now.clone(),
             expires: humantime::format_rfc3339_seconds(
                 SystemTime::now() + Duration::from_secs(86_400),

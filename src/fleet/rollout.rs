@@ -124,6 +124,15 @@ fn published(
     release: &PublicKey,
     version: &str,
 ) -> Result<(manifest::Sha256, u64)> {
+    published_manifest(repo_dir, release, version).map(|(sha, size, _)| (sha, size))
+}
+
+/// [`published`], with the manifest's urgency.
+fn published_manifest(
+    repo_dir: &Path,
+    release: &PublicKey,
+    version: &str,
+) -> Result<(manifest::Sha256, u64, bool)> {
     manifest::parse_version(version)?;
     let mp = repo_dir.join(repo::manifest_path(version));
     let bytes = std::fs::read(&mp).map_err(|_| {
@@ -138,7 +147,10 @@ fn published(
     let sp = repo_dir.join(repo::manifest_sig_path(version));
     let sig = std::fs::read_to_string(&sp).ctx("read", &sp)?;
     release.verify(&bytes, &sig, &mp.display().to_string())?;
-    Ok((digest::sha256_bytes(&bytes), bytes.len() as u64))
+    let urgent = serde_json::from_slice::<manifest::Manifest>(&bytes)
+        .map(|m| m.urgent)
+        .unwrap_or(false);
+    Ok((digest::sha256_bytes(&bytes), bytes.len() as u64, urgent))
 }
 
 /// The newest published release older than `version`, from the signed latest pointer.
@@ -185,7 +197,7 @@ pub struct Promote<'a> {
 pub fn promote(p: &Promote) -> Result<ChannelPointer> {
     channel::check_channel_name(p.channel)?;
     let release = check_delegated(p.repo, p.key)?;
-    let (sha, size) = published(p.repo, &release, p.version)?;
+    let (sha, size, urgent) = published_manifest(p.repo, &release, p.version)?;
     let old = read_channel(p.repo, p.channel)?;
     let previous = match &old {
         // A new channel: sites outside the first waves stay on the release published before.
@@ -242,6 +254,7 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
         min_reports: p.min_reports,
         halt_on_failure: p.halt_on_failure,
         ttl_secs: p.ttl.as_secs(),
+        urgent,
         date: rfc3339(now),
         expires: rfc3339(now + p.ttl),
     };

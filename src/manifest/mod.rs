@@ -51,6 +51,10 @@ pub struct Manifest {
     pub notes: String,
     /// Oldest upkeep that understands this manifest.
     pub min_upkeep: String,
+    /// A security release: unattended sites take it through every rollout wave at once and
+    /// inside any window (set by the release key at publish, so no online key can fake it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
     /// Every file, sorted by path.
     pub files: Vec<FileEntry>,
 }
@@ -248,6 +252,7 @@ mod tests {
             previous: None,
             notes: String::new(),
             min_upkeep: "0.1.0".into(),
+            urgent: false,
             files: paths
                 .iter()
                 .map(|p| FileEntry {

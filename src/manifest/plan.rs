@@ -349,6 +349,7 @@ mod tests {
             previous: None,
             notes: String::new(),
             min_upkeep: "0.1.0".into(),
+            urgent: false,
             files: files
                 .iter()
                 .map(|(p, c)| FileEntry {

@@ -383,6 +383,15 @@ impl Remote {
         let manifest = match (&offer.release, &offer.manifest) {
             (Some(v), Some((sha, size))) => {
                 let m = self.manifest(v, Some((sha, Some(*size)))).await?;
+                // Urgency skips the waves: only the release key may say so.
+                if ptr.urgent && v == &ptr.release && !m.manifest().urgent {
+                    return Err(Error::Signature {
+                        what,
+                        reason: format!(
+                            "it calls release {v} urgent, but the release's signed manifest does not"
+                        ),
+                    });
+                }
                 manifest::check_fresh(
                     &m.manifest().expires,
                     &format!("manifest of {}", m.version()),

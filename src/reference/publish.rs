@@ -27,6 +27,8 @@ pub struct Publish<'a> {
     pub notes: &'a str,
     /// Days until sites refuse the manifest and pointer as stale.
     pub expires_days: u64,
+    /// A security release (see [`Manifest::urgent`]).
+    pub urgent: bool,
 }
 
 /// What publishing did.
@@ -174,6 +176,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
         previous: pointer.as_ref().map(|ptr| ptr.latest.clone()),
         notes: p.notes.to_string(),
         min_upkeep: env!("CARGO_PKG_VERSION").to_string(),
+        urgent: p.urgent,
         files,
     };
     let bytes = manifest::to_bytes(&m);

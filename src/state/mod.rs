@@ -320,6 +320,7 @@ mod tests {
             previous: None,
             notes: String::new(),
             min_upkeep: "0.1.0".into(),
+            urgent: false,
             files,
         };
         let b = to_bytes(&m);
