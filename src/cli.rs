@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(long, value_name = "SPAN", default_value = "1h", value_parser = humantime::parse_duration)]
         silent_after: std::time::Duration,
         /// How often rollouts are looked at besides after each report.
-        #[arg(long, value_name = "SPAN", default_value = "1m", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "SPAN", default_value = "5s", value_parser = humantime::parse_duration)]
         tick: std::time::Duration,
     },
 

@@ -503,7 +503,15 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 }
             }
             if json {
-                print_json(&serde_json::json!({ "sites": rows, "releases": per }));
+                #[derive(serde::Serialize)]
+                struct Out<'a> {
+                    sites: &'a [upkeep::fleet::db::SiteRow],
+                    releases: &'a [serde_json::Value],
+                }
+                print_json(&Out {
+                    sites: &rows,
+                    releases: &per,
+                });
                 return Ok(0);
             }
             println!(

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS tokens(hash TEXT PRIMARY KEY, created_at TEXT NOT NUL
     expires_at INTEGER NOT NULL, uses_left INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL,
     groups TEXT NOT NULL, channel TEXT NOT NULL, enrolled_at TEXT NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, version TEXT, last_report TEXT);
+    last_seq INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, version TEXT, last_report TEXT,
+    last_outcome TEXT, last_to TEXT);
 CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, seq INTEGER NOT NULL,
     received_at INTEGER NOT NULL, outcome TEXT NOT NULL, to_version TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
@@ -83,7 +84,11 @@ pub struct SiteRow {
     pub channel: String,
     /// The release it last said it has.
     pub version: Option<String>,
-    /// Its last report.
+    /// What its last report said happened.
+    pub outcome: Option<Outcome>,
+    /// The release its last report was about.
+    pub to: Option<String>,
+    /// Its last report, whole (`None` in the light rows the pilot reads).
     pub last: Option<Report>,
     /// Seconds since it was last heard of.
     pub last_seen_secs: Option<i64>,
@@ -251,7 +256,7 @@ impl FleetDb {
             .db(&self.path)?;
         self.conn
             .execute(
-                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8 WHERE id = ?1",
+                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10 WHERE id = ?1",
                 params![
                     report.site_id,
                     report.seq as i64,
@@ -260,38 +265,66 @@ impl FleetDb {
                     String::from_utf8_lossy(body),
                     report.name,
                     serde_json::to_string(&report.groups).expect("strings serialise"),
-                    report.channel
+                    report.channel,
+                    report.outcome.word(),
+                    report.to
                 ],
             )
             .db(&self.path)?;
         Ok(Ok(report))
     }
 
-    /// Every enrolled site, by name.
+    /// Every enrolled site, by name, with its last report whole.
     pub fn sites(&self) -> Result<Vec<SiteRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, name, groups, channel, version, last_report, last_seen FROM sites ORDER BY name, id")
-            .db(&self.path)?;
+        self.rows(true, None)
+    }
+
+    /// The sites on `channel`, without their reports' text: what the pilot counts.
+    pub fn sites_on(&self, channel: &str) -> Result<Vec<SiteRow>> {
+        self.rows(false, Some(channel))
+    }
+
+    fn rows(&self, whole: bool, channel: Option<&str>) -> Result<Vec<SiteRow>> {
+        let sql = format!(
+            "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to FROM sites {}",
+            if whole { "last_report" } else { "NULL" },
+            // The pilot counts; only people need the rows in order.
+            if channel.is_some() {
+                "WHERE channel = ?1"
+            } else {
+                "ORDER BY name, id"
+            }
+        );
+        let mut st = self.conn.prepare_cached(&sql).db(&self.path)?;
         let now = now_secs();
-        let rows = st
-            .query_map([], |r| {
-                let groups: String = r.get(2)?;
-                let last: Option<String> = r.get(5)?;
-                let seen: Option<i64> = r.get(6)?;
-                Ok(SiteRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    groups: serde_json::from_str(&groups).unwrap_or_default(),
-                    channel: r.get(3)?,
-                    version: r.get(4)?,
-                    last: last.and_then(|l| serde_json::from_str(&l).ok()),
-                    last_seen_secs: seen.map(|s| now - s),
-                })
+        let map = |r: &rusqlite::Row| {
+            let groups: String = r.get(2)?;
+            let last: Option<String> = r.get(5)?;
+            let seen: Option<i64> = r.get(6)?;
+            let outcome: Option<String> = r.get(7)?;
+            Ok(SiteRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                groups: if groups == "[]" {
+                    Vec::new()
+                } else {
+                    serde_json::from_str(&groups).unwrap_or_default()
+                },
+                channel: r.get(3)?,
+                version: r.get(4)?,
+                outcome: outcome.as_deref().and_then(Outcome::parse),
+                to: r.get(8)?,
+                last: last.and_then(|l| serde_json::from_str(&l).ok()),
+                last_seen_secs: seen.map(|s| now - s),
             })
-            .db(&self.path)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db(&self.path)?;
+        };
+        let rows = match channel {
+            Some(c) => st.query_map([c], map),
+            None => st.query_map([], map),
+        }
+        .db(&self.path)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db(&self.path)?;
         Ok(rows)
     }
 }
@@ -328,13 +361,13 @@ pub fn counters(release: &str, sites: &[&SiteRow], silent_after: i64) -> Counter
             c.success += 1;
             continue;
         }
-        let about = s.last.as_ref().filter(|r| r.to.as_deref() == Some(release));
-        let Some(r) = about else {
+        let about = s.outcome.filter(|_| s.to.as_deref() == Some(release));
+        let Some(outcome) = about else {
             c.pending += 1;
             continue;
         };
         let quiet = s.last_seen_secs.unwrap_or(0) >= silent_after;
-        match r.outcome {
+        match outcome {
             Outcome::Downloading | Outcome::Installing if quiet => c.silent += 1,
             Outcome::Downloading => c.downloading += 1,
             Outcome::Installing => c.installing += 1,

@@ -58,11 +58,16 @@ pub fn decide(
             },
         )
     };
-    let on: Vec<&SiteRow> = sites.iter().filter(|s| s.channel == p.channel).collect();
+    // Each site's first wave, hashed once.
+    let on: Vec<(&SiteRow, Option<usize>)> = sites
+        .iter()
+        .filter(|s| s.channel == p.channel)
+        .map(|s| (s, wave_of(s)))
+        .collect();
     let reached: Vec<&SiteRow> = on
         .iter()
-        .copied()
-        .filter(|s| wave_of(s).is_some_and(|w| w <= p.wave))
+        .filter(|(_, w)| w.is_some_and(|w| w <= p.wave))
+        .map(|(s, _)| *s)
         .collect();
     let c = counters(&p.release, &reached, silent_after.as_secs() as i64);
     let failures = c.failure + c.rolled_back + c.silent;
@@ -82,8 +87,8 @@ pub fn decide(
     if p.state == RolloutState::Active {
         let current: Vec<&SiteRow> = on
             .iter()
-            .copied()
-            .filter(|s| wave_of(s) == Some(p.wave))
+            .filter(|(_, w)| *w == Some(p.wave))
+            .map(|(s, _)| *s)
             .collect();
         let ok = counters(&p.release, &current, silent_after.as_secs() as i64).success;
         // A wave without enrolled sites needs no reports, only its time.
@@ -115,7 +120,13 @@ impl Pilot {
         let Some(p) = read_channel(&self.repo, channel)? else {
             return Ok(None);
         };
-        let sites = db.sites()?;
+        // A halted or complete rollout needs no reports: only its expiry matters.
+        let settled = matches!(p.state, RolloutState::Halted | RolloutState::Complete);
+        let sites = if settled {
+            Vec::new()
+        } else {
+            db.sites_on(channel)?
+        };
         let m = match decide(&p, &sites, self.silent_after, SystemTime::now()) {
             Decision::Stay => return Ok(None),
             Decision::Halt(why) => (Move::Halt(why.clone()), format!("halted: {why}")),
@@ -167,7 +178,7 @@ pub fn channels(repo: &Path) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::fleet::channel::Wave;
-    use crate::fleet::report::{Outcome, Report};
+    use crate::fleet::report::Outcome;
     use crate::manifest::Sha256;
 
     fn ptr(waves: Vec<Wave>, wave: usize, halt: Threshold) -> ChannelPointer {
@@ -198,38 +209,16 @@ mod tests {
     }
 
     fn site(id: &str, groups: &[&str], outcome: Option<Outcome>) -> SiteRow {
+        let done = outcome == Some(Outcome::Success);
         SiteRow {
             id: id.into(),
             name: id.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             channel: "stable".into(),
-            version: Some(
-                if outcome == Some(Outcome::Success) {
-                    "1.1.0"
-                } else {
-                    "1.0.0"
-                }
-                .into(),
-            ),
-            last: outcome.map(|o| Report {
-                format: 1,
-                site_id: id.into(),
-                seq: 1,
-                at: String::new(),
-                name: id.into(),
-                groups: vec![],
-                channel: "stable".into(),
-                installed: None,
-                from: Some("1.0.0".into()),
-                to: Some("1.1.0".into()),
-                outcome: o,
-                failed_step: None,
-                reason: String::new(),
-                closed_ms: None,
-                bytes_fetched: None,
-                modified: 0,
-                health: None,
-            }),
+            version: Some(if done { "1.1.0" } else { "1.0.0" }.into()),
+            outcome,
+            to: Some("1.1.0".into()),
+            last: None,
             last_seen_secs: Some(0),
         }
     }

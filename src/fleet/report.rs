@@ -45,6 +45,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The value of a stored word.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Downloading,
+            Outcome::Installing,
+            Outcome::Success,
+            Outcome::UpToDate,
+            Outcome::Failure,
+            Outcome::RolledBack,
+            Outcome::Held,
+            Outcome::Postponed,
+        ]
+        .into_iter()
+        .find(|o| o.word() == s)
+    }
+
     /// The stored word.
     pub fn word(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::db::{Enrolment, FleetDb, Refusal};
-use super::report::{MAX_REPORT, SIGNATURE_HEADER};
+use super::report::{MAX_REPORT, Outcome, SIGNATURE_HEADER};
 
 /// The open fleet database, shared by the workers, and the pilot when the server holds an
 /// online key.
@@ -16,7 +16,14 @@ pub struct Fleet {
     pub db: Mutex<FleetDb>,
     /// Steers rollouts.
     pub pilot: Option<super::pilot::Pilot>,
+    /// When each channel was last steered after a report.
+    pub last_steer: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// Successes steer a channel at most this often (the timer catches up); failures always do,
+/// so a bad release halts at the report that crosses the threshold. Other reports (installing,
+/// held, up to date...) move nothing: the timer sees them.
+const STEER_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Fleet {
     /// Steer every channel now (at start and on the timer); what was done goes to the log.
@@ -93,7 +100,25 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
         let r = db.accept(&body, &sig)?;
         // Each report may tip its channel's rollout: steer it before answering, so that the
         // next site to ask already sees the halt.
-        if let (Ok(rep), Some(p)) = (&r, &fleet.pilot) {
+        let due = |rep: &super::report::Report| {
+            let failed = matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack);
+            if !failed && rep.outcome != Outcome::Success {
+                return false;
+            }
+            let mut last = fleet.last_steer.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            let due = failed
+                || last
+                    .get(&rep.channel)
+                    .is_none_or(|t| now.duration_since(*t) >= STEER_EVERY);
+            if due {
+                last.insert(rep.channel.clone(), now);
+            }
+            due
+        };
+        if let (Ok(rep), Some(p)) = (&r, &fleet.pilot)
+            && due(rep)
+        {
             match p.steer(&db, &rep.channel) {
                 Ok(Some(line)) => eprintln!("rollout: {line}"),
                 Ok(None) => {}

@@ -51,6 +51,7 @@ pub fn start(
         web::Data::new(crate::fleet::server::Fleet {
             db: std::sync::Mutex::new(db),
             pilot,
+            last_steer: Default::default(),
         })
     });
     // With an online key, rollouts are steered at start and then on a timer (time-based
