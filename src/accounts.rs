@@ -4,8 +4,8 @@
 
 use crate::clock::now_secs;
 use crate::error::{Error, Result};
+use crate::state::AccountStore;
 pub use crate::state::Session;
-use crate::state::State;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
@@ -76,7 +76,7 @@ fn check_password(pw: &str) -> Result<()> {
 }
 
 /// Create an account.
-pub fn add(state: &State, name: &str, password: &str) -> Result<()> {
+pub fn add(state: &impl AccountStore, name: &str, password: &str) -> Result<()> {
     check_name(name)?;
     check_password(password)?;
     if !state.insert_account(name, &hash(password)?)? {
@@ -89,7 +89,7 @@ pub fn add(state: &State, name: &str, password: &str) -> Result<()> {
 }
 
 /// Change a password; every session of the account ends.
-pub fn passwd(state: &State, name: &str, password: &str) -> Result<()> {
+pub fn passwd(state: &impl AccountStore, name: &str, password: &str) -> Result<()> {
     check_password(password)?;
     if !state.set_account_hash(name, &hash(password)?)? {
         return Err(Error::refused(
@@ -125,7 +125,7 @@ fn delay_after(failures: i64) -> i64 {
 
 /// Check a login; failures per address and per account make the next attempt wait longer.
 pub fn login(
-    state: &State,
+    state: &impl AccountStore,
     name: &str,
     password: &str,
     addr: &str,
@@ -134,7 +134,7 @@ pub fn login(
 }
 
 fn login_at(
-    state: &State,
+    state: &impl AccountStore,
     name: &str,
     password: &str,
     addr: &str,
@@ -174,12 +174,34 @@ fn login_at(
     create_session_at(state, name, now).map(Ok)
 }
 
+/// Compare secrets in constant time.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// True when an Origin (or, without one, a Referer) names the host the request was sent to.
+pub fn same_origin(origin: Option<&str>, referer: Option<&str>, host: &str) -> bool {
+    let host_of = |url: &str| -> Option<String> {
+        let rest = url.split_once("://")?.1;
+        Some(rest.split('/').next()?.to_ascii_lowercase())
+    };
+    match (origin, referer) {
+        (Some(o), _) if o != "null" => host_of(o).as_deref() == Some(&host.to_ascii_lowercase()),
+        (_, Some(r)) => host_of(r).as_deref() == Some(&host.to_ascii_lowercase()),
+        _ => false,
+    }
+}
+
 /// Start a session (always a new id: no fixation).
-pub fn create_session(state: &State, account: &str) -> Result<Session> {
+pub fn create_session(state: &impl AccountStore, account: &str) -> Result<Session> {
     create_session_at(state, account, now_secs())
 }
 
-fn create_session_at(state: &State, account: &str, now: i64) -> Result<Session> {
+fn create_session_at(state: &impl AccountStore, account: &str, now: i64) -> Result<Session> {
     let s = Session {
         id: random_hex(32),
         account: account.to_string(),
@@ -190,7 +212,7 @@ fn create_session_at(state: &State, account: &str, now: i64) -> Result<Session> 
 }
 
 /// The session behind a cookie, if it is still valid; touching it extends the idle timeout.
-pub fn session(state: &State, id: &str) -> Result<Option<Session>> {
+pub fn session(state: &impl AccountStore, id: &str) -> Result<Option<Session>> {
     let Some((s, created, seen)) = state.session_row(id)? else {
         return Ok(None);
     };
@@ -204,7 +226,7 @@ pub fn session(state: &State, id: &str) -> Result<Option<Session>> {
 }
 
 /// End a session.
-pub fn end_session(state: &State, id: &str) -> Result<()> {
+pub fn end_session(state: &impl AccountStore, id: &str) -> Result<()> {
     state.delete_session(id)
 }
 
@@ -212,9 +234,9 @@ pub fn end_session(state: &State, id: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, State) {
+    fn store() -> (tempfile::TempDir, crate::state::State) {
         let d = tempfile::tempdir().unwrap();
-        let st = State::open(&d.path().join("s.db")).unwrap();
+        let st = crate::state::State::open(&d.path().join("s.db")).unwrap();
         (d, st)
     }
 

@@ -513,6 +513,22 @@ pub enum FleetAction {
         #[arg(long, value_name = "SPAN", default_value = "7d", value_parser = humantime::parse_duration)]
         expires: std::time::Duration,
     },
+    /// Create an account for the fleet page (`/fleet` on the reference), or change its password.
+    ///
+    /// The password is asked twice on a terminal, or read from standard input.
+    User {
+        /// Account name.
+        name: String,
+        /// The repository folder.
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The fleet database [default: REPO.fleet.db].
+        #[arg(long, value_name = "FILE")]
+        fleet_db: Option<PathBuf>,
+        /// Change the password of an existing account (its sessions end).
+        #[arg(long)]
+        passwd: bool,
+    },
     /// One row per enrolled site, and per-release counters for each channel.
     Status {
         /// The repository folder.

@@ -445,6 +445,25 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
         FleetDb::open(&fleet_db_outside(repo, &p)?)
     };
     match action {
+        A::User {
+            name,
+            repo,
+            fleet_db,
+            passwd,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let pw = read_new_password(&name)?;
+            if passwd {
+                accounts::passwd(&db, &name, &pw)?;
+                println!("password of {name} changed; its sessions were ended");
+            } else {
+                accounts::add(&db, &name, &pw)?;
+                println!(
+                    "fleet page account {name} created: log in at /fleet on the reference server"
+                );
+            }
+            Ok(0)
+        }
         A::Token {
             repo,
             fleet_db,

@@ -247,3 +247,167 @@ async fn staging_interrupted_then_resumed_in_a_new_browser() {
     wait_text(&c, "Release 1.1.0").await;
     c.close().await.unwrap();
 }
+
+/// `upkeep fleet user add NAME` with the password on standard input.
+fn fleet_user(repo: &std::path::Path, name: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(["fleet", "user", name, "--repo", repo.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    let repo = w.repo.to_str().unwrap().to_string();
+    let online = w.path("online.key");
+    ok(upkeep(&[
+        "keygen",
+        "--role",
+        "online",
+        "--out",
+        online.to_str().unwrap(),
+    ]));
+    ok(upkeep(&[
+        "delegate",
+        "--repo",
+        &repo,
+        "--key",
+        w.key.to_str().unwrap(),
+        "--online-key-pub",
+        &format!("{}.pub", online.display()),
+    ]));
+    let srv = spawn_server(&[
+        "reference",
+        "--repo",
+        &repo,
+        "--online-key",
+        online.to_str().unwrap(),
+    ]);
+    let token = ok(upkeep(&["fleet", "token", "--repo", &repo, "--uses", "2"]))
+        .trim()
+        .to_string();
+    let mk = |name: &str, group: &[&str]| {
+        let mut extra = vec!["--name", name, "--enroll", &token];
+        extra.extend_from_slice(group);
+        let s = Site::new(w.instance(name, Some(&w.path("release-1.0.0")), &srv.url, &extra));
+        set_config(&s.root, "auto", "enabled", "true");
+        set_config(&s.root, "auto", "allow", "\"minor\"");
+        s
+    };
+    let tester = mk("tester", &["--group", "test"]);
+    let shop = mk("shop", &[]);
+    ok(upkeep(&[
+        "promote",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--repo",
+        &repo,
+        "--key",
+        online.to_str().unwrap(),
+        "--waves",
+        "test,100%",
+        "--every",
+        "24h",
+    ]));
+    assert!(stdout(&tester.run(&["auto"])).contains("UPDATED"));
+    assert!(stdout(&shop.run(&["auto"])).contains("NOTHING"));
+    fleet_user(&w.repo, "publisher", "correct horse battery");
+
+    // Without a session, with a wrong password, or without the form's token, nothing changes.
+    let base = srv.url.trim_end_matches('/').to_string();
+    tokio::task::block_in_place(|| {
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http.get(format!("{base}/fleet")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let r = http
+            .post(format!("{base}/fleet/login"))
+            .header("origin", &base)
+            .form(&[("name", "publisher"), ("password", "wrong password!")])
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let r = http
+            .post(format!("{base}/fleet/rollout"))
+            .header("origin", &base)
+            .form(&[("channel", "stable"), ("action", "halt")])
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "no session: to the login page");
+    });
+
+    let d = chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&d, profile.path()).await;
+    let mut shots = Shots::new("fleet");
+    c.goto(&format!("{base}/fleet")).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys("publisher")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    click_text(&c, "button", "Log in").await;
+    wait_text(&c, "Channel stable: release 1.1.0").await;
+    wait_text(&c, "2 enrolled sites").await;
+    let src = c.source().await.unwrap();
+    assert!(src.contains("wave 1 of 2"), "{src}");
+    assert!(
+        src.contains("<td>tester</td>") && src.contains("<td>shop</td>"),
+        "{src}"
+    );
+    assert!(
+        src.contains("value=\"1\" max=\"1\""),
+        "the test wave is done: {src}"
+    );
+    shots.take(&c, "rollout").await;
+
+    c.find(Locator::Id("reason-stable"))
+        .await
+        .unwrap()
+        .send_keys("checkout broken on 1.1.0")
+        .await
+        .unwrap();
+    click_text(&c, "button", "Halt").await;
+    wait_text(&c, "checkout broken on 1.1.0 (halted by publisher)").await;
+    shots.take(&c, "halted").await;
+    c.close().await.unwrap();
+    let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "rollout",
+        "status",
+        "--channel",
+        "stable",
+        "--repo",
+        &repo,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(st["state"], "halted");
+    // The halt reaches the sites: the shop is held on 1.0.0 and says why.
+    let out = stdout(&shop.run(&["check"]));
+    assert!(
+        out.contains("halted (checkout broken on 1.1.0 (halted by publisher))"),
+        "{out}"
+    );
+}

@@ -109,6 +109,7 @@ impl FleetDb {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).db(path)?;
         conn.execute_batch(SCHEMA).db(path)?;
+        conn.execute_batch(crate::state::ACCOUNT_TABLES).db(path)?;
         Ok(FleetDb {
             conn,
             path: path.to_path_buf(),
@@ -379,4 +380,11 @@ pub fn counters(release: &str, sites: &[&SiteRow], silent_after: i64) -> Counter
         }
     }
     c
+}
+
+/// The fleet page's accounts and sessions live here, with the same rules as the panel's.
+impl crate::state::AccountStore for FleetDb {
+    fn db(&self) -> (&Connection, &Path) {
+        (&self.conn, &self.path)
+    }
 }

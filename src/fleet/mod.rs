@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod db;
+pub mod page;
 pub mod pilot;
 pub mod report;
 pub mod rollout;

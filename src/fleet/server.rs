@@ -16,6 +16,8 @@ pub struct Fleet {
     pub db: Mutex<FleetDb>,
     /// Steers rollouts.
     pub pilot: Option<super::pilot::Pilot>,
+    /// The repository folder (its channels, for the fleet page).
+    pub repo: std::path::PathBuf,
     /// When each channel was last steered after a report.
     pub last_steer: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -44,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
             .app_data(fleet)
             .app_data(web::PayloadConfig::new(MAX_REPORT))
             .route("/enroll", web::post().to(enroll))
-            .route("/report", web::post().to(report)),
+            .route("/report", web::post().to(report))
+            .configure(super::page::routes),
     );
 }
 

@@ -134,27 +134,7 @@ pub(super) async fn logout(req: HttpRequest, app: Data, form: web::Form<CsrfForm
         .finish())
 }
 
-/// Compare secrets in constant time.
-pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-/// True when an Origin (or, without one, a Referer) names the host the request was sent to.
-pub fn same_origin(origin: Option<&str>, referer: Option<&str>, host: &str) -> bool {
-    let host_of = |url: &str| -> Option<String> {
-        let rest = url.split_once("://")?.1;
-        Some(rest.split('/').next()?.to_ascii_lowercase())
-    };
-    match (origin, referer) {
-        (Some(o), _) if o != "null" => host_of(o).as_deref() == Some(&host.to_ascii_lowercase()),
-        (_, Some(r)) => host_of(r).as_deref() == Some(&host.to_ascii_lowercase()),
-        _ => false,
-    }
-}
+pub use crate::accounts::{same, same_origin};
 
 #[cfg(test)]
 mod tests {

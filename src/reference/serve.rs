@@ -51,6 +51,7 @@ pub fn start(
         web::Data::new(crate::fleet::server::Fleet {
             db: std::sync::Mutex::new(db),
             pilot,
+            repo: dir.to_path_buf(),
             last_steer: Default::default(),
         })
     });

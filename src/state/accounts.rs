@@ -2,7 +2,9 @@
 //! `login_failures`. The rules (hashing, throttling, expiry) live with the accounts module
 //! above this one.
 
-use rusqlite::{OptionalExtension, params};
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::State;
 use crate::clock::now_text;
@@ -28,55 +30,72 @@ pub struct FailureCount {
     pub last_at: Option<i64>,
 }
 
-impl State {
+/// The account tables, for any database that holds them: a site's state.db (the panel) and
+/// the reference's fleet database (the fleet page).
+pub const ACCOUNT_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS accounts(name TEXT PRIMARY KEY, hash TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, account TEXT NOT NULL, csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS login_failures(key TEXT NOT NULL, at INTEGER NOT NULL);
+";
+
+/// Accounts, sessions and failed logins, stored in a database with [`ACCOUNT_TABLES`].
+pub trait AccountStore {
+    /// The connection and the file it is on (for error messages).
+    fn db(&self) -> (&Connection, &Path);
+
     /// The password hash of an account.
-    pub fn account_hash(&self, name: &str) -> Result<Option<String>> {
-        self.conn
+    fn account_hash(&self, name: &str) -> Result<Option<String>> {
+        self.db()
+            .0
             .query_row("SELECT hash FROM accounts WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
             .optional()
-            .db(&self.path)
+            .db(self.db().1)
     }
 
     /// Create an account; false when the name is taken.
-    pub fn insert_account(&self, name: &str, hash: &str) -> Result<bool> {
+    fn insert_account(&self, name: &str, hash: &str) -> Result<bool> {
         let n = self
-            .conn
+            .db()
+            .0
             .execute(
                 "INSERT OR IGNORE INTO accounts(name, hash, created_at) VALUES(?1, ?2, ?3)",
                 params![name, hash, now_text()],
             )
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(n == 1)
     }
 
     /// Replace an account's hash and end its sessions; false when there is no such account.
-    pub fn set_account_hash(&self, name: &str, hash: &str) -> Result<bool> {
-        let tx = self.conn.unchecked_transaction().db(&self.path)?;
+    fn set_account_hash(&self, name: &str, hash: &str) -> Result<bool> {
+        let tx = self.db().0.unchecked_transaction().db(self.db().1)?;
         let n = tx
             .execute(
                 "UPDATE accounts SET hash = ?2 WHERE name = ?1",
                 params![name, hash],
             )
-            .db(&self.path)?;
+            .db(self.db().1)?;
         tx.execute("DELETE FROM sessions WHERE account = ?1", [name])
-            .db(&self.path)?;
-        tx.commit().db(&self.path)?;
+            .db(self.db().1)?;
+        tx.commit().db(self.db().1)?;
         Ok(n == 1)
     }
 
     /// Forget failures older than `before`.
-    pub fn prune_failures(&self, before: i64) -> Result<()> {
-        self.conn
+    fn prune_failures(&self, before: i64) -> Result<()> {
+        self.db()
+            .0
             .execute("DELETE FROM login_failures WHERE at < ?1", [before])
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
     }
 
     /// The failures recorded for `key`.
-    pub fn failures(&self, key: &str) -> Result<FailureCount> {
-        self.conn
+    fn failures(&self, key: &str) -> Result<FailureCount> {
+        self.db()
+            .0
             .query_row(
                 "SELECT count(*), max(at) FROM login_failures WHERE key = ?1",
                 [key],
@@ -87,42 +106,45 @@ impl State {
                     })
                 },
             )
-            .db(&self.path)
+            .db(self.db().1)
     }
 
     /// Record a failure for `key` at `at`.
-    pub fn add_failure(&self, key: &str, at: i64) -> Result<()> {
-        self.conn
+    fn add_failure(&self, key: &str, at: i64) -> Result<()> {
+        self.db()
+            .0
             .execute(
                 "INSERT INTO login_failures(key, at) VALUES(?1, ?2)",
                 params![key, at],
             )
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
     }
 
     /// Forget the failures of `key`.
-    pub fn clear_failures(&self, key: &str) -> Result<()> {
-        self.conn
+    fn clear_failures(&self, key: &str) -> Result<()> {
+        self.db()
+            .0
             .execute("DELETE FROM login_failures WHERE key = ?1", [key])
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
     }
 
     /// Record a new session started at `at`.
-    pub fn insert_session(&self, s: &Session, at: i64) -> Result<()> {
-        self.conn
+    fn insert_session(&self, s: &Session, at: i64) -> Result<()> {
+        self.db().0
             .execute(
                 "INSERT INTO sessions(id, account, csrf, created_at, seen_at) VALUES(?1, ?2, ?3, ?4, ?4)",
                 params![s.id, s.account, s.csrf, at],
             )
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
     }
 
     /// A session with when it was created and last seen.
-    pub fn session_row(&self, id: &str) -> Result<Option<(Session, i64, i64)>> {
-        self.conn
+    fn session_row(&self, id: &str) -> Result<Option<(Session, i64, i64)>> {
+        self.db()
+            .0
             .query_row(
                 "SELECT account, csrf, created_at, seen_at FROM sessions WHERE id = ?1",
                 [id],
@@ -139,25 +161,33 @@ impl State {
                 },
             )
             .optional()
-            .db(&self.path)
+            .db(self.db().1)
     }
 
     /// A session was used at `at`.
-    pub fn touch_session(&self, id: &str, at: i64) -> Result<()> {
-        self.conn
+    fn touch_session(&self, id: &str, at: i64) -> Result<()> {
+        self.db()
+            .0
             .execute(
                 "UPDATE sessions SET seen_at = ?2 WHERE id = ?1",
                 params![id, at],
             )
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
     }
 
     /// End a session.
-    pub fn delete_session(&self, id: &str) -> Result<()> {
-        self.conn
+    fn delete_session(&self, id: &str) -> Result<()> {
+        self.db()
+            .0
             .execute("DELETE FROM sessions WHERE id = ?1", [id])
-            .db(&self.path)?;
+            .db(self.db().1)?;
         Ok(())
+    }
+}
+
+impl AccountStore for State {
+    fn db(&self) -> (&Connection, &Path) {
+        (&self.conn, &self.path)
     }
 }

@@ -4,7 +4,7 @@
 //! and tasks), `extensions`, `jobs` (the panel's background work), `accounts` (accounts,
 //! sessions, failed logins).
 
-pub use accounts::{FailureCount, Session};
+pub use accounts::{ACCOUNT_TABLES, AccountStore, FailureCount, Session};
 pub use jobs::{JobKind, JobRecord, JobState};
 pub use passes::QueuedMail;
 pub use runs::{HealthRecord, HookRecord, Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
@@ -99,10 +99,6 @@ CREATE TABLE IF NOT EXISTS tasks(run_id INTEGER NOT NULL, name TEXT NOT NULL, st
     PRIMARY KEY(run_id, name));
 CREATE TABLE IF NOT EXISTS extensions(path TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
     schema TEXT, run_once TEXT);
-CREATE TABLE IF NOT EXISTS accounts(name TEXT PRIMARY KEY, hash TEXT NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, account TEXT NOT NULL, csrf TEXT NOT NULL,
-    created_at INTEGER NOT NULL, seen_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS login_failures(key TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hooks(run_id INTEGER NOT NULL, seq INTEGER NOT NULL, command TEXT NOT NULL,
     exit_code INTEGER, output TEXT NOT NULL, ms INTEGER NOT NULL, PRIMARY KEY(run_id, seq));
 CREATE TABLE IF NOT EXISTS health(run_id INTEGER PRIMARY KEY, url TEXT NOT NULL, status INTEGER,
@@ -140,6 +136,7 @@ impl State {
             .db(path)?;
         if version != SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).db(path)?;
+            conn.execute_batch(ACCOUNT_TABLES).db(path)?;
             // Version 3 keeps the manifest blob in the last column, where SQLite can write it
             // by incremental I/O without building the whole record in memory. Checked inside
             // the write transaction, so that two processes opening at once move it once.
