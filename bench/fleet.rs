@@ -87,6 +87,15 @@ fn main() {
         .unwrap()
         .join("target/release/upkeep");
     assert!(bin.exists(), "build first: cargo build --release");
+    if args.iter().any(|a| a == "--rollout") {
+        let n = args
+            .windows(2)
+            .find(|w| w[0] == "--instances")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(1_000);
+        rollout_bench(&bin, n);
+        return;
+    }
     let tmp = tempfile::Builder::new()
         .prefix("upkeep-fleet-bench-")
         .tempdir()
@@ -317,18 +326,254 @@ fn main() {
         rollout["wave"].as_u64().unwrap_or(0) + 1,
         rollout["state"].as_str().unwrap_or("?"),
     );
+    write_section("fleet", &section);
+}
+
+/// Replace the section between `<!-- NAME -->` and `<!-- /NAME -->` of bench/RESULTS.md (or
+/// append it).
+fn write_section(name: &str, section: &str) {
     println!("{section}");
+    let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->\n"));
     let out = PathBuf::from("bench/RESULTS.md");
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let new = match (text.find("<!-- fleet -->"), text.find("<!-- /fleet -->")) {
-        (Some(a), Some(b)) => format!(
-            "{}{}{}",
-            &text[..a],
-            section,
-            &text[b + "<!-- /fleet -->\n".len()..]
-        ),
+    let new = match (text.find(&open), text.find(&close)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], section, &text[b + close.len()..]),
         _ => format!("{text}\n{section}"),
     };
     std::fs::write(&out, new).unwrap();
     println!("wrote {}", out.display());
+}
+
+/// A simulated rollout of a failing release over `n` real instances (small trees), each run
+/// by its own unattended pass, two at a time (the cores), round after round, as daily timers
+/// would: how many sites ran the bad release before the reference halted it.
+fn rollout_bench(bin: &Path, n: usize) {
+    let tmp = tempfile::Builder::new()
+        .prefix("upkeep-rollout-bench-")
+        .tempdir()
+        .unwrap();
+    let p = |x: &str| tmp.path().join(x);
+    let (key, online, repo) = (p("release.key"), p("online.key"), p("repo"));
+    let r = repo.to_str().unwrap();
+    up(bin, &["keygen", "--out", key.to_str().unwrap()]);
+    up(
+        bin,
+        &[
+            "keygen",
+            "--role",
+            "online",
+            "--out",
+            online.to_str().unwrap(),
+        ],
+    );
+    for (v, bad) in [("1.0.0", false), ("1.1.0", true)] {
+        let d = p(&format!("rel-{v}"));
+        std::fs::create_dir_all(d.join("run_once")).unwrap();
+        for i in 0..20 {
+            std::fs::write(d.join(format!("page{i}.html")), format!("{v} page {i}")).unwrap();
+        }
+        if bad {
+            std::fs::write(
+                d.join("run_once/001-migrate.sh"),
+                "echo the migration fails >&2; exit 3\n",
+            )
+            .unwrap();
+        }
+        up(
+            bin,
+            &[
+                "publish",
+                d.to_str().unwrap(),
+                "--version",
+                v,
+                "--repo",
+                r,
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        );
+    }
+    up(
+        bin,
+        &[
+            "delegate",
+            "--repo",
+            r,
+            "--key",
+            key.to_str().unwrap(),
+            "--online-key-pub",
+            &format!("{}.pub", online.display()),
+        ],
+    );
+    let mut child = Command::new(bin)
+        .args([
+            "reference",
+            "--repo",
+            r,
+            "--online-key",
+            online.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let token = up(
+        bin,
+        &["fleet", "token", "--repo", r, "--uses", &n.to_string()],
+    );
+    let pubk = format!("{}.pub", key.display());
+    let t0 = Instant::now();
+    let sites: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let root = p(&format!("site-{i:04}"));
+            std::fs::create_dir_all(&root).unwrap();
+            for f in std::fs::read_dir(p("rel-1.0.0")).unwrap().flatten() {
+                if f.path().is_file() {
+                    std::fs::copy(f.path(), root.join(f.file_name())).unwrap();
+                }
+            }
+            let name = format!("site-{i:04}");
+            let mut a = vec![
+                "init",
+                "--root",
+                root.to_str().unwrap(),
+                "--reference",
+                &base,
+                "--public-key",
+                &pubk,
+                "--enroll",
+                token.trim(),
+                "--name",
+                &name,
+            ];
+            if i.is_multiple_of(100) {
+                a.extend(["--group", "test"]);
+            }
+            up(bin, &a);
+            let cfg = root.join("upkeep.toml");
+            let text = std::fs::read_to_string(&cfg)
+                .unwrap()
+                .replace("enabled = false", "enabled = true")
+                .replace("allow = \"patch\"", "allow = \"minor\"");
+            std::fs::write(&cfg, text).unwrap();
+            root
+        })
+        .collect();
+    let t_init = t0.elapsed().as_secs_f64();
+    up(
+        bin,
+        &[
+            "promote",
+            "1.1.0",
+            "--channel",
+            "stable",
+            "--repo",
+            r,
+            "--key",
+            online.to_str().unwrap(),
+            "--waves",
+            "test,10%,50%,100%",
+            "--every",
+            "0s",
+            "--min-reports",
+            "5",
+            "--halt-on-failure",
+            "5%",
+        ],
+    );
+    // Rounds of passes, two at a time, in a shuffled but fixed order.
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let ran_bad = Arc::new(AtomicUsize::new(0));
+    let t1 = Instant::now();
+    let mut halted_in_round = None;
+    for round in 1..=3 {
+        let next = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|sc| {
+            for _ in 0..2 {
+                let (next, order, sites, ran_bad) = (next.clone(), &order, &sites, ran_bad.clone());
+                sc.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = order.get(k) else { break };
+                        let o = Command::new(bin)
+                            .args(["auto", "--root", sites[i].to_str().unwrap()])
+                            .output()
+                            .unwrap();
+                        if String::from_utf8_lossy(&o.stdout).contains("ROLLED BACK") {
+                            ran_bad.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let st: serde_json::Value = serde_json::from_str(&up(
+            bin,
+            &[
+                "rollout",
+                "status",
+                "--channel",
+                "stable",
+                "--repo",
+                r,
+                "--json",
+            ],
+        ))
+        .unwrap();
+        if st["state"] == "halted" && halted_in_round.is_none() {
+            halted_in_round = Some((
+                round,
+                st["wave"].as_u64().unwrap_or(0) + 1,
+                st["reason"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    let t_rounds = t1.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    let installed_bad = sites
+        .iter()
+        .filter(|s| {
+            std::fs::read_to_string(s.join("page0.html"))
+                .unwrap_or_default()
+                .starts_with("1.1.0")
+        })
+        .count();
+    let (round, wave, reason) = halted_in_round.unwrap_or((0, 0, "not halted".into()));
+    let section = format!(
+        "<!-- fleet-rollout -->\n## A failing release rolled out to {n} real instances\n\n\
+         `bash bench/run --fleet --rollout` ({}): {n} instances of a 21-file site on loopback, each enrolled, 1% in group\n\
+         `test`; release 1.1.0 carries a run_once task that fails. `promote --waves test,10%,50%,100% --every 0s\n\
+         --min-reports 5 --halt-on-failure 5%`; then three rounds of `upkeep auto` on every instance (two at a time,\n\
+         a fixed shuffled order), as daily timers would run them.\n\n\
+         | measure | figure | target |\n|---|---|---|\n\
+         | sites that ran the bad release (each rolled back by itself) | {} | no more than the first wave ({}) plus the failures under the threshold |\n\
+         | sites left on the bad release | {installed_bad} | 0 |\n\
+         | halted | round {round}, wave {wave}: {reason} | |\n\
+         | `init --enroll` of {n} instances / three rounds of passes | {:.0} s / {:.0} s | |\n\
+         <!-- /fleet-rollout -->\n",
+        chrono::Local::now().format("%Y-%m-%d"),
+        ran_bad.load(Ordering::Relaxed),
+        n.div_ceil(100),
+        t_init,
+        t_rounds,
+    );
+    write_section("fleet-rollout", &section);
 }
