@@ -564,3 +564,32 @@ fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say
         );
     }
 }
+
+#[test]
+fn a_staged_release_is_still_applied_after_its_channel_pointer_expired() {
+    let f = fleet();
+    let site = f.site("site", &["--group", "test"]);
+    ok(upkeep(&[
+        "promote",
+        "1.1.0",
+        "--channel",
+        "stable",
+        "--repo",
+        f.repo(),
+        "--key",
+        &f.online,
+        "--waves",
+        "test,100%",
+    ]));
+    ok(site.run(&["stage", "--network"]));
+    // The pointer expires (no refresh came): checks are refused, the verified staged release
+    // still applies, since its manifest is signed by the release key and already verified.
+    f.rollout("refresh", &["--expires", "0s"]);
+    let e = fails(site.run(&["check"]), 1);
+    assert!(e.contains("expired"), "{e}");
+    site.update_yes();
+    assert_eq!(
+        std::fs::read_to_string(site.root.join("index.html")).unwrap(),
+        "v2"
+    );
+}

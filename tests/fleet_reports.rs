@@ -89,6 +89,10 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
     assert_eq!(ra["last"]["from"], "1.0.0");
     assert!(ra["last"]["closed_ms"].as_i64().unwrap() >= 0);
     assert_eq!(ra["last"]["seq"], 2, "an installing report came first");
+    assert_eq!(
+        ra["last"]["bytes_fetched"], 9,
+        "index.html and run_once/001.sh, whole"
+    );
     let rb = row(&st, "beta");
     assert_eq!(rb["version"], "1.0.0");
     assert_eq!(rb["last"]["outcome"], "held");

@@ -87,6 +87,9 @@ pub struct Pass {
     pub report: Option<String>,
     /// The release offered is urgent (a security release, said by the release key).
     pub urgent: bool,
+    /// Bytes of the files this pass fetched from the network (whole files; files a resumed
+    /// staging had already verified are not fetched again, nor counted).
+    pub bytes_staged: Option<u64>,
     /// Nothing was changed on purpose (`--dry-run`).
     pub dry_run: bool,
 }
@@ -161,6 +164,7 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         mail: None,
         report: None,
         urgent: false,
+        bytes_staged: None,
         dry_run,
     };
     match decide(inst, &mut out) {
@@ -212,7 +216,7 @@ fn fleet_report(inst: &Instance, p: &Pass) -> Result<Option<String>> {
                 .map(|r| r.step.to_string()),
             reason: p.reason.clone(),
             closed_ms: run.and_then(|r| r.closed_ms),
-            bytes_fetched: None,
+            bytes_fetched: p.bytes_staged,
             modified: p.modified.len(),
             health: run.and_then(|r| r.health.as_ref()).map(|h| Health {
                 ok: h.ok,
@@ -284,7 +288,8 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
         out.reason = format!("would stage and apply release {version} (dry run: nothing changed)");
         return Ok(());
     }
-    stage::stage(inst, &Source::Network, &StageOptions::default())?;
+    let staged = stage::stage(inst, &Source::Network, &StageOptions::default())?;
+    out.bytes_staged = Some(staged.fetched);
     let keep = a.on_modified == OnModified::KeepMine;
     let plan = {
         let mut state = State::open(&inst.state_db())?;

@@ -73,6 +73,9 @@ pub struct Staged {
     pub bytes: u64,
     /// Files that were already staged and verified (a resumed staging).
     pub reused: usize,
+    /// Bytes of the files gathered now (not those already staged): what came over the network
+    /// for a network staging.
+    pub fetched: u64,
     /// Files to remove at the swap.
     pub removed: usize,
     /// Locally modified files.
@@ -190,6 +193,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     }
 
     check_space(&staging, target.version(), &missing)?;
+    let fetched: u64 = missing.iter().map(|f| f.size).sum();
     match source {
         Source::Network => {
             progress.set_phase(format!("downloading {} files", missing.len()));
@@ -234,6 +238,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         files: needed.len(),
         bytes,
         reused,
+        fetched,
         removed: diff.removed.len(),
         modified: diff.modified.clone(),
         moved_aside,
