@@ -182,6 +182,32 @@ pub enum Command {
         tick: std::time::Duration,
     },
 
+    /// Make or refresh a mirror of a repository (from `upkeep reference` or any static server).
+    ///
+    /// Two stages, as Debian's ftpsync: every object the kept releases need first, each checked
+    /// against its signed SHA-256, then the signed manifests, delegation and channels, and the
+    /// latest pointer last, each by an atomic rename: the mirror never serves a pointer naming an
+    /// object it lacks. A cut sync resumes from what it has; an upstream that does not verify
+    /// or goes backwards is refused and the old copy stays. Serve the folder with
+    /// `upkeep reference` or any static web server.
+    Mirror {
+        /// The upstream repository's URL.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The mirror folder.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The publisher's release key (FILE.pub): every document is checked against it.
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// Keep only the newest N releases (0: all); older objects are pruned after the sync.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// The publisher's view of the fleet: enrolment tokens and the deployment table.
     Fleet {
         #[command(subcommand)]

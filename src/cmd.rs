@@ -422,6 +422,49 @@ pub fn init(a: &InitArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `upkeep mirror`.
+pub fn mirror(from: &str, to: &Path, public_key: &Path, keep: usize, json: bool) -> Result<u8> {
+    let text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
+    let key = PublicKey::parse(&text)?;
+    let progress = std::sync::Arc::new(Progress::default());
+    let s = upkeep::mirror::sync(&upkeep::mirror::Mirror {
+        from,
+        to,
+        key: &key,
+        keep,
+        net: upkeep::config::Network::default(),
+        progress,
+    })?;
+    if json {
+        print_json(&s);
+    } else if s.unchanged && s.new_objects == 0 {
+        println!(
+            "mirror of {from} is up to date: release {} ({} releases)",
+            s.latest, s.releases
+        );
+    } else {
+        println!(
+            "mirrored {from} into {}: release {} ({} releases), {} new objects ({}){}{}",
+            to.display(),
+            s.latest,
+            s.releases,
+            s.new_objects,
+            human_bytes(s.new_bytes),
+            if s.channels.is_empty() {
+                String::new()
+            } else {
+                format!(", channels {}", s.channels.join(", "))
+            },
+            if s.pruned > 0 {
+                format!(", {} objects pruned", s.pruned)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}
+
 /// `upkeep enroll`.
 pub fn enroll(root: &Path, token: &str) -> Result<u8> {
     let inst = Instance::open(root)?;

@@ -21,6 +21,7 @@ pub mod fsutil;
 pub mod init;
 pub mod lock;
 pub mod manifest;
+pub mod mirror;
 pub mod panel;
 pub mod progress;
 pub mod reference;

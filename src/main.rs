@@ -65,6 +65,13 @@ fn run(cmd: Command) -> Result<u8> {
             tick,
         ),
         Command::Fleet { action } => cmd::fleet(action),
+        Command::Mirror {
+            from,
+            to,
+            public_key,
+            keep,
+            json,
+        } => cmd::mirror(&from, &to, &public_key, keep, json),
         Command::Enroll { root, token } => cmd::enroll(&root.root, &token),
         Command::Init {
             root,

@@ -39,7 +39,12 @@ pub fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name != "index"
 }
+
+/// The list of a repository's channels (unsigned: discovery only, each channel is verified on
+/// its own), so that a mirror of a static repository knows what to copy.
+pub const CHANNEL_INDEX: &str = "channels/index.json";
 
 /// Which online keys may sign channel pointers, signed by the release key.
 #[derive(Clone, Debug, Serialize, Deserialize)]

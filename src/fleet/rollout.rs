@@ -262,7 +262,7 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
     Ok(ptr)
 }
 
-/// Sign and write a channel pointer, with a fresh date and expiry.
+/// Sign and write a channel pointer, with a fresh date and expiry, and list it in the index.
 pub fn sign_channel(repo_dir: &Path, ptr: &ChannelPointer, key: &SecretKey) -> Result<()> {
     write_signed(
         repo_dir,
@@ -270,6 +270,16 @@ pub fn sign_channel(repo_dir: &Path, ptr: &ChannelPointer, key: &SecretKey) -> R
         &channel::channel_sig_path(&ptr.channel),
         ptr,
         key,
+    )?;
+    write_channel_index(repo_dir)
+}
+
+/// Write `channels/index.json` from the channel files present.
+pub fn write_channel_index(repo_dir: &Path) -> Result<()> {
+    let names = super::pilot::channels(repo_dir);
+    write_atomic(
+        &repo_dir.join(channel::CHANNEL_INDEX),
+        &manifest::to_bytes(&names),
     )
 }
 

@@ -48,7 +48,7 @@ pub fn is_layout_path(rel: &crate::manifest::RelPath) -> bool {
                     || *f == format!("upkeep-{v}.zip"))
         }
         ["objects", d, h] => hex(d, 2) && hex(h, 64) && h.starts_with(d),
-        ["keys", "online.json" | "online.sig"] => true,
+        ["keys", "online.json" | "online.sig"] | ["channels", "index.json"] => true,
         ["channels", f] => f
             .strip_suffix(".json")
             .or_else(|| f.strip_suffix(".sig"))

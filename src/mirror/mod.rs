@@ -1,0 +1,353 @@
+//! `upkeep mirror`: make or refresh a copy of a repository, from `upkeep reference` or any static
+//! server, in two stages as Debian's ftpsync does: first every object the kept releases need
+//! (each checked against its signed SHA-256), then the signed documents (manifests, the
+//! delegation, channels) and the latest pointer last, each by an atomic rename. A mirror thus
+//! never serves a pointer naming an object it lacks; a sync cut anywhere resumes from the
+//! objects it already has; an upstream that does not verify or goes backwards is refused and the
+//! old copy keeps being served. Objects no kept release needs are pruned after the new
+//! pointers are live.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Network;
+use crate::error::{Error, IoContext, Result};
+use crate::fleet::channel::{self, ChannelPointer, DELEGATION, DELEGATION_SIG, Delegation};
+use crate::fsutil::{sync_dir, write_atomic};
+use crate::manifest::{self, Pointer, PublicKey, Sha256, VerifiedManifest, digest};
+use crate::progress::Progress;
+use crate::reference::client::{Remote, block_on};
+use crate::reference::repo;
+use crate::stage::network::{self, Wanted};
+
+/// Largest pointer, signature, delegation or channel document.
+const MAX_SMALL: u64 = 1 << 20;
+/// Largest manifest.
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// What a sync is asked to do.
+pub struct Mirror<'a> {
+    /// The upstream repository's base URL.
+    pub from: &'a str,
+    /// The mirror folder.
+    pub to: &'a Path,
+    /// The release key every document is checked against.
+    pub key: &'a PublicKey,
+    /// Keep only the newest N releases (0: all).
+    pub keep: usize,
+    /// Network settings.
+    pub net: Network,
+    /// Progress of the object transfer.
+    pub progress: Arc<Progress>,
+}
+
+/// What a sync did.
+#[derive(Debug, Serialize)]
+pub struct Synced {
+    /// The latest release now served.
+    pub latest: String,
+    /// Releases kept.
+    pub releases: usize,
+    /// Objects fetched now.
+    pub new_objects: usize,
+    /// Their bytes.
+    pub new_bytes: u64,
+    /// Channels copied.
+    pub channels: Vec<String>,
+    /// Objects pruned (no kept release needs them).
+    pub pruned: usize,
+    /// Nothing changed upstream since the last sync.
+    pub unchanged: bool,
+}
+
+/// A signed document as fetched: its bytes and its signature, written back unchanged.
+struct Doc {
+    path: String,
+    bytes: Vec<u8>,
+    sig_path: String,
+    sig: Vec<u8>,
+}
+
+async fn fetch_doc(remote: &Remote, path: &str, sig_path: &str, max: u64) -> Result<Option<Doc>> {
+    let (bytes, sig) = tokio::join!(
+        remote.get_doc_opt(path, max),
+        remote.get_doc_opt(sig_path, MAX_SMALL)
+    );
+    match (bytes?, sig?) {
+        (Some(bytes), Some(sig)) => Ok(Some(Doc {
+            path: path.into(),
+            bytes,
+            sig_path: sig_path.into(),
+            sig,
+        })),
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(Error::Signature {
+            what: remote.url(path),
+            reason: "its signature is missing".into(),
+        }),
+    }
+}
+
+fn sig_text(d: &Doc) -> String {
+    String::from_utf8_lossy(&d.sig).into_owned()
+}
+
+/// The pointer a mirror serves now, if any (checked against the key: a copy that does not
+/// verify is replaced).
+fn local_pointer(dir: &Path, key: &PublicKey) -> Option<Pointer> {
+    let bytes = std::fs::read(dir.join(repo::POINTER)).ok()?;
+    let sig = std::fs::read_to_string(dir.join(repo::POINTER_SIG)).ok()?;
+    manifest::verify_signed(&bytes, &sig, key, "local pointer").ok()
+}
+
+fn refuse_backwards(what: &str, upstream: &str, local: &str) -> Error {
+    Error::refused(
+        format!(
+            "the upstream {what} goes backwards ({upstream}, older than the {local} this mirror serves): a rollback or a stale upstream; the mirror keeps its copy"
+        ),
+        "check the upstream (`--from`); if the publisher really went back, remove the mirror's latest.json to accept it",
+    )
+}
+
+/// Sync once.
+pub fn sync(m: &Mirror) -> Result<Synced> {
+    std::fs::create_dir_all(m.to).ctx("create folder", m.to)?;
+    let remote = Remote::new(m.from, m.key, &m.net)?;
+    block_on(sync_async(m, &remote))
+}
+
+async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
+    let now = SystemTime::now();
+    // Stage 0: what the upstream says, verified before anything is fetched on its word.
+    let ptr_doc = fetch_doc(remote, repo::POINTER, repo::POINTER_SIG, MAX_SMALL)
+        .await?
+        .ok_or_else(|| Error::Network {
+            url: remote.url(repo::POINTER),
+            reason: "the upstream has no latest.json: is --from a repository?".into(),
+        })?;
+    let what = remote.url(repo::POINTER);
+    let ptr: Pointer = manifest::verify_signed(&ptr_doc.bytes, &sig_text(&ptr_doc), m.key, &what)?;
+    manifest::check_fresh(&ptr.expires, &what, now)?;
+    let unchanged = std::fs::read(m.to.join(repo::POINTER)).is_ok_and(|b| b == ptr_doc.bytes);
+    if let Some(local) = local_pointer(m.to, m.key) {
+        let (up, here) = (
+            manifest::parse_version(&ptr.latest)?,
+            manifest::parse_version(&local.latest)?,
+        );
+        if up < here || (up == here && ptr.date < local.date) {
+            return Err(refuse_backwards(
+                "pointer",
+                &format!("release {} of {}", ptr.latest, ptr.date),
+                &format!("release {} of {}", local.latest, local.date),
+            ));
+        }
+    }
+    let kept: Vec<String> = {
+        let n = if m.keep == 0 {
+            ptr.releases.len()
+        } else {
+            m.keep.min(ptr.releases.len())
+        };
+        ptr.releases[ptr.releases.len() - n..].to_vec()
+    };
+    let mut manifests = Vec::new();
+    for v in &kept {
+        let path = repo::manifest_path(v);
+        let doc = fetch_doc(remote, &path, &repo::manifest_sig_path(v), MAX_MANIFEST)
+            .await?
+            .ok_or_else(|| Error::Network {
+                url: remote.url(&path),
+                reason: "the upstream pointer lists this release but its manifest is not there"
+                    .into(),
+            })?;
+        let vm =
+            VerifiedManifest::verify(doc.bytes.clone(), sig_text(&doc), m.key, &remote.url(&path))?;
+        if vm.version() != v {
+            return Err(Error::BadManifest {
+                what: remote.url(&path),
+                reason: format!("it is signed as release {}", vm.version()),
+            });
+        }
+        if v == &ptr.latest && digest::sha256_bytes(&doc.bytes) != ptr.manifest_sha256 {
+            return Err(Error::Signature {
+                what: remote.url(&path),
+                reason: "the manifest does not match the one the signed pointer names".into(),
+            });
+        }
+        manifests.push((doc, vm));
+    }
+    // The delegation and the channels, verified (a channel only by a delegated key) and never
+    // older than what the mirror serves.
+    let deleg = fetch_doc(remote, DELEGATION, DELEGATION_SIG, MAX_SMALL).await?;
+    let mut online = Vec::new();
+    if let Some(d) = &deleg {
+        let dd: Delegation =
+            manifest::verify_signed(&d.bytes, &sig_text(d), m.key, &remote.url(DELEGATION))?;
+        online = dd
+            .online_keys
+            .iter()
+            .filter_map(|k| PublicKey::parse(k).ok())
+            .collect();
+    }
+    let mut channels = Vec::new();
+    for name in upstream_channels(remote, m.to).await? {
+        let Some(doc) = fetch_doc(
+            remote,
+            &channel::channel_path(&name),
+            &channel::channel_sig_path(&name),
+            MAX_SMALL,
+        )
+        .await?
+        else {
+            continue;
+        };
+        let url = remote.url(&channel::channel_path(&name));
+        let cp: ChannelPointer = online
+            .iter()
+            .find_map(|k| manifest::verify_signed(&doc.bytes, &sig_text(&doc), k, &url).ok())
+            .ok_or_else(|| Error::Signature {
+                what: url.clone(),
+                reason: "it is not signed by an online key the release key delegated".into(),
+            })?;
+        if let Ok(b) = std::fs::read(m.to.join(channel::channel_path(&name)))
+            && let Ok(here) = serde_json::from_slice::<ChannelPointer>(&b)
+            && cp.date < here.date
+        {
+            return Err(refuse_backwards(
+                &format!("channel {name}"),
+                &cp.date,
+                &here.date,
+            ));
+        }
+        channels.push((name, doc));
+    }
+
+    // Stage 1: the objects, each checked against its signed SHA-256, straight into objects/.
+    let mut seen = HashSet::new();
+    let wanted: Vec<Wanted> = manifests
+        .iter()
+        .flat_map(|(_, vm)| vm.files())
+        .filter(|f| seen.insert(f.sha256))
+        .filter(|f| !m.to.join(repo::object_path(&f.sha256)).exists())
+        .map(|f| Wanted {
+            sha: f.sha256,
+            size: f.size,
+        })
+        .collect();
+    let new_bytes: u64 = wanted.iter().map(|w| w.size).sum();
+    let partial = m.to.join(".mirror-partial");
+    m.progress.set_totals(wanted.len() as u64, new_bytes);
+    m.progress
+        .set_phase(format!("fetching {} objects", wanted.len()));
+    network::fetch(remote, &wanted, &partial, &m.progress).await?;
+    let mut dirs = BTreeMap::new();
+    for w in &wanted {
+        let dest = m.to.join(repo::object_path(&w.sha));
+        let dir = dest.parent().expect("objects/ab").to_path_buf();
+        std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
+        let src = network::done_path(&partial, &w.sha);
+        std::fs::rename(&src, &dest).ctx("move into place", &dest)?;
+        dirs.insert(dir, ());
+    }
+    for d in dirs.keys() {
+        sync_dir(d)?;
+    }
+    crate::crash::point("mirror:objects");
+
+    // Stage 2: the signed documents, the latest pointer last.
+    let put = |doc: &Doc| -> Result<()> {
+        write_atomic(&m.to.join(&doc.sig_path), &doc.sig)?;
+        write_atomic(&m.to.join(&doc.path), &doc.bytes)
+    };
+    for (doc, _) in &manifests {
+        put(doc)?;
+    }
+    if let Some(d) = &deleg {
+        put(d)?;
+    }
+    for (_, doc) in &channels {
+        put(doc)?;
+    }
+    if !channels.is_empty() {
+        crate::fleet::rollout::write_channel_index(m.to)?;
+    }
+    put(&ptr_doc)?;
+    crate::crash::point("mirror:pointer");
+    let _ = std::fs::remove_dir_all(&partial);
+
+    // After the new pointers are live: drop what no kept release needs.
+    let pruned = prune(
+        m.to,
+        &manifests.iter().map(|(_, vm)| vm).collect::<Vec<_>>(),
+        &kept,
+    )?;
+    Ok(Synced {
+        latest: ptr.latest.clone(),
+        releases: kept.len(),
+        new_objects: wanted.len(),
+        new_bytes,
+        channels: channels.into_iter().map(|(n, _)| n).collect(),
+        pruned,
+        unchanged,
+    })
+}
+
+/// The channels to copy: those the upstream lists in `channels/index.json`, those the mirror
+/// already has, and `stable`.
+async fn upstream_channels(remote: &Remote, here: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = crate::fleet::pilot::channels(here);
+    if let Some(b) = remote
+        .get_doc_opt(channel::CHANNEL_INDEX, MAX_SMALL)
+        .await
+        .ok()
+        .flatten()
+        && let Ok(list) = serde_json::from_slice::<Vec<String>>(&b)
+    {
+        names.extend(list.into_iter().filter(|n| channel::valid_name(n)));
+    }
+    names.push(channel::DEFAULT_CHANNEL.to_string());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Remove objects and release folders no kept release needs; returns the objects removed.
+fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<usize> {
+    let needed: HashSet<Sha256> = kept
+        .iter()
+        .flat_map(|m| m.files())
+        .map(|f| f.sha256)
+        .collect();
+    let mut removed = 0;
+    for e in walkdir::WalkDir::new(dir.join("objects"))
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+    {
+        let keep = e
+            .file_name()
+            .to_str()
+            .and_then(Sha256::from_hex)
+            .is_some_and(|h| needed.contains(&h));
+        if !keep {
+            std::fs::remove_file(e.path()).ctx("remove", e.path())?;
+            removed += 1;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("releases")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !versions.contains(&name) {
+                let p: PathBuf = e.path();
+                std::fs::remove_dir_all(&p).ctx("remove", &p)?;
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,216 @@
+//! `upkeep mirror` against a real `upkeep reference`: a copy equal to the origin, served again
+//! to a real site; a second sync fetching only what is new; a tampered object and an upstream
+//! gone backwards refused with the old copy kept; a sync killed before its pointer resumes and
+//! never serves a half state; pruning with --keep.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+/// The files a mirror copies: everything but release zips and the fleet database.
+fn mirrored(dir: &Path) -> BTreeMap<String, String> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".zip") && !k.contains(".mirror-partial"))
+        .collect()
+}
+
+fn mirror(w: &World, from: &str, to: &Path, extra: &[&str]) -> serde_json::Value {
+    let pubkey = format!("{}.pub", w.key.display());
+    let mut a = vec![
+        "mirror",
+        "--from",
+        from,
+        "--to",
+        to.to_str().unwrap(),
+        "--public-key",
+        &pubkey,
+        "--json",
+    ];
+    a.extend_from_slice(extra);
+    serde_json::from_str(&ok(upkeep(&a))).unwrap()
+}
+
+fn mirror_fails(w: &World, from: &str, to: &Path) -> String {
+    let pubkey = format!("{}.pub", w.key.display());
+    fails(
+        upkeep(&[
+            "mirror",
+            "--from",
+            from,
+            "--to",
+            to.to_str().unwrap(),
+            "--public-key",
+            &pubkey,
+        ]),
+        1,
+    )
+}
+
+/// An online key delegated by the release key, and a `stable` channel on `version`.
+fn channel(w: &World, version: &str) {
+    let online = w.path("online.key");
+    if !online.exists() {
+        ok(upkeep(&[
+            "keygen",
+            "--role",
+            "online",
+            "--out",
+            online.to_str().unwrap(),
+        ]));
+        ok(upkeep(&[
+            "delegate",
+            "--repo",
+            w.repo.to_str().unwrap(),
+            "--key",
+            w.key.to_str().unwrap(),
+            "--online-key-pub",
+            &format!("{}.pub", online.display()),
+        ]));
+    }
+    ok(upkeep(&[
+        "promote",
+        version,
+        "--channel",
+        "stable",
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--key",
+        online.to_str().unwrap(),
+    ]));
+}
+
+#[test]
+fn a_mirror_equals_its_origin_serves_a_site_and_then_fetches_only_what_is_new() {
+    let w = World::new();
+    let d1 = w.publish(
+        "1.0.0",
+        &[
+            ("index.html", b"v1"),
+            ("a.css", b"body{}"),
+            ("lib/x.php", b"<?php 1;"),
+        ],
+    );
+    channel(&w, "1.0.0");
+    let origin = w.reference();
+    let m = w.path("mirror");
+    let s = mirror(&w, &origin.url, &m, &[]);
+    assert_eq!(s["latest"], "1.0.0");
+    assert_eq!(s["new_objects"], 3);
+    assert_eq!(s["channels"], serde_json::json!(["stable"]));
+    let origin_files: BTreeMap<String, String> = mirrored(&w.repo)
+        .into_iter()
+        .filter(|(k, _)| !k.contains("fleet.db"))
+        .collect();
+    assert_eq!(
+        mirrored(&m),
+        origin_files,
+        "byte for byte, every file sites read"
+    );
+
+    // A site initialised and updated through the mirror alone.
+    let served = spawn_server(&["reference", "--repo", m.to_str().unwrap()]);
+    w.publish(
+        "1.1.0",
+        &[
+            ("index.html", b"v2"),
+            ("a.css", b"body{}"),
+            ("lib/x.php", b"<?php 1;"),
+        ],
+    );
+    channel(&w, "1.1.0");
+    let s = mirror(&w, &origin.url, &m, &[]);
+    assert_eq!(s["latest"], "1.1.0");
+    assert_eq!(s["new_objects"], 1, "only the changed file: {s}");
+    let site = Site::new(w.instance("site", Some(&d1), &served.url, &[]));
+    ok(site.run(&["stage", "--network"]));
+    site.update_yes();
+    assert_eq!(
+        std::fs::read_to_string(site.root.join("index.html")).unwrap(),
+        "v2"
+    );
+
+    let s = mirror(&w, &origin.url, &m, &[]);
+    assert_eq!(s["unchanged"], true);
+    assert_eq!(s["new_objects"], 0);
+}
+
+#[test]
+fn a_tampered_object_or_an_upstream_gone_backwards_is_refused_and_the_old_copy_kept() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    let old_repo = w.path("repo-at-1.0.0");
+    copy_tree(&w.repo, &old_repo);
+    let origin = w.reference();
+    let m = w.path("mirror");
+    mirror(&w, &origin.url, &m, &[]);
+    let served_before = std::fs::read(m.join("latest.json")).unwrap();
+
+    // A tampered object upstream: refused, nothing new served.
+    w.publish("1.1.0", &[("index.html", b"v2-is-new")]);
+    let obj = w.repo.join(format!(
+        "objects/{0}/{1}",
+        &sha256_hex(b"v2-is-new")[..2],
+        sha256_hex(b"v2-is-new")
+    ));
+    std::fs::write(&obj, b"v2-EVIL!!").unwrap();
+    let e = mirror_fails(&w, &origin.url, &m);
+    assert!(e.contains("does not match") || e.contains("damaged"), "{e}");
+    assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), served_before);
+    std::fs::write(&obj, b"v2-is-new").unwrap();
+    assert_eq!(mirror(&w, &origin.url, &m, &[])["latest"], "1.1.0");
+
+    // An upstream that went back to 1.0.0 (a rollback, a stale copy): refused.
+    let stale = spawn_server(&["reference", "--repo", old_repo.to_str().unwrap()]);
+    let now = std::fs::read(m.join("latest.json")).unwrap();
+    let e = mirror_fails(&w, &stale.url, &m);
+    assert!(e.contains("goes backwards"), "{e}");
+    assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), now);
+}
+
+#[test]
+fn a_sync_killed_before_its_pointer_never_serves_a_half_state_and_resumes() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1"), ("b.txt", b"b1")]);
+    let origin = w.reference();
+    let m = w.path("mirror");
+    mirror(&w, &origin.url, &m, &[]);
+    let before = std::fs::read(m.join("latest.json")).unwrap();
+    w.publish("1.1.0", &[("index.html", b"v2"), ("b.txt", b"b2")]);
+    let pubkey = format!("{}.pub", w.key.display());
+    let o = upkeep_env(
+        &[
+            "mirror",
+            "--from",
+            &origin.url,
+            "--to",
+            m.to_str().unwrap(),
+            "--public-key",
+            &pubkey,
+        ],
+        &[("UPKEEP_CRASH_AT", "mirror:objects")],
+    );
+    assert_eq!(o.status.signal(), Some(9), "{}", stderr(&o));
+    // The new objects are there, the old pointer still served: sites see 1.0.0, whole.
+    assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), before);
+    assert!(!m.join("releases/1.1.0/manifest.json").exists());
+    let served = spawn_server(&["reference", "--repo", m.to_str().unwrap()]);
+    let site = Site::new(w.instance("site", Some(&d1), &served.url, &[]));
+    let o = site.run(&["check", "--json"]);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["latest"], "1.0.0");
+    // The next sync finishes with what it has: nothing fetched twice.
+    let s = mirror(&w, &origin.url, &m, &[]);
+    assert_eq!(s["latest"], "1.1.0");
+    assert_eq!(s["new_objects"], 0, "{s}");
+    // --keep 1: only 1.1.0's objects and manifest remain, after the pointer is live.
+    let s = mirror(&w, &origin.url, &m, &["--keep", "1"]);
+    assert_eq!(s["pruned"], 2, "{s}");
+    assert!(!m.join("releases/1.0.0").exists());
+    let objects: Vec<String> = list_files(&m.join("objects"));
+    assert_eq!(objects.len(), 2, "{objects:?}");
+}
