@@ -208,6 +208,31 @@ pub enum Command {
         json: bool,
     },
 
+    /// "Check now": send a signed trigger to a site, or be the SSH forced command that takes one.
+    ///
+    /// Sending: `upkeep trigger --url https://site.example/ --key trigger.key [--target NAME]`
+    /// POSTs a signed trigger to the site's `upkeep serve` (`/trigger`); the site runs its own
+    /// unattended pass if the key is in its `trigger_keys` (202), and refuses anything else.
+    ///
+    /// As an SSH forced command, in the site user's ~/.ssh/authorized_keys:
+    ///   command="upkeep trigger --root /var/www/site",no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding ssh-ed25519 AAAA... hub
+    /// it runs one unattended pass and prints it; SSH_ORIGINAL_COMMAND may be empty or one of
+    /// check, auto, update, trigger; anything else is refused (exit 2).
+    Trigger {
+        /// Be the forced command for this instance.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "key"])]
+        root: Option<PathBuf>,
+        /// Send a trigger to this site URL.
+        #[arg(long, value_name = "URL", requires = "key")]
+        url: Option<String>,
+        /// The trigger key (secret) that signs it.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Whom it is for: the site's name or id, or * (any site that trusts the key).
+        #[arg(long, value_name = "NAME", default_value = "*")]
+        target: String,
+    },
+
     /// The publisher's view of the fleet: enrolment tokens and the deployment table.
     Fleet {
         #[command(subcommand)]

@@ -422,6 +422,59 @@ pub fn init(a: &InitArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `upkeep trigger`: send one, or take one as an SSH forced command.
+pub fn trigger(
+    root: Option<&Path>,
+    url: Option<&str>,
+    key: Option<&Path>,
+    target: &str,
+) -> Result<u8> {
+    if let (Some(url), Some(key)) = (url, key) {
+        let key = SecretKey::load(key)?;
+        let (body, sig) = upkeep::trigger::make(&key, target)?;
+        let to = format!("{}/trigger", url.trim_end_matches('/'));
+        let (status, text) = upkeep::reference::client::block_on(async {
+            let r = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())?
+                .post(&to)
+                .header(upkeep::trigger::SIGNATURE_HEADER, sig.trim())
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| upkeep::reference::client::describe(&e))?;
+            let s = r.status();
+            Ok::<_, String>((s, r.text().await.unwrap_or_default()))
+        })
+        .map_err(|reason| Error::Network {
+            url: to.clone(),
+            reason,
+        })?;
+        println!("{to}: {status}: {}", text.trim());
+        return Ok(if status.as_u16() == 202 {
+            0
+        } else {
+            exit::FAILED
+        });
+    }
+    let Some(root) = root else {
+        return Err(Error::refused(
+            "nothing to do: give --url and --key to send a trigger, or --root DIR to take one",
+            "see `upkeep trigger --help`",
+        ));
+    };
+    let asked = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+    if !upkeep::trigger::ssh_command_ok(asked.as_deref()) {
+        eprintln!(
+            "refused: this key may only trigger an update pass; SSH_ORIGINAL_COMMAND must be empty or one of {}",
+            upkeep::trigger::SSH_WORDS.join(", ")
+        );
+        return Ok(exit::CONFIG);
+    }
+    auto(root, false, false)
+}
+
 /// `upkeep mirror`.
 pub fn mirror(from: &str, to: &Path, public_key: &Path, keep: usize, json: bool) -> Result<u8> {
     let text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;

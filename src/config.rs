@@ -369,6 +369,9 @@ pub struct Config {
     /// that name if it has one, else its latest release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Public keys whose signed triggers ("check now") start an unattended pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger_keys: Vec<String>,
     /// Base URL of the reference repository.
     pub reference: String,
     /// The publisher's public key (one line from `upkeep keygen`).
@@ -412,6 +415,15 @@ impl Config {
         if let Some(c) = self.channel.as_ref().filter(|c| !name_ok(c)) {
             return Err(format!(
                 "channel = {c:?} is not a channel name (lowercase letters, digits, - and _)"
+            ));
+        }
+        if let Some(k) = self
+            .trigger_keys
+            .iter()
+            .find(|k| PublicKey::parse(k).is_err())
+        {
+            return Err(format!(
+                "trigger_keys: {k:?} is not a public key (one line from `upkeep keygen`, upkeep-public-key-v1:...)"
             ));
         }
         let a = &self.auto;

@@ -89,6 +89,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     let config = Config {
         name: o.name.map(String::from),
         groups: o.groups.to_vec(),
+        trigger_keys: Vec::new(),
         channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),

@@ -29,6 +29,7 @@ pub mod shell;
 pub mod site;
 pub mod stage;
 pub mod state;
+pub mod trigger;
 pub mod update;
 
 pub use error::{Error, Result};

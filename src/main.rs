@@ -65,6 +65,12 @@ fn run(cmd: Command) -> Result<u8> {
             tick,
         ),
         Command::Fleet { action } => cmd::fleet(action),
+        Command::Trigger {
+            root,
+            url,
+            key,
+            target,
+        } => cmd::trigger(root.as_deref(), url.as_deref(), key.as_deref(), &target),
         Command::Mirror {
             from,
             to,

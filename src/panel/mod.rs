@@ -13,6 +13,7 @@ pub mod pages;
 mod review;
 mod run;
 mod stage;
+mod trigger;
 mod upload;
 
 use std::path::PathBuf;
@@ -284,6 +285,11 @@ pub fn start(
                     .default_service(web::to(|| async {
                         Problem::NotFound("no such page in the control panel").error_response()
                     })),
+            )
+            .service(
+                web::resource("/trigger")
+                    .app_data(web::PayloadConfig::new(crate::trigger::MAX_TRIGGER * 2))
+                    .route(web::post().to(trigger::trigger)),
             )
             .route("/{tail:.*}", web::get().to(site))
             .route("/{tail:.*}", web::head().to(site))

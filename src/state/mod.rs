@@ -66,6 +66,7 @@ mod accounts;
 mod extensions;
 mod jobs;
 mod manifests;
+mod nonces;
 mod passes;
 mod prints;
 mod runs;
@@ -78,7 +79,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{DbContext, IoContext, Result};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,6 +110,7 @@ CREATE TABLE IF NOT EXISTS mail_queue(id INTEGER PRIMARY KEY, created_at TEXT NO
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE TABLE IF NOT EXISTS report_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE IF NOT EXISTS trigger_nonces(nonce TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL, finished_at TEXT);
 ";
