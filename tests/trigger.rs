@@ -67,17 +67,24 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
     );
     assert_eq!(site.status_json()["last_auto"], serde_json::Value::Null);
 
-    // The real one: 202, and the site runs its own pass.
-    let out = ok(upkeep(&[
+    // The sender, with a key the site does not trust: told, exit 1.
+    let stranger_path = w.path("stranger.key");
+    std::fs::write(&stranger_path, stranger.to_text()).unwrap();
+    let o = upkeep(&[
         "trigger",
         "--url",
         &web.url,
         "--key",
-        key_path.to_str().unwrap(),
-        "--target",
-        "blog",
-    ]));
-    assert!(out.contains("202 Accepted"), "{out}");
+        stranger_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("401 Unauthorized"), "{}", stdout(&o));
+
+    // The real one: 202, and the site runs its own pass.
+    let (body, sig) = upkeep::trigger::make(&key, "blog").unwrap();
+    let (s, text) = post(&web.url, &body, Some(&sig));
+    assert_eq!(s, 202, "{text}");
+    assert!(text.contains("started upkeep auto"), "{text}");
     let mut passes = serde_json::Value::Null;
     for _ in 0..600 {
         passes = site.status_json()["last_auto"].clone();
