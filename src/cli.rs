@@ -233,6 +233,41 @@ pub enum Command {
         target: String,
     },
 
+    /// The big red button: trigger every enrolled site of a group, a channel or one name at once.
+    ///
+    /// Each site gets a signed "check now" at its `url` (upkeep.toml; sent with its reports) and
+    /// runs its own unattended pass: its policy decides. With --wait, shows the sites' reports as
+    /// they come until each has reported, failed or timed out, and ends with the table.
+    Push {
+        /// The repository folder (its fleet database lists the sites).
+        #[arg(long, value_name = "REPO")]
+        repo: PathBuf,
+        /// The fleet database [default: REPO.fleet.db].
+        #[arg(long, value_name = "FILE")]
+        fleet_db: Option<PathBuf>,
+        /// Sites in this group.
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+        /// Sites on this channel.
+        #[arg(long, value_name = "C")]
+        channel: Option<String>,
+        /// The site with this name.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
+        /// The trigger key (secret); sites list its public half in `trigger_keys`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Wait for the sites' reports.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, value_name = "SPAN", default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// The publisher's view of the fleet: enrolment tokens and the deployment table.
     Fleet {
         #[command(subcommand)]
@@ -288,6 +323,9 @@ pub enum Command {
         /// Enrol with the reference using this token from `upkeep fleet token`.
         #[arg(long, value_name = "TOKEN")]
         enroll: Option<String>,
+        /// This site's address, where `upkeep serve` takes triggers (for `upkeep push`).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -310,6 +310,7 @@ pub struct InitArgs<'a> {
     pub groups: &'a [String],
     pub channel: Option<&'a str>,
     pub enroll: Option<&'a str>,
+    pub url: Option<&'a str>,
     pub json: bool,
 }
 
@@ -325,6 +326,7 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         groups,
         channel,
         enroll,
+        url,
         json,
     } = *a;
     let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
@@ -349,6 +351,7 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         name,
         groups,
         channel,
+        url,
     })?;
     if json {
         print_json(&r);
@@ -473,6 +476,88 @@ pub fn trigger(
         return Ok(exit::CONFIG);
     }
     auto(root, false, false)
+}
+
+/// `upkeep push`.
+pub fn push(
+    repo: &Path,
+    fleet_db: Option<&Path>,
+    class: upkeep::fleet::push::Class,
+    key: &Path,
+    (wait, timeout): (bool, std::time::Duration),
+    json: bool,
+) -> Result<u8> {
+    use upkeep::fleet::push;
+    if class.group.is_none() && class.channel.is_none() && class.site.is_none() {
+        return Err(Error::refused(
+            "push to whom? give --group G, --channel C or --site NAME",
+            "a push reaches every enrolled site of that class at once",
+        ));
+    }
+    let key = SecretKey::load(key)?;
+    let p = match fleet_db {
+        Some(p) => p.to_path_buf(),
+        None => upkeep::fleet::db::default_path(&repo.canonicalize().ctx("open", repo)?),
+    };
+    let db = upkeep::fleet::db::FleetDb::open(&fleet_db_outside(repo, &p)?)?;
+    let answers = push::push(&db, &key, &class)?;
+    if answers.is_empty() {
+        return Err(Error::refused(
+            "no enrolled site is in that class",
+            "see `upkeep fleet status --repo REPO`",
+        ));
+    }
+    let started = answers.iter().filter(|a| a.started()).count();
+    if !json {
+        for a in &answers {
+            println!(
+                "{:<24} {}",
+                a.site,
+                match a.status {
+                    Some(s) => format!("{s} {}", a.text),
+                    None => format!("not reached: {}", a.text),
+                }
+            );
+        }
+        println!("triggered {started} of {} site(s)", answers.len());
+    }
+    let mut results = Vec::new();
+    if wait && started > 0 {
+        results = push::wait(&db, &answers, timeout, &|n, of| {
+            if !json {
+                eprint!("\rreported: {n} of {of}   ");
+            }
+        })?;
+        if !json {
+            eprintln!();
+            for (name, row) in &results {
+                match row.as_ref().and_then(|r| r.last.as_ref()) {
+                    Some(r) => println!(
+                        "{name:<24} {:<12} {} {}",
+                        r.outcome.word(),
+                        r.installed.as_deref().unwrap_or("-"),
+                        r.reason.chars().take(100).collect::<String>()
+                    ),
+                    None => println!(
+                        "{name:<24} no report within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                }
+            }
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "answers": answers,
+            "reports": results.iter().map(|(n, r)| serde_json::json!({"site": n, "report": r.as_ref().and_then(|r| r.last.clone())})).collect::<Vec<_>>(),
+        }));
+    }
+    let all_reported = results.iter().all(|(_, r)| r.is_some());
+    Ok(if started == answers.len() && (!wait || all_reported) {
+        0
+    } else {
+        exit::FAILED
+    })
 }
 
 /// `upkeep mirror`.

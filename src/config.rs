@@ -369,6 +369,9 @@ pub struct Config {
     /// that name if it has one, else its latest release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// This site's own address, where `upkeep serve` takes triggers (`upkeep push` uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Public keys whose signed triggers ("check now") start an unattended pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trigger_keys: Vec<String>,
@@ -444,6 +447,7 @@ impl Config {
             _ => Ok(()),
         };
         http("auto.busy.url", &a.busy.url)?;
+        http("url", &self.url)?;
         http("auto.health.url", &a.health.url)?;
         if a.health.attempts == 0 {
             return Err("auto.health.attempts must be at least 1".into());

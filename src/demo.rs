@@ -137,6 +137,7 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
         name: Some("demo"),
         groups: &[],
         channel: None,
+        url: None,
     })?;
     let password = r.admin_password.unwrap_or_default();
     let inst = Instance::open(&site)?;

@@ -70,6 +70,8 @@ pub struct InitOptions<'a> {
     pub groups: &'a [String],
     /// The release channel to follow.
     pub channel: Option<&'a str>,
+    /// The site's own address (where triggers go).
+    pub url: Option<&'a str>,
 }
 
 /// Make `root` an instance.
@@ -90,6 +92,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         name: o.name.map(String::from),
         groups: o.groups.to_vec(),
         trigger_keys: Vec::new(),
+        url: o.url.map(String::from),
         channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),

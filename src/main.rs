@@ -65,6 +65,28 @@ fn run(cmd: Command) -> Result<u8> {
             tick,
         ),
         Command::Fleet { action } => cmd::fleet(action),
+        Command::Push {
+            repo,
+            fleet_db,
+            group,
+            channel,
+            site,
+            key,
+            wait,
+            timeout,
+            json,
+        } => cmd::push(
+            &repo,
+            fleet_db.as_deref(),
+            upkeep::fleet::push::Class {
+                group,
+                channel,
+                site,
+            },
+            &key,
+            (wait, timeout),
+            json,
+        ),
         Command::Trigger {
             root,
             url,
@@ -90,6 +112,7 @@ fn run(cmd: Command) -> Result<u8> {
             groups,
             channel,
             enroll,
+            url,
             json,
         } => cmd::init(&cmd::InitArgs {
             root: &root,
@@ -102,6 +125,7 @@ fn run(cmd: Command) -> Result<u8> {
             groups: &groups,
             channel: channel.as_deref(),
             enroll: enroll.as_deref(),
+            url: url.as_deref(),
             json,
         }),
         Command::Delegate {

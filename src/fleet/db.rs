@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS tokens(hash TEXT PRIMARY KEY, created_at TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL,
     groups TEXT NOT NULL, channel TEXT NOT NULL, enrolled_at TEXT NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, version TEXT, last_report TEXT,
-    last_outcome TEXT, last_to TEXT);
+    last_outcome TEXT, last_to TEXT, url TEXT);
 CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, seq INTEGER NOT NULL,
     received_at INTEGER NOT NULL, outcome TEXT NOT NULL, to_version TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
@@ -69,6 +69,9 @@ pub struct Enrolment {
     pub groups: Vec<String>,
     /// Its channel.
     pub channel: String,
+    /// Where its `upkeep serve` takes triggers (for `upkeep push`).
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// One row of `fleet status`.
@@ -92,6 +95,10 @@ pub struct SiteRow {
     pub last: Option<Report>,
     /// Seconds since it was last heard of.
     pub last_seen_secs: Option<i64>,
+    /// Where it takes triggers.
+    pub url: Option<String>,
+    /// The number of its last report.
+    pub last_seq: i64,
 }
 
 /// An open fleet database.
@@ -182,14 +189,15 @@ impl FleetDb {
             None => {
                 self.conn
                     .execute(
-                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![
                             e.site_id,
                             e.public_key,
                             e.name,
                             serde_json::to_string(&e.groups).expect("strings serialise"),
                             e.channel,
-                            now_text()
+                            now_text(),
+                            e.url
                         ],
                     )
                     .db(&self.path)?;
@@ -257,7 +265,7 @@ impl FleetDb {
             .db(&self.path)?;
         self.conn
             .execute(
-                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10 WHERE id = ?1",
+                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1",
                 params![
                     report.site_id,
                     report.seq as i64,
@@ -268,7 +276,8 @@ impl FleetDb {
                     serde_json::to_string(&report.groups).expect("strings serialise"),
                     report.channel,
                     report.outcome.word(),
-                    report.to
+                    report.to,
+                    report.url
                 ],
             )
             .db(&self.path)?;
@@ -287,7 +296,7 @@ impl FleetDb {
 
     fn rows(&self, whole: bool, channel: Option<&str>) -> Result<Vec<SiteRow>> {
         let sql = format!(
-            "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to FROM sites {}",
+            "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to, url, last_seq FROM sites {}",
             if whole { "last_report" } else { "NULL" },
             // The pilot counts; only people need the rows in order.
             if channel.is_some() {
@@ -317,6 +326,8 @@ impl FleetDb {
                 to: r.get(8)?,
                 last: last.and_then(|l| serde_json::from_str(&l).ok()),
                 last_seen_secs: seen.map(|s| now - s),
+                url: r.get(9)?,
+                last_seq: r.get(10)?,
             })
         };
         let rows = match channel {

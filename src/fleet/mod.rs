@@ -7,6 +7,7 @@ pub mod channel;
 pub mod db;
 pub mod page;
 pub mod pilot;
+pub mod push;
 pub mod report;
 pub mod rollout;
 pub mod server;

@@ -220,6 +220,8 @@ mod tests {
             to: Some("1.1.0".into()),
             last: None,
             last_seen_secs: Some(0),
+            url: None,
+            last_seq: 0,
         }
     }
 

@@ -122,6 +122,9 @@ pub struct Report {
     pub modified: usize,
     /// The health check.
     pub health: Option<Health>,
+    /// Where the site takes triggers (`url` in upkeep.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// What a report says, before it is numbered.
@@ -207,6 +210,7 @@ pub fn enroll(inst: &Instance, token: &str) -> Result<site::Identity> {
         name: site::site_name(inst),
         groups: me.groups.clone(),
         channel: me.channel.clone(),
+        url: inst.config.url.clone(),
     };
     let url = endpoint(inst, "enroll");
     let c = client(inst)?;
@@ -264,6 +268,7 @@ pub fn report(inst: &Instance, outcome: Outcome, f: Facts) -> Result<Option<Stri
         bytes_fetched: f.bytes_fetched,
         modified: f.modified,
         health: f.health,
+        url: inst.config.url.clone(),
     };
     state.queue_report(&serde_json::to_string(&r).expect("a report serialises"))?;
     drop(state);
