@@ -180,6 +180,22 @@ pub enum Command {
         /// How often rollouts are looked at besides after each report.
         #[arg(long, value_name = "SPAN", default_value = "5s", value_parser = humantime::parse_duration)]
         tick: std::time::Duration,
+        /// Be a mirror of this upstream: sync from it at start and whenever a signed trigger
+        /// comes (POST /trigger), then trigger --downstream.
+        #[arg(long, value_name = "URL", requires_all = ["public_key", "trigger_key"])]
+        mirror_from: Option<String>,
+        /// The release key (FILE.pub) the mirrored documents are checked against.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// A public key whose triggers start a sync (repeatable).
+        #[arg(long, value_name = "FILE")]
+        trigger_key: Vec<PathBuf>,
+        /// Leaves to trigger after a sync that changed something: one base URL per line.
+        #[arg(long, value_name = "FILE")]
+        downstream: Option<PathBuf>,
+        /// The trigger key (secret) that signs for the leaves.
+        #[arg(long, value_name = "FILE")]
+        downstream_key: Option<PathBuf>,
     },
 
     /// Make or refresh a mirror of a repository (from `upkeep reference` or any static server).
@@ -203,6 +219,12 @@ pub enum Command {
         /// Keep only the newest N releases (0: all); older objects are pruned after the sync.
         #[arg(long, value_name = "N", default_value_t = 0)]
         keep: usize,
+        /// Leaves to trigger after a sync that changed something: one base URL per line.
+        #[arg(long, value_name = "FILE", requires = "downstream_key")]
+        downstream: Option<PathBuf>,
+        /// The trigger key (secret) that signs for the leaves.
+        #[arg(long, value_name = "FILE")]
+        downstream_key: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -228,14 +228,48 @@ pub fn publish(
 }
 
 /// `upkeep reference`.
+/// A mirror that syncs when triggered (`reference --mirror-from`).
+pub struct LeafArgs<'a> {
+    pub from: &'a str,
+    pub public_key: &'a Path,
+    pub trigger_keys: &'a [std::path::PathBuf],
+    pub downstream: Option<&'a Path>,
+    pub downstream_key: Option<&'a Path>,
+}
+
+fn read_public(p: &Path) -> Result<PublicKey> {
+    PublicKey::parse(&std::fs::read_to_string(p).ctx("read public key", p)?)
+}
+
+/// The leaves to trigger after a sync, and the key to sign with.
+fn downstream_of(
+    file: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<(Vec<upkeep::trigger::Receiver>, Option<SecretKey>)> {
+    match (file, key) {
+        (Some(f), Some(k)) => Ok((
+            upkeep::mirror::leaf::read_downstream(f)?,
+            Some(SecretKey::load(k)?),
+        )),
+        (None, None) => Ok((Vec::new(), None)),
+        _ => Err(Error::refused(
+            "--downstream and --downstream-key go together",
+            "give the list of leaves and the trigger key that signs for them",
+        )),
+    }
+}
+
 pub fn reference(
     repo: &Path,
     listen: &str,
     fleet_db: Option<&Path>,
     online_key: Option<&Path>,
-    silent_after: std::time::Duration,
-    tick: std::time::Duration,
+    (silent_after, tick): (std::time::Duration, std::time::Duration),
+    leaf: Option<LeafArgs>,
 ) -> Result<u8> {
+    if leaf.is_some() {
+        std::fs::create_dir_all(repo).ctx("create folder", repo)?;
+    }
     if !repo.is_dir() {
         return Err(Error::refused(
             format!("{} is not a folder", repo.display()),
@@ -254,6 +288,30 @@ pub fn reference(
         }),
         None => None,
     };
+    let extra: Option<reference::serve::ExtraRoutes> = match &leaf {
+        None => None,
+        Some(l) => {
+            let keys = l
+                .trigger_keys
+                .iter()
+                .map(|p| read_public(p))
+                .collect::<Result<Vec<_>>>()?;
+            let (downstream, downstream_key) = downstream_of(l.downstream, l.downstream_key)?;
+            let leaf = std::sync::Arc::new(upkeep::mirror::leaf::Leaf::new(
+                l.from.to_string(),
+                repo.canonicalize().ctx("open", repo)?,
+                read_public(l.public_key)?,
+                keys,
+                downstream,
+                downstream_key,
+                upkeep::fleet::db::FleetDb::open(&db_path)?,
+            ));
+            // A first sync at start: a leaf that was down catches up without a trigger.
+            let first = leaf.clone();
+            std::thread::spawn(move || first.run());
+            Some(std::sync::Arc::new(upkeep::mirror::leaf::configure(leaf)))
+        }
+    };
     // The files are served whatever happens to the fleet database: sites update without it.
     let fleet = match upkeep::fleet::db::FleetDb::open(&db_path) {
         Ok(db) => Some((db, pilot)),
@@ -265,7 +323,7 @@ pub fn reference(
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
         let on = fleet.is_some();
-        let (server, addr) = reference::serve::start(repo, listen, fleet, tick)
+        let (server, addr) = reference::serve::start(repo, listen, fleet, tick, extra)
             .ctx("listen on", Path::new(listen))?;
         println!("serving {} on http://{addr}/", repo.display());
         if on {
@@ -561,9 +619,16 @@ pub fn push(
 }
 
 /// `upkeep mirror`.
-pub fn mirror(from: &str, to: &Path, public_key: &Path, keep: usize, json: bool) -> Result<u8> {
-    let text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
-    let key = PublicKey::parse(&text)?;
+pub fn mirror(
+    from: &str,
+    to: &Path,
+    public_key: &Path,
+    keep: usize,
+    (downstream, downstream_key): (Option<&Path>, Option<&Path>),
+    json: bool,
+) -> Result<u8> {
+    let key = read_public(public_key)?;
+    let (leaves, leaf_key) = downstream_of(downstream, downstream_key)?;
     let progress = std::sync::Arc::new(Progress::default());
     let s = upkeep::mirror::sync(&upkeep::mirror::Mirror {
         from,
@@ -573,8 +638,15 @@ pub fn mirror(from: &str, to: &Path, public_key: &Path, keep: usize, json: bool)
         net: upkeep::config::Network::default(),
         progress,
     })?;
+    // After a complete sync that changed something, the leaves below are told at once.
+    let answers = match &leaf_key {
+        Some(k) if !(s.unchanged && s.new_objects == 0) => {
+            upkeep::mirror::leaf::trigger_leaves(k, &leaves)
+        }
+        _ => Vec::new(),
+    };
     if json {
-        print_json(&s);
+        print_json(&serde_json::json!({ "sync": s, "downstream": answers }));
     } else if s.unchanged && s.new_objects == 0 {
         println!(
             "mirror of {from} is up to date: release {} ({} releases)",
@@ -599,8 +671,21 @@ pub fn mirror(from: &str, to: &Path, public_key: &Path, keep: usize, json: bool)
                 String::new()
             }
         );
+        for a in &answers {
+            println!(
+                "leaf {}: {}",
+                a.label,
+                a.status
+                    .map(|st| format!("{st} {}", a.text))
+                    .unwrap_or_else(|| format!("not reached: {}", a.text))
+            );
+        }
     }
-    Ok(0)
+    Ok(if answers.iter().all(|a| a.started()) {
+        0
+    } else {
+        exit::FAILED
+    })
 }
 
 /// `upkeep enroll`.

@@ -93,6 +93,7 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
                 "127.0.0.1:0",
                 None,
                 std::time::Duration::from_secs(60),
+                None,
             ) {
                 Ok((server, addr)) => {
                     let _ = tx.send(Ok(addr));

@@ -78,15 +78,57 @@ fn refuse(status: u16, why: impl Into<String>) -> Refusal {
     }
 }
 
-/// Check a trigger for the site `names` (its name and id) against `keys`, remembering its
-/// nonce and time in `state`. The checks go from cheapest to dearest, the rate limit last, so
-/// a flood of forged triggers does not stop a genuine one.
+/// Where a receiver remembers the nonces it has seen and when it last accepted a trigger: a
+/// site's state.db, a reference's fleet database.
+pub trait Ledger {
+    /// Record `nonce` at `now`; false when it was seen already (older than `forget`: dropped).
+    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool>;
+    /// When the last trigger was accepted (seconds since the epoch; 0 for never).
+    fn last_trigger(&self) -> Result<i64>;
+    /// Remember that a trigger was accepted at `t`.
+    fn set_last_trigger(&self, t: i64) -> Result<()>;
+}
+
+impl Ledger for State {
+    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
+        State::use_nonce(self, nonce, now, forget)
+    }
+    fn last_trigger(&self) -> Result<i64> {
+        Ok(self
+            .meta("last_trigger_at")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+    fn set_last_trigger(&self, t: i64) -> Result<()> {
+        self.set_meta("last_trigger_at", &t.to_string())
+    }
+}
+
+impl Ledger for crate::fleet::db::FleetDb {
+    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
+        let (conn, path) = crate::state::AccountStore::db(self);
+        crate::state::use_nonce_in(conn, path, nonce, now, forget)
+    }
+    fn last_trigger(&self) -> Result<i64> {
+        Ok(self
+            .meta("last_trigger_at")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+    fn set_last_trigger(&self, t: i64) -> Result<()> {
+        self.set_meta("last_trigger_at", &t.to_string())
+    }
+}
+
+/// Check a trigger for the receiver `names` (a site's name and id) against `keys`, remembering
+/// its nonce and time in `ledger`. The checks go from cheapest to dearest, the rate limit last,
+/// so a flood of forged triggers does not stop a genuine one.
 pub fn accept(
     body: &[u8],
     sig: Option<&str>,
     keys: &[PublicKey],
     names: &[&str],
-    state: &State,
+    ledger: &impl Ledger,
     now: SystemTime,
 ) -> Result<std::result::Result<Trigger, Refusal>> {
     if body.len() > MAX_TRIGGER {
@@ -142,16 +184,13 @@ pub fn accept(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    if !state.use_nonce(&t.nonce, now_s, now_s - 2 * MAX_SKEW.as_secs() as i64)? {
+    if !ledger.use_nonce(&t.nonce, now_s, now_s - 2 * MAX_SKEW.as_secs() as i64)? {
         return Ok(Err(refuse(
             409,
             "this trigger was already received (a replay)",
         )));
     }
-    let last: i64 = state
-        .meta("last_trigger_at")?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let last = ledger.last_trigger()?;
     let wait = last + MIN_INTERVAL.as_secs() as i64 - now_s;
     if wait > 0 {
         return Ok(Err(Refusal {
@@ -163,7 +202,7 @@ pub fn accept(
             retry_after: Some(wait as u64),
         }));
     }
-    state.set_meta("last_trigger_at", &now_s.to_string())?;
+    ledger.set_last_trigger(now_s)?;
     Ok(Ok(t))
 }
 
@@ -200,4 +239,98 @@ pub fn ssh_command_ok(cmd: Option<&str>) -> bool {
         None | Some("") => true,
         Some(c) => SSH_WORDS.contains(&c),
     }
+}
+
+/// Where a trigger goes: a label for the report, the receiver's base URL, and the target
+/// written in the trigger.
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    /// The name shown.
+    pub label: String,
+    /// Base URL (`/trigger` is added).
+    pub url: Option<String>,
+    /// The trigger's target (a site id, or `*`).
+    pub target: String,
+}
+
+/// What one receiver answered.
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    /// The receiver's label.
+    pub label: String,
+    /// The HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Its words, or why it could not be reached.
+    pub text: String,
+}
+
+impl Answer {
+    /// It took the trigger.
+    pub fn started(&self) -> bool {
+        self.status == Some(202)
+    }
+}
+
+/// Send a signed trigger to every receiver, 32 at a time, one retry after a failure to
+/// connect or a 5xx.
+pub fn send_all(key: &SecretKey, to: &[Receiver]) -> Result<Vec<Answer>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::msg(e.to_string()))?;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let answers = crate::reference::client::block_on(async {
+        let tasks = to.iter().map(|r| {
+            let (client, gate) = (client.clone(), gate.clone());
+            let made = make(key, &r.target);
+            async move {
+                let _permit = gate.acquire().await;
+                let mut a = Answer {
+                    label: r.label.clone(),
+                    status: None,
+                    text: String::new(),
+                };
+                let Some(url) = r.url.as_deref() else {
+                    a.text = "no url known: set `url` in the site's upkeep.toml (it is sent with its reports)".into();
+                    return a;
+                };
+                let (body, sig) = match made {
+                    Ok(x) => x,
+                    Err(e) => {
+                        a.text = e.to_string();
+                        return a;
+                    }
+                };
+                let to = format!("{}/trigger", url.trim_end_matches('/'));
+                for attempt in 0..2 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    match client
+                        .post(&to)
+                        .header(SIGNATURE_HEADER, sig.trim())
+                        .body(body.clone())
+                        .send()
+                        .await
+                    {
+                        Ok(resp) => {
+                            let s = resp.status().as_u16();
+                            a.status = Some(s);
+                            a.text = resp.text().await.unwrap_or_default().trim().to_string();
+                            if s < 500 {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            a.status = None;
+                            a.text = format!("{to}: {}", crate::reference::client::describe(&e));
+                        }
+                    }
+                }
+                a
+            }
+        });
+        futures_util::future::join_all(tasks).await
+    });
+    Ok(answers)
 }

@@ -31,7 +31,8 @@ fn mirror(w: &World, from: &str, to: &Path, extra: &[&str]) -> serde_json::Value
         "--json",
     ];
     a.extend_from_slice(extra);
-    serde_json::from_str(&ok(upkeep(&a))).unwrap()
+    let v: serde_json::Value = serde_json::from_str(&ok(upkeep(&a))).unwrap();
+    v["sync"].clone()
 }
 
 fn mirror_fails(w: &World, from: &str, to: &Path) -> String {

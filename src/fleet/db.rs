@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, seq INTEGER NOT NULL,
     received_at INTEGER NOT NULL, outcome TEXT NOT NULL, to_version TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 /// The default place of a repository's fleet database: beside it (`/srv/repo` ->
@@ -117,6 +118,7 @@ impl FleetDb {
         let conn = Connection::open(path).db(path)?;
         conn.execute_batch(SCHEMA).db(path)?;
         conn.execute_batch(crate::state::ACCOUNT_TABLES).db(path)?;
+        conn.execute_batch(crate::state::NONCE_TABLE).db(path)?;
         Ok(FleetDb {
             conn,
             path: path.to_path_buf(),
@@ -397,5 +399,26 @@ pub fn counters(release: &str, sites: &[&SiteRow], silent_after: i64) -> Counter
 impl crate::state::AccountStore for FleetDb {
     fn db(&self) -> (&Connection, &Path) {
         (&self.conn, &self.path)
+    }
+}
+
+impl FleetDb {
+    /// A value kept by the reference (when it last took a trigger, ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .db(&self.path)
+    }
+
+    /// Keep a value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [key, value],
+            )
+            .db(&self.path)?;
+        Ok(())
     }
 }

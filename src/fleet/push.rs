@@ -10,8 +10,7 @@ use serde::Serialize;
 use super::db::{FleetDb, SiteRow};
 use crate::error::Result;
 use crate::manifest::SecretKey;
-use crate::reference::client::{block_on, describe};
-use crate::trigger::{self, SIGNATURE_HEADER};
+use crate::trigger;
 
 /// Which sites.
 #[derive(Debug, Default)]
@@ -56,70 +55,29 @@ impl Answer {
     }
 }
 
-/// Trigger every site of `class`, 32 at a time, two attempts each.
+/// Trigger every site of `class` (see [`trigger::send_all`]).
 pub fn push(db: &FleetDb, key: &SecretKey, class: &Class) -> Result<Vec<Answer>> {
     let sites: Vec<SiteRow> = db.sites()?.into_iter().filter(|s| class.has(s)).collect();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| crate::error::Error::msg(e.to_string()))?;
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
-    let answers = block_on(async {
-        let tasks = sites.into_iter().map(|s| {
-            let (client, gate) = (client.clone(), gate.clone());
-            let made = trigger::make(key, &s.id);
-            async move {
-                let _permit = gate.acquire().await;
-                let mut a = Answer {
-                    site: s.name.clone(),
-                    id: s.id.clone(),
-                    status: None,
-                    text: String::new(),
-                    seq_before: s.last_seq,
-                };
-                let Some(url) = s.url.as_deref() else {
-                    a.text = "no url known: set `url` in the site's upkeep.toml (it is sent with its reports)".into();
-                    return a;
-                };
-                let (body, sig) = match made {
-                    Ok(x) => x,
-                    Err(e) => {
-                        a.text = e.to_string();
-                        return a;
-                    }
-                };
-                let to = format!("{}/trigger", url.trim_end_matches('/'));
-                for attempt in 0..2 {
-                    if attempt > 0 {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    match client
-                        .post(&to)
-                        .header(SIGNATURE_HEADER, sig.trim())
-                        .body(body.clone())
-                        .send()
-                        .await
-                    {
-                        Ok(r) => {
-                            a.status = Some(r.status().as_u16());
-                            a.text = r.text().await.unwrap_or_default().trim().to_string();
-                            if !r_is_retry(a.status) {
-                                break;
-                            }
-                        }
-                        Err(e) => a.text = format!("{to}: {}", describe(&e)),
-                    }
-                }
-                a
-            }
-        });
-        futures_util::future::join_all(tasks).await
-    });
-    Ok(answers)
-}
-
-fn r_is_retry(status: Option<u16>) -> bool {
-    status.is_some_and(|s| s >= 500)
+    let to: Vec<trigger::Receiver> = sites
+        .iter()
+        .map(|s| trigger::Receiver {
+            label: s.name.clone(),
+            url: s.url.clone(),
+            target: s.id.clone(),
+        })
+        .collect();
+    let answers = trigger::send_all(key, &to)?;
+    Ok(sites
+        .into_iter()
+        .zip(answers)
+        .map(|(s, a)| Answer {
+            site: s.name,
+            id: s.id,
+            status: a.status,
+            text: a.text,
+            seq_before: s.last_seq,
+        })
+        .collect())
 }
 
 /// Wait until every started site has reported past its number before the push (an outcome that

@@ -24,6 +24,8 @@ use crate::reference::client::{Remote, block_on};
 use crate::reference::repo;
 use crate::stage::network::{self, Wanted};
 
+pub mod leaf;
+
 /// Largest pointer, signature, delegation or channel document.
 const MAX_SMALL: u64 = 1 << 20;
 /// Largest manifest.

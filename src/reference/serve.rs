@@ -32,6 +32,9 @@ pub fn nodelay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
+/// Routes a caller adds to the repository server (a mirror's `/trigger`).
+pub type ExtraRoutes = std::sync::Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// Start serving `dir` on `listen`, with the fleet endpoints when a fleet database is given;
 /// returns the running server and the bound address.
 pub fn start(
@@ -42,6 +45,7 @@ pub fn start(
         Option<crate::fleet::pilot::Pilot>,
     )>,
     tick: std::time::Duration,
+    extra: Option<ExtraRoutes>,
 ) -> std::io::Result<(actix_web::dev::Server, std::net::SocketAddr)> {
     let data = web::Data::new(Repo {
         dir: dir.to_path_buf(),
@@ -70,10 +74,15 @@ pub fn start(
     }
     let server = HttpServer::new(move || {
         let fleet = fleet.clone();
+        let extra = extra.clone();
         App::new()
             .configure(move |cfg| {
                 if let Some(f) = fleet {
                     crate::fleet::server::configure(cfg, f);
+                }
+                // Routes the caller adds (a mirror's /trigger).
+                if let Some(x) = extra {
+                    x(cfg);
                 }
             })
             .app_data(data.clone())

@@ -6,6 +6,7 @@
 
 pub use accounts::{ACCOUNT_TABLES, AccountStore, FailureCount, Session};
 pub use jobs::{JobKind, JobRecord, JobState};
+pub use nonces::{NONCE_TABLE, use_nonce_in};
 pub use passes::QueuedMail;
 pub use runs::{HealthRecord, HookRecord, Run, RunStatus, Step, StepTime, TaskRecord, TaskState};
 pub use staged::StagedInfo;
@@ -110,7 +111,6 @@ CREATE TABLE IF NOT EXISTS mail_queue(id INTEGER PRIMARY KEY, created_at TEXT NO
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE TABLE IF NOT EXISTS report_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
-CREATE TABLE IF NOT EXISTS trigger_nonces(nonce TEXT PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL, finished_at TEXT);
 ";
@@ -139,6 +139,7 @@ impl State {
         if version != SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).db(path)?;
             conn.execute_batch(ACCOUNT_TABLES).db(path)?;
+            conn.execute_batch(nonces::NONCE_TABLE).db(path)?;
             // Version 3 keeps the manifest blob in the last column, where SQLite can write it
             // by incremental I/O without building the whole record in memory. Checked inside
             // the write transaction, so that two processes opening at once move it once.

@@ -1,26 +1,42 @@
 //! Trigger nonces seen lately: the table `trigger_nonces`, so that a trigger is accepted once.
+//! The same table lives in a reference's fleet database (for mirrors taking triggers).
 
-use rusqlite::params;
+use std::path::Path;
+
+use rusqlite::{Connection, params};
 
 use super::State;
 use crate::error::{DbContext, Result};
 
+/// The table, for any database that takes triggers.
+pub const NONCE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS trigger_nonces(nonce TEXT PRIMARY KEY, at INTEGER NOT NULL);";
+
+/// Record `nonce` at `now` in `conn`; false when it was seen already. Nonces older than
+/// `forget` are dropped (a trigger that old is refused as stale anyway).
+pub fn use_nonce_in(
+    conn: &Connection,
+    path: &Path,
+    nonce: &str,
+    now: i64,
+    forget: i64,
+) -> Result<bool> {
+    let tx = conn.unchecked_transaction().db(path)?;
+    tx.execute("DELETE FROM trigger_nonces WHERE at < ?1", [forget])
+        .db(path)?;
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO trigger_nonces(nonce, at) VALUES(?1, ?2)",
+            params![nonce, now],
+        )
+        .db(path)?;
+    tx.commit().db(path)?;
+    Ok(n == 1)
+}
+
 impl State {
-    /// Record `nonce` at `now`; false when it was seen already. Nonces older than `forget`
-    /// are dropped (a trigger that old is refused as stale anyway).
+    /// [`use_nonce_in`] on state.db.
     pub fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
-        self.in_transaction(|| {
-            self.conn
-                .execute("DELETE FROM trigger_nonces WHERE at < ?1", [forget])
-                .db(&self.path)?;
-            let n = self
-                .conn
-                .execute(
-                    "INSERT OR IGNORE INTO trigger_nonces(nonce, at) VALUES(?1, ?2)",
-                    params![nonce, now],
-                )
-                .db(&self.path)?;
-            Ok(n == 1)
-        })
+        use_nonce_in(&self.conn, &self.path, nonce, now, forget)
     }
 }
