@@ -48,6 +48,10 @@ pub struct Network {
     pub doc_timeout_secs: u64,
     /// Attempts after the first failure.
     pub retries: u32,
+    /// An HTTP proxy for every request to the reference (`proxy` in upkeep.toml; the usual
+    /// HTTPS_PROXY / HTTP_PROXY / NO_PROXY variables work too).
+    #[serde(skip)]
+    pub proxy: Option<String>,
 }
 
 impl Default for Network {
@@ -58,6 +62,7 @@ impl Default for Network {
             deadline_secs: 3600,
             doc_timeout_secs: 120,
             retries: 5,
+            proxy: None,
         }
     }
 }
@@ -372,6 +377,11 @@ pub struct Config {
     /// This site's own address, where `upkeep serve` takes triggers (`upkeep push` uses it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// An HTTP proxy or cache (squid) between this site and its reference:
+    /// `proxy = "http://cache.example.org:3128"`. Objects are then fetched one GET each, which a
+    /// cache can serve to the next site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// Public keys whose signed triggers ("check now") start an unattended pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trigger_keys: Vec<String>,
@@ -448,6 +458,7 @@ impl Config {
         };
         http("auto.busy.url", &a.busy.url)?;
         http("url", &self.url)?;
+        http("proxy", &self.proxy)?;
         http("auto.health.url", &a.health.url)?;
         if a.health.attempts == 0 {
             return Err("auto.health.attempts must be at least 1".into());
@@ -525,10 +536,11 @@ impl Instance {
             ));
         }
         let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
-        let config: Config = toml::from_str(&text).map_err(|e| Error::Config {
+        let mut config: Config = toml::from_str(&text).map_err(|e| Error::Config {
             file: cfg_path.clone(),
             reason: e.to_string(),
         })?;
+        config.network.proxy = config.proxy.clone();
         config.validate().map_err(|reason| Error::Config {
             file: cfg_path.clone(),
             reason,

@@ -93,6 +93,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         groups: o.groups.to_vec(),
         trigger_keys: Vec::new(),
         url: o.url.map(String::from),
+        proxy: None,
         channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),

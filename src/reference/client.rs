@@ -63,6 +63,24 @@ pub struct Remote {
     pub net: Network,
 }
 
+impl Remote {
+    /// Whether requests go through a proxy or cache (upkeep.toml or the environment): then
+    /// objects are fetched one cacheable GET each rather than in one batch POST no cache keeps.
+    pub fn behind_cache(&self) -> bool {
+        self.net.proxy.is_some()
+            || [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+    }
+}
+
 /// Run a future to completion on a runtime of its own (the library API is synchronous).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -85,11 +103,20 @@ impl Remote {
         if !base.ends_with('/') {
             base.push('/');
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
             .read_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
             .pool_max_idle_per_host(net.concurrency.max(1))
-            .user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = &net.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| {
+                Error::refused(
+                    format!("proxy = {p:?} is not a proxy URL ({e})"),
+                    "write it as http://host:port in upkeep.toml",
+                )
+            })?);
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::msg(format!("cannot build HTTP client: {e}")))?;
         Ok(Remote {

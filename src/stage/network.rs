@@ -91,7 +91,7 @@ async fn fetch_inner(
     dir: &Path,
     progress: &Arc<Progress>,
 ) -> Result<()> {
-    let mut use_batch = true;
+    let mut use_batch = !remote.behind_cache();
     let mut failures = 0u32;
     loop {
         let pending: Vec<&Wanted> = wanted
