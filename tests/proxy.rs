@@ -131,3 +131,39 @@ fn the_second_site_behind_squid_is_served_from_the_cache() {
         assert_eq!(&std::fs::read(b.root.join(p)).unwrap(), body);
     }
 }
+
+#[test]
+fn an_idle_poll_asks_for_the_pointer_conditionally_and_still_verifies_what_it_kept() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    ok(site.run(&["check"]));
+    let db = rusqlite::Connection::open(site.root.join(".upkeep/state.db")).unwrap();
+    let etag: String = db
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'http_etag:latest.json'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(etag.starts_with('"'), "the pointer's ETag is kept: {etag}");
+    // The kept copy is altered: a check that got the body again would not notice; this one is
+    // answered 304, uses its copy, finds it does not verify, forgets it and asks again in full.
+    db.execute(
+        "UPDATE meta SET value = replace(value, '1.0.0', '9.9.9') WHERE key = 'http_body:latest.json'",
+        [],
+    )
+    .unwrap();
+    let o = site.run(&["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did not verify"),
+        "the 304 path was taken: {}",
+        stderr(&o)
+    );
+    // A new pointer upstream (another ETag): a full answer, and all is well again.
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    let o = site.run(&["check"]);
+    assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
+}

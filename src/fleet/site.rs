@@ -80,10 +80,26 @@ fn write_key(inst: &Instance) -> Result<()> {
     f.sync_all().ctx("sync", &p)
 }
 
-/// What the reference offers this site now (its channel, its waves), verified.
+/// What the reference offers this site now (its channel, its waves), verified. Pointers are
+/// asked conditionally against the copies kept in state.db (an idle poll costs 304s).
 pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
     let me = identity(inst)?;
-    block_on(remote.offered(&me.view(), &me.channel))
+    let cached = remote.clone().with_cache(&inst.state_db());
+    match block_on(cached.offered(&me.view(), &me.channel)) {
+        // A kept copy answered by 304 that does not verify (a damaged state.db): forget the
+        // copies and ask again in full, rather than fail until the reference changes.
+        Err(e @ (Error::Signature { .. } | Error::BadManifest { .. })) => {
+            let state = State::open(&inst.state_db())?;
+            if state.clear_http_cache()? == 0 {
+                return Err(e);
+            }
+            eprintln!(
+                "note: a kept copy of the reference's pointers did not verify ({e}); asked again in full"
+            );
+            block_on(cached.offered(&me.view(), &me.channel))
+        }
+        r => r,
+    }
 }
 
 /// The site's name in reports: `name` from upkeep.toml, else host name and root.

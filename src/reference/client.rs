@@ -49,11 +49,14 @@ fn gist(body: &str) -> String {
 enum Miss {
     /// The server does not have it (404, 410).
     Gone,
+    /// 304: the copy kept is current.
+    NotModified,
     /// It failed: whether to try again, and why.
     Fail(bool, String),
 }
 
 /// A reference repository reached over HTTP.
+#[derive(Clone)]
 pub struct Remote {
     base: String,
     /// The HTTP client (keep-alive pool shared by every request).
@@ -61,6 +64,8 @@ pub struct Remote {
     key: PublicKey,
     /// Network settings.
     pub net: Network,
+    /// The site's state.db, where pointers are kept for conditional requests.
+    cache: Option<std::path::PathBuf>,
 }
 
 impl Remote {
@@ -124,6 +129,7 @@ impl Remote {
             client,
             key: key.clone(),
             net: net.clone(),
+            cache: None,
         })
     }
 
@@ -146,15 +152,32 @@ impl Remote {
     }
 
     /// [`Remote::get_doc`], with `None` for a document the server does not have (404 or 410).
+    /// Small mutable documents (pointers, channels, their signatures) are asked conditionally
+    /// when the site keeps a copy (see [`Remote::with_cache`]): an idle poll then costs a 304
+    /// without a body.
     pub async fn get_doc_opt(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
         let url = self.url(rel);
+        let kept = self.kept(rel);
         let mut last = String::new();
         for attempt in 0..=self.net.retries {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            match self.get_once(&url, max).await {
-                Ok(b) => return Ok(Some(b)),
+            match self
+                .get_once(&url, max, kept.as_ref().map(|(e, _)| e.as_str()))
+                .await
+            {
+                Ok((b, etag)) => {
+                    self.keep(rel, etag.as_deref(), &b);
+                    return Ok(Some(b));
+                }
+                Err(Miss::NotModified) => {
+                    if let Some((_, body)) = kept {
+                        return Ok(Some(body));
+                    }
+                    last = "server answered 304 to a request that was not conditional".into();
+                    break;
+                }
                 Err(Miss::Gone) => return Ok(None),
                 Err(Miss::Fail(retry, msg)) => {
                     last = msg;
@@ -167,7 +190,45 @@ impl Remote {
         Err(Error::Network { url, reason: last })
     }
 
-    async fn get_once(&self, url: &str, max: u64) -> Result<Vec<u8>, Miss> {
+    /// The copy kept of `rel` and its ETag, for a conditional request.
+    fn kept(&self, rel: &str) -> Option<(String, Vec<u8>)> {
+        let db = self
+            .cache
+            .as_ref()
+            .filter(|_| !rel.starts_with("releases/"))?;
+        let st = crate::state::State::open(db).ok()?;
+        let etag = st.meta(&format!("http_etag:{rel}")).ok()??;
+        let body = st.meta(&format!("http_body:{rel}")).ok()??;
+        Some((etag, body.into_bytes()))
+    }
+
+    /// Keep `body` and its ETag for the next conditional request (text documents only).
+    fn keep(&self, rel: &str, etag: Option<&str>, body: &[u8]) {
+        let (Some(db), Some(etag)) = (self.cache.as_ref(), etag) else {
+            return;
+        };
+        if rel.starts_with("releases/") || body.len() > MAX_SMALL as usize {
+            return;
+        }
+        if let (Ok(st), Ok(text)) = (crate::state::State::open(db), std::str::from_utf8(body)) {
+            let _ = st.set_meta(&format!("http_etag:{rel}"), etag);
+            let _ = st.set_meta(&format!("http_body:{rel}"), text);
+        }
+    }
+
+    /// Keep pointers and channels in this state.db between polls, to ask for them
+    /// conditionally.
+    pub fn with_cache(mut self, state_db: &std::path::Path) -> Self {
+        self.cache = Some(state_db.to_path_buf());
+        self
+    }
+
+    async fn get_once(
+        &self,
+        url: &str,
+        max: u64,
+        etag: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<String>), Miss> {
         let deadline = Duration::from_secs(self.net.doc_timeout_secs.max(1));
         let too_long = || {
             Miss::Fail(
@@ -176,13 +237,23 @@ impl Remote {
             )
         };
         let work = async {
-            let resp = self
-                .client
-                .get(url)
+            let mut req = self.client.get(url);
+            if let Some(e) = etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, e);
+            }
+            let resp = req
                 .send()
                 .await
                 .map_err(|e| Miss::Fail(true, describe(&e)))?;
             let status = resp.status();
+            if status == reqwest::StatusCode::NOT_MODIFIED {
+                return Err(Miss::NotModified);
+            }
+            let got_etag = resp
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
             if status.is_server_error() {
                 return Err(Miss::Fail(true, format!("server answered {status}")));
             }
@@ -227,7 +298,7 @@ impl Remote {
                     format!("the transfer was cut after {} of {n} bytes", out.len()),
                 ));
             }
-            Ok(out)
+            Ok((out, got_etag))
         };
         match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,

@@ -206,6 +206,13 @@ impl State {
         Ok(())
     }
 
+    /// Forget the documents kept for conditional requests; returns how many were kept.
+    pub fn clear_http_cache(&self) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key LIKE 'http\\_%' ESCAPE '\\'", [])
+            .db(&self.path)
+    }
+
     /// Remove a meta value.
     pub fn del_meta(&self, key: &str) -> Result<()> {
         self.conn
