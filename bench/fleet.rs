@@ -23,6 +23,31 @@ fn up(bin: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `upkeep reference` on a free loopback port holding the online key; its base URL (no slash).
+fn reference(bin: &Path, repo: &Path, online: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(bin)
+        .args(["reference", "--repo"])
+        .arg(repo)
+        .arg("--online-key")
+        .arg(online)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    (child, base)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -175,30 +200,7 @@ fn main() {
     );
     let token = token.trim().to_string();
 
-    let mut child = Command::new(&bin)
-        .args([
-            "reference",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--online-key",
-            online.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
+    let (mut child, base) = reference(&bin, &repo, &online);
     let pid = child.id();
     let rss_idle = rss_kib(pid);
 
@@ -405,29 +407,7 @@ fn rollout_bench(bin: &Path, n: usize) {
             &format!("{}.pub", online.display()),
         ],
     );
-    let mut child = Command::new(bin)
-        .args([
-            "reference",
-            "--repo",
-            r,
-            "--online-key",
-            online.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let (mut child, base) = reference(bin, &repo, &online);
     let token = up(
         bin,
         &["fleet", "token", "--repo", r, "--uses", &n.to_string()],

@@ -155,7 +155,10 @@ pub enum Command {
     /// Serve a reference repository over HTTP.
     ///
     /// Adds to static serving: ETag and conditional GET, Range requests, immutable cache headers
-    /// on objects, helpful 404s, and POST /batch (many objects in one streamed response).
+    /// on objects, helpful 404s, and POST /batch (many objects in one streamed response). With
+    /// its fleet database (beside REPO): site enrolment and reports (/fleet/enroll, /fleet/report)
+    /// and the fleet page (/fleet); with --online-key, rollouts steered by the reports; with
+    /// --mirror-from, a leaf mirror that syncs when triggered (POST /trigger).
     Reference {
         /// The repository folder.
         #[arg(long, value_name = "REPO")]

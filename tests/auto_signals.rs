@@ -119,13 +119,8 @@ fn http_server(dir: &std::path::Path) -> Http {
             .unwrap(),
         port,
     );
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return h;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("http.server did not listen");
+    assert!(wait_port(port), "http.server did not listen");
+    h
 }
 
 #[test]

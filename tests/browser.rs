@@ -269,30 +269,8 @@ async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
     w.publish("1.0.0", &[("index.html", b"v1")]);
     w.publish("1.1.0", &[("index.html", b"v2")]);
     let repo = w.repo.to_str().unwrap().to_string();
-    let online = w.path("online.key");
-    ok(upkeep(&[
-        "keygen",
-        "--role",
-        "online",
-        "--out",
-        online.to_str().unwrap(),
-    ]));
-    ok(upkeep(&[
-        "delegate",
-        "--repo",
-        &repo,
-        "--key",
-        w.key.to_str().unwrap(),
-        "--online-key-pub",
-        &format!("{}.pub", online.display()),
-    ]));
-    let srv = spawn_server(&[
-        "reference",
-        "--repo",
-        &repo,
-        "--online-key",
-        online.to_str().unwrap(),
-    ]);
+    let online = w.online_key();
+    let srv = spawn_server(&["reference", "--repo", &repo, "--online-key", &online]);
     let token = ok(upkeep(&["fleet", "token", "--repo", &repo, "--uses", "2"]))
         .trim()
         .to_string();
@@ -306,20 +284,11 @@ async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
     };
     let tester = mk("tester", &["--group", "test"]);
     let shop = mk("shop", &[]);
-    ok(upkeep(&[
-        "promote",
+    ok(w.promote(
         "1.1.0",
-        "--channel",
         "stable",
-        "--repo",
-        &repo,
-        "--key",
-        online.to_str().unwrap(),
-        "--waves",
-        "test,100%",
-        "--every",
-        "24h",
-    ]));
+        &["--waves", "test,100%", "--every", "24h"],
+    ));
     assert!(stdout(&tester.run(&["auto"])).contains("UPDATED"));
     assert!(stdout(&shop.run(&["auto"])).contains("NOTHING"));
     fleet_user(&w.repo, "publisher", "correct horse battery");

@@ -17,31 +17,9 @@ fn fleet() -> Fleet {
     let w = World::new();
     w.publish("1.0.0", &[("index.html", b"v1")]);
     w.publish("1.1.0", &[("index.html", b"v2")]);
-    let online = w.path("online.key");
-    let out = ok(upkeep(&[
-        "keygen",
-        "--role",
-        "online",
-        "--out",
-        online.to_str().unwrap(),
-    ]));
-    assert!(out.contains("this is an online key"), "{out}");
-    let out = ok(upkeep(&[
-        "delegate",
-        "--repo",
-        w.repo.to_str().unwrap(),
-        "--key",
-        w.key.to_str().unwrap(),
-        "--online-key-pub",
-        &format!("{}.pub", online.display()),
-    ]));
-    assert!(out.contains("delegated 1 online key(s)"), "{out}");
+    let online = w.online_key();
     let srv = w.reference();
-    Fleet {
-        online: online.to_str().unwrap().to_string(),
-        w,
-        srv,
-    }
+    Fleet { online, w, srv }
 }
 
 impl Fleet {
@@ -98,18 +76,8 @@ fn a_rollout_reaches_the_test_group_then_half_then_everyone() {
     // Before any channel: the latest release, as always.
     assert_eq!(check(&others[0]).1["latest"], "1.1.0");
 
-    let out = ok(upkeep(&[
-        "promote",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--waves",
-        "test,50%,100%",
-    ]));
+    let out =
+        ok(f.w.promote("1.1.0", "stable", &["--waves", "test,50%,100%"]));
     assert!(
         out.contains("channel stable: release 1.1.0 (Active), waves [test] → 50% → 100%"),
         "{out}"
@@ -191,18 +159,7 @@ fn a_halted_rollout_sends_every_site_not_yet_updated_back_to_the_release_before(
     let f = fleet();
     let tester = f.site("tester", &["--group", "test"]);
     let other = f.site("other", &[]);
-    ok(upkeep(&[
-        "promote",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--waves",
-        "test,100%",
-    ]));
+    ok(f.w.promote("1.1.0", "stable", &["--waves", "test,100%"]));
     ok(tester.run(&["stage", "--network"]));
     tester.update_yes();
     let out = f.rollout("halt", &["--reason", "logins fail on 1.1.0"]);
@@ -284,33 +241,10 @@ fn forged_replayed_stale_and_unknown_channel_pointers_are_refused() {
     );
     assert!(e.contains("is not delegated by the release key"), "{e}");
     // An unpublished version and nonsense waves are refused before anything is written.
-    let e = fails(
-        upkeep(&[
-            "promote",
-            "9.0.0",
-            "--channel",
-            "stable",
-            "--repo",
-            f.repo(),
-            "--key",
-            &f.online,
-        ]),
-        1,
-    );
+    let e = fails(f.w.promote("9.0.0", "stable", &[]), 1);
     assert!(e.contains("release 9.0.0 is not published"), "{e}");
     let e = fails(
-        upkeep(&[
-            "promote",
-            "1.1.0",
-            "--channel",
-            "stable",
-            "--repo",
-            f.repo(),
-            "--key",
-            &f.online,
-            "--waves",
-            "50%,10%,100%",
-        ]),
+        f.w.promote("1.1.0", "stable", &["--waves", "50%,10%,100%"]),
         2,
     );
     assert!(e.contains("shares must grow"), "{e}");
@@ -413,18 +347,7 @@ fn forged_replayed_stale_and_unknown_channel_pointers_are_refused() {
 
     // A pointer past its expiry is refused, however well signed.
     std::fs::remove_dir_all(f.w.repo.join("channels")).unwrap();
-    ok(upkeep(&[
-        "promote",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--expires",
-        "0s",
-    ]));
+    ok(f.w.promote("1.1.0", "stable", &["--expires", "0s"]));
     let e = fails(site.run(&["check"]), 1);
     assert!(e.contains("expired"), "{e}");
     let out = f.rollout("refresh", &["--expires", "1d"]);
@@ -465,18 +388,7 @@ fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say
         set_config(&site.root, "mail", "to", "\"ops@example.org\"");
         set_config(&site.root, "mail", "smtp", &format!("\"{}\"", s.url()));
     }
-    ok(upkeep(&[
-        "promote",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--waves",
-        "test,100%",
-    ]));
+    ok(f.w.promote("1.1.0", "stable", &["--waves", "test,100%"]));
     // 1.1.0 is not urgent: a pointer re-signed by the online key calling it urgent is refused.
     let ptr_path = f.w.repo.join("channels/stable.json");
     let mut ptr: serde_json::Value =
@@ -518,18 +430,7 @@ fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say
         "--reason",
         "superseded",
     ]));
-    ok(upkeep(&[
-        "promote",
-        "1.1.1",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--waves",
-        "test,10%,100%",
-    ]));
+    ok(f.w.promote("1.1.1", "stable", &["--waves", "test,10%,100%"]));
     let (code, d) = check(&site);
     assert_eq!(code, 10);
     assert!(
@@ -569,18 +470,7 @@ fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say
 fn a_staged_release_is_still_applied_after_its_channel_pointer_expired() {
     let f = fleet();
     let site = f.site("site", &["--group", "test"]);
-    ok(upkeep(&[
-        "promote",
-        "1.1.0",
-        "--channel",
-        "stable",
-        "--repo",
-        f.repo(),
-        "--key",
-        &f.online,
-        "--waves",
-        "test,100%",
-    ]));
+    ok(f.w.promote("1.1.0", "stable", &["--waves", "test,100%"]));
     ok(site.run(&["stage", "--network"]));
     // The pointer expires (no refresh came): checks are refused, the verified staged release
     // still applies, since its manifest is signed by the release key and already verified.

@@ -11,39 +11,20 @@ struct Ref {
     w: World,
     args: Vec<String>,
     listen: String,
-    online: String,
 }
 
 impl Ref {
     fn new(w: World) -> Ref {
-        let online = w.path("online.key");
-        ok(upkeep(&[
-            "keygen",
-            "--role",
-            "online",
-            "--out",
-            online.to_str().unwrap(),
-        ]));
-        ok(upkeep(&[
-            "delegate",
-            "--repo",
-            w.repo.to_str().unwrap(),
-            "--key",
-            w.key.to_str().unwrap(),
-            "--online-key-pub",
-            &format!("{}.pub", online.display()),
-        ]));
-        let online = online.to_str().unwrap().to_string();
+        let online = w.online_key();
         Ref {
             args: vec![
                 "reference".into(),
                 "--repo".into(),
                 w.repo.to_str().unwrap().into(),
                 "--online-key".into(),
-                online.clone(),
+                online,
             ],
             listen: format!("127.0.0.1:{}", free_port()),
-            online,
             w,
         }
     }
@@ -54,18 +35,7 @@ impl Ref {
     }
 
     fn promote(&self, v: &str, extra: &[&str]) {
-        let mut a = vec![
-            "promote",
-            v,
-            "--channel",
-            "stable",
-            "--repo",
-            self.w.repo.to_str().unwrap(),
-            "--key",
-            &self.online,
-        ];
-        a.extend_from_slice(extra);
-        ok(upkeep(&a));
+        ok(self.w.promote(v, "stable", extra));
     }
 
     fn rollout(&self) -> serde_json::Value {

@@ -136,15 +136,8 @@ fn php(root: &std::path::Path) -> Option<(Php, String)> {
         .spawn()
         .unwrap());
     let url = format!("http://127.0.0.1:{port}/index.php");
-    // Bounded wait for the listener.
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, url));
-        }
-        std::thread::yield_now();
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("php -S did not listen");
+    assert!(wait_port(port), "php -S did not listen");
+    Some((child, url))
 }
 
 #[test]

@@ -51,37 +51,9 @@ fn mirror_fails(w: &World, from: &str, to: &Path) -> String {
     )
 }
 
-/// An online key delegated by the release key, and a `stable` channel on `version`.
+/// A `stable` channel on `version` (with an online key delegated on first use).
 fn channel(w: &World, version: &str) {
-    let online = w.path("online.key");
-    if !online.exists() {
-        ok(upkeep(&[
-            "keygen",
-            "--role",
-            "online",
-            "--out",
-            online.to_str().unwrap(),
-        ]));
-        ok(upkeep(&[
-            "delegate",
-            "--repo",
-            w.repo.to_str().unwrap(),
-            "--key",
-            w.key.to_str().unwrap(),
-            "--online-key-pub",
-            &format!("{}.pub", online.display()),
-        ]));
-    }
-    ok(upkeep(&[
-        "promote",
-        version,
-        "--channel",
-        "stable",
-        "--repo",
-        w.repo.to_str().unwrap(),
-        "--key",
-        online.to_str().unwrap(),
-    ]));
+    ok(w.promote(version, "stable", &[]));
 }
 
 #[test]

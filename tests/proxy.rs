@@ -52,13 +52,8 @@ fn squid() -> Option<Squid> {
         .spawn()
         .unwrap();
     let s = Squid { child, port, dir };
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(s);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("squid did not listen");
+    assert!(wait_port(port), "squid did not listen");
+    Some(s)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::fsutil::human_bytes;
 use crate::manifest::plan::Kind;
 use crate::state::State;
 
-pub use crate::fleet::site::site_name;
+use crate::fleet::site::site_name;
 
 /// The subject's first word.
 fn word(p: &Pass) -> &'static str {
@@ -184,9 +184,7 @@ fn message(inst: &Instance, subject: &str, body: &str) -> std::result::Result<Me
     let from: Mailbox = match &m.from {
         Some(f) => f.parse().map_err(|e| format!("mail.from: {e}"))?,
         None => {
-            let host = hostname::get()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| "localhost".into());
+            let host = crate::fleet::site::host_name();
             format!("upkeep@{host}")
                 .parse()
                 .map_err(|e| format!("mail.from (upkeep@{host}): {e}; set mail.from"))?

@@ -104,10 +104,15 @@ pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
 
 /// The site's name in reports: `name` from upkeep.toml, else host name and root.
 pub fn site_name(inst: &Instance) -> String {
-    inst.config.name.clone().unwrap_or_else(|| {
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("{host}:{}", inst.root.display())
-    })
+    inst.config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", host_name(), inst.root.display()))
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn host_name() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }

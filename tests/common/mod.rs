@@ -103,6 +103,17 @@ pub fn spawn_server_on(args: &[&str], listen: &str) -> Server {
     Server { child, url }
 }
 
+/// Bounded wait until something listens on a loopback port.
+pub fn wait_port(port: u16) -> bool {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// Write files (path, contents) below `dir`.
 pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
     for (p, c) in files {
@@ -186,6 +197,50 @@ impl World {
     pub fn zip(&self, version: &str) -> PathBuf {
         self.repo
             .join(format!("releases/{version}/upkeep-{version}.zip"))
+    }
+
+    /// The online key (made and delegated by the release key on first use).
+    pub fn online_key(&self) -> String {
+        let online = self.path("online.key");
+        if !online.exists() {
+            let out = ok(upkeep(&[
+                "keygen",
+                "--role",
+                "online",
+                "--out",
+                online.to_str().unwrap(),
+            ]));
+            assert!(out.contains("this is an online key"), "{out}");
+            let out = ok(upkeep(&[
+                "delegate",
+                "--repo",
+                self.repo.to_str().unwrap(),
+                "--key",
+                self.key.to_str().unwrap(),
+                "--online-key-pub",
+                &format!("{}.pub", online.display()),
+            ]));
+            assert!(out.contains("delegated 1 online key(s)"), "{out}");
+        }
+        online.to_str().unwrap().to_string()
+    }
+
+    /// `upkeep promote VERSION --channel CHANNEL` with the online key, plus `extra`.
+    pub fn promote(&self, version: &str, channel: &str, extra: &[&str]) -> Output {
+        let key = self.online_key();
+        let repo = self.repo.to_str().unwrap().to_string();
+        let mut a = vec![
+            "promote",
+            version,
+            "--channel",
+            channel,
+            "--repo",
+            &repo,
+            "--key",
+            &key,
+        ];
+        a.extend_from_slice(extra);
+        upkeep(&a)
     }
 
     pub fn reference(&self) -> Server {

@@ -90,14 +90,8 @@ impl Smtp {
         }
         let child = cmd.spawn().unwrap();
         let s = Smtp { child, port, dir };
-        // Bounded wait for the listener.
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(s);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("aiosmtpd did not listen on {port}");
+        assert!(super::wait_port(port), "aiosmtpd did not listen on {port}");
+        Some(s)
     }
 
     pub fn url(&self) -> String {
