@@ -199,6 +199,9 @@ pub enum Command {
         /// The trigger key (secret) that signs for the leaves.
         #[arg(long, value_name = "FILE")]
         downstream_key: Option<PathBuf>,
+        /// Mirror the release zips too (see `upkeep mirror --zips`).
+        #[arg(long, requires = "mirror_from")]
+        mirror_zips: bool,
     },
 
     /// Make or refresh a mirror of a repository (from `upkeep reference` or any static server).
@@ -222,6 +225,11 @@ pub enum Command {
         /// Keep only the newest N releases (0: all); older objects are pruned after the sync.
         #[arg(long, value_name = "N", default_value_t = 0)]
         keep: usize,
+        /// Copy the release zips too, for operators who stage from a downloaded zip. Each is
+        /// checked entry by entry against its signed manifest before it is served. Off by
+        /// default: sites stage objects, and a zip is a second whole copy of every release.
+        #[arg(long)]
+        zips: bool,
         /// Leaves to trigger after a sync that changed something: one base URL per line.
         #[arg(long, value_name = "FILE", requires = "downstream_key")]
         downstream: Option<PathBuf>,

@@ -235,6 +235,7 @@ pub struct LeafArgs<'a> {
     pub trigger_keys: &'a [std::path::PathBuf],
     pub downstream: Option<&'a Path>,
     pub downstream_key: Option<&'a Path>,
+    pub zips: bool,
 }
 
 fn read_public(p: &Path) -> Result<PublicKey> {
@@ -297,15 +298,18 @@ pub fn reference(
                 .map(|p| read_public(p))
                 .collect::<Result<Vec<_>>>()?;
             let (downstream, downstream_key) = downstream_of(l.downstream, l.downstream_key)?;
-            let leaf = std::sync::Arc::new(upkeep::mirror::leaf::Leaf::new(
-                l.from.to_string(),
-                repo.canonicalize().ctx("open", repo)?,
-                read_public(l.public_key)?,
-                keys,
-                downstream,
-                downstream_key,
-                upkeep::fleet::db::FleetDb::open(&db_path)?,
-            ));
+            let leaf = std::sync::Arc::new(
+                upkeep::mirror::leaf::Leaf::new(
+                    l.from.to_string(),
+                    repo.canonicalize().ctx("open", repo)?,
+                    read_public(l.public_key)?,
+                    keys,
+                    downstream,
+                    downstream_key,
+                    upkeep::fleet::db::FleetDb::open(&db_path)?,
+                )
+                .with_zips(l.zips),
+            );
             // A first sync at start: a leaf that was down catches up without a trigger.
             let first = leaf.clone();
             std::thread::spawn(move || first.run());
@@ -623,7 +627,7 @@ pub fn mirror(
     from: &str,
     to: &Path,
     public_key: &Path,
-    keep: usize,
+    (keep, zips): (usize, bool),
     (downstream, downstream_key): (Option<&Path>, Option<&Path>),
     json: bool,
 ) -> Result<u8> {
@@ -635,6 +639,7 @@ pub fn mirror(
         to,
         key: &key,
         keep,
+        zips,
         net: upkeep::config::Network::default(),
         progress,
     })?;
@@ -654,12 +659,17 @@ pub fn mirror(
         );
     } else {
         println!(
-            "mirrored {from} into {}: release {} ({} releases), {} new objects ({}){}{}",
+            "mirrored {from} into {}: release {} ({} releases), {} new objects ({}){}{}{}",
             to.display(),
             s.latest,
             s.releases,
             s.new_objects,
             human_bytes(s.new_bytes),
+            if s.zips > 0 {
+                format!(", {} release zips", s.zips)
+            } else {
+                String::new()
+            },
             if s.channels.is_empty() {
                 String::new()
             } else {

@@ -35,20 +35,39 @@ fn mirror(w: &World, from: &str, to: &Path, extra: &[&str]) -> serde_json::Value
     v["sync"].clone()
 }
 
-fn mirror_fails(w: &World, from: &str, to: &Path) -> String {
+fn mirror_fails(w: &World, from: &str, to: &Path, extra: &[&str]) -> String {
     let pubkey = format!("{}.pub", w.key.display());
-    fails(
-        upkeep(&[
-            "mirror",
-            "--from",
-            from,
-            "--to",
-            to.to_str().unwrap(),
-            "--public-key",
-            &pubkey,
-        ]),
-        1,
-    )
+    let mut a = vec![
+        "mirror",
+        "--from",
+        from,
+        "--to",
+        to.to_str().unwrap(),
+        "--public-key",
+        &pubkey,
+    ];
+    a.extend_from_slice(extra);
+    fails(upkeep(&a), 1)
+}
+
+/// Rewrite a zip with one entry's content replaced (its signed manifest inside unchanged).
+fn tamper_zip(zip: &Path, entry_suffix: &str, content: &[u8]) {
+    use std::io::{Read, Write};
+    let mut src = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..src.len() {
+        let mut e = src.by_index(i).unwrap();
+        let name = e.name().to_string();
+        let mut body = Vec::new();
+        e.read_to_end(&mut body).unwrap();
+        if name.ends_with(entry_suffix) {
+            body = content.to_vec();
+        }
+        out.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(&body).unwrap();
+    }
+    std::fs::write(zip, out.finish().unwrap().into_inner()).unwrap();
 }
 
 /// A `stable` channel on `version` (with an online key delegated on first use).
@@ -130,16 +149,39 @@ fn a_tampered_object_or_an_upstream_gone_backwards_is_refused_and_the_old_copy_k
         sha256_hex(b"v2-is-new")
     ));
     std::fs::write(&obj, b"v2-EVIL!!").unwrap();
-    let e = mirror_fails(&w, &origin.url, &m);
+    let e = mirror_fails(&w, &origin.url, &m, &[]);
     assert!(e.contains("does not match") || e.contains("damaged"), "{e}");
     assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), served_before);
     std::fs::write(&obj, b"v2-is-new").unwrap();
-    assert_eq!(mirror(&w, &origin.url, &m, &[])["latest"], "1.1.0");
+
+    // A release zip whose file differs from its signed manifest: refused, nothing new served.
+    let zip = w.zip("1.1.0");
+    let good_zip = std::fs::read(&zip).unwrap();
+    tamper_zip(&zip, "index.html", b"v2-EVIL!!");
+    let e = mirror_fails(&w, &origin.url, &m, &["--zips"]);
+    assert!(
+        e.contains("zip of release 1.1.0") && e.contains("does not match the signed manifest"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), served_before);
+    assert!(!m.join("releases/1.1.0").exists());
+    std::fs::write(&zip, &good_zip).unwrap();
+    let s = mirror(&w, &origin.url, &m, &["--zips"]);
+    // 1.0.0's zip came with the refused sync (it checked out); 1.1.0's now.
+    assert_eq!(
+        (s["latest"].as_str(), s["zips"].as_u64()),
+        (Some("1.1.0"), Some(1))
+    );
+    assert!(m.join("releases/1.0.0/upkeep-1.0.0.zip").exists());
+    assert_eq!(
+        std::fs::read(m.join("releases/1.1.0/upkeep-1.1.0.zip")).unwrap(),
+        good_zip
+    );
 
     // An upstream that went back to 1.0.0 (a rollback, a stale copy): refused.
     let stale = spawn_server(&["reference", "--repo", old_repo.to_str().unwrap()]);
     let now = std::fs::read(m.join("latest.json")).unwrap();
-    let e = mirror_fails(&w, &stale.url, &m);
+    let e = mirror_fails(&w, &stale.url, &m, &[]);
     assert!(e.contains("goes backwards"), "{e}");
     assert_eq!(std::fs::read(m.join("latest.json")).unwrap(), now);
 }

@@ -1,7 +1,8 @@
-//! A two-tier mirror chain synced by push: origin -> hub (`upkeep mirror --downstream`) -> leaf 1
-//! (`upkeep reference --mirror-from`, triggered) -> leaf 2 (triggered by leaf 1). Each tier ends
-//! equal to the origin; a site stages through the last leaf; an unreachable leaf is named and
-//! the others are triggered all the same.
+//! A two-tier mirror chain synced by push: origin -> hub (`upkeep mirror --downstream`, served by
+//! a real nginx, unchanged) -> leaf 1 (`upkeep reference --mirror-from` the nginx, triggered) ->
+//! leaf 2 (triggered by leaf 1). Each tier ends byte-for-byte equal to the origin, release zips
+//! included; a site stages through the last leaf; an unreachable leaf is named and the others
+//! are triggered all the same.
 
 mod common;
 
@@ -15,9 +16,7 @@ use common::*;
 fn mirrored(dir: &Path) -> BTreeMap<String, String> {
     snapshot(dir)
         .into_iter()
-        .filter(|(k, _)| {
-            !k.ends_with(".zip") && !k.contains(".mirror-partial") && !k.contains("fleet.db")
-        })
+        .filter(|(k, _)| !k.contains(".mirror-partial") && !k.contains("fleet.db"))
         .collect()
 }
 
@@ -61,7 +60,7 @@ fn a_release_pushed_through_a_hub_and_two_leaves_reaches_a_site() {
     let leaves2 = w.path("leaves2.txt");
     std::fs::write(&leaves2, format!("http://127.0.0.1:{p2}/\n")).unwrap();
 
-    let hub_srv = spawn_server(&["reference", "--repo", hub.to_str().unwrap()]);
+    let hub_srv = common::nginx::Nginx::serve_mirror(&hub, &w.path("nginx"));
     let _l1 = spawn_server_on(
         &[
             "reference",
@@ -77,6 +76,7 @@ fn a_release_pushed_through_a_hub_and_two_leaves_reaches_a_site() {
             leaves2.to_str().unwrap(),
             "--downstream-key",
             l1_key.to_str().unwrap(),
+            "--mirror-zips",
         ],
         &format!("127.0.0.1:{p1}"),
     );
@@ -91,6 +91,7 @@ fn a_release_pushed_through_a_hub_and_two_leaves_reaches_a_site() {
             &rel_pub,
             "--trigger-key",
             &format!("{}.pub", l1_key.display()),
+            "--mirror-zips",
         ],
         &format!("127.0.0.1:{p2}"),
     );
@@ -108,6 +109,7 @@ fn a_release_pushed_through_a_hub_and_two_leaves_reaches_a_site() {
             leaves.to_str().unwrap(),
             "--downstream-key",
             hub_key.to_str().unwrap(),
+            "--zips",
             "--json",
         ]);
         assert_eq!(o.status.code(), Some(expect_code), "{}", stderr(&o));
@@ -125,15 +127,43 @@ fn a_release_pushed_through_a_hub_and_two_leaves_reaches_a_site() {
         "leaf 2 synced, triggered by leaf 1"
     );
     let origin_files: BTreeMap<String, String> = mirrored(&w.repo);
+    assert!(origin_files.contains_key("releases/1.0.0/upkeep-1.0.0.zip"));
+    assert_eq!(r["sync"]["zips"], 1);
     assert_eq!(mirrored(&hub), origin_files);
+    // nginx serves the hub with the README's lines: objects immutable for caches.
+    let obj = origin_files
+        .keys()
+        .find(|k| k.starts_with("objects/"))
+        .unwrap();
+    let r = reqwest::blocking::get(format!("{}{obj}", hub_srv.url)).unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(mirrored(&leaf1), origin_files);
     assert_eq!(mirrored(&leaf2), origin_files);
 
     // A new release travels the whole chain by push alone.
     w.publish("1.1.0", &[("index.html", b"v2"), ("app.js", b"js1")]);
     let r = hub_sync(1);
     assert_eq!(r["sync"]["new_objects"], 1);
+    assert_eq!(r["sync"]["zips"], 1, "only the new release's zip: {r}");
     assert!(serves(&leaf2, "1.1.0"), "the second push reached leaf 2");
+    // The leaf's pointer is written last: wait for it, then every file is there.
     assert_eq!(mirrored(&leaf2), mirrored(&w.repo));
+
+    // The zip a leaf serves is the origin's, byte for byte.
+    let body = reqwest::blocking::get(format!("{}releases/1.1.0/upkeep-1.1.0.zip", l2.url))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(
+        sha256_hex(&body),
+        sha256_hex(&std::fs::read(w.zip("1.1.0")).unwrap())
+    );
 
     // A site whose reference is the last leaf stages and updates through it.
     let site = Site::new(w.instance("site", Some(&d1), &l2.url, &[]));

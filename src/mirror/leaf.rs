@@ -32,6 +32,8 @@ pub struct Leaf {
     pub downstream_key: Option<SecretKey>,
     /// Nonces and the rate limit.
     pub ledger: Mutex<FleetDb>,
+    /// Mirror the release zips too.
+    pub zips: bool,
     busy: Mutex<bool>,
     again: AtomicBool,
     queued: AtomicBool,
@@ -56,10 +58,17 @@ impl Leaf {
             downstream,
             downstream_key,
             ledger: Mutex::new(ledger),
+            zips: false,
             busy: Mutex::new(false),
             again: AtomicBool::new(false),
             queued: AtomicBool::new(false),
         }
+    }
+
+    /// Mirror the release zips too.
+    pub fn with_zips(mut self, zips: bool) -> Leaf {
+        self.zips = zips;
+        self
     }
 
     /// Sync now (or once more after the sync under way), then trigger the leaves below.
@@ -78,6 +87,7 @@ impl Leaf {
                 to: &self.to,
                 key: &self.key,
                 keep: 0,
+                zips: self.zips,
                 net: Network::default(),
                 progress: Arc::new(Progress::default()),
             };

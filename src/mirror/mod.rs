@@ -41,6 +41,8 @@ pub struct Mirror<'a> {
     pub key: &'a PublicKey,
     /// Keep only the newest N releases (0: all).
     pub keep: usize,
+    /// Copy the release zips too, each checked against its signed manifest.
+    pub zips: bool,
     /// Network settings.
     pub net: Network,
     /// Progress of the object transfer.
@@ -58,6 +60,8 @@ pub struct Synced {
     pub new_objects: usize,
     /// Their bytes.
     pub new_bytes: u64,
+    /// Release zips fetched now (with `--zips`).
+    pub zips: usize,
     /// Channels copied.
     pub channels: Vec<String>,
     /// Objects pruned (no kept release needs them).
@@ -258,6 +262,11 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
     for d in dirs.keys() {
         sync_dir(d)?;
     }
+    let zips = if m.zips {
+        fetch_zips(m, remote, &manifests, &partial).await?
+    } else {
+        0
+    };
     crate::crash::point("mirror:objects");
 
     // Stage 2: the signed documents, the latest pointer last.
@@ -292,10 +301,68 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         releases: kept.len(),
         new_objects: wanted.len(),
         new_bytes,
+        zips,
         channels: channels.into_iter().map(|(n, _)| n).collect(),
         pruned,
         unchanged,
     })
+}
+
+/// Stage 1 for the release zips a kept release lacks here: each downloaded beside the objects
+/// (continued after a cut), opened as a site would open it and read entry by entry against the
+/// signed manifest, then renamed into place. A zip that does not hold exactly the signed
+/// release is refused like a tampered object.
+async fn fetch_zips(
+    m: &Mirror<'_>,
+    remote: &Remote,
+    manifests: &[(Doc, VerifiedManifest)],
+    partial: &Path,
+) -> Result<usize> {
+    let mut fetched = 0;
+    for (_, vm) in manifests {
+        let v = vm.version();
+        let rel = repo::zip_path(v);
+        let dest = m.to.join(&rel);
+        if dest.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(partial).ctx("create folder", partial)?;
+        let part = partial.join(format!("upkeep-{v}.zip"));
+        let content: u64 = vm.files().iter().map(|f| f.size).sum();
+        // Stored entries, their headers and the manifest inside: never more than this.
+        let max = content + vm.files().len() as u64 * 1024 + (64 << 20);
+        m.progress
+            .set_phase(format!("fetching the zip of release {v}"));
+        if !remote.download(&rel, &part, max).await? {
+            continue;
+        }
+        m.progress
+            .set_phase(format!("checking the zip of release {v}"));
+        let url = remote.url(&rel);
+        let checked = crate::stage::archive::Archive::open(&part, &Default::default(), m.key)
+            .and_then(|(zip, inside)| {
+                if inside.sig().trim() != vm.sig().trim() {
+                    return Err(Error::Signature {
+                        what: url.clone(),
+                        reason: format!("it carries another manifest than release {v}'s"),
+                    });
+                }
+                zip.verify(&vm.files().iter().collect::<Vec<_>>(), &m.progress)
+            });
+        if let Err(e) = checked {
+            let _ = std::fs::remove_file(&part);
+            return Err(Error::refused(
+                format!("the upstream's zip of release {v} ({url}) is refused: {e}"),
+                "the upstream serves a damaged or tampered zip; the mirror keeps its copy; tell the upstream's operator",
+            ));
+        }
+        let dir = dest.parent().expect("releases/V");
+        std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+        std::fs::rename(&part, &dest).ctx("move into place", &dest)?;
+        sync_dir(dir)?;
+        fetched += 1;
+    }
+    Ok(fetched)
 }
 
 /// The channels to copy: those the upstream lists in `channels/index.json`, those the mirror

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config::Network;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::fleet::channel::{
     self, ChannelPointer, DEFAULT_CHANNEL, DELEGATION, DELEGATION_SIG, Delegation,
     FORMAT as CHANNEL_FORMAT, Offer, SiteView, channel_path, channel_sig_path, check_channel_name,
@@ -310,6 +310,83 @@ impl Remote {
                 ),
             )),
         }
+    }
+
+    /// Download a large file (a release zip) into `dest`, at most `max` bytes, continuing what a
+    /// cut transfer left there (a Range request; a server that ignores it sends the whole
+    /// again). `Ok(false)` when the server does not have it. Retried with backoff.
+    pub async fn download(&self, rel: &str, dest: &std::path::Path, max: u64) -> Result<bool> {
+        use std::io::Write;
+        let url = self.url(rel);
+        let io_timeout = Duration::from_secs(self.net.io_timeout_secs.max(1));
+        let mut last = String::new();
+        for attempt in 0..=self.net.retries {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let have = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+            let mut req = self.client.get(&url);
+            if have > 0 {
+                req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+            }
+            let mut resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = describe(&e);
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                return Ok(false);
+            }
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                // What is here is already whole (or longer than the file): start again.
+                let _ = std::fs::remove_file(dest);
+                last = format!("server answered {status}");
+                continue;
+            }
+            if !status.is_success() {
+                last = format!("server answered {status}");
+                if status.is_server_error() {
+                    continue;
+                }
+                break;
+            }
+            let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(append)
+                .write(true)
+                .truncate(!append)
+                .open(dest)
+                .ctx("open", dest)?;
+            let mut got = if append { have } else { 0 };
+            let cut = loop {
+                match tokio::time::timeout(io_timeout, resp.chunk()).await {
+                    Ok(Ok(Some(c))) => {
+                        got += c.len() as u64;
+                        if got > max {
+                            let _ = std::fs::remove_file(dest);
+                            return Err(Error::Network {
+                                url,
+                                reason: format!("longer than the {max} bytes expected"),
+                            });
+                        }
+                        file.write_all(&c).ctx("write", dest)?;
+                    }
+                    Ok(Ok(None)) => break None,
+                    Ok(Err(e)) => break Some(describe(&e)),
+                    Err(_) => break Some(format!("no data for {} s", io_timeout.as_secs())),
+                }
+            };
+            file.sync_all().ctx("sync", dest)?;
+            match cut {
+                None => return Ok(true),
+                Some(m) => last = format!("the transfer was cut after {got} bytes ({m})"),
+            }
+        }
+        Err(Error::Network { url, reason: last })
     }
 
     /// The signed pointer, verified and fresh.

@@ -85,6 +85,9 @@ impl Listed {
     }
 }
 
+/// Copies one entry into a writer (named by the path, for messages), checked on the way.
+type Reader<'a> = dyn FnMut(&mut dyn Write, &Path) -> Result<()> + 'a;
+
 /// What an entry of the archive is.
 enum Kind<'a> {
     Dir,
@@ -350,6 +353,42 @@ impl Archive {
         progress: &Progress,
         mut done: impl FnMut(&FileEntry, &Path) -> Result<()>,
     ) -> Result<()> {
+        self.each(files, progress, |f, read| {
+            let dest = f.path.under(staging);
+            let dir = dest.parent().expect("a RelPath under staging has a parent");
+            std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
+            let at = tmp.path().to_path_buf();
+            read(&mut tmp, &at)?;
+            // Staged files go live: readable by the web server, like files copied by hand.
+            crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
+            tmp.persist(&dest)
+                .map_err(|e| e.error)
+                .ctx("rename into place", &dest)?;
+            progress.add_file();
+            done(f, &dest)
+        })
+    }
+
+    /// Read every given file and check it against the manifest, writing nothing: how a mirror
+    /// makes sure the release zip it serves holds exactly the signed release.
+    pub fn verify(&self, files: &[&FileEntry], progress: &Progress) -> Result<()> {
+        self.each(files, progress, |_, read| {
+            read(&mut std::io::sink(), Path::new("/dev/null"))?;
+            progress.add_file();
+            Ok(())
+        })
+    }
+
+    /// Find each file's entry and hand `put` a reader that copies it into a writer, checked
+    /// against the manifest on the way.
+    fn each(
+        &self,
+        files: &[&FileEntry],
+        progress: &Progress,
+        mut put: impl FnMut(&FileEntry, &mut Reader) -> Result<()>,
+    ) -> Result<()> {
         if files.is_empty() {
             return Ok(());
         }
@@ -367,11 +406,6 @@ impl Archive {
             };
             let k = self.listed.find(f.path.as_str()).ok_or_else(lacks)?;
             let full = format!("{}{}", self.at.prefix, f.path);
-            let dest = f.path.under(staging);
-            let dir = dest.parent().expect("a RelPath under staging has a parent");
-            std::fs::create_dir_all(dir).ctx("create folder", dir)?;
-            let mut tmp =
-                tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
             let bad = |e: zip::result::ZipError| refuse(name, format!("{}: {e}", f.path));
             reader
                 .seek(SeekFrom::Start(self.listed.headers[k]))
@@ -384,7 +418,9 @@ impl Archive {
                             format!("{}: the entry's local header names another file", f.path),
                         ));
                     }
-                    fill(&mut e, f, &mut tmp, &mut buf, progress, name)?;
+                    put(f, &mut |w, p| {
+                        fill(&mut e, f, w, p, &mut buf, progress, name)
+                    })?;
                 }
                 Ok(None) => return Err(lacks()),
                 // An entry whose sizes follow its data (a data descriptor: zips written to a
@@ -400,17 +436,12 @@ impl Archive {
                     };
                     let i = zip.index_for_name(&full).ok_or_else(lacks)?;
                     let mut e = zip.by_index(i).map_err(bad)?;
-                    fill(&mut e, f, &mut tmp, &mut buf, progress, name)?;
+                    put(f, &mut |w, p| {
+                        fill(&mut e, f, w, p, &mut buf, progress, name)
+                    })?;
                 }
                 Err(e) => return Err(bad(e)),
             }
-            // Staged files go live: readable by the web server, like files copied by hand.
-            crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
-            tmp.persist(&dest)
-                .map_err(|e| e.error)
-                .ctx("rename into place", &dest)?;
-            progress.add_file();
-            done(f, &dest)?;
             progress.check_cancelled()?;
         }
         Ok(())
@@ -443,11 +474,12 @@ fn declared_entries(file: &File) -> Option<u64> {
         .then(|| u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default()))
 }
 
-/// Copy one entry into `tmp`, refusing it unless it is exactly the manifest's file.
+/// Copy one entry into `out`, refusing it unless it is exactly the manifest's file.
 fn fill(
     entry: &mut impl Read,
     f: &FileEntry,
-    tmp: &mut tempfile::NamedTempFile,
+    out: &mut dyn Write,
+    out_path: &Path,
     buf: &mut [u8],
     progress: &Progress,
     name: &str,
@@ -474,7 +506,7 @@ fn fill(
                 ),
             ));
         }
-        tmp.write_all(&buf[..n]).ctx("write", tmp.path())?;
+        out.write_all(&buf[..n]).ctx("write", out_path)?;
         progress.add_bytes(n as u64);
     }
     let got = h.finish();
