@@ -192,11 +192,21 @@ fn reference_serves_conditional_ranges_cache_headers_and_helpful_404() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 304);
+    // HEAD and ranges go another way inside the server: the same validator all the same.
+    let r = c.head(format!("{}latest.json", srv.url)).send().unwrap();
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    let r = c
+        .head(format!("{}latest.json", srv.url))
+        .header("If-None-Match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 304);
 
     let sha = sha256_hex(&[7u8; 10_000]);
     let obj = format!("{}objects/{}/{}", srv.url, &sha[..2], sha);
     let r = c.get(&obj).header("Range", "bytes=9990-").send().unwrap();
     assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), format!("\"{sha}\""));
     assert!(
         r.headers()["cache-control"]
             .to_str()

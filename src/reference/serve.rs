@@ -196,12 +196,7 @@ impl MemCache {
             return Some(c.clone());
         }
         let bytes = Bytes::from(std::fs::read(path).ok()?);
-        // Objects are named by their SHA-256: that is the strongest possible validator.
-        let etag = if rel.top() == "objects" {
-            format!("\"{}\"", path.file_name()?.to_string_lossy())
-        } else {
-            format!("\"{:x}-{:x}-{:x}\"", key.0, key.1, key.2)
-        };
+        let etag = etag(rel, path, &md);
         let c = Arc::new(Cached { key, bytes, etag });
         use std::sync::atomic::Ordering::Relaxed;
         if self.total.load(Relaxed) + key.0 <= CACHE_TOTAL_MAX {
@@ -213,6 +208,28 @@ impl MemCache {
         }
         Some(c)
     }
+}
+
+/// The ETag of a repository file, the same whether it is served from memory or from disk (a
+/// HEAD, a range): a client's validator must not depend on how the server happened to read it.
+fn etag(rel: &RelPath, path: &Path, md: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match path.file_name() {
+        // Objects are named by their SHA-256: that is the strongest possible validator.
+        Some(name) if rel.top() == "objects" => format!("\"{}\"", name.to_string_lossy()),
+        _ => format!("\"{:x}-{:x}-{:x}\"", md.len(), md.mtime(), md.mtime_nsec()),
+    }
+}
+
+/// Whether an `If-None-Match` header names `etag`.
+fn none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+        })
 }
 
 fn headers_for(rel: &RelPath, tail: &str) -> (CacheControl, &'static str) {
@@ -260,11 +277,7 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
         && !req.headers().contains_key(header::RANGE)
         && let Some(c) = repo.cache.get(&path, &rel)
     {
-        let matches = req
-            .headers()
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == c.etag || t.trim() == "*"));
+        let matches = none_match(&req, &c.etag);
         let mut b = if matches {
             HttpResponse::NotModified()
         } else {
@@ -282,13 +295,23 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
     let Ok(f) = NamedFile::open_async(&path).await else {
         return Ok(not_found(&repo, &tail));
     };
+    let tag = etag(&rel, &path, f.metadata());
+    if none_match(&req, &tag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, tag))
+            .insert_header((header::CACHE_CONTROL, cache.to_string()))
+            .finish());
+    }
     let mut resp = f
+        .use_etag(false)
         .set_content_type(ct.parse().expect("static mime"))
         .into_response(&req);
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         header::CACHE_CONTROL,
         cache.to_string().parse().expect("valid header"),
     );
+    h.insert(header::ETAG, tag.parse().expect("a quoted hex ETag"));
     Ok(resp)
 }
 
