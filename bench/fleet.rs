@@ -4,6 +4,11 @@
 //! fleet, and the server's memory. Rewrites the fleet section of bench/RESULTS.md.
 //! Run it with `bash bench/run --fleet` (`--sites N` for another fleet size).
 
+#[path = "mirrors.rs"]
+mod mirrors;
+#[path = "netem.rs"]
+mod netem;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -112,6 +117,15 @@ fn main() {
         .unwrap()
         .join("target/release/upkeep");
     assert!(bin.exists(), "build first: cargo build --release");
+    if args.iter().any(|a| a == "--mirrors") {
+        let n = args
+            .windows(2)
+            .find(|w| w[0] == "--instances")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(1_000);
+        mirrors::mirrors_bench(&bin, n);
+        return;
+    }
     if args.iter().any(|a| a == "--rollout") {
         let n = args
             .windows(2)

@@ -3,11 +3,13 @@
 //! bench/RESULTS.md. Run it with `bash bench/run` (`--quick` for the 3,000-file tree only;
 //! `--tree DIR` only writes the trees, for profiling).
 
+#[path = "netem.rs"]
+mod netem;
+
+use netem::proxy;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 // ---------- deterministic trees ----------
@@ -262,88 +264,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-// ---------- a delaying TCP proxy (this kernel has no netem) ----------
-
-/// Forwards 127.0.0.1:port to `upstream`, holding every chunk `one_way` before passing it on, in
-/// both directions (so a round trip costs twice that), without limiting throughput.
-struct Proxy {
-    port: u16,
-    bytes: Arc<AtomicU64>,
-}
-
-fn proxy(upstream: u16, one_way: Duration) -> Proxy {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let b2 = bytes.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((down, _)) = l.accept().await else {
-                    continue;
-                };
-                let b3 = b2.clone();
-                tokio::spawn(async move {
-                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let _ = down.set_nodelay(true);
-                    let _ = up.set_nodelay(true);
-                    let (dr, dw) = down.into_split();
-                    let (ur, uw) = up.into_split();
-                    tokio::spawn(pipe(dr, uw, one_way, b3.clone()));
-                    tokio::spawn(pipe(ur, dw, one_way, b3));
-                });
-            }
-        });
-    });
-    Proxy { port, bytes }
-}
-
-async fn pipe(
-    mut r: tokio::net::tcp::OwnedReadHalf,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-    count: Arc<AtomicU64>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((at, buf)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            if w.write_all(&buf).await.is_err() {
-                return;
-            }
-        }
-        let _ = w.shutdown().await;
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                count.fetch_add(n as u64, Ordering::Relaxed);
-                if tx
-                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
-    drop(tx);
-    let _ = writer.await;
 }
 
 // ---------- the figures ----------
@@ -606,13 +526,13 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
             let _ = Command::new(&b.upkeep)
                 .args(["check", "--root", root.to_str().unwrap()])
                 .output();
-            px.bytes.store(0, Ordering::Relaxed);
+            px.count.reset();
             stage_t.push(timed(&format!(
                 "{} stage --root {} --network",
                 b.upkeep.display(),
                 root.display()
             )));
-            wire = px.bytes.load(Ordering::Relaxed);
+            wire = px.count.bytes();
             let staged_copy = base.join(format!("staged{pct}-{r}"));
             sh(&format!(
                 "cp -a {}/staging/. {}/ && rm -f {}/upkeep-manifest.*",
@@ -673,13 +593,13 @@ fn run_set(b: &mut Bench, set: &Set, first: bool, seed: u64) {
             for r in 0..set.runs.min(3) {
                 let dest = base.join(format!("rsync{pct}-{r}"));
                 sh(&format!("cp -a {}/. {}/", a.display(), dest.display()));
-                rp.bytes.store(0, Ordering::Relaxed);
+                rp.count.reset();
                 t.push(timed(&format!(
                     "rsync -a --delete -c rsync://127.0.0.1:{}/b/ {}/",
                     rp.port,
                     dest.display()
                 )));
-                rwire = rp.bytes.load(Ordering::Relaxed);
+                rwire = rp.count.bytes();
                 sh(&format!("rm -rf {}", dest.display()));
             }
             Some((stats(t), rwire))

@@ -98,6 +98,16 @@ async fn fetch_doc(remote: &Remote, path: &str, sig_path: &str, max: u64) -> Res
     }
 }
 
+/// A document and its signature as this mirror holds them.
+fn local_doc(dir: &Path, path: &str, sig_path: &str) -> Option<Doc> {
+    Some(Doc {
+        path: path.into(),
+        bytes: std::fs::read(dir.join(path)).ok()?,
+        sig_path: sig_path.into(),
+        sig: std::fs::read(dir.join(sig_path)).ok()?,
+    })
+}
+
 fn sig_text(d: &Doc) -> String {
     String::from_utf8_lossy(&d.sig).into_owned()
 }
@@ -163,6 +173,18 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
     let mut manifests = Vec::new();
     for v in &kept {
         let path = repo::manifest_path(v);
+        // Manifests are immutable: one this mirror already holds, verified (and for the
+        // latest, the one the pointer names) is not fetched again.
+        let is_latest = v == &ptr.latest;
+        if let Some(doc) = local_doc(m.to, &path, &repo::manifest_sig_path(v))
+            && (!is_latest || digest::sha256_bytes(&doc.bytes) == ptr.manifest_sha256)
+            && let Ok(vm) =
+                VerifiedManifest::verify(doc.bytes.clone(), sig_text(&doc), m.key, &path)
+            && vm.version() == v
+        {
+            manifests.push((doc, vm));
+            continue;
+        }
         let doc = fetch_doc(remote, &path, &repo::manifest_sig_path(v), MAX_MANIFEST)
             .await?
             .ok_or_else(|| Error::Network {

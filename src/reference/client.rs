@@ -190,6 +190,40 @@ impl Remote {
         Err(Error::Network { url, reason: last })
     }
 
+    /// A signed document and its detached signature (`None`: the repository has no such
+    /// document). With kept copies, only the signature is asked, conditionally: signatures are
+    /// deterministic, so an unchanged signature means an unchanged document, and an idle poll
+    /// costs one 304 per document instead of two. Without, both at once.
+    pub async fn signed_pair(
+        &self,
+        doc: &str,
+        sig: &str,
+        max: u64,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.cache.is_none() {
+            let (d, s) = tokio::join!(self.get_doc_opt(doc, max), self.get_doc_opt(sig, MAX_SMALL));
+            return Ok(match (d?, s?) {
+                (Some(d), Some(s)) => Some((d, s)),
+                (Some(_), None) => return Err(missing_sig(self.url(doc))),
+                (None, _) => None,
+            });
+        }
+        let kept_doc = self.kept(doc);
+        let kept_sig = self.kept(sig);
+        let Some(new_sig) = self.get_doc_opt(sig, MAX_SMALL).await? else {
+            return Ok(None);
+        };
+        if let (Some((_, d)), Some((_, s))) = (kept_doc, kept_sig)
+            && s == new_sig
+        {
+            return Ok(Some((d, new_sig)));
+        }
+        match self.get_doc_opt(doc, max).await? {
+            Some(d) => Ok(Some((d, new_sig))),
+            None => Ok(None),
+        }
+    }
+
     /// The copy kept of `rel` and its ETag, for a conditional request.
     fn kept(&self, rel: &str) -> Option<(String, Vec<u8>)> {
         let db = self
@@ -392,17 +426,15 @@ impl Remote {
     /// The signed pointer, verified and fresh.
     pub async fn pointer(&self) -> Result<Pointer> {
         // Document and signature in parallel: one round trip instead of two on a slow link.
-        let (bytes, sig) = tokio::join!(
-            self.get_doc(repo::POINTER, MAX_SMALL),
-            self.get_doc(repo::POINTER_SIG, MAX_SMALL)
-        );
-        let bytes = bytes?;
-        let sig = sig.map_err(|e| Error::Signature {
-            what: self.url(repo::POINTER),
-            reason: format!("its signature could not be fetched ({e})"),
-        })?;
-        let sig = String::from_utf8_lossy(&sig).into_owned();
         let what = self.url(repo::POINTER);
+        let (bytes, sig) = self
+            .signed_pair(repo::POINTER, repo::POINTER_SIG, MAX_SMALL)
+            .await?
+            .ok_or_else(|| Error::Network {
+                url: what.clone(),
+                reason: "server answered 404 Not Found: is this a reference repository?".into(),
+            })?;
+        let sig = String::from_utf8_lossy(&sig).into_owned();
         let ptr: Pointer = manifest::verify_signed(&bytes, &sig, &self.key, &what)?;
         manifest::check_fresh(&ptr.expires, &what, SystemTime::now())?;
         Ok(ptr)
@@ -421,6 +453,17 @@ impl Remote {
             repo::manifest_path(version),
             repo::manifest_sig_path(version),
         );
+        // Manifests are immutable: one the site already keeps, with the digest the signed
+        // pointer names, is not fetched again (an idle poll costs no manifest).
+        if let (Some(db), Some((expect, _))) = (&self.cache, expect)
+            && let Ok(st) = crate::state::State::open(db)
+            && let Ok(Some((bytes, sig))) = st.release_bytes(version)
+            && digest::sha256_bytes(&bytes) == *expect
+            && let Ok(m) = VerifiedManifest::verify(bytes, sig, &self.key, &what)
+            && m.version() == version
+        {
+            return Ok(m);
+        }
         let max = expect.and_then(|(_, n)| n).unwrap_or(MAX_DOC);
         let (bytes, sig) = tokio::join!(self.get_doc(&mpath, max), self.get_doc(&spath, MAX_SMALL));
         let bytes = bytes?;
@@ -458,6 +501,12 @@ impl Remote {
     /// The latest release's manifest, through the pointer.
     pub async fn latest(&self) -> Result<(Pointer, VerifiedManifest)> {
         let ptr = self.pointer().await?;
+        let m = self.manifest_of(&ptr).await?;
+        Ok((ptr, m))
+    }
+
+    /// The manifest a signed pointer names, verified and fresh.
+    async fn manifest_of(&self, ptr: &Pointer) -> Result<VerifiedManifest> {
         let m = self
             .manifest(&ptr.latest, Some((&ptr.manifest_sha256, ptr.manifest_size)))
             .await?;
@@ -466,7 +515,7 @@ impl Remote {
             &format!("manifest of {}", m.version()),
             SystemTime::now(),
         )?;
-        Ok((ptr, m))
+        Ok(m)
     }
 }
 
@@ -482,18 +531,13 @@ pub struct Target {
 impl Remote {
     /// The delegation of online keys, verified with the release key and fresh.
     async fn delegation(&self) -> Result<Option<Delegation>> {
-        let (bytes, sig) = tokio::join!(
-            self.get_doc_opt(DELEGATION, MAX_SMALL),
-            self.get_doc_opt(DELEGATION_SIG, MAX_SMALL)
-        );
         let what = self.url(DELEGATION);
-        let (Some(bytes), sig) = (bytes?, sig?) else {
+        let Some((bytes, sig)) = self
+            .signed_pair(DELEGATION, DELEGATION_SIG, MAX_SMALL)
+            .await?
+        else {
             return Ok(None);
         };
-        let sig = sig.ok_or_else(|| Error::Signature {
-            what: what.clone(),
-            reason: "its signature is missing".into(),
-        })?;
         let d: Delegation =
             manifest::verify_signed(&bytes, &String::from_utf8_lossy(&sig), &self.key, &what)?;
         manifest::check_fresh(&d.expires, &what, SystemTime::now())?;
@@ -505,15 +549,23 @@ impl Remote {
     pub async fn offered(&self, site: &SiteView<'_>, channel: &str) -> Result<Target> {
         check_channel_name(channel)?;
         let (cpath, spath) = (channel_path(channel), channel_sig_path(channel));
-        let (doc, sig, deleg) = tokio::join!(
-            self.get_doc_opt(&cpath, MAX_SMALL),
-            self.get_doc_opt(&spath, MAX_SMALL),
-            self.delegation()
+        // The latest pointer is asked at the same time for the default channel, which falls
+        // back on it: an idle poll is one round trip whether or not the channel exists.
+        let (pair, deleg, ptr) = tokio::join!(
+            self.signed_pair(&cpath, &spath, MAX_SMALL),
+            self.delegation(),
+            async {
+                if channel == DEFAULT_CHANNEL {
+                    Some(self.pointer().await)
+                } else {
+                    None
+                }
+            }
         );
         let what = self.url(&cpath);
-        let Some(doc) = doc? else {
-            if channel == DEFAULT_CHANNEL {
-                let (_, m) = self.latest().await?;
+        let Some((doc, sig)) = pair? else {
+            if let Some(ptr) = ptr {
+                let m = self.manifest_of(&ptr?).await?;
                 return Ok(Target {
                     manifest: Some(m),
                     offer: None,
@@ -524,10 +576,6 @@ impl Remote {
                 "check `channel` in upkeep.toml (the publisher creates channels with `upkeep promote`)",
             ));
         };
-        let sig = sig?.ok_or_else(|| Error::Signature {
-            what: what.clone(),
-            reason: "its signature is missing".into(),
-        })?;
         let sig = String::from_utf8_lossy(&sig).into_owned();
         let Some(deleg) = deleg? else {
             return Err(Error::Signature {
@@ -580,6 +628,13 @@ impl Remote {
             manifest,
             offer: Some(offer),
         })
+    }
+}
+
+fn missing_sig(what: String) -> Error {
+    Error::Signature {
+        what,
+        reason: "its signature is missing".into(),
     }
 }
 
