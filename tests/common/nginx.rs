@@ -49,7 +49,7 @@ impl Nginx {
     /// Serve `dir` with the README's mirror lines (so they cannot drift): a mirror served by a
     /// plain web server, unchanged.
     pub fn serve_mirror(dir: &Path, tmp: &Path) -> Nginx {
-        let block = readme_block("## Mirrors", "nginx")
+        let block = readme_block("## Mirrors and push", "nginx")
             .replace("listen 80;", "listen {listen};")
             .replace("/srv/mirror", dir.to_str().unwrap());
         Nginx::start(&block, tmp)
