@@ -214,9 +214,7 @@ pub fn mirrors_bench(bin: &Path, n_sites: usize) {
 
     // The instances, each on its leaf, at 1.0.0.
     let t_init = Instant::now();
-    let sites: Vec<PathBuf> = (0..n_sites)
-        .map(|i| p(&format!("site-{i:04}")))
-        .collect();
+    let sites: Vec<PathBuf> = (0..n_sites).map(|i| p(&format!("site-{i:04}"))).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|sc| {
         for _ in 0..4 {

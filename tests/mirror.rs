@@ -229,3 +229,49 @@ fn a_sync_killed_before_its_pointer_never_serves_a_half_state_and_resumes() {
     let objects: Vec<String> = list_files(&m.join("objects"));
     assert_eq!(objects.len(), 2, "{objects:?}");
 }
+
+#[test]
+fn a_mirror_on_a_full_disk_keeps_serving_its_copy_and_resumes_when_there_is_room() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    let origin = w.reference();
+    let disk = Tmpfs::mount("1m");
+    let m = disk.path().join("mirror");
+    mirror(&w, &origin.url, &m, &[]);
+    let served = std::fs::read(m.join("latest.json")).unwrap();
+
+    // Release 1.1.0 brings 3 MB the small disk cannot hold.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    w.publish("1.1.0", &[("index.html", b"v2"), ("media.bin", &big)]);
+    let e = mirror_fails(&w, &origin.url, &m, &[]);
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(e.contains("free disk space"), "{e}");
+    assert_eq!(
+        std::fs::read(m.join("latest.json")).unwrap(),
+        served,
+        "the old copy is still what is served"
+    );
+    assert!(!m.join("releases/1.1.0").exists());
+
+    // With room again, the next sync completes.
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = mirror(&w, &origin.url, &m, &[]);
+    assert_eq!(s["latest"], "1.1.0");
+    assert_eq!(
+        sha256_hex(
+            &std::fs::read(m.join(format!(
+                "objects/{}/{}",
+                &sha256_hex(&big)[..2],
+                sha256_hex(&big)
+            )))
+            .unwrap()
+        ),
+        sha256_hex(&big)
+    );
+    assert_eq!(mirrored(&m), mirrored(&w.repo));
+}
