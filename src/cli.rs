@@ -125,6 +125,10 @@ pub enum Command {
     /// Writes a manifest of every file (path, size, MD5, SHA-256) signed with --key, the file
     /// contents content-addressed under objects/, a full zip, and moves the signed latest pointer.
     /// The version must be semver and newer than the latest release.
+    ///
+    /// Beside each object it stores a compressed form and, for files changed since the last
+    /// --deltas releases, a delta against the old file (listed in releases/V/forms.json): sites
+    /// fetch the smallest form they can use and check the result against the signed manifest.
     Publish {
         /// The release folder (regular files only; no symlinks).
         dir: PathBuf,
@@ -147,6 +151,21 @@ pub enum Command {
         /// inside any window; their reports and mails say it was urgent.
         #[arg(long)]
         urgent: bool,
+        /// Store a delta for each file changed since each of the last K releases, so that a
+        /// site holding the old file fetches only the difference (0: no deltas).
+        #[arg(long, value_name = "K", default_value_t = 3)]
+        deltas: usize,
+        /// Do not store compressed objects (sites then fetch them raw, or as deltas).
+        #[arg(long)]
+        no_compress: bool,
+        /// zstd level of compressed objects and deltas (1-22): publishing is done once, sites
+        /// decode any level as fast.
+        #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// No delta for a file larger than this (MiB): publishing and the sites hold the old
+        /// and the new file in memory to build and apply one.
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        delta_max: u64,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -194,7 +194,7 @@ pub fn publish(
     repo: &Path,
     key: &Path,
     notes: &str,
-    (expires, urgent): (u64, bool),
+    (expires, urgent, shrink): (u64, bool, reference::publish::Shrink),
     json: bool,
 ) -> Result<u8> {
     let key = SecretKey::load(key)?;
@@ -206,6 +206,7 @@ pub fn publish(
         notes,
         expires_days: expires,
         urgent,
+        shrink,
     })?;
     if json {
         print_json(&p);
@@ -223,6 +224,38 @@ pub fn publish(
             repo.display()
         );
         println!("release zip: {}", p.zip.display());
+        let f = &p.forms;
+        if f.compressed > 0 {
+            println!(
+                "compressed: {} objects, {} -> {} ({:.0}% saved)",
+                f.compressed,
+                human_bytes(f.compressed_raw),
+                human_bytes(f.compressed_bytes),
+                100.0 - 100.0 * f.compressed_bytes as f64 / f.compressed_raw.max(1) as f64
+            );
+        }
+        if f.deltas > 0 {
+            println!(
+                "deltas: {} files that would cost {} whole cost {} as deltas ({:.0}% saved)",
+                f.deltas,
+                human_bytes(f.delta_whole),
+                human_bytes(f.delta_bytes),
+                100.0 - 100.0 * f.delta_bytes as f64 / f.delta_whole.max(1) as f64
+            );
+        }
+        if f.too_large > 0 {
+            println!(
+                "no delta for {} changed files larger than --delta-max (sites fetch them compressed or whole)",
+                f.too_large
+            );
+        }
+        if f.compressed + f.deltas > 0 {
+            println!(
+                "smaller forms: {} more on disk, {:.1} s",
+                human_bytes(f.disk_added),
+                f.seconds
+            );
+        }
     }
     Ok(0)
 }
@@ -955,6 +988,26 @@ pub fn stage(
             r.reused,
             r.seconds
         );
+        if let Some(f) = r.forms.as_ref().filter(|f| f.whole > 0) {
+            println!(
+                "fetched {} for {} of files: {} as deltas, {} compressed, {} whole ({:.0}% saved){}",
+                human_bytes(f.wire()),
+                human_bytes(f.whole),
+                human_bytes(f.delta),
+                human_bytes(f.compressed),
+                human_bytes(f.raw),
+                100.0 - 100.0 * f.wire() as f64 / f.whole as f64,
+                if f.fell_back > 0 {
+                    format!(
+                        "; {} smaller forms unusable, fetched another way (first: {})",
+                        f.fell_back,
+                        f.reasons.first().map(String::as_str).unwrap_or("")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         if r.moved_aside > 0 {
             println!(
                 "{} files in staging/ that this release does not need were moved into {}",

@@ -79,6 +79,7 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
             notes,
             expires_days: 30,
             urgent: false,
+            shrink: Default::default(),
         })?;
     }
 

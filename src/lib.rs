@@ -17,6 +17,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod finish;
 pub mod fleet;
+pub mod forms;
 pub mod fsutil;
 pub mod init;
 pub mod lock;

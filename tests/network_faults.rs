@@ -11,7 +11,16 @@ const BIG: usize = 300_000;
 fn setup() -> (World, std::path::PathBuf, FaultServer, Vec<u8>) {
     let w = World::new();
     let d1 = w.publish("1.0.0", &[("index.php", b"one")]);
-    let big: Vec<u8> = (0..BIG).map(|i| (i * 7 % 251) as u8).collect();
+    // Bytes that do not compress: the object travels raw, as these faults expect.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..BIG)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     w.publish("1.1.0", &[("index.php", b"two"), ("media/big.bin", &big)]);
     let fs = FaultServer::start(w.repo.clone(), vec![]);
     let root = w.instance("site", Some(&d1), &fs.url, &[]);

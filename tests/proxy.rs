@@ -98,7 +98,8 @@ fn the_second_site_behind_squid_is_served_from_the_cache() {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("/objects/") && l.contains(kind))
+            // Objects travel raw, compressed or as deltas: each an immutable file.
+            .filter(|l| (l.contains("/objects/") || l.contains("/deltas/")) && l.contains(kind))
             .count()
     };
     // squid writes its log line after answering: a bounded wait for it.

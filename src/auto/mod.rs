@@ -87,8 +87,9 @@ pub struct Pass {
     pub report: Option<String>,
     /// The release offered is urgent (a security release, said by the release key).
     pub urgent: bool,
-    /// Bytes of the files this pass fetched from the network (whole files; files a resumed
-    /// staging had already verified are not fetched again, nor counted).
+    /// Bytes this pass fetched from the network, as they came (deltas and compressed objects
+    /// count what they weigh on the wire; files a resumed staging had already verified are not
+    /// fetched again, nor counted).
     pub bytes_staged: Option<u64>,
     /// Nothing was changed on purpose (`--dry-run`).
     pub dry_run: bool,
@@ -289,7 +290,13 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
         return Ok(());
     }
     let staged = stage::stage(inst, &Source::Network, &StageOptions::default())?;
-    out.bytes_staged = Some(staged.fetched);
+    out.bytes_staged = Some(
+        staged
+            .forms
+            .as_ref()
+            .map(|f| f.wire())
+            .unwrap_or(staged.fetched),
+    );
     let keep = a.on_modified == OnModified::KeepMine;
     let plan = {
         let mut state = State::open(&inst.state_db())?;

@@ -62,6 +62,8 @@ pub struct Synced {
     pub new_bytes: u64,
     /// Release zips fetched now (with `--zips`).
     pub zips: usize,
+    /// Bytes of compressed objects and deltas fetched now.
+    pub form_bytes: u64,
     /// Channels copied.
     pub channels: Vec<String>,
     /// Objects pruned (no kept release needs them).
@@ -261,10 +263,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         .flat_map(|(_, vm)| vm.files())
         .filter(|f| seen.insert(f.sha256))
         .filter(|f| !m.to.join(repo::object_path(&f.sha256)).exists())
-        .map(|f| Wanted {
-            sha: f.sha256,
-            size: f.size,
-        })
+        .map(|f| Wanted::raw(f.sha256, f.size))
         .collect();
     let new_bytes: u64 = wanted.iter().map(|w| w.size).sum();
     let partial = m.to.join(".mirror-partial");
@@ -289,6 +288,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
     } else {
         0
     };
+    let (forms, form_bytes) = fetch_forms(m, remote, &manifests, &partial).await?;
     crate::crash::point("mirror:objects");
 
     // Stage 2: the signed documents, the latest pointer last.
@@ -296,8 +296,12 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         write_atomic(&m.to.join(&doc.sig_path), &doc.sig)?;
         write_atomic(&m.to.join(&doc.path), &doc.bytes)
     };
+    for (v, bytes) in &forms {
+        crate::forms::write_with_gzip(&m.to.join(crate::forms::forms_path(v)), bytes)?;
+    }
     for (doc, _) in &manifests {
-        put(doc)?;
+        write_atomic(&m.to.join(&doc.sig_path), &doc.sig)?;
+        crate::forms::write_with_gzip(&m.to.join(&doc.path), &doc.bytes)?;
     }
     if let Some(d) = &deleg {
         put(d)?;
@@ -323,6 +327,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         releases: kept.len(),
         new_objects: wanted.len(),
         new_bytes,
+        form_bytes,
         zips,
         channels: channels.into_iter().map(|(n, _)| n).collect(),
         pruned,
@@ -387,6 +392,112 @@ async fn fetch_zips(
     Ok(fetched)
 }
 
+/// Stage 1 for the smaller forms (compressed objects, deltas) the kept releases list: each
+/// fetched once, decoded and checked against its object's signed SHA-256 (a delta against the
+/// base object this mirror holds), then placed. Returns each release's forms.json to serve:
+/// the upstream's bytes when every form it lists is here, else a list of only those that are
+/// (a site never asks for a form the mirror lacks).
+async fn fetch_forms(
+    m: &Mirror<'_>,
+    remote: &Remote,
+    manifests: &[(Doc, VerifiedManifest)],
+    partial: &Path,
+) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+    use crate::forms::{self, Forms};
+    use network::Form;
+    let mut lists = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut queued = HashSet::new();
+    for (_, vm) in manifests {
+        let v = vm.version().to_string();
+        // A release's list is written once at publish: one held here is complete.
+        if m.to.join(forms::forms_path(&v)).exists() {
+            continue;
+        }
+        let Some(bytes) = remote
+            .get_doc_opt(&forms::forms_path(&v), forms::MAX_FORMS_DOC)
+            .await?
+        else {
+            continue;
+        };
+        let Ok(list) = serde_json::from_slice::<Forms>(&bytes) else {
+            continue;
+        };
+        let sizes: std::collections::HashMap<Sha256, u64> =
+            vm.files().iter().map(|f| (f.sha256, f.size)).collect();
+        let mut want = |w: Wanted| {
+            if !m.to.join(network::form_rel(&w)).exists() && queued.insert(network::form_rel(&w)) {
+                wanted.push(w);
+            }
+        };
+        for (sha, n) in &list.zst {
+            if let Some(size) = sizes.get(sha) {
+                let mut w = Wanted::raw(*sha, *size);
+                (w.form, w.transfer, w.zst) = (Form::Zst, *n, Some(*n));
+                want(w);
+            }
+        }
+        for (sha, by_base) in &list.deltas {
+            let Some(size) = sizes.get(sha) else { continue };
+            for (base, n) in by_base {
+                let base_obj = m.to.join(repo::object_path(base));
+                if base_obj.exists() {
+                    let mut w = Wanted::raw(*sha, *size);
+                    (w.form, w.transfer, w.base) = (Form::Delta(*base), *n, Some(base_obj));
+                    want(w);
+                }
+            }
+        }
+        lists.push((v, bytes, list));
+    }
+    let total: u64 = wanted.iter().map(|w| w.transfer).sum();
+    if !wanted.is_empty() {
+        m.progress.set_totals(wanted.len() as u64, total);
+        m.progress.set_phase(format!(
+            "fetching {} compressed objects and deltas",
+            wanted.len()
+        ));
+        let got = network::fetch_forms(remote, &wanted, partial, &m.progress).await?;
+        if got.fell_back > 0 {
+            eprintln!(
+                "mirror: {} forms left out (not on the upstream or not decoding to the signed content), first: {}",
+                got.fell_back,
+                got.reasons.first().map(String::as_str).unwrap_or("")
+            );
+        }
+    }
+    let mut bytes_in = 0;
+    for w in &wanted {
+        let done = network::form_done_path(partial, w);
+        if done.exists() {
+            let dest = m.to.join(network::form_rel(w));
+            let dir = dest.parent().expect("form paths have a parent");
+            std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+            std::fs::rename(&done, &dest).ctx("move into place", &dest)?;
+            bytes_in += w.transfer;
+        }
+    }
+    // Each list as served: only what is here.
+    let mut out = Vec::new();
+    for (v, bytes, mut list) in lists {
+        let before = list.zst.len() + list.deltas.values().map(|d| d.len()).sum::<usize>();
+        list.zst
+            .retain(|sha, _| m.to.join(forms::zst_path(sha)).exists());
+        for (sha, by_base) in list.deltas.iter_mut() {
+            by_base.retain(|base, _| m.to.join(forms::delta_path(base, sha)).exists());
+        }
+        list.deltas.retain(|_, d| !d.is_empty());
+        let after = list.zst.len() + list.deltas.values().map(|d| d.len()).sum::<usize>();
+        let served = if after == before {
+            bytes
+        } else {
+            serde_json::to_vec(&list).expect("forms serialise")
+        };
+        out.push((v, served));
+    }
+    Ok((out, bytes_in))
+}
+
 /// The channels to copy: those the upstream lists in `channels/index.json`, those the mirror
 /// already has, and `stable`.
 async fn upstream_channels(remote: &Remote, here: &Path) -> Result<Vec<String>> {
@@ -424,11 +535,31 @@ fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<
         let keep = e
             .file_name()
             .to_str()
+            .map(|n| n.strip_suffix(".zst").unwrap_or(n))
             .and_then(Sha256::from_hex)
             .is_some_and(|h| needed.contains(&h));
         if !keep {
             std::fs::remove_file(e.path()).ctx("remove", e.path())?;
             removed += 1;
+        }
+    }
+    // Deltas that rebuild no kept object.
+    for e in walkdir::WalkDir::new(dir.join("deltas"))
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+    {
+        let keep = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".zst"))
+            .and_then(Sha256::from_hex)
+            .is_some_and(|h| needed.contains(&h));
+        if !keep {
+            std::fs::remove_file(e.path()).ctx("remove", e.path())?;
+            let _ = std::fs::remove_dir(e.path().parent().expect("deltas/BASE"));
         }
     }
     if let Ok(rd) = std::fs::read_dir(dir.join("releases")) {

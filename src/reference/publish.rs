@@ -9,9 +9,11 @@ use rayon::prelude::*;
 use super::repo;
 use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::{self, Walk};
+use crate::forms::{self, Forms};
 use crate::fsutil::write_atomic;
 use crate::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
-use crate::manifest::{self, FORMAT, FileEntry, Manifest, Pointer, SecretKey, digest};
+use crate::manifest::{self, FORMAT, FileEntry, Manifest, Pointer, SecretKey, Sha256, digest};
+use std::collections::{HashMap, HashSet};
 
 /// What to publish.
 pub struct Publish<'a> {
@@ -29,6 +31,55 @@ pub struct Publish<'a> {
     pub expires_days: u64,
     /// A security release (see [`Manifest::urgent`]).
     pub urgent: bool,
+    /// The smaller forms to store beside the objects.
+    pub shrink: Shrink,
+}
+
+/// Which smaller forms publishing stores (see [`crate::forms`]).
+#[derive(Clone, Debug)]
+pub struct Shrink {
+    /// Store each object compressed too.
+    pub compress: bool,
+    /// Deltas against the same paths in this many previous releases (0: none).
+    pub deltas: usize,
+    /// zstd level for both.
+    pub level: i32,
+    /// No delta for a file whose old or new content is larger: both are held in memory.
+    pub delta_max: u64,
+}
+
+impl Default for Shrink {
+    fn default() -> Self {
+        Shrink {
+            compress: true,
+            deltas: 3,
+            level: 19,
+            delta_max: crate::forms::DELTA_MAX_DEFAULT,
+        }
+    }
+}
+
+/// What the smaller forms cost and save.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FormsMade {
+    /// Objects of this release with a compressed form (made now or before).
+    pub compressed: usize,
+    /// Their raw bytes.
+    pub compressed_raw: u64,
+    /// Their compressed bytes.
+    pub compressed_bytes: u64,
+    /// Deltas listed for this release (made now or before).
+    pub deltas: usize,
+    /// What the files they rebuild weigh whole.
+    pub delta_whole: u64,
+    /// The deltas' bytes.
+    pub delta_bytes: u64,
+    /// Changed files left without a delta because they are larger than the limit.
+    pub too_large: usize,
+    /// Disk the forms made now take.
+    pub disk_added: u64,
+    /// Seconds spent compressing and building deltas.
+    pub seconds: f64,
 }
 
 /// What publishing did.
@@ -46,6 +97,8 @@ pub struct Published {
     pub new_objects: usize,
     /// The release zip.
     pub zip: PathBuf,
+    /// The smaller forms stored.
+    pub forms: FormsMade,
 }
 
 /// Read a repository's pointer, checked against the publisher's own key.
@@ -181,6 +234,8 @@ pub fn publish(p: &Publish) -> Result<Published> {
     };
     let bytes = manifest::to_bytes(&m);
     let sig = p.key.sign(&bytes);
+    // Before the pointer names the release, so that a site finds its forms listed.
+    let forms = shrink(p, &m, pointer.as_ref())?;
 
     let zip = p.repo.join(repo::zip_path(p.version));
     write_zip(&zip, p.dir, &m, &bytes, &sig)?;
@@ -188,7 +243,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
         &p.repo.join(repo::manifest_sig_path(p.version)),
         sig.as_bytes(),
     )?;
-    write_atomic(&p.repo.join(repo::manifest_path(p.version)), &bytes)?;
+    forms::write_with_gzip(&p.repo.join(repo::manifest_path(p.version)), &bytes)?;
 
     // The pointer goes last: until it is written, no site sees the new release.
     let mut releases = pointer
@@ -219,7 +274,175 @@ pub fn publish(p: &Publish) -> Result<Published> {
         bytes: m.files.iter().map(|f| f.size).sum(),
         new_objects,
         zip,
+        forms,
     })
+}
+
+/// A release's manifest as this repository holds it (the publisher's own files, not checked).
+fn stored_manifest(repo_dir: &Path, version: &str) -> Option<Manifest> {
+    let b = std::fs::read(repo_dir.join(repo::manifest_path(version))).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn stored_forms(repo_dir: &Path, version: &str) -> Option<Forms> {
+    let b = std::fs::read(repo_dir.join(forms::forms_path(version))).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Write `bytes` to `rel` in the repository unless it is there; the bytes it takes.
+fn store(repo_dir: &Path, rel: &str, bytes: &[u8]) -> Result<u64> {
+    let dest = repo_dir.join(rel);
+    if dest.exists() {
+        return Ok(0);
+    }
+    let dir = dest.parent().expect("repository paths have a parent");
+    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
+    tmp.write_all(bytes).ctx("write", tmp.path())?;
+    crate::fsutil::make_readable(tmp.as_file(), tmp.path())?;
+    tmp.persist(&dest)
+        .map_err(|e| e.error)
+        .ctx("store", &dest)?;
+    Ok(bytes.len() as u64)
+}
+
+/// (object, raw size, compressed size when worth it, disk added).
+type Compressed = (Sha256, u64, Option<u64>, u64);
+/// (old object, new object, new size, delta size, disk added).
+type Delta = (Sha256, Sha256, u64, u64, u64);
+
+/// Store the compressed objects and the deltas of release `m` and list them in its forms.json.
+/// Both keep only what is smaller than what a site would fetch otherwise; objects already
+/// decided by an earlier release (compressed or found not worth it) are not compressed again.
+fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsMade> {
+    let started = std::time::Instant::now();
+    let s = &p.shrink;
+    let mut made = FormsMade::default();
+    if !s.compress && s.deltas == 0 {
+        return Ok(made);
+    }
+    let previous: Vec<&String> = pointer
+        .map(|ptr| ptr.releases.iter().rev().take(s.deltas.max(1)).collect())
+        .unwrap_or_default();
+    let olds: Vec<Manifest> = previous
+        .iter()
+        .filter_map(|v| stored_manifest(p.repo, v))
+        .collect();
+    // Objects an earlier release already decided: their compressed form is there or not worth it.
+    let mut decided: HashMap<Sha256, Option<u64>> = HashMap::new();
+    if let Some(v) = previous.first()
+        && let (Some(old), Some(f)) = (olds.first(), stored_forms(p.repo, v))
+        && !f.zst.is_empty()
+    {
+        for e in &old.files {
+            decided.insert(e.sha256, f.zst.get(&e.sha256).copied());
+        }
+    }
+    let mut unique: Vec<&FileEntry> = Vec::new();
+    let mut seen = HashSet::new();
+    for f in &m.files {
+        if seen.insert(f.sha256) {
+            unique.push(f);
+        }
+    }
+
+    let mut forms = Forms {
+        format: forms::FORMS_FORMAT,
+        ..Forms::default()
+    };
+    if s.compress {
+        let zst: Vec<Result<Compressed>> = unique
+            .par_iter()
+            .map(|f| {
+                let rel = forms::zst_path(&f.sha256);
+                if let Ok(md) = std::fs::metadata(p.repo.join(&rel)) {
+                    return Ok((f.sha256, f.size, Some(md.len()), 0));
+                }
+                if let Some(known) = decided.get(&f.sha256) {
+                    return Ok((f.sha256, f.size, *known, 0));
+                }
+                let obj = p.repo.join(repo::object_path(&f.sha256));
+                let mut out = Vec::new();
+                forms::compress_file(&obj, &mut out, s.level)?;
+                // Worth a file only when it saves a tenth: a site then fetches fewer bytes.
+                if f.size < 64 || out.len() as u64 * 10 > f.size * 9 {
+                    return Ok((f.sha256, f.size, None, 0));
+                }
+                let added = store(p.repo, &rel, &out)?;
+                Ok((f.sha256, f.size, Some(out.len() as u64), added))
+            })
+            .collect();
+        for r in zst {
+            let (sha, raw, z, added) = r?;
+            made.disk_added += added;
+            if let Some(z) = z {
+                forms.zst.insert(sha, z);
+                made.compressed += 1;
+                made.compressed_raw += raw;
+                made.compressed_bytes += z;
+            }
+        }
+    }
+
+    if s.deltas > 0 {
+        // (old, new, new size) for each file whose path held other content in a recent release.
+        let mut pairs: Vec<(Sha256, Sha256, u64)> = Vec::new();
+        let mut paired = HashSet::new();
+        for old in olds.iter().take(s.deltas) {
+            let by_path: HashMap<&str, &FileEntry> =
+                old.files.iter().map(|e| (e.path.as_str(), e)).collect();
+            for f in &m.files {
+                let Some(o) = by_path.get(f.path.as_str()) else {
+                    continue;
+                };
+                if o.sha256 == f.sha256 || !paired.insert((o.sha256, f.sha256)) {
+                    continue;
+                }
+                if o.size > s.delta_max || f.size > s.delta_max {
+                    made.too_large += 1;
+                    continue;
+                }
+                pairs.push((o.sha256, f.sha256, f.size));
+            }
+        }
+        let zst = &forms.zst;
+        let built: Vec<Result<Option<Delta>>> = pairs
+            .par_iter()
+            .map(|&(old, new, size)| {
+                let rel = forms::delta_path(&old, &new);
+                if let Ok(md) = std::fs::metadata(p.repo.join(&rel)) {
+                    return Ok(Some((old, new, size, md.len(), 0)));
+                }
+                let read = |sha: &Sha256| {
+                    let path = p.repo.join(repo::object_path(sha));
+                    std::fs::read(&path).ctx("read", &path)
+                };
+                let d = forms::make_delta(&read(&old)?, &read(&new)?, s.level)?;
+                // Kept only when smaller than the form a site would fetch otherwise.
+                let otherwise = zst.get(&new).copied().unwrap_or(size);
+                if d.len() as u64 >= otherwise {
+                    return Ok(None);
+                }
+                let added = store(p.repo, &rel, &d)?;
+                Ok(Some((old, new, size, d.len() as u64, added)))
+            })
+            .collect();
+        for r in built {
+            if let Some((old, new, size, n, added)) = r? {
+                forms.deltas.entry(new).or_default().insert(old, n);
+                made.deltas += 1;
+                made.delta_whole += size;
+                made.delta_bytes += n;
+                made.disk_added += added;
+            }
+        }
+    }
+    forms::write_with_gzip(
+        &p.repo.join(forms::forms_path(p.version)),
+        &serde_json::to_vec(&forms).expect("forms serialise"),
+    )?;
+    made.seconds = started.elapsed().as_secs_f64();
+    Ok(made)
 }
 
 /// Extensions whose contents are already compressed: stored, not deflated again.

@@ -5,6 +5,10 @@
 //! releases/V/manifest.json, manifest.sig   one signed manifest per release
 //! releases/V/upkeep-V.zip                  the full release zip (manifest inside)
 //! objects/ab/abcdef...                     file contents by SHA-256, immutable
+//! objects/ab/abcdef....zst                 the same, compressed (when it saves)
+//! deltas/OLD/NEW.zst                       object NEW as a delta against object OLD
+//! releases/V/forms.json                    the compressed objects and deltas of release V
+//! releases/V/*.json.gz                     those documents gzipped, for Accept-Encoding
 //! keys/online.json, online.sig             the online keys, delegated by the release key
 //! channels/NAME.json, NAME.sig             a channel's rollout, signed by an online key
 //! ```
@@ -45,9 +49,18 @@ pub fn is_layout_path(rel: &crate::manifest::RelPath) -> bool {
             crate::manifest::parse_version(v).is_ok()
                 && (*f == "manifest.json"
                     || *f == "manifest.sig"
+                    || *f == "forms.json"
+                    || *f == "manifest.json.gz"
+                    || *f == "forms.json.gz"
                     || *f == format!("upkeep-{v}.zip"))
         }
-        ["objects", d, h] => hex(d, 2) && hex(h, 64) && h.starts_with(d),
+        ["objects", d, h] => {
+            let h = h.strip_suffix(".zst").unwrap_or(h);
+            hex(d, 2) && hex(h, 64) && h.starts_with(d)
+        }
+        ["deltas", old, new] => {
+            hex(old, 64) && new.strip_suffix(".zst").is_some_and(|n| hex(n, 64))
+        }
         ["keys", "online.json" | "online.sig"] | ["channels", "index.json"] => true,
         ["channels", f] => f
             .strip_suffix(".json")

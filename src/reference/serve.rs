@@ -217,6 +217,8 @@ fn etag(rel: &RelPath, path: &Path, md: &std::fs::Metadata) -> String {
     match path.file_name() {
         // Objects are named by their SHA-256: that is the strongest possible validator.
         Some(name) if rel.top() == "objects" => format!("\"{}\"", name.to_string_lossy()),
+        // deltas/OLD/NEW.zst: both names make it unique.
+        Some(_) if rel.top() == "deltas" => format!("\"{}\"", rel.as_str().replace('/', "-")),
         _ => format!("\"{:x}-{:x}-{:x}\"", md.len(), md.mtime(), md.mtime_nsec()),
     }
 }
@@ -233,7 +235,7 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 }
 
 fn headers_for(rel: &RelPath, tail: &str) -> (CacheControl, &'static str) {
-    let cache = if rel.top() == "objects" {
+    let cache = if rel.top() == "objects" || rel.top() == "deltas" {
         // Content-addressed: the same name always means the same bytes.
         CacheControl(vec![
             CacheDirective::Public,
@@ -269,8 +271,43 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
     if !repo::is_layout_path(&rel) || !crate::fsutil::no_links_beneath(&repo.dir, &rel) {
         return Ok(not_found(&repo, &tail));
     }
-    let path = rel.under(&repo.dir);
+    let mut path = rel.under(&repo.dir);
     let (cache, ct) = headers_for(&rel, &tail);
+    // A document with a gzip form beside (manifests, forms lists) goes gzipped to a client that
+    // accepts it, whole (ranges are of the document itself).
+    let negotiable = tail.ends_with(".json") && rel.top() == "releases";
+    let gz = path.with_file_name(format!(
+        "{}{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        crate::forms::GZ_SUFFIX
+    ));
+    let gzipped = negotiable
+        && !req.headers().contains_key(header::RANGE)
+        && req
+            .headers()
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("gzip")))
+        && gz.is_file();
+    if gzipped {
+        path = gz;
+    }
+    let encoding = |h: &mut actix_web::http::header::HeaderMap| {
+        if negotiable {
+            h.insert(
+                header::VARY,
+                header::HeaderValue::from_static("Accept-Encoding"),
+            );
+        }
+        if gzipped {
+            h.insert(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_static("gzip"),
+            );
+        }
+    };
     // Plain GETs of small files come from memory; ranges, HEAD and large files go through
     // actix-files, which implements them fully.
     if req.method() == actix_web::http::Method::GET
@@ -286,21 +323,25 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
         b.insert_header((header::ETAG, c.etag.clone()))
             .insert_header((header::CACHE_CONTROL, cache.to_string()))
             .insert_header((header::ACCEPT_RANGES, "bytes"));
-        return Ok(if matches {
+        let mut resp = if matches {
             b.finish()
         } else {
             b.content_type(ct).body(c.bytes.clone())
-        });
+        };
+        encoding(resp.headers_mut());
+        return Ok(resp);
     }
     let Ok(f) = NamedFile::open_async(&path).await else {
         return Ok(not_found(&repo, &tail));
     };
     let tag = etag(&rel, &path, f.metadata());
     if none_match(&req, &tag) {
-        return Ok(HttpResponse::NotModified()
+        let mut resp = HttpResponse::NotModified()
             .insert_header((header::ETAG, tag))
             .insert_header((header::CACHE_CONTROL, cache.to_string()))
-            .finish());
+            .finish();
+        encoding(resp.headers_mut());
+        return Ok(resp);
     }
     let mut resp = f
         .use_etag(false)
@@ -312,11 +353,44 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
         cache.to_string().parse().expect("valid header"),
     );
     h.insert(header::ETAG, tag.parse().expect("a quoted hex ETag"));
+    encoding(h);
     Ok(resp)
 }
 
-/// One requested object: its SHA-256 and the offset to start from (for resumed transfers).
-fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
+/// One requested object: its SHA-256, the offset to start from (for resumed transfers), and
+/// the form it is asked in.
+struct Asked {
+    sha: Sha256,
+    offset: u64,
+    form: AskedForm,
+}
+
+enum AskedForm {
+    Raw,
+    Zst,
+    Delta(Sha256),
+}
+
+impl Asked {
+    /// Its file in the repository.
+    fn rel(&self) -> String {
+        match &self.form {
+            AskedForm::Raw => repo::object_path(&self.sha),
+            AskedForm::Zst => crate::forms::zst_path(&self.sha),
+            AskedForm::Delta(b) => crate::forms::delta_path(b, &self.sha),
+        }
+    }
+    /// How a frame names the form (after the length).
+    fn token(&self) -> String {
+        match &self.form {
+            AskedForm::Raw => String::new(),
+            AskedForm::Zst => " z".into(),
+            AskedForm::Delta(b) => format!(" d:{b}"),
+        }
+    }
+}
+
+fn parse_batch(body: &[u8]) -> Result<Vec<Asked>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the batch body is not UTF-8".to_string())?;
     let mut out = Vec::new();
     for (n, line) in text
@@ -335,7 +409,16 @@ fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
                 .map_err(|_| format!("line {}: bad offset", n + 1))?,
             None => 0,
         };
-        out.push((sha, offset));
+        let form = match parts.next() {
+            None => AskedForm::Raw,
+            Some("z") => AskedForm::Zst,
+            Some(d) => AskedForm::Delta(
+                d.strip_prefix("d:")
+                    .and_then(Sha256::from_hex)
+                    .ok_or_else(|| format!("line {}: unknown form {d:?}", n + 1))?,
+            ),
+        };
+        out.push(Asked { sha, offset, form });
         if out.len() > MAX_BATCH {
             return Err(format!("more than {MAX_BATCH} objects in one batch"));
         }
@@ -343,8 +426,9 @@ fn parse_batch(body: &[u8]) -> Result<Vec<(Sha256, u64)>, String> {
     Ok(out)
 }
 
-/// `POST /batch`: body lines `SHA256 [OFFSET]`; response frames `SHA256 OFFSET LEN\n` + bytes (or
-/// `SHA256 missing\n`), then `end\n`.
+/// `POST /batch`: body lines `SHA256 [OFFSET [FORM]]` (FORM: `z` for the compressed object,
+/// `d:BASE` for the delta against object BASE); response frames `SHA256 OFFSET LEN [FORM]\n` +
+/// bytes (or `SHA256 missing [FORM]\n`), then `end\n`.
 async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     let wanted = match parse_batch(&body) {
         Ok(w) => w,
@@ -359,8 +443,9 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     // Reading files is blocking work: keep it off the server's event loop.
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
-        for (sha, offset) in wanted {
-            let rel = RelPath::parse(&repo::object_path(&sha)).expect("object paths are relative");
+        for asked in wanted {
+            let (sha, offset) = (asked.sha, asked.offset);
+            let rel = RelPath::parse(&asked.rel()).expect("object paths are relative");
             let path = rel.under(&dir);
             let opened = if crate::fsutil::no_links_beneath(&dir, &rel) {
                 std::fs::File::open(&path)
@@ -373,7 +458,7 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
             });
             let Ok((mut f, len)) = opened else {
                 if tx
-                    .blocking_send(Ok(Bytes::from(format!("{sha} missing\n"))))
+                    .blocking_send(Ok(Bytes::from(format!("{sha} missing{}\n", asked.token()))))
                     .is_err()
                 {
                     return;
@@ -389,8 +474,9 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
             }
             if tx
                 .blocking_send(Ok(Bytes::from(format!(
-                    "{sha} {offset} {}\n",
-                    len - offset
+                    "{sha} {offset} {}{}\n",
+                    len - offset,
+                    asked.token()
                 ))))
                 .is_err()
             {
@@ -435,13 +521,22 @@ mod tests {
     #[test]
     fn batch_parse_1() {
         let h = "a".repeat(64);
-        let v = parse_batch(format!("{h}\n{h} 10\n\n").as_bytes()).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[1].1, 10);
+        let b = "b".repeat(64);
+        let v = parse_batch(format!("{h}\n{h} 10\n\n{h} 0 z\n{h} 5 d:{b}\n").as_bytes()).unwrap();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[1].offset, 10);
+        assert_eq!(v[2].rel(), format!("objects/aa/{h}.zst"));
+        assert_eq!(
+            (v[3].offset, v[3].rel()),
+            (5, format!("deltas/{b}/{h}.zst"))
+        );
+        assert_eq!(v[3].token(), format!(" d:{b}"));
     }
     #[test]
     fn batch_bad_1() {
         assert!(parse_batch(b"../../etc/passwd 0\n").is_err());
         assert!(parse_batch(format!("{} x\n", "a".repeat(64)).as_bytes()).is_err());
+        assert!(parse_batch(format!("{} 0 d:../x\n", "a".repeat(64)).as_bytes()).is_err());
+        assert!(parse_batch(format!("{} 0 q\n", "a".repeat(64)).as_bytes()).is_err());
     }
 }

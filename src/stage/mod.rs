@@ -82,6 +82,8 @@ pub struct Staged {
     pub modified: Vec<RelPath>,
     /// Files found in staging that this release does not need, moved into `.upkeep/aside/`.
     pub moved_aside: usize,
+    /// For a network staging: the bytes that came in each form (raw, compressed, delta).
+    pub forms: Option<network::Fetched>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -157,6 +159,12 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     let diff = diff_live(inst, &mut state, installed.as_ref(), &target)?;
     // Only its version is needed from here on; a release of 100,000 files has a manifest of
     // tens of megabytes.
+    // For a delta: the content each needed path has live now, when that is the installed
+    // release's (a locally modified file is no base the publisher could have used).
+    let bases: HashMap<RelPath, manifest::Sha256> = match &installed {
+        Some(im) => needed_bases(&diff, im),
+        None => HashMap::new(),
+    };
     let installed = installed.map(|m| m.version().to_string());
     let needed: Vec<&FileEntry> = diff
         .needed()
@@ -194,12 +202,16 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 
     check_space(&staging, target.version(), &missing)?;
     let fetched: u64 = missing.iter().map(|f| f.size).sum();
+    let mut forms = None;
     match source {
         Source::Network => {
             progress.set_phase(format!("downloading {} files", missing.len()));
             let remote =
                 remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
-            fetch_network(inst, &remote, &missing, &state, progress)?;
+            let wanted = choose_forms(inst, &remote, target.version(), &missing, &bases);
+            forms = Some(fetch_network(
+                inst, &remote, &missing, wanted, &state, progress,
+            )?);
         }
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
@@ -242,8 +254,80 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         removed: diff.removed.len(),
         modified: diff.modified.clone(),
         moved_aside,
+        forms,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The installed content of each needed path that is unmodified live (see `bases` above).
+fn needed_bases(
+    diff: &crate::manifest::plan::Diff,
+    installed: &VerifiedManifest,
+) -> HashMap<RelPath, manifest::Sha256> {
+    let modified: HashSet<&RelPath> = diff.modified.iter().collect();
+    diff.needed()
+        .filter(|p| !modified.contains(p))
+        .filter_map(|p| Some((p.clone(), installed.entry(p)?.sha256)))
+        .collect()
+}
+
+/// The form each missing object comes in: a delta against the live file when the release
+/// lists one for the live content, else the compressed object, else the raw one. The list is
+/// asked once; a repository without one (or a server that does not answer it) gets raw objects.
+fn choose_forms(
+    inst: &Instance,
+    remote: &remote::Remote,
+    version: &str,
+    missing: &[&FileEntry],
+    bases: &HashMap<RelPath, manifest::Sha256>,
+) -> Vec<network::Wanted> {
+    let forms: crate::forms::Forms = remote::block_on(remote.get_doc_opt(
+        &crate::forms::forms_path(version),
+        crate::forms::MAX_FORMS_DOC,
+    ))
+    .ok()
+    .flatten()
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .unwrap_or_default();
+    let mut seen = HashSet::new();
+    missing
+        .iter()
+        .filter(|f| seen.insert(f.sha256))
+        .map(|f| {
+            let mut w = network::Wanted::raw(f.sha256, f.size);
+            w.zst = forms.zst.get(&f.sha256).copied();
+            if let Some(z) = w.zst {
+                w.form = network::Form::Zst;
+                w.transfer = z;
+            }
+            // The smallest delta from a base some path of this object has live.
+            let delta = forms.deltas.get(&f.sha256).and_then(|by_base| {
+                missing
+                    .iter()
+                    .filter(|g| g.sha256 == f.sha256)
+                    .filter_map(|g| {
+                        let base = bases.get(&g.path)?;
+                        by_base
+                            .get(base)
+                            .map(|n| (*n, *base, g.path.under(&inst.root)))
+                    })
+                    .min_by_key(|(n, _, _)| *n)
+            });
+            if let Some((n, base, live)) = delta
+                && n < w.transfer
+                && f.size
+                    + std::fs::metadata(&live)
+                        .map(|m| m.len())
+                        .unwrap_or(u64::MAX)
+                    <= 2 * crate::forms::DELTA_MAX_DEFAULT
+            {
+                w.form = network::Form::Delta(base);
+                w.transfer = n;
+                w.base = Some(live);
+            }
+            w
+        })
+        .collect()
 }
 
 /// Refuse before writing a byte when the files to gather cannot fit, with a margin (OCS-NG's
@@ -347,26 +431,21 @@ fn fetch_network(
     inst: &Instance,
     remote: &remote::Remote,
     missing: &[&FileEntry],
+    wanted: Vec<network::Wanted>,
     state: &State,
     progress: &Arc<Progress>,
-) -> Result<()> {
+) -> Result<network::Fetched> {
     let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
     for f in missing {
         by_sha.entry(f.sha256).or_default().push(f);
     }
-    let wanted: Vec<network::Wanted> = by_sha
-        .values()
-        .map(|fs| network::Wanted {
-            sha: fs[0].sha256,
-            size: fs[0].size,
-        })
-        .collect();
     let dir = inst.partial_dir();
     crate::crash::point("stage:fetching");
-    remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
+    let fetched = remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
     let staging = inst.staging();
     // One transaction for the marks of every placed file.
-    state.in_transaction(|| place_fetched(&staging, &dir, by_sha, state))
+    state.in_transaction(|| place_fetched(&staging, &dir, by_sha, state))?;
+    Ok(fetched)
 }
 
 fn place_fetched(

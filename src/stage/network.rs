@@ -1,12 +1,15 @@
 //! Fetching objects from the reference: one streamed `POST /batch` when the server is
-//! `upkeep reference`, concurrent keep-alive GETs when it is a plain static server. Partial files
-//! live in `.upkeep/partial/SHA256.part` and are continued, never restarted; a finished object is
-//! renamed to `.upkeep/partial/SHA256` only after its SHA-256 matched.
+//! `upkeep reference`, concurrent keep-alive GETs when it is a plain static server. Each object
+//! comes in the form chosen for it (raw, compressed, or a delta against the live file; see
+//! [`crate::forms`]); a form that is missing or does not decode to the signed SHA-256 is
+//! dropped for the next one, down to the raw object. Partial transfers live in
+//! `.upkeep/partial/KEY.part` and are continued, never restarted; a finished object is renamed
+//! to `.upkeep/partial/SHA256` only after its SHA-256 matched.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,6 +20,17 @@ use crate::progress::Progress;
 use crate::reference::client::{Remote, backoff, describe};
 use crate::reference::repo;
 
+/// The form an object travels in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// The object itself.
+    Raw,
+    /// Compressed whole.
+    Zst,
+    /// A delta against the object with this SHA-256 (the live file).
+    Delta(Sha256),
+}
+
 /// One object to fetch.
 #[derive(Clone, Debug)]
 pub struct Wanted {
@@ -24,6 +38,99 @@ pub struct Wanted {
     pub sha: Sha256,
     /// Its size, from the signed manifest.
     pub size: u64,
+    /// How it comes.
+    pub form: Form,
+    /// The bytes of that form on the wire.
+    pub transfer: u64,
+    /// The size of its compressed form, when there is one (what a failed delta falls back on).
+    pub zst: Option<u64>,
+    /// The file a delta applies to.
+    pub base: Option<PathBuf>,
+}
+
+impl Wanted {
+    /// The object itself, whole.
+    pub fn raw(sha: Sha256, size: u64) -> Wanted {
+        Wanted {
+            sha,
+            size,
+            form: Form::Raw,
+            transfer: size,
+            zst: None,
+            base: None,
+        }
+    }
+
+    /// The repository path of its form.
+    fn rel(&self) -> String {
+        match &self.form {
+            Form::Raw => repo::object_path(&self.sha),
+            Form::Zst => crate::forms::zst_path(&self.sha),
+            Form::Delta(b) => crate::forms::delta_path(b, &self.sha),
+        }
+    }
+
+    /// The name of its partial file (raw objects keep the name of earlier versions).
+    fn key(&self) -> String {
+        match &self.form {
+            Form::Raw => self.sha.to_hex(),
+            Form::Zst => format!("{}.zst", self.sha),
+            Form::Delta(b) => format!("{}.from-{b}", self.sha),
+        }
+    }
+
+    /// How a batch request names the form.
+    fn token(&self) -> String {
+        match &self.form {
+            Form::Raw => String::new(),
+            Form::Zst => " z".into(),
+            Form::Delta(b) => format!(" d:{b}"),
+        }
+    }
+
+    /// The next form to try after this one failed.
+    fn fall_back(&mut self) {
+        let (form, transfer) = match (&self.form, self.zst) {
+            (Form::Delta(_), Some(z)) => (Form::Zst, z),
+            _ => (Form::Raw, self.size),
+        };
+        self.form = form;
+        self.transfer = transfer;
+        self.base = None;
+    }
+}
+
+/// The bytes that came in each form, and the forms given up.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Fetched {
+    /// Bytes of raw objects.
+    pub raw: u64,
+    /// Bytes of compressed objects.
+    pub compressed: u64,
+    /// Bytes of deltas.
+    pub delta: u64,
+    /// What the same objects weigh whole.
+    pub whole: u64,
+    /// Forms that were missing or did not decode to the signed content, each replaced by the
+    /// next form (down to the raw object).
+    pub fell_back: usize,
+    /// Why, for the first few.
+    pub reasons: Vec<String>,
+}
+
+impl Fetched {
+    /// Bytes on the wire, every form together.
+    pub fn wire(&self) -> u64 {
+        self.raw + self.compressed + self.delta
+    }
+
+    fn count(&mut self, form: &Form, n: u64) {
+        match form {
+            Form::Raw => self.raw += n,
+            Form::Zst => self.compressed += n,
+            Form::Delta(_) => self.delta += n,
+        }
+    }
 }
 
 /// Where a verified object waits to be placed into staging.
@@ -31,8 +138,8 @@ pub fn done_path(dir: &Path, sha: &Sha256) -> PathBuf {
     dir.join(sha.to_hex())
 }
 
-fn part_path(dir: &Path, sha: &Sha256) -> PathBuf {
-    dir.join(format!("{}.part", sha.to_hex()))
+fn part_path(dir: &Path, w: &Wanted) -> PathBuf {
+    dir.join(format!("{}.part", w.key()))
 }
 
 enum Failure {
@@ -46,6 +153,38 @@ enum Failure {
     /// A local failure (a full disk, a read-only folder) or the operator's cancel: another
     /// attempt would fail the same way, and it is not the network's fault.
     Local(Error),
+}
+
+/// Forms given up during an attempt: (the form's key, its object, why).
+type Fallen = Mutex<Vec<(String, Sha256, String)>>;
+
+/// The state shared by the transfers of one staging.
+struct Run<'a> {
+    dir: &'a Path,
+    progress: &'a Progress,
+    fallen: Fallen,
+    stats: Mutex<Fetched>,
+    /// A mirror's fetch: forms are kept as they came (after decoding them to check them), and
+    /// a bad form is dropped, not replaced.
+    keep_forms: bool,
+}
+
+impl Run<'_> {
+    fn give_up(&self, w: &Wanted, why: String) {
+        let _ = std::fs::remove_file(part_path(self.dir, w));
+        self.fallen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((w.key(), w.sha, why));
+    }
+
+    fn received(&self, w: &Wanted, n: u64) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(&w.form, n);
+        self.progress.add_bytes(n);
+    }
 }
 
 impl From<Error> for Failure {
@@ -65,16 +204,60 @@ fn request_deadline(remote: &Remote, bytes: u64) -> Duration {
 
 /// Fetch every wanted object into `dir`, verified. Bounded retries with backoff and an overall
 /// deadline; what was received before a failure is kept for the next attempt or the next run.
+/// Returns the bytes that came in each form.
 pub async fn fetch(
     remote: &Remote,
     wanted: &[Wanted],
     dir: &Path,
     progress: &Arc<Progress>,
-) -> Result<()> {
+) -> Result<Fetched> {
+    fetch_with(remote, wanted, dir, progress, false).await
+}
+
+/// Where a mirror's checked form waits to be placed.
+pub fn form_done_path(dir: &Path, w: &Wanted) -> PathBuf {
+    dir.join(format!("{}.form", w.key()))
+}
+
+/// The repository path of a wanted form.
+pub fn form_rel(w: &Wanted) -> String {
+    w.rel()
+}
+
+/// For a mirror: fetch the given forms (compressed objects, deltas with their base in
+/// `base`), each decoded and checked against its object's signed SHA-256, and kept as they came
+/// in [`form_done_path`]. A form that is missing upstream or does not check out is left out
+/// (its reason in the result).
+pub async fn fetch_forms(
+    remote: &Remote,
+    wanted: &[Wanted],
+    dir: &Path,
+    progress: &Arc<Progress>,
+) -> Result<Fetched> {
+    fetch_with(remote, wanted, dir, progress, true).await
+}
+
+async fn fetch_with(
+    remote: &Remote,
+    wanted: &[Wanted],
+    dir: &Path,
+    progress: &Arc<Progress>,
+    keep_forms: bool,
+) -> Result<Fetched> {
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let deadline = Duration::from_secs(remote.net.deadline_secs.max(1));
-    match tokio::time::timeout(deadline, fetch_inner(remote, wanted, dir, progress)).await {
-        Ok(r) => r,
+    let run = Run {
+        dir,
+        progress,
+        fallen: Mutex::new(Vec::new()),
+        stats: Mutex::new(Fetched {
+            whole: wanted.iter().map(|w| w.size).sum(),
+            ..Fetched::default()
+        }),
+        keep_forms,
+    };
+    match tokio::time::timeout(deadline, fetch_inner(remote, wanted.to_vec(), &run)).await {
+        Ok(r) => r.map(|()| run.stats.into_inner().unwrap_or_else(|e| e.into_inner())),
         Err(_) => Err(Error::Network {
             url: remote.url(""),
             reason: format!(
@@ -85,28 +268,46 @@ pub async fn fetch(
     }
 }
 
-async fn fetch_inner(
-    remote: &Remote,
-    wanted: &[Wanted],
-    dir: &Path,
-    progress: &Arc<Progress>,
-) -> Result<()> {
+async fn fetch_inner(remote: &Remote, mut wanted: Vec<Wanted>, run: &Run<'_>) -> Result<()> {
+    let (dir, progress) = (run.dir, run.progress);
     let mut use_batch = !remote.behind_cache();
     let mut failures = 0u32;
     loop {
+        // Forms given up in the last attempt: the next form for those objects.
+        for (key, sha, why) in
+            std::mem::take(&mut *run.fallen.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            let mut stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.fell_back += 1;
+            if stats.reasons.len() < 10 {
+                stats.reasons.push(format!("{sha}: {why}"));
+            }
+            if run.keep_forms {
+                wanted.retain(|w| w.key() != key);
+            }
+            for w in wanted.iter_mut().filter(|w| w.key() == key) {
+                w.fall_back();
+            }
+        }
         let pending: Vec<&Wanted> = wanted
             .iter()
-            .filter(|w| !done_path(dir, &w.sha).exists())
+            .filter(|w| {
+                if run.keep_forms {
+                    !form_done_path(dir, w).exists()
+                } else {
+                    !done_path(dir, &w.sha).exists()
+                }
+            })
             .collect();
         if pending.is_empty() {
             return Ok(());
         }
         progress.check_cancelled()?;
-        let bytes: u64 = pending.iter().map(|w| w.size).sum();
+        let bytes: u64 = pending.iter().map(|w| w.transfer).sum();
         let r = if use_batch {
             match tokio::time::timeout(
                 request_deadline(remote, bytes),
-                batch(remote, &pending, dir, progress),
+                batch(remote, &pending, run),
             )
             .await
             {
@@ -117,7 +318,7 @@ async fn fetch_inner(
                 ))),
             }
         } else {
-            per_file(remote, &pending, dir, progress).await
+            per_file(remote, &pending, run).await
         };
         let (msg, damaged) = match r {
             Ok(()) => continue,
@@ -147,11 +348,11 @@ async fn fetch_inner(
     }
 }
 
-/// Length of a partial file, reset when it is somehow longer than the object.
+/// Length of a partial file, reset when it is somehow longer than the transfer.
 fn resume_offset(dir: &Path, w: &Wanted) -> u64 {
-    let p = part_path(dir, &w.sha);
+    let p = part_path(dir, w);
     match std::fs::metadata(&p) {
-        Ok(md) if md.len() <= w.size => md.len(),
+        Ok(md) if md.len() <= w.transfer => md.len(),
         Ok(_) => {
             let _ = std::fs::remove_file(&p);
             0
@@ -161,8 +362,8 @@ fn resume_offset(dir: &Path, w: &Wanted) -> u64 {
 }
 
 /// Append bytes at `offset` to the partial file.
-fn append(dir: &Path, sha: &Sha256, offset: u64, bytes: &[u8]) -> Result<()> {
-    let p = part_path(dir, sha);
+fn append(dir: &Path, w: &Wanted, offset: u64, bytes: &[u8]) -> Result<()> {
+    let p = part_path(dir, w);
     let mut f = OpenOptions::new()
         .create(true)
         .write(true)
@@ -175,18 +376,68 @@ fn append(dir: &Path, sha: &Sha256, offset: u64, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).ctx("write", &p)
 }
 
-/// A partial file reached its size: check it and promote it.
-fn finish(dir: &Path, w: &Wanted, progress: &Progress) -> Result<(), Failure> {
-    let p = part_path(dir, &w.sha);
-    let h = digest::hash_file(&p)?;
-    if h.sha256 != w.sha || h.size != w.size {
-        let _ = std::fs::remove_file(&p);
-        return Err(Failure::Damaged(format!(
-            "object {} arrived complete but did not match the signed manifest (discarded): the reference or a proxy serves damaged or tampered content",
-            w.sha
-        )));
+/// A partial file reached its size: check it (decoding a form first) and promote it. A form
+/// that does not decode to the signed content is given up, not retried.
+fn finish(run: &Run, w: &Wanted) -> Result<(), Failure> {
+    let (dir, progress) = (run.dir, run.progress);
+    let p = part_path(dir, w);
+    if w.form == Form::Raw {
+        let h = digest::hash_file(&p)?;
+        if h.sha256 != w.sha || h.size != w.size {
+            let _ = std::fs::remove_file(&p);
+            return Err(Failure::Damaged(format!(
+                "object {} arrived complete but did not match the signed manifest (discarded): the reference or a proxy serves damaged or tampered content",
+                w.sha
+            )));
+        }
+        std::fs::rename(&p, done_path(dir, &w.sha)).ctx("rename", &p)?;
+        progress.add_file();
+        return Ok(());
     }
-    std::fs::rename(&p, done_path(dir, &w.sha)).ctx("rename", &p)?;
+    let out_path = dir.join(format!("{}.decoding", w.sha));
+    let mut out: Box<dyn Write> = if run.keep_forms {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::fs::File::create(&out_path).ctx("create", &out_path)?)
+    };
+    let decoded = match &w.form {
+        Form::Zst => crate::forms::decode_zst(&p, &mut out, &out_path, w.size)?,
+        Form::Delta(base_sha) => {
+            let base = w
+                .base
+                .as_ref()
+                .and_then(|b| std::fs::read(b).ok())
+                .filter(|b| digest::sha256_bytes(b) == *base_sha);
+            match base {
+                Some(b) => crate::forms::apply_delta(&p, &b, &mut out, &out_path, w.size)?,
+                None => Err(crate::forms::Unusable(
+                    "the live file it applies to changed since it was chosen".into(),
+                )),
+            }
+        }
+        Form::Raw => unreachable!("handled above"),
+    };
+    drop(out);
+    let why = match decoded {
+        Ok(h) if h.sha256 == w.sha && h.size == w.size => None,
+        Ok(_) => Some("it decodes to other content than the signed manifest's".to_string()),
+        Err(u) => Some(u.0),
+    };
+    if let Some(why) = why {
+        let _ = std::fs::remove_file(&out_path);
+        run.give_up(w, why);
+        return Ok(());
+    }
+    if run.keep_forms {
+        let done = form_done_path(dir, w);
+        std::fs::rename(&p, &done).ctx("rename", &p)?;
+        progress.add_file();
+        return Ok(());
+    }
+    std::fs::rename(&out_path, done_path(dir, &w.sha)).ctx("rename", &out_path)?;
+    let _ = std::fs::remove_file(&p);
+    // Progress counts objects' bytes: the bytes a form saved count as done too.
+    progress.add_bytes(w.size.saturating_sub(w.transfer));
     progress.add_file();
     Ok(())
 }
@@ -205,18 +456,14 @@ async fn next_chunk(
     }
 }
 
-async fn batch(
-    remote: &Remote,
-    pending: &[&Wanted],
-    dir: &Path,
-    progress: &Progress,
-) -> Result<(), Failure> {
+async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<(), Failure> {
+    let (dir, progress) = (run.dir, run.progress);
     let mut body = String::with_capacity(pending.len() * 70);
     let mut by_sha = std::collections::HashMap::new();
     for w in pending {
         let off = resume_offset(dir, w);
-        body.push_str(&format!("{} {}\n", w.sha, off));
-        by_sha.insert(w.sha, (*w, off));
+        body.push_str(&format!("{} {}{}\n", w.sha, off, w.token()));
+        by_sha.insert((w.sha, w.token().trim().to_string()), (*w, off));
     }
     let url = remote.url("batch");
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
@@ -237,7 +484,25 @@ async fn batch(
     let mut buf: Vec<u8> = Vec::new();
     // (object, offset of the next byte, bytes left in this frame)
     let mut current: Option<(&Wanted, u64, u64)> = None;
+    // Bytes of a frame to read past: a form whose size is not the listed one.
+    let mut skip = 0u64;
     loop {
+        if skip > 0 {
+            if buf.is_empty() {
+                match next_chunk(&mut resp, io_timeout).await? {
+                    Some(c) => buf.extend_from_slice(&c),
+                    None => {
+                        return Err(Failure::Retry(
+                            "the connection closed in the middle of the batch".into(),
+                        ));
+                    }
+                }
+            }
+            let n = (skip as usize).min(buf.len());
+            buf.drain(..n);
+            skip -= n as u64;
+            continue;
+        }
         if current.is_none() {
             if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line = String::from_utf8_lossy(&buf[..nl]).into_owned();
@@ -250,12 +515,22 @@ async fn batch(
                     .first()
                     .and_then(|s| Sha256::from_hex(s))
                     .ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
-                let Some(&(w, asked)) = by_sha.get(&sha) else {
+                // The form follows the length (or `missing`); none for a raw object.
+                let missing = parts.get(1) == Some(&"missing");
+                let form = parts
+                    .get(if missing { 2 } else { 3 })
+                    .copied()
+                    .unwrap_or("");
+                let Some(&(w, asked)) = by_sha.get(&(sha, form.to_string())) else {
                     return Err(Failure::Retry(format!(
-                        "server sent an object that was not asked for: {sha}"
+                        "server sent an object that was not asked for, or in another form: {line:?}"
                     )));
                 };
-                if parts.get(1) == Some(&"missing") {
+                if missing {
+                    if w.form != Form::Raw {
+                        run.give_up(w, "the reference does not have it".into());
+                        continue;
+                    }
                     return Err(Failure::Retry(format!(
                         "the reference has no object {sha}; is the repository complete?"
                     )));
@@ -268,16 +543,28 @@ async fn batch(
                     .get(2)
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
-                if off != asked || off + len != w.size {
+                if off == asked && off + len != w.transfer && w.form != Form::Raw {
+                    run.give_up(
+                        w,
+                        format!(
+                            "the reference has {} bytes, not the {} listed",
+                            off + len,
+                            w.transfer
+                        ),
+                    );
+                    skip = len;
+                    continue;
+                }
+                if off != asked || off + len != w.transfer {
                     return Err(Failure::Retry(format!(
-                        "server declared {len} bytes from {off} for {sha}, the signed manifest says {} in all",
-                        w.size
+                        "server declared {len} bytes from {off} for {sha}, expected {} in all",
+                        w.transfer
                     )));
                 }
                 current = Some((w, off, len));
                 if len == 0 {
-                    append(dir, &w.sha, off, &[])?;
-                    finish(dir, w, progress)?;
+                    append(dir, w, off, &[])?;
+                    finish(run, w)?;
                     current = None;
                 }
                 continue;
@@ -286,13 +573,13 @@ async fn batch(
             && !buf.is_empty()
         {
             let take = (left as usize).min(buf.len());
-            append(dir, &w.sha, off, &buf[..take])?;
+            append(dir, w, off, &buf[..take])?;
             progress.check_cancelled()?;
-            progress.add_bytes(take as u64);
+            run.received(w, take as u64);
             buf.drain(..take);
             let left = left - take as u64;
             if left == 0 {
-                finish(dir, w, progress)?;
+                finish(run, w)?;
                 current = None;
             } else {
                 current = Some((w, off + take as u64, left));
@@ -310,31 +597,18 @@ async fn batch(
     }
 }
 
-async fn per_file(
-    remote: &Remote,
-    pending: &[&Wanted],
-    dir: &Path,
-    progress: &Progress,
-) -> Result<(), Failure> {
-    let results: Vec<Result<(), Failure>> = futures_util::stream::iter(
-        pending
-            .iter()
-            .map(|w| get_one_in_time(remote, w, dir, progress)),
-    )
-    .buffer_unordered(remote.net.concurrency.max(1))
-    .collect()
-    .await;
+async fn per_file(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<(), Failure> {
+    let results: Vec<Result<(), Failure>> =
+        futures_util::stream::iter(pending.iter().map(|w| get_one_in_time(remote, w, run)))
+            .buffer_unordered(remote.net.concurrency.max(1))
+            .collect()
+            .await;
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
-async fn get_one_in_time(
-    remote: &Remote,
-    w: &Wanted,
-    dir: &Path,
-    progress: &Progress,
-) -> Result<(), Failure> {
-    let deadline = request_deadline(remote, w.size);
-    match tokio::time::timeout(deadline, get_one(remote, w, dir, progress)).await {
+async fn get_one_in_time(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failure> {
+    let deadline = request_deadline(remote, w.transfer);
+    match tokio::time::timeout(deadline, get_one(remote, w, run)).await {
         Ok(r) => r,
         Err(_) => Err(Failure::Retry(format!(
             "object {} came slower than {} KB/s: stalled",
@@ -344,45 +618,51 @@ async fn get_one_in_time(
     }
 }
 
-async fn get_one(
-    remote: &Remote,
-    w: &Wanted,
-    dir: &Path,
-    progress: &Progress,
-) -> Result<(), Failure> {
-    let url = remote.url(&repo::object_path(&w.sha));
+async fn get_one(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failure> {
+    let (dir, progress) = (run.dir, run.progress);
+    let url = remote.url(&w.rel());
     let mut off = resume_offset(dir, w);
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
     let mut req = remote.client.get(&url);
-    if off > 0 && off < w.size {
+    if off > 0 && off < w.transfer {
         req = req.header("Range", format!("bytes={off}-"));
     }
     let mut resp = req.send().await.map_err(|e| Failure::Retry(describe(&e)))?;
     let status = resp.status();
     if status.as_u16() == 200 {
         off = 0;
+    } else if w.form != Form::Raw && matches!(status.as_u16(), 404 | 410) {
+        run.give_up(w, format!("{url}: server answered {status}"));
+        return Ok(());
     } else if status.as_u16() != 206 {
         return Err(Failure::Retry(format!("{url}: server answered {status}")));
     }
-    append(dir, &w.sha, off, &[])?;
+    append(dir, w, off, &[])?;
     while let Some(c) = next_chunk(&mut resp, io_timeout).await? {
-        if off + c.len() as u64 > w.size {
-            let _ = std::fs::remove_file(part_path(dir, &w.sha));
+        if off + c.len() as u64 > w.transfer {
+            if w.form != Form::Raw {
+                run.give_up(
+                    w,
+                    format!("{url}: longer than the {} bytes listed", w.transfer),
+                );
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(part_path(dir, w));
             return Err(Failure::Retry(format!(
                 "{url}: the server sent more than the {} bytes the signed manifest declares",
                 w.size
             )));
         }
-        append(dir, &w.sha, off, &c)?;
+        append(dir, w, off, &c)?;
         progress.check_cancelled()?;
         off += c.len() as u64;
-        progress.add_bytes(c.len() as u64);
+        run.received(w, c.len() as u64);
     }
-    if off != w.size {
+    if off != w.transfer {
         return Err(Failure::Retry(format!(
             "{url}: the connection closed after {off} of {} bytes",
-            w.size
+            w.transfer
         )));
     }
-    finish(dir, w, progress)
+    finish(run, w)
 }

@@ -1,0 +1,262 @@
+//! Smaller forms of objects: each object compressed whole (zstd), and per-file deltas against
+//! the same path's content in earlier releases (zstd with the old file as a reference prefix,
+//! zstd's "patch from"). Static, content-addressed, immutable files any server or mirror can
+//! hold, listed per release in `releases/V/forms.json` so a site never guesses (a 404 costs a
+//! round trip).
+//!
+//! The list is not signed and need not be: a form is only a way to carry an object's bytes,
+//! and what it decodes to is checked against the signed manifest's SHA-256 before it counts.
+//! A form that is missing, damaged or decodes to anything else is dropped for the next smaller
+//! form that works, down to the raw object.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{Hashes, Sha256, digest};
+
+/// The list's format.
+pub const FORMS_FORMAT: u32 = 1;
+/// Largest forms list a site reads.
+pub const MAX_FORMS_DOC: u64 = 64 << 20;
+/// Largest window a site accepts for a compressed object (zstd's own default limit, 128 MiB):
+/// what decoding may allocate, whatever the frame asks.
+const ZST_WINDOW_LOG_MAX: u32 = 27;
+/// Largest old + new size a delta is built or applied for: both are held in memory.
+pub const DELTA_MAX_DEFAULT: u64 = 64 << 20;
+
+/// The forms of a release's objects.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forms {
+    /// [`FORMS_FORMAT`].
+    pub format: u32,
+    /// Objects stored compressed, with the compressed size.
+    #[serde(default)]
+    pub zst: BTreeMap<Sha256, u64>,
+    /// Per object, deltas by the SHA-256 of the base they apply to, with their size.
+    #[serde(default)]
+    pub deltas: BTreeMap<Sha256, BTreeMap<Sha256, u64>>,
+}
+
+/// `releases/V/forms.json`.
+pub fn forms_path(version: &str) -> String {
+    format!("releases/{version}/forms.json")
+}
+
+/// `objects/ab/SHA.zst`: an object compressed whole.
+pub fn zst_path(sha: &Sha256) -> String {
+    format!("{}.zst", crate::reference::repo::object_path(sha))
+}
+
+/// `deltas/BASE/SHA.zst`: object SHA as a delta against object BASE.
+pub fn delta_path(base: &Sha256, sha: &Sha256) -> String {
+    format!("deltas/{base}/{sha}.zst")
+}
+
+/// What a compressed document is named beside the document (`manifest.json.gz`): served with
+/// `Content-Encoding: gzip` to clients that accept it, by `upkeep reference` and by nginx's
+/// `gzip_static`.
+pub const GZ_SUFFIX: &str = ".gz";
+
+/// The gzip form of a document, the same bytes for the same document (no time, no name in the
+/// header), so that a mirror that makes its own equals the origin's.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+/// Write `bytes` to `path` and its gzip form beside, each atomically (the gzip form first: the
+/// document is what a site asks for).
+pub fn write_with_gzip(path: &Path, bytes: &[u8]) -> Result<()> {
+    let gz = path.with_file_name(format!(
+        "{}{GZ_SUFFIX}",
+        path.file_name().expect("a document path").to_string_lossy()
+    ));
+    crate::fsutil::write_atomic(&gz, &gzip(bytes))?;
+    crate::fsutil::write_atomic(path, bytes)
+}
+
+/// Compress `src` into `dst` (streamed: bounded memory whatever the size).
+pub fn compress_file(src: &Path, dst: &mut impl Write, level: i32) -> Result<()> {
+    let f = std::fs::File::open(src).ctx("open", src)?;
+    zstd::stream::copy_encode(std::io::BufReader::with_capacity(256 << 10, f), dst, level)
+        .ctx("compress", src)
+}
+
+/// zstd's window log that covers `n` bytes (a prefix and its successor must both fit).
+fn window_log(n: u64) -> u32 {
+    (64 - n.max(1).leading_zeros()).clamp(10, 31)
+}
+
+/// A delta that rebuilds `new` from `old`.
+pub fn make_delta(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let fail = |what: &str, code: usize| {
+        Error::msg(format!(
+            "zstd {what}: {}",
+            zstd::zstd_safe::get_error_name(code)
+        ))
+    };
+    let mut cx = CCtx::create();
+    cx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(|c| fail("level", c))?;
+    cx.set_parameter(CParameter::WindowLog(window_log(
+        (old.len() + new.len()) as u64,
+    )))
+    .map_err(|c| fail("window", c))?;
+    cx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(|c| fail("long distance", c))?;
+    cx.ref_prefix(old).map_err(|c| fail("prefix", c))?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(new.len()));
+    cx.compress2(&mut out, new)
+        .map_err(|c| fail("compress", c))?;
+    Ok(out)
+}
+
+/// Why a form could not be used (the object is then fetched in another form).
+#[derive(Debug)]
+pub struct Unusable(pub String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What decoding wrote: the hashes of the result, to be compared with the manifest's.
+type Decoded = std::result::Result<Hashes, Unusable>;
+
+/// Copy what `read` yields into `out`, hashing it, refusing more than `size` bytes (a
+/// decompression bomb stops there).
+fn drain(read: &mut dyn Read, out: &mut dyn Write, out_path: &Path, size: u64) -> Result<Decoded> {
+    let mut h = digest::Hasher::default();
+    let mut buf = vec![0u8; 128 << 10];
+    let mut seen = 0u64;
+    loop {
+        let n = match read.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Ok(Err(Unusable(format!("it does not decode ({e})")))),
+        };
+        seen += n as u64;
+        if seen > size {
+            return Ok(Err(Unusable(format!(
+                "it decodes to more than the {size} bytes the signed manifest declares"
+            ))));
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).ctx("write", out_path)?;
+    }
+    Ok(Ok(h.finish()))
+}
+
+/// Decode a compressed object from `src` into `out` (at most `size` bytes, a bounded window).
+pub fn decode_zst(src: &Path, out: &mut dyn Write, out_path: &Path, size: u64) -> Result<Decoded> {
+    let f = std::fs::File::open(src).ctx("open", src)?;
+    let mut d = match zstd::stream::read::Decoder::new(f) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(Unusable(format!("it does not decode ({e})")))),
+    };
+    if let Err(e) = d.window_log_max(ZST_WINDOW_LOG_MAX) {
+        return Ok(Err(Unusable(format!("it does not decode ({e})"))));
+    }
+    drain(&mut d, out, out_path, size)
+}
+
+/// Apply the delta in `src` to `base` (the file it was built against), writing the result to
+/// `out` (at most `size` bytes).
+pub fn apply_delta(
+    src: &Path,
+    base: &[u8],
+    out: &mut dyn Write,
+    out_path: &Path,
+    size: u64,
+) -> Result<Decoded> {
+    use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
+    let delta = std::fs::read(src).ctx("read", src)?;
+    let unusable = |code: usize| {
+        Ok(Err(Unusable(format!(
+            "it does not decode ({})",
+            zstd::zstd_safe::get_error_name(code)
+        ))))
+    };
+    let mut dx = DCtx::create();
+    if let Err(c) = dx.set_parameter(DParameter::WindowLogMax(window_log(
+        base.len() as u64 + size,
+    ))) {
+        return unusable(c);
+    }
+    if let Err(c) = dx.ref_prefix(base) {
+        return unusable(c);
+    }
+    let mut input = InBuffer::around(&delta);
+    let mut buf = vec![0u8; 128 << 10];
+    let mut h = digest::Hasher::default();
+    let mut seen = 0u64;
+    loop {
+        let mut output = OutBuffer::around(&mut buf[..]);
+        let left = match dx.decompress_stream(&mut output, &mut input) {
+            Ok(left) => left,
+            Err(c) => return unusable(c),
+        };
+        let n = output.pos();
+        seen += n as u64;
+        if seen > size {
+            return Ok(Err(Unusable(format!(
+                "it decodes to more than the {size} bytes the signed manifest declares"
+            ))));
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n]).ctx("write", out_path)?;
+        if left == 0 {
+            break;
+        }
+        if n == 0 && input.pos() == delta.len() {
+            return Ok(Err(Unusable("it is cut short".into())));
+        }
+    }
+    Ok(Ok(h.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_rebuilds_the_new_file_from_the_old_and_is_small() {
+        let old: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.splice(1000..1010, b"an edit".iter().copied());
+        let d = make_delta(&old, &new, 19).unwrap();
+        assert!(d.len() < 1000, "{} bytes for a 1.9 MB file", d.len());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d");
+        std::fs::write(&p, &d).unwrap();
+        let mut out = Vec::new();
+        let h = apply_delta(&p, &old, &mut out, &p, new.len() as u64)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, new);
+        assert_eq!(h.sha256, digest::sha256_bytes(&new));
+        // Against another base it does not rebuild the file.
+        let mut other = old.clone();
+        other[5] ^= 1;
+        let mut out = Vec::new();
+        let r = apply_delta(&p, &other, &mut out, &p, new.len() as u64).unwrap();
+        assert!(
+            r.map(|h| h.sha256 != digest::sha256_bytes(&new))
+                .unwrap_or(true)
+        );
+        // A bound below the true size stops the output there.
+        let mut out = Vec::new();
+        assert!(apply_delta(&p, &old, &mut out, &p, 100).unwrap().is_err());
+        assert!(out.len() <= 128 << 10);
+    }
+}
