@@ -5,151 +5,15 @@
 
 #[path = "netem.rs"]
 mod netem;
+#[path = "trees.rs"]
+mod trees;
 
 use netem::proxy;
+use trees::{gen_tree, next_release};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-// ---------- deterministic trees ----------
-
-/// splitmix64: a tiny, well-known generator; the trees only need to be reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
-const EXT: &[(&str, u64)] = &[
-    ("php", 45),
-    ("js", 15),
-    ("css", 8),
-    ("html", 7),
-    ("png", 9),
-    ("jpg", 6),
-    ("svg", 5),
-    ("txt", 5),
-];
-const WORDS: &[&str] = &[
-    "function", "return", "$this", "->", "array(", ");", "if", "else", "foreach", "echo", "class",
-    "public", "static", "null", "true", "{", "}", "\n", "    ", "'value'", "=>", "$item", "render",
-    "query",
-];
-
-fn ext(r: &mut Rng) -> &'static str {
-    let mut x = r.below(100);
-    for (e, w) in EXT {
-        if x < *w {
-            return e;
-        }
-        x -= w;
-    }
-    "php"
-}
-
-fn content(r: &mut Rng, ext: &str, size: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(size);
-    if matches!(ext, "png" | "jpg") {
-        while v.len() < size {
-            v.extend_from_slice(&r.next().to_le_bytes());
-        }
-    } else {
-        while v.len() < size {
-            v.extend_from_slice(WORDS[r.below(WORDS.len() as u64) as usize].as_bytes());
-            v.push(b' ');
-        }
-    }
-    v.truncate(size);
-    v
-}
-
-/// A CMS-like tree: `files` files summing to about `bytes`, log-normal sizes (median a few KB).
-fn gen_tree(dir: &Path, files: usize, bytes: u64, seed: u64) -> Vec<String> {
-    let mut r = Rng(seed);
-    let raw: Vec<f64> = (0..files).map(|_| (1.4 * r.normal()).exp()).collect();
-    let scale = bytes as f64 / raw.iter().sum::<f64>();
-    let dirs: Vec<String> = (0..(files / 25).max(1))
-        .map(|i| {
-            let depth = 1 + r.below(4);
-            (0..depth)
-                .map(|d| {
-                    format!(
-                        "{}{}",
-                        ["modules", "lib", "themes", "assets", "include", "admin"]
-                            [(r.below(6)) as usize],
-                        (i as u64 + d) % 97
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .collect();
-    let mut paths = Vec::with_capacity(files);
-    for (i, w) in raw.iter().enumerate() {
-        let e = ext(&mut r);
-        let size = ((w * scale) as usize).clamp(16, 8 << 20);
-        let p = format!("{}/f{i}.{e}", dirs[r.below(dirs.len() as u64) as usize]);
-        let full = dir.join(&p);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, content(&mut r, e, size)).unwrap();
-        paths.push(p);
-    }
-    paths
-}
-
-/// Next release: a copy of `a` with `fraction` of the files touched (70% changed, 15% removed,
-/// 15% added). Returns the paths that differ (changed and added).
-fn next_release(a: &Path, paths: &[String], b: &Path, fraction: f64, seed: u64) -> Vec<String> {
-    sh(&format!("cp -a {}/. {}/", a.display(), b.display()));
-    let mut r = Rng(seed);
-    let touched = (paths.len() as f64 * fraction) as usize;
-    let mut differ = Vec::new();
-    for k in 0..touched {
-        let p = &paths[r.below(paths.len() as u64) as usize];
-        let full = b.join(p);
-        match k % 20 {
-            0..14 => {
-                if let Ok(len) = std::fs::metadata(&full).map(|m| m.len()) {
-                    let e = p.rsplit('.').next().unwrap();
-                    std::fs::write(&full, content(&mut r, e, len as usize + 10)).unwrap();
-                    differ.push(p.clone());
-                }
-            }
-            14..17 => {
-                let _ = std::fs::remove_file(&full);
-            }
-            _ => {
-                let np = format!(
-                    "{}-new{k}.php",
-                    p.trim_end_matches(|c| c != '.').trim_end_matches('.')
-                );
-                let size = 2000 + r.below(20000) as usize;
-                std::fs::write(b.join(&np), content(&mut r, "php", size)).unwrap();
-                differ.push(np);
-            }
-        }
-    }
-    differ.sort();
-    differ.dedup();
-    differ
-}
 
 // ---------- running things ----------
 

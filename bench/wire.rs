@@ -1,0 +1,356 @@
+//! Bytes on the wire: network staging of a realistic next release with compressed objects and
+//! deltas, beside the old upkeep (raw objects only), `rsync -c` and `rsync -cz` (an rsync
+//! daemon), each through the same delaying proxy at 50 ms RTT, with unlimited throughput and
+//! with a 20 Mbit/s link each way. Also the time and disk publishing the forms costs. Rewrites
+//! the `wire` section of bench/RESULTS.md. Run it with `bash bench/run --wire [--large]`.
+
+#[path = "netem.rs"]
+mod netem;
+#[path = "trees.rs"]
+mod trees;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netem::limited;
+use trees::{copy_tree, edited_release, gen_tree};
+
+const ONE_WAY: Duration = Duration::from_millis(25);
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn up(bin: &Path, args: &[&str]) -> String {
+    let o = Command::new(bin).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "upkeep {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn reference(bin: &Path, repo: &Path) -> (Kill, u16) {
+    let mut child = Command::new(bin)
+        .args(["reference", "--repo"])
+        .arg(repo)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .and_then(|u| u.trim_end_matches('/').rsplit(':').next()?.parse().ok())
+        .unwrap();
+    (Kill(child), port)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn du(paths: &[PathBuf]) -> u64 {
+    paths
+        .iter()
+        .flat_map(|p| walkdir::WalkDir::new(p).into_iter().flatten())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn zst_bytes(repo: &Path) -> u64 {
+    walkdir::WalkDir::new(repo.join("objects"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".zst"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.2} MB", b as f64 / 1e6)
+}
+
+struct Tree {
+    name: String,
+    a: PathBuf,
+    b: PathBuf,
+    changed: usize,
+    new_bytes: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let large = args.iter().any(|a| a == "--large");
+    let bin = std::env::current_dir()
+        .unwrap()
+        .join("target/release/upkeep");
+    assert!(bin.exists(), "build first: cargo build --release");
+    let tmp = tempfile::Builder::new()
+        .prefix("upkeep-wire-bench-")
+        .tempdir()
+        .unwrap();
+    let p = |x: &str| tmp.path().join(x);
+    let key = p("key");
+    up(&bin, &["keygen", "--out", key.to_str().unwrap()]);
+
+    let mut specs = vec![("CMS-like, 3,000 files, 70 MB", 3_000usize, 70_000_000u64, 1u64)];
+    if large {
+        specs.push(("large, 100,000 files, 1 GB", 100_000, 1_000_000_000, 2));
+    }
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for (name, files, bytes, seed) in specs {
+        let a = p(&format!("t{seed}-A"));
+        let b = p(&format!("t{seed}-B"));
+        let paths = gen_tree(&a, files, bytes, seed);
+        let differ = edited_release(&a, &paths, &b, 0.33, seed * 7 + 1);
+        let new_bytes = differ
+            .iter()
+            .filter_map(|d| std::fs::metadata(b.join(d)).ok())
+            .map(|m| m.len())
+            .sum();
+        let t = Tree {
+            name: name.to_string(),
+            a,
+            b,
+            changed: differ.len(),
+            new_bytes,
+        };
+        println!("== {} ({} files differ, {}) ==", t.name, t.changed, mb(t.new_bytes));
+        run_tree(&bin, &key, tmp.path(), &t, seed, &mut rows, &mut notes);
+    }
+    write_results(&rows, &notes);
+}
+
+fn run_tree(
+    bin: &Path,
+    key: &Path,
+    tmp: &Path,
+    t: &Tree,
+    seed: u64,
+    rows: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let k = key.to_str().unwrap();
+    let publish = |dir: &Path, v: &str, repo: &Path, extra: &[&str]| -> f64 {
+        let mut a = vec![
+            "publish",
+            dir.to_str().unwrap(),
+            "--version",
+            v,
+            "--repo",
+            repo.to_str().unwrap(),
+            "--key",
+            k,
+        ];
+        a.extend_from_slice(extra);
+        let t0 = Instant::now();
+        up(bin, &a);
+        t0.elapsed().as_secs_f64()
+    };
+    let forms_repo = tmp.join(format!("repo{seed}-forms"));
+    let raw_repo = tmp.join(format!("repo{seed}-raw"));
+    let raw = ["--no-compress", "--deltas", "0"];
+    let f1 = publish(&t.a, "1.0.0", &forms_repo, &[]);
+    let f2 = publish(&t.b, "1.1.0", &forms_repo, &[]);
+    let r1 = publish(&t.a, "1.0.0", &raw_repo, &raw);
+    let r2 = publish(&t.b, "1.1.0", &raw_repo, &raw);
+    let objects = du(&[raw_repo.join("objects")]);
+    let (zst, deltas) = (
+        zst_bytes(&forms_repo),
+        du(&[forms_repo.join("deltas")]),
+    );
+    rows.push(format!(
+        "| {} | publish 1.0.0 / 1.1.0, with forms | {:.1} s / {:.1} s | without: {:.1} s / {:.1} s |",
+        t.name, f1, f2, r1, r2
+    ));
+    rows.push(format!(
+        "| {} | disk: compressed objects / deltas | {} / {} | raw objects {} |",
+        t.name,
+        mb(zst),
+        mb(deltas),
+        mb(objects)
+    ));
+
+    let (_fr, forms_port) = reference(bin, &forms_repo);
+    let (_rr, raw_port) = reference(bin, &raw_repo);
+    // An rsync daemon serving release B, as `rsync -c` users mirror a release folder.
+    let rsync_port = free_port();
+    let conf = tmp.join(format!("rsyncd{seed}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "use chroot = no\nuid = root\ngid = root\n[b]\npath = {}\nread only = yes\n",
+            t.b.display()
+        ),
+    )
+    .unwrap();
+    let _rsyncd = Kill(
+        Command::new("rsync")
+            .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+            .arg(format!("--port={rsync_port}"))
+            .arg(format!("--config={}", conf.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rsync is installed (bench/run installs it)"),
+    );
+    wait_port(rsync_port);
+
+    let runs = 3;
+    for (link, rate) in [
+        ("50 ms RTT, unlimited", None),
+        ("50 ms RTT, 20 Mbit/s", Some(20_000_000 / 8)),
+    ] {
+        let mut line = |tool: &str, port: u16, stage: &dyn Fn(&str, &Path)| {
+            let px = limited(port, ONE_WAY, rate);
+            let mut times = Vec::new();
+            let mut wire = 0;
+            for r in 0..runs {
+                let dest = tmp.join(format!("site{seed}-{r}"));
+                copy_tree(&t.a, &dest);
+                px.count.reset();
+                let t0 = Instant::now();
+                stage(&px.url(), &dest);
+                times.push(t0.elapsed().as_secs_f64());
+                wire = px.count.bytes();
+                std::fs::remove_dir_all(&dest).unwrap();
+            }
+            let m = median(times);
+            println!("{link}: {tool}: {m:.2} s, {}", mb(wire));
+            (m, wire)
+        };
+        let upkeep_stage = |url: &str, dest: &Path| {
+            let d = dest.to_str().unwrap();
+            up(
+                bin,
+                &[
+                    "init",
+                    "--root",
+                    d,
+                    "--reference",
+                    url,
+                    "--public-key",
+                    &format!("{k}.pub"),
+                    "--installed",
+                    "1.0.0",
+                ],
+            );
+            up(bin, &["stage", "--root", d, "--network"]);
+        };
+        let rsync = |z: bool| {
+            move |url: &str, dest: &Path| {
+                let port = url
+                    .trim_end_matches('/')
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let st = Command::new("rsync")
+                    .arg(if z { "-acz" } else { "-ac" })
+                    .arg("--delete")
+                    .arg(format!("rsync://127.0.0.1:{port}/b/"))
+                    .arg(format!("{}/", dest.display()))
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        };
+        let (ft, fw) = line("upkeep, forms", forms_port, &upkeep_stage);
+        let (rt, rw) = line("upkeep, raw objects", raw_port, &upkeep_stage);
+        let (ct, cw) = line("rsync -c", rsync_port, &rsync(false));
+        let (zt, zw) = line("rsync -cz", rsync_port, &rsync(true));
+        rows.push(format!(
+            "| {} | staging, {link}: upkeep with forms | {ft:.2} s, {} | raw objects {rt:.2} s, {}; rsync -c {ct:.2} s, {}; rsync -cz {zt:.2} s, {} |",
+            t.name,
+            mb(fw),
+            mb(rw),
+            mb(cw),
+            mb(zw)
+        ));
+        if rate.is_some() {
+            notes.push(format!(
+                "{}: at 20 Mbit/s, upkeep with forms staged {:.1}x faster than `rsync -cz` with {:.0}% of its bytes ({:.0}% of `rsync -c`'s, {:.0}% of the raw objects').",
+                t.name,
+                zt / ft,
+                100.0 * fw as f64 / zw as f64,
+                100.0 * fw as f64 / cw as f64,
+                100.0 * fw as f64 / rw as f64
+            ));
+        }
+    }
+    notes.push(format!(
+        "{}: release 1.1.0 differs from 1.0.0 in {} files ({} of new content).",
+        t.name,
+        t.changed,
+        mb(t.new_bytes)
+    ));
+}
+
+fn write_results(rows: &[String], notes: &[String]) {
+    let section = format!(
+        "<!-- wire -->\n## Bytes on the wire: compressed objects and deltas\n\n\
+         `bash bench/run --wire` ({}), release build, 2 cores. The next release is made as CMS releases are:\n\
+         a third of the files change; of those, most text files are edited in 1 to 6 places (lines inserted, removed\n\
+         or changed), 5% are rewritten, images are replaced whole, 7% are new files and 3% are removed. Each tool\n\
+         stages release 1.1.0 into a copy of 1.0.0 through the same delaying proxy (25 ms each way), once with\n\
+         unlimited throughput and once with a 20 Mbit/s link each way (a token bucket per direction); bytes are\n\
+         counted both ways at the proxy; times are medians of 3. `upkeep, raw objects` is a repository published\n\
+         with `--no-compress --deltas 0` (what upkeep sent before forms); rsync runs against an rsync daemon holding\n\
+         release 1.1.0.\n\n\
+         | tree | measure | upkeep | yardsticks |\n|---|---|---|---|\n{}\n\n{}\n<!-- /wire -->\n",
+        chrono::Local::now().format("%Y-%m-%d"),
+        rows.join("\n"),
+        notes
+            .iter()
+            .map(|n| format!("- {n}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!("{section}");
+    let out = PathBuf::from("bench/RESULTS.md");
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let (open, close) = ("<!-- wire -->", "<!-- /wire -->\n");
+    let new = match (text.find(open), text.find(close)) {
+        (Some(a), Some(b)) => format!("{}{}{}", &text[..a], section, &text[b + close.len()..]),
+        _ => format!("{text}\n{section}"),
+    };
+    std::fs::write(&out, new).unwrap();
+    println!("wrote {}", out.display());
+}
