@@ -9,11 +9,11 @@ mod netem;
 mod trees;
 
 use netem::proxy;
-use trees::{gen_tree, next_release};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use trees::{gen_tree, next_release};
 
 // ---------- running things ----------
 

@@ -28,7 +28,10 @@ const ZST_WINDOW_LOG_MAX: u32 = 27;
 /// Largest old + new size a delta is built or applied for: both are held in memory.
 pub const DELTA_MAX_DEFAULT: u64 = 64 << 20;
 
-/// The forms of a release's objects.
+/// The forms of a release's objects. Objects are named by [`key`], the first 16 hex digits of
+/// their SHA-256: a site looks up the objects its signed manifests name, and the full names
+/// would make the list three times larger for no safety (a form is checked by what it decodes
+/// to, and a clash would only cost a fall back).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forms {
@@ -36,10 +39,28 @@ pub struct Forms {
     pub format: u32,
     /// Objects stored compressed, with the compressed size.
     #[serde(default)]
-    pub zst: BTreeMap<Sha256, u64>,
-    /// Per object, deltas by the SHA-256 of the base they apply to, with their size.
+    pub zst: BTreeMap<String, u64>,
+    /// Per object, deltas by the base they apply to, with their size.
     #[serde(default)]
-    pub deltas: BTreeMap<Sha256, BTreeMap<Sha256, u64>>,
+    pub deltas: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// How the forms list names an object.
+pub fn key(sha: &Sha256) -> String {
+    let mut s = sha.to_hex();
+    s.truncate(16);
+    s
+}
+
+impl Forms {
+    /// The compressed size of an object, if it is stored compressed.
+    pub fn zst_of(&self, sha: &Sha256) -> Option<u64> {
+        self.zst.get(&key(sha)).copied()
+    }
+    /// The size of the delta that rebuilds `sha` from `base`, if there is one.
+    pub fn delta_of(&self, sha: &Sha256, base: &Sha256) -> Option<u64> {
+        self.deltas.get(&key(sha))?.get(&key(base)).copied()
+    }
 }
 
 /// `releases/V/forms.json`.
@@ -81,11 +102,40 @@ pub fn write_with_gzip(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::fsutil::write_atomic(path, bytes)
 }
 
-/// Compress `src` into `dst` (streamed: bounded memory whatever the size).
+/// Files up to this size are compressed in one call from memory, by a compressor each thread
+/// keeps: zstd then sizes its tables to the file (a fresh context sized for any input costs
+/// more in zeroed pages than compressing a small file does). Larger ones are streamed.
+const IN_MEMORY_MAX: u64 = 32 << 20;
+
+/// Compress `src` into `dst` (bounded memory whatever the size).
 pub fn compress_file(src: &Path, dst: &mut impl Write, level: i32) -> Result<()> {
+    let size = std::fs::metadata(src).ctx("stat", src)?.len();
+    if size <= IN_MEMORY_MAX {
+        thread_local! {
+            static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let data = std::fs::read(src).ctx("read", src)?;
+        let out = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level)?));
+            }
+            let (_, z) = c.as_mut().expect("set above");
+            z.compress(&data)
+        });
+        return dst.write_all(&out.ctx("compress", src)?).ctx("write", src);
+    }
     let f = std::fs::File::open(src).ctx("open", src)?;
-    zstd::stream::copy_encode(std::io::BufReader::with_capacity(256 << 10, f), dst, level)
-        .ctx("compress", src)
+    let mut enc = zstd::stream::write::Encoder::new(dst, level).ctx("compress", src)?;
+    enc.set_pledged_src_size(Some(size)).ctx("compress", src)?;
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(256 << 10, f),
+        &mut enc,
+    )
+    .ctx("compress", src)?;
+    enc.finish().ctx("compress", src)?;
+    Ok(())
 }
 
 /// zstd's window log that covers `n` bytes (a prefix and its successor must both fit).

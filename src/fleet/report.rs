@@ -250,6 +250,14 @@ pub fn report(inst: &Instance, outcome: Outcome, f: Facts) -> Result<Option<Stri
     }
     let me = site::identity(inst)?;
     let state = State::open(&inst.state_db())?;
+    // A run applies what an earlier `stage` fetched: the bytes it recorded for that release.
+    let wire = f.to.as_deref().and_then(|to| {
+        state
+            .meta(&format!("wire_bytes:{to}"))
+            .ok()??
+            .parse::<u64>()
+            .ok()
+    });
     let r = Report {
         format: FORMAT,
         site_id: me.id,
@@ -265,7 +273,7 @@ pub fn report(inst: &Instance, outcome: Outcome, f: Facts) -> Result<Option<Stri
         failed_step: f.failed_step,
         reason: f.reason.chars().take(2000).collect(),
         closed_ms: f.closed_ms,
-        bytes_fetched: f.bytes_fetched,
+        bytes_fetched: f.bytes_fetched.or(wire),
         modified: f.modified,
         health: f.health,
         url: inst.config.url.clone(),

@@ -408,6 +408,12 @@ async fn fetch_forms(
     let mut lists = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut queued = HashSet::new();
+    // Lists name objects by a prefix: the full names of every object the kept releases have.
+    let full: std::collections::HashMap<String, (Sha256, u64)> = manifests
+        .iter()
+        .flat_map(|(_, vm)| vm.files())
+        .map(|f| (forms::key(&f.sha256), (f.sha256, f.size)))
+        .collect();
     for (_, vm) in manifests {
         let v = vm.version().to_string();
         // A release's list is written once at publish: one held here is complete.
@@ -423,26 +429,30 @@ async fn fetch_forms(
         let Ok(list) = serde_json::from_slice::<Forms>(&bytes) else {
             continue;
         };
-        let sizes: std::collections::HashMap<Sha256, u64> =
-            vm.files().iter().map(|f| (f.sha256, f.size)).collect();
+        let mine: HashSet<Sha256> = vm.files().iter().map(|f| f.sha256).collect();
+        let of = |k: &String| full.get(k).filter(|(sha, _)| mine.contains(sha)).copied();
         let mut want = |w: Wanted| {
             if !m.to.join(network::form_rel(&w)).exists() && queued.insert(network::form_rel(&w)) {
                 wanted.push(w);
             }
         };
-        for (sha, n) in &list.zst {
-            if let Some(size) = sizes.get(sha) {
-                let mut w = Wanted::raw(*sha, *size);
+        for (k, n) in &list.zst {
+            if let Some((sha, size)) = of(k) {
+                let mut w = Wanted::raw(sha, size);
                 (w.form, w.transfer, w.zst) = (Form::Zst, *n, Some(*n));
                 want(w);
             }
         }
-        for (sha, by_base) in &list.deltas {
-            let Some(size) = sizes.get(sha) else { continue };
-            for (base, n) in by_base {
+        for (k, by_base) in &list.deltas {
+            let Some((sha, size)) = of(k) else { continue };
+            for (b, n) in by_base {
+                // The base must be an object this mirror holds, to check the delta with.
+                let Some((base, _)) = full.get(b) else {
+                    continue;
+                };
                 let base_obj = m.to.join(repo::object_path(base));
                 if base_obj.exists() {
-                    let mut w = Wanted::raw(*sha, *size);
+                    let mut w = Wanted::raw(sha, size);
                     (w.form, w.transfer, w.base) = (Form::Delta(*base), *n, Some(base_obj));
                     want(w);
                 }
@@ -481,10 +491,14 @@ async fn fetch_forms(
     let mut out = Vec::new();
     for (v, bytes, mut list) in lists {
         let before = list.zst.len() + list.deltas.values().map(|d| d.len()).sum::<usize>();
+        let here = |k: &String| full.get(k).map(|(sha, _)| *sha);
         list.zst
-            .retain(|sha, _| m.to.join(forms::zst_path(sha)).exists());
-        for (sha, by_base) in list.deltas.iter_mut() {
-            by_base.retain(|base, _| m.to.join(forms::delta_path(base, sha)).exists());
+            .retain(|k, _| here(k).is_some_and(|sha| m.to.join(forms::zst_path(&sha)).exists()));
+        for (k, by_base) in list.deltas.iter_mut() {
+            by_base.retain(|b, _| match (here(k), here(b)) {
+                (Some(sha), Some(base)) => m.to.join(forms::delta_path(&base, &sha)).exists(),
+                _ => false,
+            });
         }
         list.deltas.retain(|_, d| !d.is_empty());
         let after = list.zst.len() + list.deltas.values().map(|d| d.len()).sum::<usize>();

@@ -53,7 +53,7 @@ impl Default for Shrink {
         Shrink {
             compress: true,
             deltas: 3,
-            level: 19,
+            level: 12,
             delta_max: crate::forms::DELTA_MAX_DEFAULT,
         }
     }
@@ -335,7 +335,7 @@ fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsM
         && !f.zst.is_empty()
     {
         for e in &old.files {
-            decided.insert(e.sha256, f.zst.get(&e.sha256).copied());
+            decided.insert(e.sha256, f.zst_of(&e.sha256));
         }
     }
     let mut unique: Vec<&FileEntry> = Vec::new();
@@ -376,7 +376,7 @@ fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsM
             let (sha, raw, z, added) = r?;
             made.disk_added += added;
             if let Some(z) = z {
-                forms.zst.insert(sha, z);
+                forms.zst.insert(forms::key(&sha), z);
                 made.compressed += 1;
                 made.compressed_raw += raw;
                 made.compressed_bytes += z;
@@ -405,7 +405,7 @@ fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsM
                 pairs.push((o.sha256, f.sha256, f.size));
             }
         }
-        let zst = &forms.zst;
+        let zst = &forms;
         let built: Vec<Result<Option<Delta>>> = pairs
             .par_iter()
             .map(|&(old, new, size)| {
@@ -419,7 +419,7 @@ fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsM
                 };
                 let d = forms::make_delta(&read(&old)?, &read(&new)?, s.level)?;
                 // Kept only when smaller than the form a site would fetch otherwise.
-                let otherwise = zst.get(&new).copied().unwrap_or(size);
+                let otherwise = zst.zst_of(&new).unwrap_or(size);
                 if d.len() as u64 >= otherwise {
                     return Ok(None);
                 }
@@ -429,7 +429,11 @@ fn shrink(p: &Publish, m: &Manifest, pointer: Option<&Pointer>) -> Result<FormsM
             .collect();
         for r in built {
             if let Some((old, new, size, n, added)) = r? {
-                forms.deltas.entry(new).or_default().insert(old, n);
+                forms
+                    .deltas
+                    .entry(forms::key(&new))
+                    .or_default()
+                    .insert(forms::key(&old), n);
                 made.deltas += 1;
                 made.delta_whole += size;
                 made.delta_bytes += n;

@@ -239,6 +239,13 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     drop(signed);
     write_atomic(&staging.join(SIGNATURE_NAME), target.sig().as_bytes())?;
     state.set_staged(&target, &source.label(), needed.len() as u64, bytes)?;
+    if let Some(f) = &forms {
+        // What this staging cost on the wire, for the fleet report of the run that applies it.
+        state.set_meta(
+            &format!("wire_bytes:{}", target.version()),
+            &f.wire().to_string(),
+        )?;
+    }
     progress.set_phase("staged");
     progress
         .finished
@@ -295,24 +302,22 @@ fn choose_forms(
         .filter(|f| seen.insert(f.sha256))
         .map(|f| {
             let mut w = network::Wanted::raw(f.sha256, f.size);
-            w.zst = forms.zst.get(&f.sha256).copied();
+            w.zst = forms.zst_of(&f.sha256);
             if let Some(z) = w.zst {
                 w.form = network::Form::Zst;
                 w.transfer = z;
             }
             // The smallest delta from a base some path of this object has live.
-            let delta = forms.deltas.get(&f.sha256).and_then(|by_base| {
-                missing
-                    .iter()
-                    .filter(|g| g.sha256 == f.sha256)
-                    .filter_map(|g| {
-                        let base = bases.get(&g.path)?;
-                        by_base
-                            .get(base)
-                            .map(|n| (*n, *base, g.path.under(&inst.root)))
-                    })
-                    .min_by_key(|(n, _, _)| *n)
-            });
+            let delta = missing
+                .iter()
+                .filter(|g| g.sha256 == f.sha256)
+                .filter_map(|g| {
+                    let base = bases.get(&g.path)?;
+                    forms
+                        .delta_of(&f.sha256, base)
+                        .map(|n| (n, *base, g.path.under(&inst.root)))
+                })
+                .min_by_key(|(n, _, _)| *n);
             if let Some((n, base, live)) = delta
                 && n < w.transfer
                 && f.size
