@@ -68,6 +68,13 @@ pub fn forms_path(version: &str) -> String {
     format!("releases/{version}/forms.json")
 }
 
+/// `releases/V/manifest.from-OLD.zst`: release V's manifest as a delta against release OLD's
+/// (most entries of a manifest are the previous one's: a site that has it fetches a few
+/// kilobytes instead of the whole list). The signed pointer lists the OLD versions.
+pub fn manifest_delta_path(version: &str, old: &str) -> String {
+    format!("releases/{version}/manifest.from-{old}.zst")
+}
+
 /// `objects/ab/SHA.zst`: an object compressed whole.
 pub fn zst_path(sha: &Sha256) -> String {
     format!("{}.zst", crate::reference::repo::object_path(sha))
@@ -221,14 +228,13 @@ pub fn decode_zst(src: &Path, out: &mut dyn Write, out_path: &Path, size: u64) -
 /// Apply the delta in `src` to `base` (the file it was built against), writing the result to
 /// `out` (at most `size` bytes).
 pub fn apply_delta(
-    src: &Path,
+    delta: &[u8],
     base: &[u8],
     out: &mut dyn Write,
     out_path: &Path,
     size: u64,
 ) -> Result<Decoded> {
     use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
-    let delta = std::fs::read(src).ctx("read", src)?;
     let unusable = |code: usize| {
         Ok(Err(Unusable(format!(
             "it does not decode ({})",
@@ -244,7 +250,7 @@ pub fn apply_delta(
     if let Err(c) = dx.ref_prefix(base) {
         return unusable(c);
     }
-    let mut input = InBuffer::around(&delta);
+    let mut input = InBuffer::around(delta);
     let mut buf = vec![0u8; 128 << 10];
     let mut h = digest::Hasher::default();
     let mut seen = 0u64;
@@ -290,7 +296,7 @@ mod tests {
         let p = dir.path().join("d");
         std::fs::write(&p, &d).unwrap();
         let mut out = Vec::new();
-        let h = apply_delta(&p, &old, &mut out, &p, new.len() as u64)
+        let h = apply_delta(&d, &old, &mut out, &p, new.len() as u64)
             .unwrap()
             .unwrap();
         assert_eq!(out, new);
@@ -299,14 +305,14 @@ mod tests {
         let mut other = old.clone();
         other[5] ^= 1;
         let mut out = Vec::new();
-        let r = apply_delta(&p, &other, &mut out, &p, new.len() as u64).unwrap();
+        let r = apply_delta(&d, &other, &mut out, &p, new.len() as u64).unwrap();
         assert!(
             r.map(|h| h.sha256 != digest::sha256_bytes(&new))
                 .unwrap_or(true)
         );
         // A bound below the true size stops the output there.
         let mut out = Vec::new();
-        assert!(apply_delta(&p, &old, &mut out, &p, 100).unwrap().is_err());
+        assert!(apply_delta(&d, &old, &mut out, &p, 100).unwrap().is_err());
         assert!(out.len() <= 128 << 10);
     }
 }

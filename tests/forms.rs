@@ -385,3 +385,36 @@ fn manifests_travel_gzipped_from_upkeep_reference_and_from_nginx() {
         assert_eq!(r.bytes().unwrap(), plain);
     }
 }
+
+#[test]
+fn a_site_that_has_the_previous_manifest_fetches_the_new_one_as_a_delta() {
+    let (c, _) = case(&[]);
+    let ptr: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.w.repo.join("latest.json")).unwrap()).unwrap();
+    assert_eq!(ptr["manifest_deltas"], serde_json::json!(["1.0.0"]));
+    let delta = c.w.repo.join("releases/1.1.0/manifest.from-1.0.0.zst");
+    let whole = c.w.repo.join("releases/1.1.0/manifest.json");
+    assert!(
+        std::fs::metadata(&delta).unwrap().len() * 2 < std::fs::metadata(&whole).unwrap().len()
+    );
+    let srv = c.w.reference();
+
+    // With the whole manifest gone from the server, only the delta can give it.
+    let site = Site::new(c.w.instance("by-delta", Some(&c.d1), &srv.url, &[]));
+    let aside = c.w.path("manifest-aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    for f in ["manifest.json", "manifest.json.gz"] {
+        std::fs::rename(whole.with_file_name(f), aside.join(f)).unwrap();
+    }
+    c.stage_and_update_site(&site);
+
+    // A delta that does not rebuild the signed manifest: the whole one is fetched instead.
+    for f in ["manifest.json", "manifest.json.gz"] {
+        std::fs::rename(aside.join(f), whole.with_file_name(f)).unwrap();
+    }
+    let mut bad = std::fs::read(&delta).unwrap();
+    let n = bad.len();
+    bad[n / 2] ^= 0xFF;
+    std::fs::write(&delta, &bad).unwrap();
+    c.stage_and_update("bad-delta", &srv.url);
+}

@@ -78,6 +78,10 @@ pub struct Pointer {
     pub expires: String,
     /// Every published version, oldest first.
     pub releases: Vec<String>,
+    /// Versions whose manifest the latest one is published as a delta against (see
+    /// [`crate::forms::manifest_delta_path`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_deltas: Vec<String>,
 }
 
 /// Serialise to the stable on-disk form.

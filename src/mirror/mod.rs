@@ -289,6 +289,31 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         0
     };
     let (forms, form_bytes) = fetch_forms(m, remote, &manifests, &partial).await?;
+    // The latest manifest's deltas the pointer lists, each checked by rebuilding the manifest
+    // from the older one this mirror holds (a site asks for them on the pointer's word).
+    for old in &ptr.manifest_deltas {
+        let rel = crate::forms::manifest_delta_path(&ptr.latest, old);
+        let (Some(size), Some((_, base))) = (
+            ptr.manifest_size,
+            manifests.iter().find(|(_, vm)| vm.version() == old),
+        ) else {
+            continue;
+        };
+        if m.to.join(&rel).exists() {
+            continue;
+        }
+        let Some(delta) = remote.get_doc_opt(&rel, size).await? else {
+            continue;
+        };
+        let mut out = Vec::new();
+        let base_bytes = base.bytes().unwrap_or_default();
+        if let Ok(Ok(h)) =
+            crate::forms::apply_delta(&delta, base_bytes, &mut out, Path::new("-"), size)
+            && h.sha256 == ptr.manifest_sha256
+        {
+            write_atomic(&m.to.join(&rel), &delta)?;
+        }
+    }
     crate::crash::point("mirror:objects");
 
     // Stage 2: the signed documents, the latest pointer last.

@@ -507,15 +507,64 @@ impl Remote {
 
     /// The manifest a signed pointer names, verified and fresh.
     async fn manifest_of(&self, ptr: &Pointer) -> Result<VerifiedManifest> {
-        let m = self
-            .manifest(&ptr.latest, Some((&ptr.manifest_sha256, ptr.manifest_size)))
-            .await?;
+        let m = match self.manifest_by_delta(ptr).await {
+            Some(m) => m,
+            None => {
+                self.manifest(&ptr.latest, Some((&ptr.manifest_sha256, ptr.manifest_size)))
+                    .await?
+            }
+        };
         manifest::check_fresh(
             &m.manifest().expires,
             &format!("manifest of {}", m.version()),
             SystemTime::now(),
         )?;
         Ok(m)
+    }
+}
+
+impl Remote {
+    /// The latest manifest rebuilt from a delta against a manifest the site keeps, when the
+    /// pointer lists one: a few kilobytes instead of the whole list. `None` (the caller fetches
+    /// it whole) when there is no such delta, or it is missing or does not rebuild the manifest
+    /// the pointer names.
+    async fn manifest_by_delta(&self, ptr: &Pointer) -> Option<VerifiedManifest> {
+        let st = crate::state::State::open(self.cache.as_ref()?).ok()?;
+        // A manifest already kept is used as it is (see `manifest`).
+        if st.release_bytes(&ptr.latest).ok()?.is_some() {
+            return None;
+        }
+        let (old, base) = ptr
+            .manifest_deltas
+            .iter()
+            .find_map(|v| Some((v, st.release_bytes(v).ok()??.0)))?;
+        drop(st);
+        let size = ptr.manifest_size?;
+        let (dpath, spath) = (
+            crate::forms::manifest_delta_path(&ptr.latest, old),
+            repo::manifest_sig_path(&ptr.latest),
+        );
+        let (delta, sig) = tokio::join!(
+            self.get_doc_opt(&dpath, size),
+            self.get_doc(&spath, MAX_SMALL)
+        );
+        let (delta, sig) = (delta.ok()??, sig.ok()?);
+        let mut out = Vec::new();
+        let h = crate::forms::apply_delta(&delta, &base, &mut out, std::path::Path::new("-"), size)
+            .ok()?
+            .ok()?;
+        if h.sha256 != ptr.manifest_sha256 {
+            return None;
+        }
+        let what = self.url(&repo::manifest_path(&ptr.latest));
+        let m = VerifiedManifest::verify(
+            out,
+            String::from_utf8_lossy(&sig).into_owned(),
+            &self.key,
+            &what,
+        )
+        .ok()?;
+        (m.version() == ptr.latest).then_some(m)
     }
 }
 

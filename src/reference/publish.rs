@@ -244,6 +244,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
         sig.as_bytes(),
     )?;
     forms::write_with_gzip(&p.repo.join(repo::manifest_path(p.version)), &bytes)?;
+    let manifest_deltas = manifest_deltas(p, pointer.as_ref(), &bytes)?;
 
     // The pointer goes last: until it is written, no site sees the new release.
     let mut releases = pointer
@@ -259,6 +260,7 @@ pub fn publish(p: &Publish) -> Result<Published> {
         date: m.date.clone(),
         expires: m.expires.clone(),
         releases,
+        manifest_deltas,
     };
     let ptr_bytes = manifest::to_bytes(&ptr);
     write_atomic(
@@ -276,6 +278,30 @@ pub fn publish(p: &Publish) -> Result<Published> {
         zip,
         forms,
     })
+}
+
+/// Deltas of the new manifest against the manifests of the last releases (as many as
+/// `--deltas`), kept when smaller than the gzipped manifest; the versions they start from.
+fn manifest_deltas(p: &Publish, pointer: Option<&Pointer>, new: &[u8]) -> Result<Vec<String>> {
+    let Some(ptr) = pointer else {
+        return Ok(Vec::new());
+    };
+    let whole = forms::gzip(new).len();
+    let mut from = Vec::new();
+    for old in ptr.releases.iter().rev().take(p.shrink.deltas) {
+        let Ok(base) = std::fs::read(p.repo.join(repo::manifest_path(old))) else {
+            continue;
+        };
+        if (base.len() + new.len()) as u64 > 2 * p.shrink.delta_max {
+            continue;
+        }
+        let d = forms::make_delta(&base, new, p.shrink.level.max(19))?;
+        if d.len() < whole {
+            write_atomic(&p.repo.join(forms::manifest_delta_path(p.version, old)), &d)?;
+            from.push(old.clone());
+        }
+    }
+    Ok(from)
 }
 
 /// A release's manifest as this repository holds it (the publisher's own files, not checked).

@@ -52,6 +52,9 @@ pub fn is_layout_path(rel: &crate::manifest::RelPath) -> bool {
                     || *f == "forms.json"
                     || *f == "manifest.json.gz"
                     || *f == "forms.json.gz"
+                    || f.strip_prefix("manifest.from-")
+                        .and_then(|x| x.strip_suffix(".zst"))
+                        .is_some_and(|old| crate::manifest::parse_version(old).is_ok())
                     || *f == format!("upkeep-{v}.zip"))
         }
         ["objects", d, h] => {

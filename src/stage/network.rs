@@ -409,7 +409,10 @@ fn finish(run: &Run, w: &Wanted) -> Result<(), Failure> {
                 .and_then(|b| std::fs::read(b).ok())
                 .filter(|b| digest::sha256_bytes(b) == *base_sha);
             match base {
-                Some(b) => crate::forms::apply_delta(&p, &b, &mut out, &out_path, w.size)?,
+                Some(b) => {
+                    let delta = std::fs::read(&p).ctx("read", &p)?;
+                    crate::forms::apply_delta(&delta, &b, &mut out, &out_path, w.size)?
+                }
                 None => Err(crate::forms::Unusable(
                     "the live file it applies to changed since it was chosen".into(),
                 )),
