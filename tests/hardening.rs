@@ -200,6 +200,7 @@ fn write_pointer(w: &World, repo: &Path, latest: &str, manifest: &[u8]) {
         date: "2026-01-01T00:00:00Z".into(),
         expires: "2099-01-01T00:00:00Z".into(),
         releases: vec![latest.into()],
+        manifest_deltas: Vec::new(),
     };
     let bytes = upkeep::manifest::to_bytes(&ptr);
     std::fs::write(repo.join("latest.sig"), sign(w, &bytes)).unwrap();
