@@ -366,9 +366,9 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
         ));
         if rate.is_some() {
             notes.push(format!(
-                "{}: at 20 Mbit/s, upkeep with forms staged {:.1}x faster than `rsync -cz` with {:.0}% of its bytes ({:.0}% of `rsync -c`'s, {:.0}% of the raw objects').",
+                "{}: at 20 Mbit/s, upkeep with forms took {:.1} times as long as `rsync -cz`, with {:.0}% of its bytes ({:.0}% of `rsync -c`'s, {:.0}% of the raw objects').",
                 t.name,
-                zt / ft,
+                ft / zt,
                 100.0 * fw as f64 / zw as f64,
                 100.0 * fw as f64 / cw as f64,
                 100.0 * fw as f64 / rw as f64
