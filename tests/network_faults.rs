@@ -22,6 +22,8 @@ fn setup() -> (World, std::path::PathBuf, FaultServer, Vec<u8>) {
         })
         .collect();
     w.publish("1.1.0", &[("index.php", b"two"), ("media/big.bin", &big)]);
+    // Manifests travel whole here: the faults are the whole manifest's.
+    w.drop_manifest_deltas();
     let fs = FaultServer::start(w.repo.clone(), vec![]);
     let root = w.instance("site", Some(&d1), &fs.url, &[]);
     set_config(&root, "network", "retries", "2");

@@ -195,6 +195,22 @@ impl World {
         dir
     }
 
+    /// Remove the manifest deltas publish stored (sites then fetch manifests whole, after a
+    /// 404 for the delta the pointer lists): for tests about the whole manifest's transfer.
+    pub fn drop_manifest_deltas(&self) {
+        for e in walkdir::WalkDir::new(self.repo.join("releases"))
+            .into_iter()
+            .flatten()
+        {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("manifest.from-")
+            {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+
     pub fn zip(&self, version: &str) -> PathBuf {
         self.repo
             .join(format!("releases/{version}/upkeep-{version}.zip"))
