@@ -305,7 +305,11 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
                 std::fs::remove_dir_all(&dest).unwrap();
             }
             let m = median(times);
-            println!("{link}: {tool}: {m:.2} s, {}", mb(wire));
+            let (_, _, requests, _) = px.count.get();
+            println!(
+                "{link}: {tool}: {m:.2} s, {}, {requests} requests",
+                mb(wire)
+            );
             (m, wire)
         };
         let upkeep_stage = |_url: &str, dest: &Path| {
@@ -352,6 +356,9 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
                 mb(f["raw"].as_u64().unwrap_or(0)),
                 mb(docs)
             ));
+        }
+        if std::env::var_os("WIRE_ONLY_FORMS").is_some() {
+            continue;
         }
         let (rt, rw) = line("upkeep, raw objects", raw_port, &upkeep_stage);
         let (ct, cw) = line("rsync -c", rsync_port, &rsync(false));
