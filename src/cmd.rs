@@ -225,23 +225,23 @@ pub fn publish(
         );
         println!("release zip: {}", p.zip.display());
         let f = &p.forms;
-        if f.compressed > 0 {
-            println!(
-                "compressed: {} objects, {} -> {} ({:.0}% saved)",
+        for (what, n, whole, small) in [
+            (
+                "compressed objects",
                 f.compressed,
-                human_bytes(f.compressed_raw),
-                human_bytes(f.compressed_bytes),
-                100.0 - 100.0 * f.compressed_bytes as f64 / f.compressed_raw.max(1) as f64
-            );
-        }
-        if f.deltas > 0 {
-            println!(
-                "deltas: {} files that would cost {} whole cost {} as deltas ({:.0}% saved)",
-                f.deltas,
-                human_bytes(f.delta_whole),
-                human_bytes(f.delta_bytes),
-                100.0 - 100.0 * f.delta_bytes as f64 / f.delta_whole.max(1) as f64
-            );
+                f.compressed_raw,
+                f.compressed_bytes,
+            ),
+            ("deltas", f.deltas, f.delta_whole, f.delta_bytes),
+        ] {
+            if n > 0 {
+                println!(
+                    "{what}: {n}, {} whole -> {} ({:.0}% saved)",
+                    human_bytes(whole),
+                    human_bytes(small),
+                    100.0 - 100.0 * small as f64 / whole.max(1) as f64
+                );
+            }
         }
         if f.too_large > 0 {
             println!(

@@ -188,28 +188,56 @@ impl std::fmt::Display for Unusable {
 /// What decoding wrote: the hashes of the result, to be compared with the manifest's.
 type Decoded = std::result::Result<Hashes, Unusable>;
 
-/// Copy what `read` yields into `out`, hashing it, refusing more than `size` bytes (a
+/// Where decoded bytes go: written out and hashed, no more than `size` of them (a
 /// decompression bomb stops there).
-fn drain(read: &mut dyn Read, out: &mut dyn Write, out_path: &Path, size: u64) -> Result<Decoded> {
-    let mut h = digest::Hasher::default();
+struct Bounded<'a> {
+    out: &'a mut dyn Write,
+    out_path: &'a Path,
+    size: u64,
+    seen: u64,
+    h: digest::Hasher,
+}
+
+impl<'a> Bounded<'a> {
+    fn new(out: &'a mut dyn Write, out_path: &'a Path, size: u64) -> Self {
+        Bounded {
+            out,
+            out_path,
+            size,
+            seen: 0,
+            h: digest::Hasher::default(),
+        }
+    }
+
+    /// Take decoded bytes; `Ok(Err(..))` past the size.
+    fn take(&mut self, b: &[u8]) -> Result<std::result::Result<(), Unusable>> {
+        self.seen += b.len() as u64;
+        if self.seen > self.size {
+            return Ok(Err(Unusable(format!(
+                "it decodes to more than the {} bytes the signed manifest declares",
+                self.size
+            ))));
+        }
+        self.h.update(b);
+        self.out.write_all(b).ctx("write", self.out_path)?;
+        Ok(Ok(()))
+    }
+}
+
+/// Copy what `read` yields into `to`.
+fn drain(read: &mut dyn Read, mut to: Bounded) -> Result<Decoded> {
     let mut buf = vec![0u8; 128 << 10];
-    let mut seen = 0u64;
     loop {
         let n = match read.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => return Ok(Err(Unusable(format!("it does not decode ({e})")))),
         };
-        seen += n as u64;
-        if seen > size {
-            return Ok(Err(Unusable(format!(
-                "it decodes to more than the {size} bytes the signed manifest declares"
-            ))));
+        if let Err(u) = to.take(&buf[..n])? {
+            return Ok(Err(u));
         }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).ctx("write", out_path)?;
     }
-    Ok(Ok(h.finish()))
+    Ok(Ok(to.h.finish()))
 }
 
 /// Decode a compressed object from `src` into `out` (at most `size` bytes, a bounded window).
@@ -222,7 +250,7 @@ pub fn decode_zst(src: &Path, out: &mut dyn Write, out_path: &Path, size: u64) -
     if let Err(e) = d.window_log_max(ZST_WINDOW_LOG_MAX) {
         return Ok(Err(Unusable(format!("it does not decode ({e})"))));
     }
-    drain(&mut d, out, out_path, size)
+    drain(&mut d, Bounded::new(out, out_path, size))
 }
 
 /// Apply the delta in `src` to `base` (the file it was built against), writing the result to
@@ -252,8 +280,7 @@ pub fn apply_delta(
     }
     let mut input = InBuffer::around(delta);
     let mut buf = vec![0u8; 128 << 10];
-    let mut h = digest::Hasher::default();
-    let mut seen = 0u64;
+    let mut to = Bounded::new(out, out_path, size);
     loop {
         let mut output = OutBuffer::around(&mut buf[..]);
         let left = match dx.decompress_stream(&mut output, &mut input) {
@@ -261,14 +288,9 @@ pub fn apply_delta(
             Err(c) => return unusable(c),
         };
         let n = output.pos();
-        seen += n as u64;
-        if seen > size {
-            return Ok(Err(Unusable(format!(
-                "it decodes to more than the {size} bytes the signed manifest declares"
-            ))));
+        if let Err(u) = to.take(&buf[..n])? {
+            return Ok(Err(u));
         }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).ctx("write", out_path)?;
         if left == 0 {
             break;
         }
@@ -276,7 +298,7 @@ pub fn apply_delta(
             return Ok(Err(Unusable("it is cut short".into())));
         }
     }
-    Ok(Ok(h.finish()))
+    Ok(Ok(to.h.finish()))
 }
 
 #[cfg(test)]

@@ -83,24 +83,32 @@ fn refuse(status: u16, why: impl Into<String>) -> Refusal {
 pub trait Ledger {
     /// Record `nonce` at `now`; false when it was seen already (older than `forget`: dropped).
     fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool>;
+    /// A value of the store's key-value table.
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Set a value of the store's key-value table.
+    fn set_meta(&self, key: &str, value: &str) -> Result<()>;
     /// When the last trigger was accepted (seconds since the epoch; 0 for never).
-    fn last_trigger(&self) -> Result<i64>;
-    /// Remember that a trigger was accepted at `t`.
-    fn set_last_trigger(&self, t: i64) -> Result<()>;
-}
-
-impl Ledger for State {
-    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
-        State::use_nonce(self, nonce, now, forget)
-    }
     fn last_trigger(&self) -> Result<i64> {
         Ok(self
             .meta("last_trigger_at")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
     }
+    /// Remember that a trigger was accepted at `t`.
     fn set_last_trigger(&self, t: i64) -> Result<()> {
         self.set_meta("last_trigger_at", &t.to_string())
+    }
+}
+
+impl Ledger for State {
+    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
+        State::use_nonce(self, nonce, now, forget)
+    }
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        State::meta(self, key)
+    }
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        State::set_meta(self, key, value)
     }
 }
 
@@ -109,14 +117,11 @@ impl Ledger for crate::fleet::db::FleetDb {
         let (conn, path) = crate::state::AccountStore::db(self);
         crate::state::use_nonce_in(conn, path, nonce, now, forget)
     }
-    fn last_trigger(&self) -> Result<i64> {
-        Ok(self
-            .meta("last_trigger_at")?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        crate::fleet::db::FleetDb::meta(self, key)
     }
-    fn set_last_trigger(&self, t: i64) -> Result<()> {
-        self.set_meta("last_trigger_at", &t.to_string())
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        crate::fleet::db::FleetDb::set_meta(self, key, value)
     }
 }
 

@@ -66,7 +66,8 @@ pub struct Synced {
     pub form_bytes: u64,
     /// Channels copied.
     pub channels: Vec<String>,
-    /// Objects pruned (no kept release needs them).
+    /// Files pruned from objects/ (objects and compressed objects no kept release needs; the
+    /// deltas that give them go too).
     pub pruned: usize,
     /// Nothing changed upstream since the last sync.
     pub unchanged: bool,
@@ -563,42 +564,31 @@ fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<
         .flat_map(|m| m.files())
         .map(|f| f.sha256)
         .collect();
+    // objects/ab/SHA[.zst] and deltas/BASE/SHA.zst are named by the object they give.
     let mut removed = 0;
-    for e in walkdir::WalkDir::new(dir.join("objects"))
-        .min_depth(2)
-        .max_depth(2)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
-        let keep = e
-            .file_name()
-            .to_str()
-            .map(|n| n.strip_suffix(".zst").unwrap_or(n))
-            .and_then(Sha256::from_hex)
-            .is_some_and(|h| needed.contains(&h));
-        if !keep {
-            std::fs::remove_file(e.path()).ctx("remove", e.path())?;
-            removed += 1;
-        }
-    }
-    // Deltas that rebuild no kept object.
-    for e in walkdir::WalkDir::new(dir.join("deltas"))
-        .min_depth(2)
-        .max_depth(2)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
-        let keep = e
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_suffix(".zst"))
-            .and_then(Sha256::from_hex)
-            .is_some_and(|h| needed.contains(&h));
-        if !keep {
-            std::fs::remove_file(e.path()).ctx("remove", e.path())?;
-            let _ = std::fs::remove_dir(e.path().parent().expect("deltas/BASE"));
+    for top in ["objects", "deltas"] {
+        for e in walkdir::WalkDir::new(dir.join(top))
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+        {
+            let keep = e
+                .file_name()
+                .to_str()
+                .map(|n| n.strip_suffix(".zst").unwrap_or(n))
+                .and_then(Sha256::from_hex)
+                .is_some_and(|h| needed.contains(&h));
+            if !keep {
+                std::fs::remove_file(e.path()).ctx("remove", e.path())?;
+                if top == "objects" {
+                    removed += 1;
+                } else {
+                    // Gone when it was the base's last delta.
+                    let _ = std::fs::remove_dir(e.path().parent().expect("deltas/BASE"));
+                }
+            }
         }
     }
     if let Ok(rd) = std::fs::read_dir(dir.join("releases")) {

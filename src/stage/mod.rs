@@ -208,9 +208,14 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
             progress.set_phase(format!("downloading {} files", missing.len()));
             let remote =
                 remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
-            let wanted = choose_forms(inst, &remote, target.version(), &missing, &bases);
+            // Files of the same content come once.
+            let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
+            for f in &missing {
+                by_sha.entry(f.sha256).or_default().push(f);
+            }
+            let wanted = choose_forms(inst, &remote, target.version(), &by_sha, &bases);
             forms = Some(fetch_network(
-                inst, &remote, &missing, wanted, &state, progress,
+                inst, &remote, by_sha, wanted, &state, progress,
             )?);
         }
         Source::Archive(_) | Source::Inbox(_) => {
@@ -285,7 +290,7 @@ fn choose_forms(
     inst: &Instance,
     remote: &remote::Remote,
     version: &str,
-    missing: &[&FileEntry],
+    by_sha: &HashMap<manifest::Sha256, Vec<&FileEntry>>,
     bases: &HashMap<RelPath, manifest::Sha256>,
 ) -> Vec<network::Wanted> {
     let forms: crate::forms::Forms = remote::block_on(remote.get_doc_opt(
@@ -296,11 +301,10 @@ fn choose_forms(
     .flatten()
     .and_then(|b| serde_json::from_slice(&b).ok())
     .unwrap_or_default();
-    let mut seen = HashSet::new();
-    missing
-        .iter()
-        .filter(|f| seen.insert(f.sha256))
-        .map(|f| {
+    by_sha
+        .values()
+        .map(|same| {
+            let f = same[0];
             let mut w = network::Wanted::raw(f.sha256, f.size);
             w.zst = forms.zst_of(&f.sha256);
             if let Some(z) = w.zst {
@@ -308,9 +312,8 @@ fn choose_forms(
                 w.transfer = z;
             }
             // The smallest delta from a base some path of this object has live.
-            let delta = missing
+            let delta = same
                 .iter()
-                .filter(|g| g.sha256 == f.sha256)
                 .filter_map(|g| {
                     let base = bases.get(&g.path)?;
                     forms
@@ -435,15 +438,11 @@ fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
 fn fetch_network(
     inst: &Instance,
     remote: &remote::Remote,
-    missing: &[&FileEntry],
+    by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>>,
     wanted: Vec<network::Wanted>,
     state: &State,
     progress: &Arc<Progress>,
 ) -> Result<network::Fetched> {
-    let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
-    for f in missing {
-        by_sha.entry(f.sha256).or_default().push(f);
-    }
     let dir = inst.partial_dir();
     crate::crash::point("stage:fetching");
     let fetched = remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
