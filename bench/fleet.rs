@@ -8,49 +8,33 @@
 mod mirrors;
 #[path = "netem.rs"]
 mod netem;
+#[path = "trees.rs"]
+mod trees;
+#[path = "util.rs"]
+mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use upkeep::manifest::SecretKey;
-
-fn up(bin: &Path, args: &[&str]) -> String {
-    let o = Command::new(bin).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "upkeep {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use util::up;
 
 /// `upkeep reference` on a free loopback port holding the online key; its base URL (no slash).
-fn reference(bin: &Path, repo: &Path, online: &Path) -> (std::process::Child, String) {
-    let mut child = Command::new(bin)
-        .args(["reference", "--repo"])
-        .arg(repo)
-        .arg("--online-key")
-        .arg(online)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    (child, base)
+fn reference(bin: &Path, repo: &Path, online: &Path) -> (util::Kill, String) {
+    let (server, port) = util::reference(
+        bin,
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--online-key",
+            online.to_str().unwrap(),
+        ],
+        "127.0.0.1:0",
+    );
+    (server, format!("http://127.0.0.1:{port}"))
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -214,8 +198,8 @@ fn main() {
     );
     let token = token.trim().to_string();
 
-    let (mut child, base) = reference(&bin, &repo, &online);
-    let pid = child.id();
+    let (server, base) = reference(&bin, &repo, &online);
+    let pid = server.0.id();
     let rss_idle = rss_kib(pid);
 
     // Sites: an id and a key each; 1% in group "test".
@@ -312,8 +296,7 @@ fn main() {
         ],
     ))
     .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     let rate = |n: usize, t: f64| format!("{:.0}/s", n as f64 / t);
     let section = format!(
@@ -421,7 +404,7 @@ fn rollout_bench(bin: &Path, n: usize) {
             &format!("{}.pub", online.display()),
         ],
     );
-    let (mut child, base) = reference(bin, &repo, &online);
+    let (server, base) = reference(bin, &repo, &online);
     let token = up(
         bin,
         &["fleet", "token", "--repo", r, "--uses", &n.to_string()],
@@ -540,8 +523,7 @@ fn rollout_bench(bin: &Path, n: usize) {
         }
     }
     let t_rounds = t1.elapsed().as_secs_f64();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let installed_bad = sites
         .iter()
         .filter(|s| {

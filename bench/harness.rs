@@ -7,6 +7,8 @@
 mod netem;
 #[path = "trees.rs"]
 mod trees;
+#[path = "util.rs"]
+mod util;
 
 use netem::proxy;
 use std::io::{Read, Write};
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use trees::{gen_tree, next_release};
+use util::{free_port, wait_port};
 
 // ---------- running things ----------
 
@@ -110,24 +113,6 @@ fn spawn_banner(cmd: &mut Command) -> (Child, String) {
         .unwrap_or_default()
         .to_string();
     (Child(c), url)
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------- the figures ----------

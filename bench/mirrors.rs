@@ -5,58 +5,25 @@
 //! the origin, an idle poll, and the time until every instance has staged it from its leaf.
 //! Run it with `bash bench/run --fleet --mirrors`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::netem::{Proxy, proxy};
-use super::{up, write_section};
+use super::trees::copy_tree;
+use super::util::{self, Kill, dir_bytes, free_port, up};
+use super::write_section;
 
 const HUBS: usize = 2;
 const LEAVES: usize = 20;
 const ONE_WAY: Duration = Duration::from_millis(25);
 
-/// Servers killed on drop.
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// `upkeep reference ARGS --listen ADDR`; returns its port.
-fn serve(bin: &Path, args: &[&str], listen: &str, all: &mut Servers) -> u16 {
-    let mut child = Command::new(bin)
-        .arg("reference")
-        .args(args)
-        .args(["--listen", listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    r.read_line(&mut line).unwrap();
-    std::thread::spawn(move || for _ in r.lines() {});
-    all.0.push(child);
-    line.split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .and_then(|u| u.trim_end_matches('/').rsplit(':').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `upkeep reference ARGS --listen ADDR`, kept with the other servers; its port.
+fn serve(bin: &Path, args: &[&str], listen: &str, all: &mut Vec<Kill>) -> u16 {
+    let (server, port) = util::reference(bin, args, listen);
+    all.push(server);
+    port
 }
 
 fn serves(dir: &Path, version: &str) -> bool {
@@ -149,7 +116,7 @@ pub fn mirrors_bench(bin: &Path, n_sites: usize) {
     };
     publish("1.0.0");
 
-    let mut servers = Servers(Vec::new());
+    let mut servers = Vec::new();
     let origin_port = serve(bin, &["--repo", &s(&origin)], "127.0.0.1:0", &mut servers);
     let p0 = proxy(origin_port, ONE_WAY);
     // Leaves listen on ports chosen now, so the hubs can list them (behind their proxies).
@@ -222,7 +189,7 @@ pub fn mirrors_bench(bin: &Path, n_sites: usize) {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(root) = sites.get(i) else { break };
-                    copy_dir(&p("rel-1.0.0"), root);
+                    copy_tree(&p("rel-1.0.0"), root);
                     up(
                         bin,
                         &[
@@ -327,28 +294,6 @@ pub fn mirrors_bench(bin: &Path, n_sites: usize) {
         leaf_reqs as f64 / n_sites as f64,
     );
     write_section("mirrors", &section);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from).into_iter().flatten() {
-        let rel = e.path().strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
-fn dir_bytes(d: &Path) -> u64 {
-    walkdir::WalkDir::new(d)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// Bytes of the objects release `new` has and release `old` has not.

@@ -8,82 +8,22 @@
 mod netem;
 #[path = "trees.rs"]
 mod trees;
+#[path = "util.rs"]
+mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netem::limited;
 use trees::{copy_tree, edited_release, gen_tree};
+use util::{Kill, dir_bytes, free_port, up, wait_port};
 
 const ONE_WAY: Duration = Duration::from_millis(25);
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn up(bin: &Path, args: &[&str]) -> String {
-    let o = Command::new(bin).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "upkeep {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
+/// `upkeep reference` serving `repo` on a free port.
 fn reference(bin: &Path, repo: &Path) -> (Kill, u16) {
-    let mut child = Command::new(bin)
-        .args(["reference", "--repo"])
-        .arg(repo)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .and_then(|u| u.trim_end_matches('/').rsplit(':').next()?.parse().ok())
-        .unwrap();
-    (Kill(child), port)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn du(paths: &[PathBuf]) -> u64 {
-    paths
-        .iter()
-        .flat_map(|p| walkdir::WalkDir::new(p).into_iter().flatten())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+    util::reference(bin, &["--repo", repo.to_str().unwrap()], "127.0.0.1:0")
 }
 
 fn zst_bytes(repo: &Path) -> u64 {
@@ -213,8 +153,11 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
     let f2 = publish(&t.b, "1.1.0", &forms_repo, &[]);
     let r1 = publish(&t.a, "1.0.0", &raw_repo, &raw);
     let r2 = publish(&t.b, "1.1.0", &raw_repo, &raw);
-    let objects = du(&[raw_repo.join("objects")]);
-    let (zst, deltas) = (zst_bytes(&forms_repo), du(&[forms_repo.join("deltas")]));
+    let objects = dir_bytes(&raw_repo.join("objects"));
+    let (zst, deltas) = (
+        zst_bytes(&forms_repo),
+        dir_bytes(&forms_repo.join("deltas")),
+    );
     rows.push(format!(
         "| {} | publish 1.0.0 / 1.1.0, with forms | {:.1} s / {:.1} s | without: {:.1} s / {:.1} s |",
         t.name, f1, f2, r1, r2

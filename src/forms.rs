@@ -63,6 +63,50 @@ impl Forms {
     }
 }
 
+/// The form an object travels in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// The object itself.
+    Raw,
+    /// Compressed whole.
+    Zst,
+    /// A delta against the object with this SHA-256 (the live file).
+    Delta(Sha256),
+}
+
+impl Form {
+    /// The repository file that holds object `sha` in this form.
+    pub fn path(&self, sha: &Sha256) -> String {
+        match self {
+            Form::Raw => crate::reference::repo::object_path(sha),
+            Form::Zst => zst_path(sha),
+            Form::Delta(b) => delta_path(b, sha),
+        }
+    }
+
+    /// How a batch line and frame name it, after the offset or length: ` z`, ` d:BASE`, or
+    /// nothing for the object itself.
+    pub fn token(&self) -> String {
+        match self {
+            Form::Raw => String::new(),
+            Form::Zst => " z".into(),
+            Form::Delta(b) => format!(" d:{b}"),
+        }
+    }
+
+    /// The form a batch line names (`None`: a word that names none).
+    pub fn parse_token(word: Option<&str>) -> Option<Form> {
+        match word {
+            None => Some(Form::Raw),
+            Some("z") => Some(Form::Zst),
+            Some(d) => d
+                .strip_prefix("d:")
+                .and_then(Sha256::from_hex)
+                .map(Form::Delta),
+        }
+    }
+}
+
 /// `releases/V/forms.json`.
 pub fn forms_path(version: &str) -> String {
     format!("releases/{version}/forms.json")

@@ -299,17 +299,7 @@ fn a_mirror_carries_the_forms_it_checked_and_lists_only_those() {
     }
     std::fs::write(&css, &bad).unwrap();
     let m = c.w.path("mirror");
-    let pubkey = c.w.pubkey();
-    let out = ok(upkeep(&[
-        "mirror",
-        "--from",
-        &origin.url,
-        "--to",
-        m.to_str().unwrap(),
-        "--public-key",
-        &pubkey,
-        "--json",
-    ]));
+    let out = ok(c.w.mirror(&origin.url, &m, &["--json"]));
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(s["sync"]["form_bytes"].as_u64().unwrap() > 0, "{s}");
     let rel = css.strip_prefix(&c.w.repo).unwrap();

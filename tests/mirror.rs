@@ -19,35 +19,13 @@ fn mirrored(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn mirror(w: &World, from: &str, to: &Path, extra: &[&str]) -> serde_json::Value {
-    let pubkey = format!("{}.pub", w.key.display());
-    let mut a = vec![
-        "mirror",
-        "--from",
-        from,
-        "--to",
-        to.to_str().unwrap(),
-        "--public-key",
-        &pubkey,
-        "--json",
-    ];
-    a.extend_from_slice(extra);
-    let v: serde_json::Value = serde_json::from_str(&ok(upkeep(&a))).unwrap();
+    let a = [extra, &["--json"]].concat();
+    let v: serde_json::Value = serde_json::from_str(&ok(w.mirror(from, to, &a))).unwrap();
     v["sync"].clone()
 }
 
 fn mirror_fails(w: &World, from: &str, to: &Path, extra: &[&str]) -> String {
-    let pubkey = format!("{}.pub", w.key.display());
-    let mut a = vec![
-        "mirror",
-        "--from",
-        from,
-        "--to",
-        to.to_str().unwrap(),
-        "--public-key",
-        &pubkey,
-    ];
-    a.extend_from_slice(extra);
-    fails(upkeep(&a), 1)
+    fails(w.mirror(from, to, extra), 1)
 }
 
 /// Rewrite a zip with one entry's content replaced (its signed manifest inside unchanged).

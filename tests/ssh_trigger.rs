@@ -137,13 +137,7 @@ fn readme_line(root: &Path) -> String {
 
 #[test]
 fn the_hubs_ssh_key_runs_one_pass_and_nothing_else() {
-    let w = World::new();
-    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
-    w.publish("1.1.0", &[("index.html", b"v2")]);
-    let srv = w.reference();
-    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
-    set_config(&site.root, "auto", "enabled", "true");
-    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let (w, _srv, site) = unattended_site(&[]);
     let ssh_dir = w.path("ssh");
     std::fs::create_dir_all(&ssh_dir).unwrap();
     let line = readme_line(&site.root);

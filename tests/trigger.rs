@@ -23,13 +23,7 @@ fn post(url: &str, body: &[u8], sig: Option<&str>) -> (u16, String) {
 
 #[test]
 fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
-    let w = World::new();
-    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
-    w.publish("1.1.0", &[("index.html", b"v2")]);
-    let srv = w.reference();
-    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &["--name", "blog"]));
-    set_config(&site.root, "auto", "enabled", "true");
-    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let (w, _srv, site) = unattended_site(&["--name", "blog"]);
     let key_path = w.path("trigger.key");
     ok(upkeep(&["keygen", "--out", key_path.to_str().unwrap()]));
     let key = SecretKey::load(&key_path).unwrap();
@@ -116,13 +110,7 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
 
 #[test]
 fn the_ssh_forced_command_runs_a_pass_and_refuses_anything_else() {
-    let w = World::new();
-    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
-    w.publish("1.1.0", &[("index.html", b"v2")]);
-    let srv = w.reference();
-    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
-    set_config(&site.root, "auto", "enabled", "true");
-    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let (_w, _srv, site) = unattended_site(&[]);
     let r = site.root.to_str().unwrap();
     for evil in [
         "check; rm -rf /",

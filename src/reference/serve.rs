@@ -362,31 +362,17 @@ async fn file(req: HttpRequest, repo: web::Data<Repo>) -> actix_web::Result<Http
 struct Asked {
     sha: Sha256,
     offset: u64,
-    form: AskedForm,
-}
-
-enum AskedForm {
-    Raw,
-    Zst,
-    Delta(Sha256),
+    form: crate::forms::Form,
 }
 
 impl Asked {
     /// Its file in the repository.
     fn rel(&self) -> String {
-        match &self.form {
-            AskedForm::Raw => repo::object_path(&self.sha),
-            AskedForm::Zst => crate::forms::zst_path(&self.sha),
-            AskedForm::Delta(b) => crate::forms::delta_path(b, &self.sha),
-        }
+        self.form.path(&self.sha)
     }
     /// How a frame names the form (after the length).
     fn token(&self) -> String {
-        match &self.form {
-            AskedForm::Raw => String::new(),
-            AskedForm::Zst => " z".into(),
-            AskedForm::Delta(b) => format!(" d:{b}"),
-        }
+        self.form.token()
     }
 }
 
@@ -409,15 +395,9 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Asked>, String> {
                 .map_err(|_| format!("line {}: bad offset", n + 1))?,
             None => 0,
         };
-        let form = match parts.next() {
-            None => AskedForm::Raw,
-            Some("z") => AskedForm::Zst,
-            Some(d) => AskedForm::Delta(
-                d.strip_prefix("d:")
-                    .and_then(Sha256::from_hex)
-                    .ok_or_else(|| format!("line {}: unknown form {d:?}", n + 1))?,
-            ),
-        };
+        let word = parts.next();
+        let form = crate::forms::Form::parse_token(word)
+            .ok_or_else(|| format!("line {}: unknown form {:?}", n + 1, word.unwrap_or("")))?;
         out.push(Asked { sha, offset, form });
         if out.len() > MAX_BATCH {
             return Err(format!("more than {MAX_BATCH} objects in one batch"));

@@ -18,18 +18,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Sha256, digest};
 use crate::progress::Progress;
 use crate::reference::client::{Remote, backoff, describe};
-use crate::reference::repo;
 
-/// The form an object travels in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Form {
-    /// The object itself.
-    Raw,
-    /// Compressed whole.
-    Zst,
-    /// A delta against the object with this SHA-256 (the live file).
-    Delta(Sha256),
-}
+pub use crate::forms::Form;
 
 /// One object to fetch.
 #[derive(Clone, Debug)]
@@ -63,11 +53,7 @@ impl Wanted {
 
     /// The repository path of its form.
     fn rel(&self) -> String {
-        match &self.form {
-            Form::Raw => repo::object_path(&self.sha),
-            Form::Zst => crate::forms::zst_path(&self.sha),
-            Form::Delta(b) => crate::forms::delta_path(b, &self.sha),
-        }
+        self.form.path(&self.sha)
     }
 
     /// The name of its partial file (raw objects keep the name of earlier versions).
@@ -81,11 +67,7 @@ impl Wanted {
 
     /// How a batch request names the form.
     fn token(&self) -> String {
-        match &self.form {
-            Form::Raw => String::new(),
-            Form::Zst => " z".into(),
-            Form::Delta(b) => format!(" d:{b}"),
-        }
+        self.form.token()
     }
 
     /// The next form to try after this one failed.

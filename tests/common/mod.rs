@@ -195,6 +195,22 @@ impl World {
         dir
     }
 
+    /// `upkeep mirror --from FROM --to TO --public-key KEY.pub EXTRA...`.
+    pub fn mirror(&self, from: &str, to: &Path, extra: &[&str]) -> Output {
+        let pubkey = self.pubkey();
+        let mut a = vec![
+            "mirror",
+            "--from",
+            from,
+            "--to",
+            to.to_str().unwrap(),
+            "--public-key",
+            &pubkey,
+        ];
+        a.extend_from_slice(extra);
+        upkeep(&a)
+    }
+
     /// Remove the manifest deltas publish stored (sites then fetch manifests whole, after a
     /// 404 for the delta the pointer lists): for tests about the whole manifest's transfer.
     pub fn drop_manifest_deltas(&self) {
@@ -285,6 +301,19 @@ impl World {
         ok(upkeep(&args));
         root
     }
+}
+
+/// A repository with releases 1.0.0 and 1.1.0 (index.html "v1", then "v2"), its reference, and
+/// a site at 1.0.0 (`init` given `extra`) whose unattended passes take minor updates.
+pub fn unattended_site(extra: &[&str]) -> (World, Server, Site) {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, extra));
+    set_config(&site.root, "auto", "enabled", "true");
+    set_config(&site.root, "auto", "allow", "\"minor\"");
+    (w, srv, site)
 }
 
 pub fn copy_tree(src: &Path, dst: &Path) {
