@@ -252,3 +252,51 @@ fn batch_streams_many_objects_in_one_response() {
     );
     assert_eq!(String::from_utf8_lossy(&got), expect);
 }
+
+#[test]
+fn batch_takes_a_gzipped_body_and_numbers_frames_for_clients_that_ask() {
+    let w = World::new();
+    w.publish("1.0.0", &[("a", b"hello"), ("b", b"world!")]);
+    let srv = w.reference();
+    let (ha, hb) = (sha256_hex(b"hello"), sha256_hex(b"world!"));
+    let body = format!("{ha} 0\n{} 0\n{hb} 2\n", "0".repeat(64));
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(gz.len() < body.len());
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}batch", srv.url))
+        .header("content-encoding", "gzip")
+        .header("upkeep-batch-frames", "numbered")
+        .body(gz)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["upkeep-batch-frames"], "numbered");
+    let got = r.bytes().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "#0 0 5\nhello#1 missing\n#2 2 4\nrld!end\n"
+    );
+    // A gzip bomb in the request is refused, not inflated without bound.
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b'0'; 1 << 20];
+        for _ in 0..100 {
+            e.write_all(&zeros).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 1 << 20);
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}batch", srv.url))
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}

@@ -406,10 +406,22 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Asked>, String> {
     Ok(out)
 }
 
+/// The request header by which a client asks for numbered frames, and the answer's header that
+/// says it gets them (a server that predates them ignores the header and sends named frames).
+pub const NUMBERED_FRAMES: &str = "upkeep-batch-frames";
+
 /// `POST /batch`: body lines `SHA256 [OFFSET [FORM]]` (FORM: `z` for the compressed object,
-/// `d:BASE` for the delta against object BASE); response frames `SHA256 OFFSET LEN [FORM]\n` +
-/// bytes (or `SHA256 missing [FORM]\n`), then `end\n`.
-async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
+/// `d:BASE` for the delta against object BASE; the body may be gzipped, with
+/// `Content-Encoding`); response frames `SHA256 OFFSET LEN [FORM]\n` + bytes (or
+/// `SHA256 missing [FORM]\n`), then `end\n`. With the request header `upkeep-batch-frames:
+/// numbered`, frames name the request's line by its number instead (`#N OFFSET LEN\n`,
+/// `#N missing\n`): a thousand small objects otherwise spend 90 KB on frames naming what the
+/// client already knows.
+async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
+    let numbered = req
+        .headers()
+        .get(NUMBERED_FRAMES)
+        .is_some_and(|v| v.as_bytes() == b"numbered");
     let wanted = match parse_batch(&body) {
         Ok(w) => w,
         Err(e) => {
@@ -423,8 +435,15 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     // Reading files is blocking work: keep it off the server's event loop.
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
-        for asked in wanted {
+        for (i, asked) in wanted.into_iter().enumerate() {
             let (sha, offset) = (asked.sha, asked.offset);
+            let name = |rest: &str| {
+                if numbered {
+                    Bytes::from(format!("#{i} {rest}\n"))
+                } else {
+                    Bytes::from(format!("{sha} {rest}{}\n", asked.token()))
+                }
+            };
             let rel = RelPath::parse(&asked.rel()).expect("object paths are relative");
             let path = rel.under(&dir);
             let opened = if crate::fsutil::no_links_beneath(&dir, &rel) {
@@ -437,10 +456,7 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
                 Ok((f, len))
             });
             let Ok((mut f, len)) = opened else {
-                if tx
-                    .blocking_send(Ok(Bytes::from(format!("{sha} missing{}\n", asked.token()))))
-                    .is_err()
-                {
+                if tx.blocking_send(Ok(name("missing"))).is_err() {
                     return;
                 }
                 continue;
@@ -453,11 +469,7 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
                 }
             }
             if tx
-                .blocking_send(Ok(Bytes::from(format!(
-                    "{sha} {offset} {}{}\n",
-                    len - offset,
-                    asked.token()
-                ))))
+                .blocking_send(Ok(name(&format!("{offset} {}", len - offset))))
                 .is_err()
             {
                 return;
@@ -489,8 +501,11 @@ async fn batch(repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    HttpResponse::Ok()
-        .content_type("application/x-upkeep-batch")
+    let mut ok = HttpResponse::Ok();
+    if numbered {
+        ok.insert_header((NUMBERED_FRAMES, "numbered"));
+    }
+    ok.content_type("application/x-upkeep-batch")
         .streaming(stream)
 }
 
