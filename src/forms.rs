@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{Hashes, Sha256, digest};
+use crate::manifest::Sha256;
 
 /// The list's format.
 pub const FORMS_FORMAT: u32 = 1;
@@ -117,6 +117,25 @@ pub fn forms_path(version: &str) -> String {
 /// kilobytes instead of the whole list). The signed pointer lists the OLD versions.
 pub fn manifest_delta_path(version: &str, old: &str) -> String {
     format!("releases/{version}/manifest.from-{old}.zst")
+}
+
+/// The releases that release `version` has manifest deltas from in the repository at
+/// `repo_dir`, newest first (what a channel pointer lists, as the latest pointer does).
+pub fn manifest_deltas_in(repo_dir: &Path, version: &str) -> Vec<String> {
+    let dir = repo_dir.join("releases").join(version);
+    let mut olds: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = name.strip_prefix("manifest.from-")?.strip_suffix(".zst")?;
+            crate::manifest::parse_version(old).ok()?;
+            Some(old.to_string())
+        })
+        .collect();
+    olds.sort_by_key(|v| std::cmp::Reverse(crate::manifest::parse_version(v).ok()));
+    olds
 }
 
 /// `objects/ab/SHA.zst`: an object compressed whole.
@@ -230,7 +249,16 @@ impl std::fmt::Display for Unusable {
 }
 
 /// What decoding wrote: the hashes of the result, to be compared with the manifest's.
-type Decoded = std::result::Result<Hashes, Unusable>;
+type Decoded = std::result::Result<Rebuilt, Unusable>;
+
+/// The SHA-256 and size of what a form decoded to (no MD5: only the signed SHA-256 decides).
+#[derive(Clone, Copy, Debug)]
+pub struct Rebuilt {
+    /// SHA-256 of the decoded bytes.
+    pub sha256: Sha256,
+    /// Their count.
+    pub size: u64,
+}
 
 /// Where decoded bytes go: written out and hashed, no more than `size` of them (a
 /// decompression bomb stops there).
@@ -239,7 +267,7 @@ struct Bounded<'a> {
     out_path: &'a Path,
     size: u64,
     seen: u64,
-    h: digest::Hasher,
+    h: sha2::Sha256,
 }
 
 impl<'a> Bounded<'a> {
@@ -249,7 +277,7 @@ impl<'a> Bounded<'a> {
             out_path,
             size,
             seen: 0,
-            h: digest::Hasher::default(),
+            h: sha2::Sha256::default(),
         }
     }
 
@@ -262,9 +290,16 @@ impl<'a> Bounded<'a> {
                 self.size
             ))));
         }
-        self.h.update(b);
+        sha2::Digest::update(&mut self.h, b);
         self.out.write_all(b).ctx("write", self.out_path)?;
         Ok(Ok(()))
+    }
+
+    fn done(self) -> Decoded {
+        Ok(Rebuilt {
+            sha256: Sha256(sha2::Digest::finalize(self.h).into()),
+            size: self.seen,
+        })
     }
 }
 
@@ -281,13 +316,18 @@ fn drain(read: &mut dyn Read, mut to: Bounded) -> Result<Decoded> {
             return Ok(Err(u));
         }
     }
-    Ok(Ok(to.h.finish()))
+    Ok(to.done())
 }
 
-/// Decode a compressed object from `src` into `out` (at most `size` bytes, a bounded window).
-pub fn decode_zst(src: &Path, out: &mut dyn Write, out_path: &Path, size: u64) -> Result<Decoded> {
-    let f = std::fs::File::open(src).ctx("open", src)?;
-    let mut d = match zstd::stream::read::Decoder::new(f) {
+/// Decode a compressed object read from `src` into `out` (at most `size` bytes, a bounded
+/// window).
+pub fn decode_zst(
+    src: impl Read,
+    out: &mut dyn Write,
+    out_path: &Path,
+    size: u64,
+) -> Result<Decoded> {
+    let mut d = match zstd::stream::read::Decoder::new(src) {
         Ok(d) => d,
         Err(e) => return Ok(Err(Unusable(format!("it does not decode ({e})")))),
     };
@@ -295,6 +335,38 @@ pub fn decode_zst(src: &Path, out: &mut dyn Write, out_path: &Path, size: u64) -
         return Ok(Err(Unusable(format!("it does not decode ({e})"))));
     }
     drain(&mut d, Bounded::new(out, out_path, size))
+}
+
+fn unusable(code: usize) -> Result<Decoded> {
+    Ok(Err(Unusable(format!(
+        "it does not decode ({})",
+        zstd::zstd_safe::get_error_name(code)
+    ))))
+}
+
+/// Decode a compressed object held in memory into `out` (at most `size` bytes, a bounded
+/// window). One decoding context per thread: making one per object cost more than decoding a
+/// small one.
+pub fn decode_zst_bytes(
+    src: &[u8],
+    out: &mut dyn Write,
+    out_path: &Path,
+    size: u64,
+) -> Result<Decoded> {
+    use zstd::zstd_safe::{DCtx, DParameter, ResetDirective};
+    thread_local! {
+        static DX: std::cell::RefCell<DCtx<'static>> = std::cell::RefCell::new(DCtx::create());
+    }
+    DX.with(|dx| {
+        let mut dx = dx.borrow_mut();
+        if let Err(c) = dx.reset(ResetDirective::SessionAndParameters) {
+            return unusable(c);
+        }
+        if let Err(c) = dx.set_parameter(DParameter::WindowLogMax(ZST_WINDOW_LOG_MAX)) {
+            return unusable(c);
+        }
+        stream(&mut dx, src, Bounded::new(out, out_path, size))
+    })
 }
 
 /// Apply the delta in `src` to `base` (the file it was built against), writing the result to
@@ -306,13 +378,7 @@ pub fn apply_delta(
     out_path: &Path,
     size: u64,
 ) -> Result<Decoded> {
-    use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
-    let unusable = |code: usize| {
-        Ok(Err(Unusable(format!(
-            "it does not decode ({})",
-            zstd::zstd_safe::get_error_name(code)
-        ))))
-    };
+    use zstd::zstd_safe::{DCtx, DParameter};
     let mut dx = DCtx::create();
     if let Err(c) = dx.set_parameter(DParameter::WindowLogMax(window_log(
         base.len() as u64 + size,
@@ -322,9 +388,14 @@ pub fn apply_delta(
     if let Err(c) = dx.ref_prefix(base) {
         return unusable(c);
     }
-    let mut input = InBuffer::around(delta);
+    stream(&mut dx, delta, Bounded::new(out, out_path, size))
+}
+
+/// Decode all of `src` with `dx` into `to`.
+fn stream(dx: &mut zstd::zstd_safe::DCtx, src: &[u8], mut to: Bounded) -> Result<Decoded> {
+    use zstd::zstd_safe::{InBuffer, OutBuffer};
+    let mut input = InBuffer::around(src);
     let mut buf = vec![0u8; 128 << 10];
-    let mut to = Bounded::new(out, out_path, size);
     loop {
         let mut output = OutBuffer::around(&mut buf[..]);
         let left = match dx.decompress_stream(&mut output, &mut input) {
@@ -338,16 +409,17 @@ pub fn apply_delta(
         if left == 0 {
             break;
         }
-        if n == 0 && input.pos() == delta.len() {
+        if n == 0 && input.pos() == src.len() {
             return Ok(Err(Unusable("it is cut short".into())));
         }
     }
-    Ok(Ok(to.h.finish()))
+    Ok(to.done())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::digest;
 
     #[test]
     fn a_delta_rebuilds_the_new_file_from_the_old_and_is_small() {

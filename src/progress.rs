@@ -5,6 +5,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+fn trace_phases() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("UPKEEP_TRACE_PHASES").is_some())
+}
+
 /// Counters a worker bumps and a viewer reads.
 pub struct Progress {
     /// What is happening, in a few words.
@@ -77,9 +82,15 @@ impl Progress {
         Ok(())
     }
 
-    /// Name the current phase.
+    /// Name the current phase. With `UPKEEP_TRACE_PHASES` set in the environment, each phase
+    /// is also written to stderr with the seconds since the work started: where a slow run
+    /// spends its time, without a profiler.
     pub fn set_phase(&self, p: impl Into<String>) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p.into();
+        let p = p.into();
+        if trace_phases() {
+            eprintln!("[{:8.3} s] {p}", self.started.elapsed().as_secs_f64());
+        }
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }
     /// Set totals.
     pub fn set_totals(&self, files: u64, bytes: u64) {

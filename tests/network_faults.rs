@@ -6,7 +6,8 @@ use common::fault::{Fault, FaultServer};
 use common::*;
 use std::time::{Duration, Instant};
 
-const BIG: usize = 300_000;
+// Above the size received in memory (1 MiB): a cut transfer of this one is continued.
+const BIG: usize = 1_500_000;
 
 fn setup() -> (World, std::path::PathBuf, FaultServer, Vec<u8>) {
     let w = World::new();

@@ -3,12 +3,13 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use super::channel::{DEFAULT_CHANNEL, SiteView};
 use crate::config::Instance;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::SecretKey;
-use crate::reference::client::{Remote, Target, block_on};
+use crate::reference::client::{Remote, Target};
 use crate::state::State;
 
 /// Who a site is.
@@ -83,9 +84,23 @@ fn write_key(inst: &Instance) -> Result<()> {
 /// What the reference offers this site now (its channel, its waves), verified. Pointers are
 /// asked conditionally against the copies kept in state.db (an idle poll costs 304s).
 pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx("start", Path::new("the network runtime"))?;
+    offered_on(inst, remote, &rt)
+}
+
+/// [`offered`] on the caller's runtime: the connections it opens stay open for the caller's
+/// next requests (a staging's objects come over them).
+pub fn offered_on(
+    inst: &Instance,
+    remote: &Remote,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Target> {
     let me = identity(inst)?;
     let cached = remote.clone().with_cache(&inst.state_db());
-    match block_on(cached.offered(&me.view(), &me.channel)) {
+    match rt.block_on(cached.offered(&me.view(), &me.channel)) {
         // A kept copy answered by 304 that does not verify (a damaged state.db): forget the
         // copies and ask again in full, rather than fail until the reference changes.
         Err(e @ (Error::Signature { .. } | Error::BadManifest { .. })) => {
@@ -96,7 +111,7 @@ pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
             eprintln!(
                 "note: a kept copy of the reference's pointers did not verify ({e}); asked again in full"
             );
-            block_on(cached.offered(&me.view(), &me.channel))
+            rt.block_on(cached.offered(&me.view(), &me.channel))
         }
         r => r,
     }

@@ -104,11 +104,17 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     progress.set_phase("reading the release manifest");
 
     let mut archive = None;
+    let mut net = match source {
+        Source::Network => Some(NetStage::new(inst)?),
+        _ => None,
+    };
     let mut target = match source {
         Source::Network => {
-            let remote =
-                remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
-            let t = crate::fleet::site::offered(inst, &remote)?;
+            let n = net.as_mut().expect("made above for a network staging");
+            let t = crate::fleet::site::offered_on(inst, &n.remote, &n.rt)?;
+            if let Some(m) = &t.manifest {
+                n.ask_forms(m.version());
+            }
             t.manifest.ok_or_else(|| {
                 Error::refused(
                     format!(
@@ -205,18 +211,17 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     let mut forms = None;
     match source {
         Source::Network => {
-            progress.set_phase(format!("downloading {} files", missing.len()));
-            let remote =
-                remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+            let mut net = net.take().expect("made above for a network staging");
+            progress.set_phase("asking which forms the release offers");
             // Files of the same content come once.
             let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
             for f in &missing {
                 by_sha.entry(f.sha256).or_default().push(f);
             }
-            let wanted = choose_forms(inst, &remote, target.version(), &by_sha, &bases);
-            forms = Some(fetch_network(
-                inst, &remote, by_sha, wanted, &state, progress,
-            )?);
+            let list = net.forms();
+            let wanted = choose_forms(inst, &list, &by_sha, &bases);
+            progress.set_phase(format!("downloading {} files", missing.len()));
+            forms = Some(fetch_network(inst, &net, by_sha, wanted, &state, progress)?);
         }
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
@@ -235,6 +240,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     }
 
     crate::crash::point("stage:filled");
+    progress.set_phase("writing the signed manifest into staging");
     let what = format!("stored manifest of {}", target.version());
     let (signed, _) = state
         .release_bytes(target.version())?
@@ -283,24 +289,62 @@ fn needed_bases(
         .collect()
 }
 
+/// The network side of a staging: one runtime for the pointers, the forms list and the
+/// objects, so that every request after the first few goes over a connection already open, and
+/// the forms list is asked while the live tree is compared (round trips saved).
+struct NetStage {
+    rt: tokio::runtime::Runtime,
+    remote: remote::Remote,
+    list: Option<tokio::task::JoinHandle<crate::forms::Forms>>,
+}
+
+impl NetStage {
+    fn new(inst: &Instance) -> Result<NetStage> {
+        // One worker: the list is fetched while the main thread compares the live tree.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .ctx("start", Path::new("the network runtime"))?;
+        let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
+        Ok(NetStage {
+            rt,
+            remote,
+            list: None,
+        })
+    }
+
+    /// Start fetching the forms list of `version`.
+    fn ask_forms(&mut self, version: &str) {
+        let (r, path) = (self.remote.clone(), crate::forms::forms_path(version));
+        // A repository without a list (or a server that does not answer it) gets raw objects.
+        self.list = Some(self.rt.spawn(async move {
+            r.get_doc_opt(&path, crate::forms::MAX_FORMS_DOC)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        }));
+    }
+
+    /// The release's forms list (empty when it has none).
+    fn forms(&mut self) -> crate::forms::Forms {
+        match self.list.take() {
+            Some(list) => self.rt.block_on(list).unwrap_or_default(),
+            None => Default::default(),
+        }
+    }
+}
+
 /// The form each missing object comes in: a delta against the live file when the release
-/// lists one for the live content, else the compressed object, else the raw one. The list is
-/// asked once; a repository without one (or a server that does not answer it) gets raw objects.
+/// lists one for the live content, else the compressed object, else the raw one.
 fn choose_forms(
     inst: &Instance,
-    remote: &remote::Remote,
-    version: &str,
+    forms: &crate::forms::Forms,
     by_sha: &HashMap<manifest::Sha256, Vec<&FileEntry>>,
     bases: &HashMap<RelPath, manifest::Sha256>,
 ) -> Vec<network::Wanted> {
-    let forms: crate::forms::Forms = remote::block_on(remote.get_doc_opt(
-        &crate::forms::forms_path(version),
-        crate::forms::MAX_FORMS_DOC,
-    ))
-    .ok()
-    .flatten()
-    .and_then(|b| serde_json::from_slice(&b).ok())
-    .unwrap_or_default();
     by_sha
         .values()
         .map(|same| {
@@ -437,7 +481,7 @@ fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
 
 fn fetch_network(
     inst: &Instance,
-    remote: &remote::Remote,
+    net: &NetStage,
     by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>>,
     wanted: Vec<network::Wanted>,
     state: &State,
@@ -445,8 +489,18 @@ fn fetch_network(
 ) -> Result<network::Fetched> {
     let dir = inst.partial_dir();
     crate::crash::point("stage:fetching");
-    let fetched = remote::block_on(network::fetch(remote, &wanted, &dir, progress))?;
+    // On the runtime's worker, where the connection's reads are: the thread that receives the
+    // bytes also decodes and writes them, without a hand-over per chunk.
+    let (remote, worker_dir, p) = (net.remote.clone(), dir.clone(), progress.clone());
+    let fetched = net
+        .rt
+        .block_on(
+            net.rt
+                .spawn(async move { network::fetch(&remote, &wanted, &worker_dir, &p).await }),
+        )
+        .map_err(|e| Error::msg(format!("the download stopped: {e}")))??;
     let staging = inst.staging();
+    progress.set_phase("placing the files into staging");
     // One transaction for the marks of every placed file.
     state.in_transaction(|| place_fetched(&staging, &dir, by_sha, state))?;
     Ok(fetched)
@@ -458,12 +512,18 @@ fn place_fetched(
     by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>>,
     state: &State,
 ) -> Result<()> {
+    // Folders made so far: a release's files share few folders, and asking the file system
+    // for each file's folder again costs a system call per file.
+    let mut made: HashSet<PathBuf> = HashSet::new();
     for (sha, files) in by_sha {
         let src = network::done_path(dir, &sha);
         for (i, f) in files.iter().enumerate() {
             let dest = f.path.under(staging);
             let parent = dest.parent().expect("staged paths have a parent");
-            std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+            if !made.contains(parent) {
+                std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+                made.insert(parent.to_path_buf());
+            }
             if i + 1 == files.len() {
                 std::fs::rename(&src, &dest).ctx("move into staging", &dest)?;
             } else {

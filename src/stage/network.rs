@@ -343,34 +343,84 @@ fn resume_offset(dir: &Path, w: &Wanted) -> u64 {
     }
 }
 
-/// Append bytes at `offset` to the partial file.
-fn append(dir: &Path, w: &Wanted, offset: u64, bytes: &[u8]) -> Result<()> {
-    let p = part_path(dir, w);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&p)
-        .ctx("open", &p)?;
-    f.set_len(offset).ctx("truncate", &p)?;
-    use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(offset)).ctx("seek", &p)?;
-    f.write_all(bytes).ctx("write", &p)
+/// Transfers up to this size are received in memory and checked there: no partial file is
+/// created for them (creating files is the costly part of receiving a thousand small ones, and a
+/// cut one is cheap to ask again). Larger ones go to `.part` files that a later attempt
+/// continues.
+const IN_MEMORY_MAX: u64 = 1 << 20;
+
+/// Where the bytes of one transfer go while it arrives.
+enum Sink {
+    Memory(Vec<u8>),
+    /// The partial file, open for appending.
+    File(std::fs::File),
 }
 
-/// A partial file reached its size: check it (decoding a form first) and promote it. A form
-/// that does not decode to the signed content is given up, not retried.
-fn finish(run: &Run, w: &Wanted) -> Result<(), Failure> {
+impl Sink {
+    /// Ready to take `w`'s bytes from `offset` on.
+    fn open(run: &Run, w: &Wanted, offset: u64) -> Result<Sink> {
+        if offset == 0 && w.transfer <= IN_MEMORY_MAX && !run.keep_forms {
+            return Ok(Sink::Memory(Vec::with_capacity(w.transfer as usize)));
+        }
+        let p = part_path(run.dir, w);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&p)
+            .ctx("open", &p)?;
+        f.set_len(offset).ctx("truncate", &p)?;
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(offset)).ctx("seek", &p)?;
+        Ok(Sink::File(f))
+    }
+
+    fn take(&mut self, run: &Run, w: &Wanted, bytes: &[u8]) -> Result<()> {
+        match self {
+            Sink::Memory(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::File(f) => f.write_all(bytes).ctx("write", &part_path(run.dir, w)),
+        }
+    }
+
+    /// The whole transfer arrived: check it and promote it.
+    fn finish(self, run: &Run, w: &Wanted) -> Result<(), Failure> {
+        match self {
+            Sink::Memory(v) => finish(run, w, Some(&v)),
+            Sink::File(f) => {
+                drop(f);
+                finish(run, w, None)
+            }
+        }
+    }
+}
+
+/// A transfer is complete, in memory (`mem`) or in its partial file: check it (decoding a form
+/// first) and promote it. A form that does not decode to the signed content is given up, not
+/// retried.
+fn finish(run: &Run, w: &Wanted, mem: Option<&[u8]>) -> Result<(), Failure> {
     let (dir, progress) = (run.dir, run.progress);
     let p = part_path(dir, w);
     if w.form == Form::Raw {
-        let h = digest::hash_file(&p)?;
-        if h.sha256 != w.sha || h.size != w.size {
+        let (sha, size) = match mem {
+            Some(b) => (digest::sha256_bytes(b), b.len() as u64),
+            None => {
+                let h = digest::hash_file(&p)?;
+                (h.sha256, h.size)
+            }
+        };
+        if sha != w.sha || size != w.size {
             let _ = std::fs::remove_file(&p);
             return Err(Failure::Damaged(format!(
                 "object {} arrived complete but did not match the signed manifest (discarded): the reference or a proxy serves damaged or tampered content",
                 w.sha
             )));
+        }
+        if let Some(b) = mem {
+            // Written whole, then renamed: a done object is never a torn one.
+            std::fs::write(&p, b).ctx("write", &p)?;
         }
         std::fs::rename(&p, done_path(dir, &w.sha)).ctx("rename", &p)?;
         progress.add_file();
@@ -382,20 +432,31 @@ fn finish(run: &Run, w: &Wanted) -> Result<(), Failure> {
     } else {
         Box::new(std::fs::File::create(&out_path).ctx("create", &out_path)?)
     };
-    let decoded = match &w.form {
-        Form::Zst => crate::forms::decode_zst(&p, &mut out, &out_path, w.size)?,
+    let decoded = match (&w.form, mem) {
+        (Form::Zst, Some(b)) => crate::forms::decode_zst_bytes(b, &mut out, &out_path, w.size)?,
+        (Form::Zst, None) => {
+            let f = std::fs::File::open(&p).ctx("open", &p)?;
+            crate::forms::decode_zst(std::io::BufReader::new(f), &mut out, &out_path, w.size)?
+        }
         // A live file that changed since it was chosen decodes to other content: the check
         // below catches it like any bad delta.
-        Form::Delta(_) => match w.base.as_ref().and_then(|b| std::fs::read(b).ok()) {
+        (Form::Delta(_), _) => match w.base.as_ref().and_then(|b| std::fs::read(b).ok()) {
             Some(b) => {
-                let delta = std::fs::read(&p).ctx("read", &p)?;
-                crate::forms::apply_delta(&delta, &b, &mut out, &out_path, w.size)?
+                let read;
+                let delta = match mem {
+                    Some(d) => d,
+                    None => {
+                        read = std::fs::read(&p).ctx("read", &p)?;
+                        &read
+                    }
+                };
+                crate::forms::apply_delta(delta, &b, &mut out, &out_path, w.size)?
             }
             None => Err(crate::forms::Unusable(
                 "the live file it applies to cannot be read".into(),
             )),
         },
-        Form::Raw => unreachable!("handled above"),
+        (Form::Raw, _) => unreachable!("handled above"),
     };
     drop(out);
     let why = match decoded {
@@ -415,7 +476,9 @@ fn finish(run: &Run, w: &Wanted) -> Result<(), Failure> {
         return Ok(());
     }
     std::fs::rename(&out_path, done_path(dir, &w.sha)).ctx("rename", &out_path)?;
-    let _ = std::fs::remove_file(&p);
+    if mem.is_none() {
+        let _ = std::fs::remove_file(&p);
+    }
     // Progress counts objects' bytes: the bytes a form saved count as done too.
     progress.add_bytes(w.size.saturating_sub(w.transfer));
     progress.add_file();
@@ -440,17 +503,24 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
     let (dir, progress) = (run.dir, run.progress);
     let mut body = String::with_capacity(pending.len() * 70);
     let mut by_sha = std::collections::HashMap::new();
+    // The same, by line number, for numbered frames.
+    let mut lines = Vec::with_capacity(pending.len());
     for w in pending {
         let off = resume_offset(dir, w);
         body.push_str(&format!("{} {}{}\n", w.sha, off, w.token()));
         by_sha.insert((w.sha, w.token().trim().to_string()), (*w, off));
+        lines.push((*w, off));
     }
     let url = remote.url("batch");
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
+    // Hex names halve under gzip, which every `upkeep reference` decodes (a thousand lines
+    // naming deltas are 130 KB plain).
     let mut resp = remote
         .client
         .post(&url)
-        .body(body)
+        .header(reqwest::header::CONTENT_ENCODING, "gzip")
+        .header(crate::reference::serve::NUMBERED_FRAMES, "numbered")
+        .body(crate::forms::gzip(body.as_bytes()))
         .send()
         .await
         .map_err(|e| Failure::Retry(describe(&e)))?;
@@ -461,9 +531,13 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
     if !status.is_success() {
         return Err(Failure::Retry(format!("{url}: server answered {status}")));
     }
+    let numbered = resp
+        .headers()
+        .get(crate::reference::serve::NUMBERED_FRAMES)
+        .is_some_and(|v| v.as_bytes() == b"numbered");
     let mut buf: Vec<u8> = Vec::new();
-    // (object, offset of the next byte, bytes left in this frame)
-    let mut current: Option<(&Wanted, u64, u64)> = None;
+    // (object, where its bytes go, bytes left in this frame)
+    let mut current: Option<(&Wanted, Sink, u64)> = None;
     // Bytes of a frame to read past: a form whose size is not the listed one.
     let mut skip = 0u64;
     loop {
@@ -491,21 +565,30 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
                     return Ok(());
                 }
                 let parts: Vec<&str> = line.split(' ').collect();
-                let sha = parts
-                    .first()
-                    .and_then(|s| Sha256::from_hex(s))
-                    .ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
-                // The form follows the length (or `missing`); none for a raw object.
                 let missing = parts.get(1) == Some(&"missing");
-                let form = parts
-                    .get(if missing { 2 } else { 3 })
-                    .copied()
-                    .unwrap_or("");
-                let Some(&(w, asked)) = by_sha.get(&(sha, form.to_string())) else {
+                let found = if numbered {
+                    parts
+                        .first()
+                        .and_then(|n| n.strip_prefix('#')?.parse::<usize>().ok())
+                        .and_then(|n| lines.get(n))
+                } else {
+                    let sha = parts
+                        .first()
+                        .and_then(|s| Sha256::from_hex(s))
+                        .ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
+                    // The form follows the length (or `missing`); none for a raw object.
+                    let form = parts
+                        .get(if missing { 2 } else { 3 })
+                        .copied()
+                        .unwrap_or("");
+                    by_sha.get(&(sha, form.to_string()))
+                };
+                let Some(&(w, asked)) = found else {
                     return Err(Failure::Retry(format!(
                         "server sent an object that was not asked for, or in another form: {line:?}"
                     )));
                 };
+                let sha = w.sha;
                 if missing {
                     if w.form != Form::Raw {
                         run.give_up(w, "the reference does not have it".into());
@@ -541,28 +624,27 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
                         w.transfer
                     )));
                 }
-                current = Some((w, off, len));
+                let sink = Sink::open(run, w, off)?;
                 if len == 0 {
-                    append(dir, w, off, &[])?;
-                    finish(run, w)?;
-                    current = None;
+                    sink.finish(run, w)?;
+                } else {
+                    current = Some((w, sink, len));
                 }
                 continue;
             }
-        } else if let Some((w, off, left)) = current
+        } else if let Some((w, sink, left)) = current.as_mut()
             && !buf.is_empty()
         {
-            let take = (left as usize).min(buf.len());
-            append(dir, w, off, &buf[..take])?;
+            let take = (*left as usize).min(buf.len());
+            sink.take(run, w, &buf[..take])?;
             progress.check_cancelled()?;
             run.received(w, take as u64);
             buf.drain(..take);
-            let left = left - take as u64;
-            if left == 0 {
-                finish(run, w)?;
-                current = None;
-            } else {
-                current = Some((w, off + take as u64, left));
+            *left -= take as u64;
+            if *left == 0
+                && let Some((w, sink, _)) = current.take()
+            {
+                sink.finish(run, w)?;
             }
             continue;
         }
@@ -578,11 +660,16 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
 }
 
 async fn per_file(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<(), Failure> {
-    let results: Vec<Result<(), Failure>> =
-        futures_util::stream::iter(pending.iter().map(|w| get_one_in_time(remote, w, run)))
-            .buffer_unordered(remote.net.concurrency.max(1))
-            .collect()
-            .await;
+    // The futures are made first: a stream over a closure would not be `Send` (a closure
+    // taking a reference is not general enough over its lifetime), and the fetch runs spawned.
+    let gets: Vec<_> = pending
+        .iter()
+        .map(|w| get_one_in_time(remote, w, run))
+        .collect();
+    let results: Vec<Result<(), Failure>> = futures_util::stream::iter(gets)
+        .buffer_unordered(remote.net.concurrency.max(1))
+        .collect()
+        .await;
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
@@ -617,7 +704,7 @@ async fn get_one(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failu
     } else if status.as_u16() != 206 {
         return Err(Failure::Retry(format!("{url}: server answered {status}")));
     }
-    append(dir, w, off, &[])?;
+    let mut sink = Sink::open(run, w, off)?;
     while let Some(c) = next_chunk(&mut resp, io_timeout).await? {
         if off + c.len() as u64 > w.transfer {
             if w.form != Form::Raw {
@@ -633,7 +720,7 @@ async fn get_one(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failu
                 w.size
             )));
         }
-        append(dir, w, off, &c)?;
+        sink.take(run, w, &c)?;
         progress.check_cancelled()?;
         off += c.len() as u64;
         run.received(w, c.len() as u64);
@@ -644,5 +731,5 @@ async fn get_one(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failu
             w.transfer
         )));
     }
-    finish(run, w)
+    sink.finish(run, w)
 }
