@@ -387,16 +387,26 @@ fn a_site_that_has_the_previous_manifest_fetches_the_new_one_as_a_delta() {
     assert!(
         std::fs::metadata(&delta).unwrap().len() * 2 < std::fs::metadata(&whole).unwrap().len()
     );
+    ok(c.w.promote("1.1.0", "stable", &["--waves", "100%"]));
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.w.repo.join("channels/stable.json")).unwrap())
+            .unwrap();
+    assert_eq!(cp["manifest_deltas"], serde_json::json!(["1.0.0"]));
     let srv = c.w.reference();
 
     // With the whole manifest gone from the server, only the delta can give it.
     let site = Site::new(c.w.instance("by-delta", Some(&c.d1), &srv.url, &[]));
+    let on_channel = Site::new(c.w.instance("on-channel", Some(&c.d1), &srv.url, &[]));
+    set_config(&on_channel.root, "", "channel", "\"stable\"");
     let aside = c.w.path("manifest-aside");
     std::fs::create_dir_all(&aside).unwrap();
     for f in ["manifest.json", "manifest.json.gz"] {
         std::fs::rename(whole.with_file_name(f), aside.join(f)).unwrap();
     }
     c.stage_and_update_site(&site);
+
+    // A site on a channel: the channel's pointer lists the deltas of its release too.
+    c.stage_and_update_site(&on_channel);
 
     // A delta that does not rebuild the signed manifest: the whole one is fetched instead.
     for f in ["manifest.json", "manifest.json.gz"] {

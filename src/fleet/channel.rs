@@ -252,6 +252,10 @@ pub struct ChannelPointer {
     pub manifest_sha256: Sha256,
     /// Size of those bytes.
     pub manifest_size: u64,
+    /// Releases whose manifest `release`'s has a delta from (`releases/V/manifest.from-OLD.zst`),
+    /// as in the latest pointer: a site keeping one of them fetches a few kilobytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_deltas: Vec<String>,
     /// The release sites outside the waves so far stay on (the channel's release before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Previous>,

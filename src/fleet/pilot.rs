@@ -189,6 +189,7 @@ mod tests {
             release: "1.1.0".into(),
             manifest_sha256: Sha256([0; 32]),
             manifest_size: 1,
+            manifest_deltas: Vec::new(),
             previous: None,
             waves,
             wave,

@@ -244,6 +244,7 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
         release: p.version.to_string(),
         manifest_sha256: sha,
         manifest_size: size,
+        manifest_deltas: crate::forms::manifest_deltas_in(p.repo, p.version),
         previous,
         waves: p.waves.clone(),
         wave: 0,

@@ -254,7 +254,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
                 &here.date,
             ));
         }
-        channels.push((name, doc));
+        channels.push((name, doc, cp));
     }
 
     // Stage 1: the objects, each checked against its signed SHA-256, straight into objects/.
@@ -290,14 +290,38 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         0
     };
     let (forms, form_bytes) = fetch_forms(m, remote, &manifests, &partial).await?;
-    // The latest manifest's deltas the pointer lists, each checked by rebuilding the manifest
-    // from the older one this mirror holds (a site asks for them on the pointer's word).
-    for old in &ptr.manifest_deltas {
-        let rel = crate::forms::manifest_delta_path(&ptr.latest, old);
-        let (Some(size), Some((_, base))) = (
-            ptr.manifest_size,
-            manifests.iter().find(|(_, vm)| vm.version() == old),
-        ) else {
+    // The manifest deltas the latest pointer and the channels list, each checked by rebuilding
+    // the manifest from the older one this mirror holds (a site asks for them on the pointer's
+    // word).
+    let mut listed: Vec<(&str, &Sha256, Option<u64>, &String)> = ptr
+        .manifest_deltas
+        .iter()
+        .map(|old| {
+            (
+                ptr.latest.as_str(),
+                &ptr.manifest_sha256,
+                ptr.manifest_size,
+                old,
+            )
+        })
+        .collect();
+    for (_, _, cp) in &channels {
+        listed.extend(cp.manifest_deltas.iter().map(|old| {
+            (
+                cp.release.as_str(),
+                &cp.manifest_sha256,
+                Some(cp.manifest_size),
+                old,
+            )
+        }));
+    }
+    listed.sort();
+    listed.dedup();
+    for (version, sha, size, old) in listed {
+        let rel = crate::forms::manifest_delta_path(version, old);
+        let (Some(size), Some((_, base))) =
+            (size, manifests.iter().find(|(_, vm)| vm.version() == old))
+        else {
             continue;
         };
         if m.to.join(&rel).exists() {
@@ -310,7 +334,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         let base_bytes = base.bytes().unwrap_or_default();
         if let Ok(Ok(h)) =
             crate::forms::apply_delta(&delta, base_bytes, &mut out, Path::new("-"), size)
-            && h.sha256 == ptr.manifest_sha256
+            && h.sha256 == *sha
         {
             write_atomic(&m.to.join(&rel), &delta)?;
         }
@@ -332,7 +356,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
     if let Some(d) = &deleg {
         put(d)?;
     }
-    for (_, doc) in &channels {
+    for (_, doc, _) in &channels {
         put(doc)?;
     }
     if !channels.is_empty() {
@@ -355,7 +379,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         new_bytes,
         form_bytes,
         zips,
-        channels: channels.into_iter().map(|(n, _)| n).collect(),
+        channels: channels.into_iter().map(|(n, _, _)| n).collect(),
         pruned,
         unchanged,
     })

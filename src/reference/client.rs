@@ -507,13 +507,14 @@ impl Remote {
 
     /// The manifest a signed pointer names, verified and fresh.
     async fn manifest_of(&self, ptr: &Pointer) -> Result<VerifiedManifest> {
-        let m = match self.manifest_by_delta(ptr).await {
-            Some(m) => m,
-            None => {
-                self.manifest(&ptr.latest, Some((&ptr.manifest_sha256, ptr.manifest_size)))
-                    .await?
-            }
-        };
+        let m = self
+            .named_manifest(
+                &ptr.latest,
+                &ptr.manifest_sha256,
+                ptr.manifest_size,
+                &ptr.manifest_deltas,
+            )
+            .await?;
         manifest::check_fresh(
             &m.manifest().expires,
             &format!("manifest of {}", m.version()),
@@ -524,25 +525,45 @@ impl Remote {
 }
 
 impl Remote {
-    /// The latest manifest rebuilt from a delta against a manifest the site keeps, when the
-    /// pointer lists one: a few kilobytes instead of the whole list. `None` (the caller fetches
-    /// it whole) when there is no such delta, or it is missing or does not rebuild the manifest
-    /// the pointer names.
-    async fn manifest_by_delta(&self, ptr: &Pointer) -> Option<VerifiedManifest> {
+    /// The manifest of `version` that a signed pointer names by digest (and size), rebuilt
+    /// from one of the `deltas` the pointer lists when the site keeps its base, else fetched
+    /// whole.
+    pub async fn named_manifest(
+        &self,
+        version: &str,
+        sha: &manifest::Sha256,
+        size: Option<u64>,
+        deltas: &[String],
+    ) -> Result<VerifiedManifest> {
+        if let Some(m) = self.manifest_by_delta(version, sha, size, deltas).await {
+            return Ok(m);
+        }
+        self.manifest(version, Some((sha, size))).await
+    }
+
+    /// The manifest rebuilt from a delta against a manifest the site keeps: a few kilobytes
+    /// instead of the whole list. `None` (the caller fetches it whole) when there is no such
+    /// delta, or it is missing or does not rebuild the manifest the pointer names.
+    async fn manifest_by_delta(
+        &self,
+        version: &str,
+        sha: &manifest::Sha256,
+        size: Option<u64>,
+        deltas: &[String],
+    ) -> Option<VerifiedManifest> {
         let st = crate::state::State::open(self.cache.as_ref()?).ok()?;
         // A manifest already kept is used as it is (see `manifest`).
-        if st.release_bytes(&ptr.latest).ok()?.is_some() {
+        if st.release_bytes(version).ok()?.is_some() {
             return None;
         }
-        let (old, base) = ptr
-            .manifest_deltas
+        let (old, base) = deltas
             .iter()
             .find_map(|v| Some((v, st.release_bytes(v).ok()??.0)))?;
         drop(st);
-        let size = ptr.manifest_size?;
+        let size = size?;
         let (dpath, spath) = (
-            crate::forms::manifest_delta_path(&ptr.latest, old),
-            repo::manifest_sig_path(&ptr.latest),
+            crate::forms::manifest_delta_path(version, old),
+            repo::manifest_sig_path(version),
         );
         let (delta, sig) = tokio::join!(
             self.get_doc_opt(&dpath, size),
@@ -553,10 +574,10 @@ impl Remote {
         let h = crate::forms::apply_delta(&delta, &base, &mut out, std::path::Path::new("-"), size)
             .ok()?
             .ok()?;
-        if h.sha256 != ptr.manifest_sha256 {
+        if h.sha256 != *sha {
             return None;
         }
-        let what = self.url(&repo::manifest_path(&ptr.latest));
+        let what = self.url(&repo::manifest_path(version));
         let m = VerifiedManifest::verify(
             out,
             String::from_utf8_lossy(&sig).into_owned(),
@@ -564,7 +585,7 @@ impl Remote {
             &what,
         )
         .ok()?;
-        (m.version() == ptr.latest).then_some(m)
+        (m.version() == version).then_some(m)
     }
 }
 
@@ -654,7 +675,14 @@ impl Remote {
         let offer = channel::offer(&ptr, site);
         let manifest = match (&offer.release, &offer.manifest) {
             (Some(v), Some((sha, size))) => {
-                let m = self.manifest(v, Some((sha, Some(*size)))).await?;
+                // The deltas the pointer lists are from its release's manifest (a site held
+                // on the previous release fetches that one whole).
+                let deltas: &[String] = if v == &ptr.release {
+                    &ptr.manifest_deltas
+                } else {
+                    &[]
+                };
+                let m = self.named_manifest(v, sha, Some(*size), deltas).await?;
                 // Urgency skips the waves: only the release key may say so.
                 if ptr.urgent && v == &ptr.release && !m.manifest().urgent {
                     return Err(Error::Signature {
