@@ -1,8 +1,9 @@
 //! A delaying, counting TCP proxy for the benchmarks (this kernel has no netem): forwards
 //! 127.0.0.1:port to an upstream port, holding every chunk `one_way` before passing it on in
 //! both directions (a round trip costs twice that), optionally at a limited rate (a token
-//! bucket per direction, as a link of that speed serialises bytes), counting the bytes each
-//! way and the HTTP requests and answers that go through. Every proxy shares one runtime.
+//! bucket per direction, shared by every connection through the proxy, as a link of that
+//! speed serialises bytes), counting the bytes each way and the HTTP requests and answers that
+//! go through. Every proxy shares one runtime.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +83,11 @@ pub fn limited(upstream: u16, one_way: Duration, rate: Option<u64>) -> Proxy {
     let port = listener.local_addr().unwrap().port();
     let count = Arc::new(Counters::default());
     let c2 = count.clone();
+    // One link per direction, shared by every connection through this proxy.
+    let links = Arc::new([
+        std::sync::Mutex::new(tokio::time::Instant::now()),
+        std::sync::Mutex::new(tokio::time::Instant::now()),
+    ]);
     listener.set_nonblocking(true).unwrap();
     runtime().spawn(async move {
         let l = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -90,6 +96,7 @@ pub fn limited(upstream: u16, one_way: Duration, rate: Option<u64>) -> Proxy {
                 continue;
             };
             let c3 = c2.clone();
+            let links = links.clone();
             tokio::spawn(async move {
                 let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
                     return;
@@ -98,8 +105,8 @@ pub fn limited(upstream: u16, one_way: Duration, rate: Option<u64>) -> Proxy {
                 let _ = up.set_nodelay(true);
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                tokio::spawn(pipe(dr, uw, one_way, rate, c3.clone(), true));
-                tokio::spawn(pipe(ur, dw, one_way, rate, c3, false));
+                tokio::spawn(pipe(dr, uw, one_way, rate, c3.clone(), links.clone(), true));
+                tokio::spawn(pipe(ur, dw, one_way, rate, c3, links, false));
             });
         }
     });
@@ -118,6 +125,7 @@ async fn pipe(
     delay: Duration,
     rate: Option<u64>,
     count: Arc<Counters>,
+    links: Arc<[std::sync::Mutex<tokio::time::Instant>; 2]>,
     upward: bool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,8 +140,9 @@ async fn pipe(
         let _ = w.shutdown().await;
     });
     let mut buf = vec![0u8; 64 * 1024];
-    // When the link is free again: bytes leave one after another at the rate.
-    let mut free_at = tokio::time::Instant::now();
+    // When the link is free again: bytes leave one after another at the rate, whichever
+    // connection they belong to.
+    let link = &links[usize::from(upward)];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -153,8 +162,10 @@ async fn pipe(
                 let now = tokio::time::Instant::now();
                 let sent = match rate {
                     Some(r) => {
-                        free_at = free_at.max(now) + Duration::from_secs_f64(n as f64 / r as f64);
-                        free_at
+                        let mut free_at = link.lock().unwrap();
+                        *free_at =
+                            (*free_at).max(now) + Duration::from_secs_f64(n as f64 / r as f64);
+                        *free_at
                     }
                     None => now,
                 };

@@ -179,6 +179,14 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
     if !stage {
         return;
     }
+    for doc in [
+        "releases/1.1.0/manifest.json.gz",
+        "releases/1.1.0/manifest.from-1.0.0.zst",
+        "releases/1.1.0/forms.json.gz",
+    ] {
+        let n = std::fs::metadata(forms_repo.join(doc)).map_or(0, |m| m.len());
+        println!("{doc}: {n} B");
+    }
     let (_fr, forms_port) = reference(bin, &forms_repo);
     let (_rr, raw_port) = reference(bin, &raw_repo);
     // An rsync daemon serving release B, as `rsync -c` users mirror a release folder.
@@ -205,6 +213,7 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
     wait_port(rsync_port);
 
     let runs = 3;
+    let sites = std::cell::Cell::new(0);
     // How the last upkeep staging's bytes split between the forms.
     let split = std::cell::RefCell::new(serde_json::Value::Null);
     for (link, rate) in [
@@ -229,35 +238,59 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
                     "1.0.0",
                 ],
             );
+            // `init --installed` takes the version's word for it and hashes nothing: the
+            // fingerprint fills the cache a site's `check` leaves behind.
+            up(bin, &["fingerprint", d]);
         };
         let line = |tool: &str, port: u16, stage: &dyn Fn(&str, &Path)| {
             let px = limited(port, ONE_WAY, rate);
             let mut times = Vec::new();
             let mut wire = 0;
-            for r in 0..runs {
-                let dest = tmp.join(format!("site{seed}-{r}"));
+            for _ in 0..runs {
+                // Site copies are removed only after the tree's last run: on this machine's
+                // ext4 a file created within seconds of many deletions costs several times more
+                // (the allocator skips recently freed inodes), which would tax whichever tool
+                // ran after a removal.
+                sites.set(sites.get() + 1);
+                let dest = tmp.join(format!("site{seed}-{}", sites.get()));
                 copy_tree(&t.a, &dest);
                 if tool.starts_with("upkeep") {
                     init(&px.url(), &dest);
                 }
+                // The copy's writeback would otherwise land in the middle of the timed run.
+                Command::new("sync").status().unwrap();
                 px.count.reset();
                 let t0 = Instant::now();
                 stage(&px.url(), &dest);
                 times.push(t0.elapsed().as_secs_f64());
                 wire = px.count.bytes();
-                std::fs::remove_dir_all(&dest).unwrap();
             }
             let m = median(times);
-            let (_, _, requests, _) = px.count.get();
+            let (up_b, down_b, requests, _) = px.count.get();
             println!(
-                "{link}: {tool}: {m:.2} s, {}, {requests} requests",
-                mb(wire)
+                "{link}: {tool}: {m:.2} s, {} ({} up, {} down), {requests} requests",
+                mb(wire),
+                mb(up_b),
+                mb(down_b)
             );
             (m, wire)
         };
         let upkeep_stage = |_url: &str, dest: &Path| {
             let d = dest.to_str().unwrap();
-            let out = up(bin, &["stage", "--root", d, "--network", "--json"]);
+            let args = ["stage", "--root", d, "--network", "--json"];
+            // WIRE_TRACE=1: each staging's phases with their times (see Progress::set_phase).
+            let out = if std::env::var_os("WIRE_TRACE").is_some() {
+                let o = Command::new(bin)
+                    .args(args)
+                    .env("UPKEEP_TRACE_PHASES", "1")
+                    .output()
+                    .unwrap();
+                assert!(o.status.success());
+                eprint!("{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            } else {
+                up(bin, &args)
+            };
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();
             *split.borrow_mut() = v["forms"].clone();
         };
@@ -325,6 +358,9 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
             ));
         }
     }
+    for n in 1..=sites.get() {
+        std::fs::remove_dir_all(tmp.join(format!("site{seed}-{n}"))).ok();
+    }
 }
 
 fn write_results(rows: &[String], notes: &[String]) {
@@ -336,7 +372,7 @@ fn write_results(rows: &[String], notes: &[String]) {
          stages release 1.1.0 into a copy of 1.0.0 through the same delaying proxy (25 ms each way), once with\n\
          unlimited throughput and once with a 20 Mbit/s link each way (a token bucket per direction); bytes are\n\
          counted both ways at the proxy; times are medians of 3. Sites are initialised before the clock starts (their\n\
-         fingerprint cache warm, as on a site that ran `check`); `rsync -c` reads and hashes both trees every time. `upkeep, raw objects` is a repository published\n\
+         fingerprint cache warm, as on a site that ran `check`), and every tool's copy is written to disk (`sync`) before its clock starts; `rsync -c` reads and hashes both trees every time. `upkeep, raw objects` is a repository published\n\
          with `--no-compress --deltas 0` (what upkeep sent before forms); rsync runs against an rsync daemon holding\n\
          release 1.1.0.\n\n\
          | tree | measure | upkeep | yardsticks |\n|---|---|---|---|\n{}\n\n{}\n<!-- /wire -->\n",
