@@ -72,16 +72,38 @@ pub enum Form {
     Zst,
     /// A delta against the object with this SHA-256 (the live file).
     Delta(Sha256),
+    /// Whichever the server holds that is smallest: a delta from this base if given and held,
+    /// else the compressed object if held, else the object itself. Only `upkeep reference`
+    /// answers it (in a batch, whose frame names the form sent): a site needs no forms list.
+    Best(Option<Sha256>),
 }
 
 impl Form {
     /// The repository file that holds object `sha` in this form.
     pub fn path(&self, sha: &Sha256) -> String {
         match self {
-            Form::Raw => crate::reference::repo::object_path(sha),
+            Form::Raw | Form::Best(_) => crate::reference::repo::object_path(sha),
             Form::Zst => zst_path(sha),
             Form::Delta(b) => delta_path(b, sha),
         }
+    }
+
+    /// What a repository at `dir` sends for object `sha` asked in this form: for
+    /// [`Form::Best`], the smallest form it holds; any other form as it is.
+    pub fn resolve(&self, dir: &Path, sha: &Sha256) -> Form {
+        let Form::Best(base) = self else {
+            return self.clone();
+        };
+        let held = |f: &Form| {
+            crate::manifest::RelPath::parse(&f.path(sha)).is_ok_and(|rel| {
+                crate::fsutil::no_links_beneath(dir, &rel) && rel.under(dir).is_file()
+            })
+        };
+        base.map(Form::Delta)
+            .into_iter()
+            .chain([Form::Zst])
+            .find(held)
+            .unwrap_or(Form::Raw)
     }
 
     /// How a batch line and frame name it, after the offset or length: ` z`, ` d:BASE`, or
@@ -91,6 +113,8 @@ impl Form {
             Form::Raw => String::new(),
             Form::Zst => " z".into(),
             Form::Delta(b) => format!(" d:{b}"),
+            Form::Best(None) => " *".into(),
+            Form::Best(Some(b)) => format!(" *:{b}"),
         }
     }
 
@@ -99,10 +123,15 @@ impl Form {
         match word {
             None => Some(Form::Raw),
             Some("z") => Some(Form::Zst),
-            Some(d) => d
-                .strip_prefix("d:")
-                .and_then(Sha256::from_hex)
-                .map(Form::Delta),
+            Some("*") => Some(Form::Best(None)),
+            Some(d) => {
+                if let Some(b) = d.strip_prefix("*:") {
+                    return Sha256::from_hex(b).map(|b| Form::Best(Some(b)));
+                }
+                d.strip_prefix("d:")
+                    .and_then(Sha256::from_hex)
+                    .map(Form::Delta)
+            }
         }
     }
 }

@@ -44,7 +44,8 @@ struct Case {
 }
 
 /// Release 1.0.0, then 1.1.0: app.js edited by a line (a delta), style.css rewritten (new
-/// content that compresses), logo.bin replaced by other noise (raw), new.txt added.
+/// content that compresses; its delta is smaller still), logo.bin replaced by other noise
+/// (raw), new.txt added.
 fn case(extra: &[&str]) -> (Case, serde_json::Value) {
     let w = World::new();
     let d1 = w.publish(
@@ -198,6 +199,15 @@ fn every_bad_form_falls_back_and_the_result_is_still_the_signed_one() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
     std::fs::write(&delta, &bad).unwrap();
+    // (style.css also has a delta, smaller still: set aside so that its compressed form is
+    // what the server sends.)
+    let css_delta = c.w.repo.join(format!(
+        "deltas/{}/{}.zst",
+        sha256_hex(&text(300, None)),
+        sha256_hex(&c.v2[1].1)
+    ));
+    let good_css_delta = std::fs::read(&css_delta).unwrap();
+    std::fs::remove_file(&css_delta).unwrap();
     std::fs::write(&css, &good_css[..good_css.len() / 2]).unwrap();
     let bomb = zstd_frame_of_zeros(64 << 20);
     std::fs::write(&new_txt, &bomb).unwrap();
@@ -212,6 +222,8 @@ fn every_bad_form_falls_back_and_the_result_is_still_the_signed_one() {
         reasons.contains("more than"),
         "the bomb stops at the size: {r}"
     );
+    assert!(reasons.contains("cut short"), "{r}");
+    std::fs::write(&css_delta, &good_css_delta).unwrap();
 
     // A delta the server does not have (404 through nginx), and a base the site does not
     // have (its app.js is modified): the compressed object instead, nothing counted as failed.
@@ -235,11 +247,12 @@ fn every_bad_form_falls_back_and_the_result_is_still_the_signed_one() {
     );
     assert_eq!(o["forms"]["fell_back"], 0, "{o}");
 
-    // A listing that names the wrong size (stale, or tampered): read past it, fetched raw.
+    // A listing that names the wrong size (stale, or tampered), read by a site staging from a
+    // static server: read past it, fetched raw.
     let mut forms: serde_json::Value = serde_json::from_slice(&good_forms).unwrap();
     forms["zst"][key(&c.v2[1].1)] = 7.into();
     write_forms(&forms_path, serde_json::to_vec(&forms).unwrap());
-    let r = c.stage_and_update("wrong-size", &srv.url);
+    let r = c.stage_and_update("wrong-size", &nginx.url);
     assert_eq!(r["fell_back"], 1, "{r}");
     assert!(r["reasons"].to_string().contains("not the 7 listed"), "{r}");
     assert!(o["forms"]["compressed"].as_u64().unwrap() > 0, "{o}");
@@ -417,4 +430,55 @@ fn a_site_that_has_the_previous_manifest_fetches_the_new_one_as_a_delta() {
     bad[n / 2] ^= 0xFF;
     std::fs::write(&delta, &bad).unwrap();
     c.stage_and_update("bad-delta", &srv.url);
+}
+
+#[test]
+fn the_reference_sends_the_smallest_form_it_holds_when_asked_to_choose() {
+    let (c, _) = case(&[]);
+    let srv = c.w.reference();
+    let app = (sha256_hex(&text(5000, None)), sha256_hex(&c.v2[0].1));
+    let (logo, new_txt) = (sha256_hex(&c.v2[2].1), sha256_hex(&c.v2[4].1));
+    let nobody = "0".repeat(64);
+    let body = format!(
+        "{} 0 *:{}\n{} 0 *:{nobody}\n{logo} 0 *\n{new_txt} 0 *\n",
+        app.1, app.0, app.1
+    );
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}batch", srv.url))
+        .header("upkeep-batch-frames", "numbered")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().unwrap();
+    // Each frame's line, past its bytes.
+    let mut heads = Vec::new();
+    let mut at = 0;
+    while let Some(nl) = got[at..].iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&got[at..at + nl]).into_owned();
+        at += nl + 1;
+        if line == "end" {
+            break;
+        }
+        at += line.split(' ').nth(2).unwrap().parse::<usize>().unwrap();
+        heads.push(line);
+    }
+    let len = |rel: String| std::fs::metadata(c.w.repo.join(rel)).unwrap().len();
+    let zst = |h: &str| len(format!("objects/{}/{h}.zst", &h[..2]));
+    assert_eq!(
+        heads,
+        vec![
+            // A delta from the base the site has.
+            format!(
+                "#0 0 {} d:{}",
+                len(format!("deltas/{}/{}.zst", app.0, app.1)),
+                app.0
+            ),
+            // No delta from a base the repository does not know: compressed.
+            format!("#1 0 {} z", zst(&app.1)),
+            // Noise is not kept compressed: the object itself.
+            format!("#2 0 {}", c.v2[2].1.len()),
+            format!("#3 0 {} z", zst(&new_txt)),
+        ]
+    );
 }

@@ -271,7 +271,7 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
     m.progress.set_totals(wanted.len() as u64, new_bytes);
     m.progress
         .set_phase(format!("fetching {} objects", wanted.len()));
-    network::fetch(remote, &wanted, &partial, &m.progress).await?;
+    network::fetch(remote, &wanted, &partial, &m.progress, None).await?;
     let mut dirs = BTreeMap::new();
     for w in &wanted {
         let dest = m.to.join(repo::object_path(&w.sha));

@@ -411,12 +411,12 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Asked>, String> {
 pub const NUMBERED_FRAMES: &str = "upkeep-batch-frames";
 
 /// `POST /batch`: body lines `SHA256 [OFFSET [FORM]]` (FORM: `z` for the compressed object,
-/// `d:BASE` for the delta against object BASE; the body may be gzipped, with
-/// `Content-Encoding`); response frames `SHA256 OFFSET LEN [FORM]\n` + bytes (or
-/// `SHA256 missing [FORM]\n`), then `end\n`. With the request header `upkeep-batch-frames:
-/// numbered`, frames name the request's line by its number instead (`#N OFFSET LEN\n`,
-/// `#N missing\n`): a thousand small objects otherwise spend 90 KB on frames naming what the
-/// client already knows.
+/// `d:BASE` for the delta against object BASE, `*` or `*:BASE` for the smallest form held; the
+/// body may be gzipped, with `Content-Encoding`); response frames `SHA256 OFFSET LEN [FORM]\n`
+/// and the bytes (or `SHA256 missing [FORM]\n`), FORM being the form sent, then `end\n`. With the
+/// request header `upkeep-batch-frames: numbered`, frames name the request's line by its number
+/// instead (`#N OFFSET LEN [FORM]\n`, `#N missing\n`): a thousand small objects otherwise spend
+/// 90 KB on frames naming what the client already knows.
 async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     let numbered = req
         .headers()
@@ -435,11 +435,12 @@ async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> Htt
     // Reading files is blocking work: keep it off the server's event loop.
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
-        for (i, asked) in wanted.into_iter().enumerate() {
+        for (i, mut asked) in wanted.into_iter().enumerate() {
             let (sha, offset) = (asked.sha, asked.offset);
+            asked.form = asked.form.resolve(&dir, &sha);
             let name = |rest: &str| {
                 if numbered {
-                    Bytes::from(format!("#{i} {rest}\n"))
+                    Bytes::from(format!("#{i} {rest}{}\n", asked.token()))
                 } else {
                     Bytes::from(format!("{sha} {rest}{}\n", asked.token()))
                 }

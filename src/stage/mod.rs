@@ -112,9 +112,6 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         Source::Network => {
             let n = net.as_mut().expect("made above for a network staging");
             let t = crate::fleet::site::offered_on(inst, &n.remote, &n.rt)?;
-            if let Some(m) = &t.manifest {
-                n.ask_forms(m.version());
-            }
             t.manifest.ok_or_else(|| {
                 Error::refused(
                     format!(
@@ -211,17 +208,18 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     let mut forms = None;
     match source {
         Source::Network => {
-            let mut net = net.take().expect("made above for a network staging");
-            progress.set_phase("asking which forms the release offers");
+            let net = net.take().expect("made above for a network staging");
             // Files of the same content come once.
             let mut by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>> = HashMap::new();
             for f in &missing {
                 by_sha.entry(f.sha256).or_default().push(f);
             }
-            let list = net.forms();
-            let wanted = choose_forms(inst, &list, &by_sha, &bases);
+            let wanted = wanted_objects(inst, &by_sha, &bases);
             progress.set_phase(format!("downloading {} files", missing.len()));
-            forms = Some(fetch_network(inst, &net, by_sha, wanted, &state, progress)?);
+            let list = crate::forms::forms_path(target.version());
+            forms = Some(fetch_network(
+                inst, &net, by_sha, wanted, &list, &state, progress,
+            )?);
         }
         Source::Archive(_) | Source::Inbox(_) => {
             progress.set_phase(format!("extracting {} files", missing.len()));
@@ -289,59 +287,31 @@ fn needed_bases(
         .collect()
 }
 
-/// The network side of a staging: one runtime for the pointers, the forms list and the
-/// objects, so that every request after the first few goes over a connection already open, and
-/// the forms list is asked while the live tree is compared (round trips saved).
+/// The network side of a staging: one runtime for the pointers and the objects, so that the
+/// objects come over a connection the pointers opened (a round trip saved).
 struct NetStage {
     rt: tokio::runtime::Runtime,
     remote: remote::Remote,
-    list: Option<tokio::task::JoinHandle<crate::forms::Forms>>,
 }
 
 impl NetStage {
     fn new(inst: &Instance) -> Result<NetStage> {
-        // One worker: the list is fetched while the main thread compares the live tree.
+        // One worker, which receives and decodes the objects (see `fetch_network`).
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .ctx("start", Path::new("the network runtime"))?;
         let remote = remote::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
-        Ok(NetStage {
-            rt,
-            remote,
-            list: None,
-        })
-    }
-
-    /// Start fetching the forms list of `version`.
-    fn ask_forms(&mut self, version: &str) {
-        let (r, path) = (self.remote.clone(), crate::forms::forms_path(version));
-        // A repository without a list (or a server that does not answer it) gets raw objects.
-        self.list = Some(self.rt.spawn(async move {
-            r.get_doc_opt(&path, crate::forms::MAX_FORMS_DOC)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        }));
-    }
-
-    /// The release's forms list (empty when it has none).
-    fn forms(&mut self) -> crate::forms::Forms {
-        match self.list.take() {
-            Some(list) => self.rt.block_on(list).unwrap_or_default(),
-            None => Default::default(),
-        }
+        Ok(NetStage { rt, remote })
     }
 }
 
-/// The form each missing object comes in: a delta against the live file when the release
-/// lists one for the live content, else the compressed object, else the raw one.
-fn choose_forms(
+/// What to ask for each missing object: the smallest form the server holds, a delta from
+/// the content a path of that object has live when the release has one (the server chooses;
+/// a server that cannot has the forms list chosen from, see [`network::Wanted::choose`]).
+fn wanted_objects(
     inst: &Instance,
-    forms: &crate::forms::Forms,
     by_sha: &HashMap<manifest::Sha256, Vec<&FileEntry>>,
     bases: &HashMap<RelPath, manifest::Sha256>,
 ) -> Vec<network::Wanted> {
@@ -349,35 +319,18 @@ fn choose_forms(
         .values()
         .map(|same| {
             let f = same[0];
-            let mut w = network::Wanted::raw(f.sha256, f.size);
-            w.zst = forms.zst_of(&f.sha256);
-            if let Some(z) = w.zst {
-                w.form = network::Form::Zst;
-                w.transfer = z;
-            }
-            // The smallest delta from a base some path of this object has live.
-            let delta = same
+            // Both files are held in memory to apply a delta: none from a base that would
+            // take more than the publisher builds deltas for.
+            let candidates = same
                 .iter()
                 .filter_map(|g| {
                     let base = bases.get(&g.path)?;
-                    forms
-                        .delta_of(&f.sha256, base)
-                        .map(|n| (n, *base, g.path.under(&inst.root)))
+                    let live = g.path.under(&inst.root);
+                    let n = std::fs::metadata(&live).ok()?.len();
+                    (f.size + n <= 2 * crate::forms::DELTA_MAX_DEFAULT).then_some((*base, live))
                 })
-                .min_by_key(|(n, _, _)| *n);
-            if let Some((n, base, live)) = delta
-                && n < w.transfer
-                && f.size
-                    + std::fs::metadata(&live)
-                        .map(|m| m.len())
-                        .unwrap_or(u64::MAX)
-                    <= 2 * crate::forms::DELTA_MAX_DEFAULT
-            {
-                w.form = network::Form::Delta(base);
-                w.transfer = n;
-                w.base = Some(live);
-            }
-            w
+                .collect();
+            network::Wanted::best(f.sha256, f.size, candidates)
         })
         .collect()
 }
@@ -484,6 +437,7 @@ fn fetch_network(
     net: &NetStage,
     by_sha: HashMap<manifest::Sha256, Vec<&FileEntry>>,
     wanted: Vec<network::Wanted>,
+    list: &str,
     state: &State,
     progress: &Arc<Progress>,
 ) -> Result<network::Fetched> {
@@ -492,12 +446,12 @@ fn fetch_network(
     // On the runtime's worker, where the connection's reads are: the thread that receives the
     // bytes also decodes and writes them, without a hand-over per chunk.
     let (remote, worker_dir, p) = (net.remote.clone(), dir.clone(), progress.clone());
+    let list = list.to_string();
     let fetched = net
         .rt
-        .block_on(
-            net.rt
-                .spawn(async move { network::fetch(&remote, &wanted, &worker_dir, &p).await }),
-        )
+        .block_on(net.rt.spawn(async move {
+            network::fetch(&remote, &wanted, &worker_dir, &p, Some(&list)).await
+        }))
         .map_err(|e| Error::msg(format!("the download stopped: {e}")))??;
     let staging = inst.staging();
     progress.set_phase("placing the files into staging");

@@ -30,12 +30,16 @@ pub struct Wanted {
     pub size: u64,
     /// How it comes.
     pub form: Form,
-    /// The bytes of that form on the wire.
+    /// The bytes of that form on the wire (for [`Form::Best`], the object's size: the most it
+    /// can be).
     pub transfer: u64,
     /// The size of its compressed form, when there is one (what a failed delta falls back on).
     pub zst: Option<u64>,
     /// The file a delta applies to.
     pub base: Option<PathBuf>,
+    /// Every live file holding content a delta could start from (its SHA-256 and path): what
+    /// [`Wanted::choose`] picks from with a forms list.
+    pub candidates: Vec<(Sha256, PathBuf)>,
 }
 
 impl Wanted {
@@ -48,6 +52,62 @@ impl Wanted {
             transfer: size,
             zst: None,
             base: None,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// The smallest form the server holds, a delta from the first of `candidates` if it has
+    /// one (see [`Form::Best`]).
+    pub fn best(sha: Sha256, size: u64, candidates: Vec<(Sha256, PathBuf)>) -> Wanted {
+        let first = candidates.first().cloned();
+        Wanted {
+            form: Form::Best(first.as_ref().map(|(b, _)| *b)),
+            base: first.map(|(_, p)| p),
+            candidates,
+            ..Wanted::raw(sha, size)
+        }
+    }
+
+    /// For a server that cannot choose (a static one): the form the release's forms list
+    /// offers, a delta from the candidate with the smallest one, else the compressed object,
+    /// else the object itself.
+    pub fn choose(&mut self, forms: &crate::forms::Forms) {
+        if !matches!(self.form, Form::Best(_)) {
+            return;
+        }
+        self.form = Form::Raw;
+        self.transfer = self.size;
+        self.base = None;
+        self.zst = forms.zst_of(&self.sha);
+        if let Some(z) = self.zst {
+            self.form = Form::Zst;
+            self.transfer = z;
+        }
+        let delta = self
+            .candidates
+            .iter()
+            .filter_map(|(b, p)| Some((forms.delta_of(&self.sha, b)?, b, p)))
+            .min_by_key(|(n, _, _)| *n);
+        if let Some((n, b, p)) = delta
+            && n < self.transfer
+        {
+            self.form = Form::Delta(*b);
+            self.transfer = n;
+            self.base = Some(p.clone());
+        }
+    }
+
+    /// The same object as the server sends it: in `form`, `transfer` bytes in all.
+    fn serving(&self, form: Form, transfer: u64) -> Wanted {
+        let base = match form {
+            Form::Delta(_) => self.base.clone(),
+            _ => None,
+        };
+        Wanted {
+            form,
+            transfer,
+            base,
+            ..self.clone()
         }
     }
 
@@ -59,7 +119,7 @@ impl Wanted {
     /// The name of its partial file (raw objects keep the name of earlier versions).
     fn key(&self) -> String {
         match &self.form {
-            Form::Raw => self.sha.to_hex(),
+            Form::Raw | Form::Best(_) => self.sha.to_hex(),
             Form::Zst => format!("{}.zst", self.sha),
             Form::Delta(b) => format!("{}.from-{b}", self.sha),
         }
@@ -70,15 +130,19 @@ impl Wanted {
         self.form.token()
     }
 
-    /// The next form to try after this one failed.
-    fn fall_back(&mut self) {
-        let (form, transfer) = match (&self.form, self.zst) {
-            (Form::Delta(_), Some(z)) => (Form::Zst, z),
+    /// The next form to try after `failed` (the form this object came in) was given up.
+    fn fall_back(&mut self, failed: &Form) {
+        let (form, transfer) = match (&self.form, failed, self.zst) {
+            // The server chose: it is asked again without the base (compressed or whole).
+            (Form::Best(Some(_)), Form::Delta(_), _) => (Form::Best(None), self.size),
+            (Form::Delta(_), _, Some(z)) => (Form::Zst, z),
             _ => (Form::Raw, self.size),
         };
         self.form = form;
         self.transfer = transfer;
-        self.base = None;
+        if !matches!(self.form, Form::Best(Some(_))) {
+            self.base = None;
+        }
     }
 }
 
@@ -108,7 +172,7 @@ impl Fetched {
 
     fn count(&mut self, form: &Form, n: u64) {
         match form {
-            Form::Raw => self.raw += n,
+            Form::Raw | Form::Best(_) => self.raw += n,
             Form::Zst => self.compressed += n,
             Form::Delta(_) => self.delta += n,
         }
@@ -127,6 +191,8 @@ fn part_path(dir: &Path, w: &Wanted) -> PathBuf {
 enum Failure {
     /// The server has no batch endpoint: fall back to GETs.
     NoBatch,
+    /// The server does not choose forms (`*`): they are chosen from the forms list.
+    NoChoice,
     /// Worth another attempt.
     Retry(String),
     /// An object arrived whole but does not match the signed manifest: worth another attempt
@@ -137,8 +203,8 @@ enum Failure {
     Local(Error),
 }
 
-/// Forms given up during an attempt: (the form's key, its object, why).
-type Fallen = Mutex<Vec<(String, Sha256, String)>>;
+/// Forms given up during an attempt: (the form, its object, why).
+type Fallen = Mutex<Vec<(Form, Sha256, String)>>;
 
 /// The state shared by the transfers of one staging.
 struct Run<'a> {
@@ -157,7 +223,7 @@ impl Run<'_> {
         self.fallen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((w.key(), w.sha, why));
+            .push((w.form.clone(), w.sha, why));
     }
 
     fn received(&self, w: &Wanted, n: u64) {
@@ -192,8 +258,9 @@ pub async fn fetch(
     wanted: &[Wanted],
     dir: &Path,
     progress: &Arc<Progress>,
+    list: Option<&str>,
 ) -> Result<Fetched> {
-    fetch_with(remote, wanted, dir, progress, false).await
+    fetch_with(remote, wanted, dir, progress, false, list).await
 }
 
 /// Where a mirror's checked form waits to be placed.
@@ -216,7 +283,7 @@ pub async fn fetch_forms(
     dir: &Path,
     progress: &Arc<Progress>,
 ) -> Result<Fetched> {
-    fetch_with(remote, wanted, dir, progress, true).await
+    fetch_with(remote, wanted, dir, progress, true, None).await
 }
 
 async fn fetch_with(
@@ -225,6 +292,7 @@ async fn fetch_with(
     dir: &Path,
     progress: &Arc<Progress>,
     keep_forms: bool,
+    list: Option<&str>,
 ) -> Result<Fetched> {
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let deadline = Duration::from_secs(remote.net.deadline_secs.max(1));
@@ -238,7 +306,7 @@ async fn fetch_with(
         }),
         keep_forms,
     };
-    match tokio::time::timeout(deadline, fetch_inner(remote, wanted.to_vec(), &run)).await {
+    match tokio::time::timeout(deadline, fetch_inner(remote, wanted.to_vec(), &run, list)).await {
         Ok(r) => r.map(|()| run.stats.into_inner().unwrap_or_else(|e| e.into_inner())),
         Err(_) => Err(Error::Network {
             url: remote.url(""),
@@ -250,13 +318,20 @@ async fn fetch_with(
     }
 }
 
-async fn fetch_inner(remote: &Remote, mut wanted: Vec<Wanted>, run: &Run<'_>) -> Result<()> {
+async fn fetch_inner(
+    remote: &Remote,
+    mut wanted: Vec<Wanted>,
+    run: &Run<'_>,
+    list: Option<&str>,
+) -> Result<()> {
     let (dir, progress) = (run.dir, run.progress);
     let mut use_batch = !remote.behind_cache();
+    // Until a batch is refused a `*` form (an `upkeep reference` older than them).
+    let mut server_chooses = true;
     let mut failures = 0u32;
     loop {
         // Forms given up in the last attempt: the next form for those objects.
-        for (key, sha, why) in
+        for (form, sha, why) in
             std::mem::take(&mut *run.fallen.lock().unwrap_or_else(|e| e.into_inner()))
         {
             let mut stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,10 +340,30 @@ async fn fetch_inner(remote: &Remote, mut wanted: Vec<Wanted>, run: &Run<'_>) ->
                 stats.reasons.push(format!("{sha}: {why}"));
             }
             if run.keep_forms {
-                wanted.retain(|w| w.key() != key);
+                wanted.retain(|w| !(w.sha == sha && w.form == form));
             }
-            for w in wanted.iter_mut().filter(|w| w.key() == key) {
-                w.fall_back();
+            for w in wanted
+                .iter_mut()
+                .filter(|w| w.sha == sha && (w.form == form || matches!(w.form, Form::Best(_))))
+            {
+                w.fall_back(&form);
+            }
+        }
+        // A server that cannot choose forms: they are chosen here, from the release's list.
+        if (!use_batch || !server_chooses) && wanted.iter().any(|w| matches!(w.form, Form::Best(_)))
+        {
+            let forms: crate::forms::Forms = match list {
+                Some(path) => remote
+                    .get_doc_opt(path, crate::forms::MAX_FORMS_DOC)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default(),
+                None => Default::default(),
+            };
+            for w in &mut wanted {
+                w.choose(&forms);
             }
         }
         let pending: Vec<&Wanted> = wanted
@@ -306,6 +401,10 @@ async fn fetch_inner(remote: &Remote, mut wanted: Vec<Wanted>, run: &Run<'_>) ->
             Ok(()) => continue,
             Err(Failure::NoBatch) => {
                 use_batch = false;
+                continue;
+            }
+            Err(Failure::NoChoice) => {
+                server_chooses = false;
                 continue;
             }
             Err(Failure::Local(e)) => return Err(e),
@@ -403,7 +502,8 @@ impl Sink {
 fn finish(run: &Run, w: &Wanted, mem: Option<&[u8]>) -> Result<(), Failure> {
     let (dir, progress) = (run.dir, run.progress);
     let p = part_path(dir, w);
-    if w.form == Form::Raw {
+    // (A form the server chose arrives as the form it sent: `Best` is only ever asked.)
+    if matches!(w.form, Form::Raw | Form::Best(_)) {
         let (sha, size) = match mem {
             Some(b) => (digest::sha256_bytes(b), b.len() as u64),
             None => {
@@ -456,7 +556,7 @@ fn finish(run: &Run, w: &Wanted, mem: Option<&[u8]>) -> Result<(), Failure> {
                 "the live file it applies to cannot be read".into(),
             )),
         },
-        (Form::Raw, _) => unreachable!("handled above"),
+        (Form::Raw | Form::Best(_), _) => unreachable!("handled above"),
     };
     drop(out);
     let why = match decoded {
@@ -499,18 +599,30 @@ async fn next_chunk(
     }
 }
 
+/// How a batch line asks for `w`: a transfer cut before is continued in the form it had (for
+/// an object the server chooses the form of, only a raw one is: the size of another form is
+/// not known here).
+fn resume_as(dir: &Path, w: &Wanted) -> (Wanted, u64) {
+    if matches!(w.form, Form::Best(_)) {
+        let raw = w.serving(Form::Raw, w.size);
+        let off = resume_offset(dir, &raw);
+        return if off > 0 { (raw, off) } else { (w.clone(), 0) };
+    }
+    (w.clone(), resume_offset(dir, w))
+}
+
 async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<(), Failure> {
     let (dir, progress) = (run.dir, run.progress);
     let mut body = String::with_capacity(pending.len() * 70);
+    // What each line asked, by line number (numbered frames) and by object and form (frames
+    // that name them, from a server that predates numbers).
+    let lines: Vec<(Wanted, u64)> = pending.iter().map(|w| resume_as(dir, w)).collect();
     let mut by_sha = std::collections::HashMap::new();
-    // The same, by line number, for numbered frames.
-    let mut lines = Vec::with_capacity(pending.len());
-    for w in pending {
-        let off = resume_offset(dir, w);
+    for (i, (w, off)) in lines.iter().enumerate() {
         body.push_str(&format!("{} {}{}\n", w.sha, off, w.token()));
-        by_sha.insert((w.sha, w.token().trim().to_string()), (*w, off));
-        lines.push((*w, off));
+        by_sha.insert((w.sha, w.token().trim().to_string()), i);
     }
+    let asks_choice = lines.iter().any(|(w, _)| matches!(w.form, Form::Best(_)));
     let url = remote.url("batch");
     let io_timeout = Duration::from_secs(remote.net.io_timeout_secs.max(1));
     // Hex names halve under gzip, which every `upkeep reference` decodes (a thousand lines
@@ -528,6 +640,9 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
     if matches!(status.as_u16(), 404 | 405 | 501) {
         return Err(Failure::NoBatch);
     }
+    if status.as_u16() == 400 && asks_choice {
+        return Err(Failure::NoChoice);
+    }
     if !status.is_success() {
         return Err(Failure::Retry(format!("{url}: server answered {status}")));
     }
@@ -536,8 +651,8 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
         .get(crate::reference::serve::NUMBERED_FRAMES)
         .is_some_and(|v| v.as_bytes() == b"numbered");
     let mut buf: Vec<u8> = Vec::new();
-    // (object, where its bytes go, bytes left in this frame)
-    let mut current: Option<(&Wanted, Sink, u64)> = None;
+    // (object as it is sent, where its bytes go, bytes left in this frame)
+    let mut current: Option<(Wanted, Sink, u64)> = None;
     // Bytes of a frame to read past: a form whose size is not the listed one.
     let mut skip = 0u64;
     loop {
@@ -564,51 +679,63 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
                 if line == "end" {
                     return Ok(());
                 }
+                let bad = || Failure::Retry(format!("bad batch frame {line:?}"));
                 let parts: Vec<&str> = line.split(' ').collect();
                 let missing = parts.get(1) == Some(&"missing");
+                // The form sent follows the length (or `missing`); none for a raw object.
+                let word = parts.get(if missing { 2 } else { 3 }).copied();
                 let found = if numbered {
                     parts
                         .first()
                         .and_then(|n| n.strip_prefix('#')?.parse::<usize>().ok())
-                        .and_then(|n| lines.get(n))
                 } else {
                     let sha = parts
                         .first()
                         .and_then(|s| Sha256::from_hex(s))
-                        .ok_or_else(|| Failure::Retry(format!("bad batch frame {line:?}")))?;
-                    // The form follows the length (or `missing`); none for a raw object.
-                    let form = parts
-                        .get(if missing { 2 } else { 3 })
-                        .copied()
-                        .unwrap_or("");
-                    by_sha.get(&(sha, form.to_string()))
+                        .ok_or_else(bad)?;
+                    by_sha.get(&(sha, word.unwrap_or("").to_string())).copied()
                 };
-                let Some(&(w, asked)) = found else {
+                let sent = Form::parse_token(word);
+                let Some(((asked, at), sent)) = found.and_then(|i| lines.get(i)).zip(sent) else {
                     return Err(Failure::Retry(format!(
                         "server sent an object that was not asked for, or in another form: {line:?}"
                     )));
                 };
-                let sha = w.sha;
+                let fits = match (&asked.form, &sent) {
+                    (Form::Best(b), Form::Delta(d)) => b.as_ref() == Some(d),
+                    (Form::Best(_), f) => matches!(f, Form::Raw | Form::Zst),
+                    (a, f) => a == f,
+                };
+                if !fits {
+                    return Err(Failure::Retry(format!(
+                        "server sent another form than the one asked: {line:?}"
+                    )));
+                }
+                let sha = asked.sha;
                 if missing {
-                    if w.form != Form::Raw {
-                        run.give_up(w, "the reference does not have it".into());
+                    if sent != Form::Raw {
+                        run.give_up(
+                            &asked.serving(sent, 0),
+                            "the reference does not have it".into(),
+                        );
                         continue;
                     }
                     return Err(Failure::Retry(format!(
                         "the reference has no object {sha}; is the repository complete?"
                     )));
                 }
-                let off: u64 = parts
-                    .get(1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
-                let len: u64 = parts
-                    .get(2)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Failure::Retry(format!("bad frame {line:?}")))?;
-                if off == asked && off + len != w.transfer && w.form != Form::Raw {
+                let off: u64 = parts.get(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let len: u64 = parts.get(2).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                // A form the server chose is as long as it says; a raw object is as long as the
+                // signed manifest says, and a listed form as its list says.
+                let w = match (&asked.form, &sent) {
+                    (Form::Best(_), Form::Raw) => asked.serving(sent, asked.size),
+                    (Form::Best(_), _) => asked.serving(sent, off + len),
+                    _ => asked.clone(),
+                };
+                if off == *at && off + len != w.transfer && w.form != Form::Raw {
                     run.give_up(
-                        w,
+                        &w,
                         format!(
                             "the reference has {} bytes, not the {} listed",
                             off + len,
@@ -618,15 +745,15 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
                     skip = len;
                     continue;
                 }
-                if off != asked || off + len != w.transfer {
+                if off != *at || off + len != w.transfer {
                     return Err(Failure::Retry(format!(
                         "server declared {len} bytes from {off} for {sha}, expected {} in all",
                         w.transfer
                     )));
                 }
-                let sink = Sink::open(run, w, off)?;
+                let sink = Sink::open(run, &w, off)?;
                 if len == 0 {
-                    sink.finish(run, w)?;
+                    sink.finish(run, &w)?;
                 } else {
                     current = Some((w, sink, len));
                 }
@@ -644,7 +771,7 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
             if *left == 0
                 && let Some((w, sink, _)) = current.take()
             {
-                sink.finish(run, w)?;
+                sink.finish(run, &w)?;
             }
             continue;
         }
@@ -698,6 +825,17 @@ async fn get_one(remote: &Remote, w: &Wanted, run: &Run<'_>) -> Result<(), Failu
     let status = resp.status();
     if status.as_u16() == 200 {
         off = 0;
+        // A listed form of another length (a stale or tampered list): read past it.
+        if let Some(n) = resp.content_length()
+            && n != w.transfer
+            && w.form != Form::Raw
+        {
+            run.give_up(
+                w,
+                format!("the server has {n} bytes, not the {} listed", w.transfer),
+            );
+            return Ok(());
+        }
     } else if w.form != Form::Raw && matches!(status.as_u16(), 404 | 410) {
         run.give_up(w, format!("{url}: server answered {status}"));
         return Ok(());
