@@ -468,12 +468,8 @@ fn the_reference_sends_the_smallest_form_it_holds_when_asked_to_choose() {
     assert_eq!(
         heads,
         vec![
-            // A delta from the base the site has.
-            format!(
-                "#0 0 {} d:{}",
-                len(format!("deltas/{}/{}.zst", app.0, app.1)),
-                app.0
-            ),
+            // A delta from the base the site has (named by the line, not again).
+            format!("#0 0 {} d", len(format!("deltas/{}/{}.zst", app.0, app.1))),
             // No delta from a base the repository does not know: compressed.
             format!("#1 0 {} z", zst(&app.1)),
             // Noise is not kept compressed: the object itself.

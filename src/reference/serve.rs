@@ -415,8 +415,9 @@ pub const NUMBERED_FRAMES: &str = "upkeep-batch-frames";
 /// body may be gzipped, with `Content-Encoding`); response frames `SHA256 OFFSET LEN [FORM]\n`
 /// and the bytes (or `SHA256 missing [FORM]\n`), FORM being the form sent, then `end\n`. With the
 /// request header `upkeep-batch-frames: numbered`, frames name the request's line by its number
-/// instead (`#N OFFSET LEN [FORM]\n`, `#N missing\n`): a thousand small objects otherwise spend
-/// 90 KB on frames naming what the client already knows.
+/// instead (`#N OFFSET LEN [FORM]\n`, `#N missing\n`, a delta's FORM being `d`: its base is
+/// the line's): a thousand small objects otherwise spend 90 KB on frames naming what the client
+/// already knows.
 async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> HttpResponse {
     let numbered = req
         .headers()
@@ -440,7 +441,12 @@ async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> Htt
             asked.form = asked.form.resolve(&dir, &sha);
             let name = |rest: &str| {
                 if numbered {
-                    Bytes::from(format!("#{i} {rest}{}\n", asked.token()))
+                    // The base of a delta is the one the line named: `d` alone.
+                    let form = match &asked.form {
+                        crate::forms::Form::Delta(_) => " d".to_string(),
+                        f => f.token(),
+                    };
+                    Bytes::from(format!("#{i} {rest}{form}\n"))
                 } else {
                     Bytes::from(format!("{sha} {rest}{}\n", asked.token()))
                 }

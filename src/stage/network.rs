@@ -695,7 +695,14 @@ async fn batch(remote: &Remote, pending: &[&Wanted], run: &Run<'_>) -> Result<()
                         .ok_or_else(bad)?;
                     by_sha.get(&(sha, word.unwrap_or("").to_string())).copied()
                 };
-                let sent = Form::parse_token(word);
+                // In numbered frames a delta is `d`: from the base the line named.
+                let sent = match (word, found.and_then(|i| lines.get(i))) {
+                    (Some("d"), Some((asked, _))) => match &asked.form {
+                        Form::Best(Some(b)) | Form::Delta(b) => Some(Form::Delta(*b)),
+                        _ => None,
+                    },
+                    _ => Form::parse_token(word),
+                };
                 let Some(((asked, at), sent)) = found.and_then(|i| lines.get(i)).zip(sent) else {
                     return Err(Failure::Retry(format!(
                         "server sent an object that was not asked for, or in another form: {line:?}"
