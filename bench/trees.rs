@@ -220,6 +220,28 @@ pub fn edited_release(
     differ
 }
 
+/// A patch release (a security fix): a copy of `a` where `n` text files are edited in a few
+/// places and nothing else changes. Returns the paths that differ.
+pub fn patched_release(a: &Path, paths: &[String], b: &Path, n: usize, seed: u64) -> Vec<String> {
+    copy_tree(a, b);
+    let mut r = Rng(seed);
+    let mut differ = Vec::new();
+    while differ.len() < n {
+        let p = &paths[r.below(paths.len() as u64) as usize];
+        let e = p.rsplit('.').next().unwrap_or("php");
+        if matches!(e, "png" | "jpg") || differ.contains(p) {
+            continue;
+        }
+        let Ok(old) = std::fs::read(b.join(p)) else {
+            continue;
+        };
+        std::fs::write(b.join(p), edit_lines(&mut r, e, &old)).unwrap();
+        differ.push(p.clone());
+    }
+    differ.sort();
+    differ
+}
+
 /// `old` with 1 to 6 of its lines inserted, removed or changed.
 fn edit_lines(r: &mut Rng, e: &str, old: &[u8]) -> Vec<u8> {
     let mut lines: Vec<Vec<u8>> = old

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netem::limited;
-use trees::{copy_tree, edited_release, gen_tree};
+use trees::{copy_tree, edited_release, gen_tree, patched_release};
 use util::{Kill, dir_bytes, free_port, up, wait_port};
 
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -42,6 +42,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn mb(b: u64) -> String {
+    if b < 100_000 {
+        return format!("{:.1} KB", b as f64 / 1e3);
+    }
     format!("{:.2} MB", b as f64 / 1e6)
 }
 
@@ -49,6 +52,8 @@ struct Tree {
     name: String,
     a: PathBuf,
     b: PathBuf,
+    /// The paths of release A.
+    paths: Vec<String>,
     changed: usize,
     new_bytes: u64,
 }
@@ -98,6 +103,7 @@ fn main() {
             name: name.to_string(),
             a,
             b,
+            paths,
             changed: differ.len(),
             new_bytes,
         };
@@ -189,14 +195,70 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
     }
     let (_fr, forms_port) = reference(bin, &forms_repo);
     let (_rr, raw_port) = reference(bin, &raw_repo);
+    let sites = std::cell::Cell::new(0);
+    let main = Step {
+        name: t.name.clone(),
+        from: &t.a,
+        to: &t.b,
+        installed: "1.0.0",
+    };
+    stage_step(c, &main, (forms_port, raw_port), seed, &sites);
+
+    // Then a patch release: 20 files edited by a line or two (what most updates are).
+    let pc = tmp.join(format!("t{seed}-C"));
+    let patched = patched_release(&t.b, &t.paths, &pc, 20, seed * 11 + 3);
+    let cf = publish(&pc, "1.1.1", &forms_repo, &[]);
+    let cr = publish(&pc, "1.1.1", &raw_repo, &raw);
+    let patch = Step {
+        name: format!(
+            "{}, patch release ({} files edited)",
+            t.name.split(',').next().unwrap_or(&t.name),
+            patched.len()
+        ),
+        from: &t.b,
+        to: &pc,
+        installed: "1.1.0",
+    };
+    c.rows.push(format!(
+        "| {} | publish 1.1.1, with forms | {cf:.1} s | without: {cr:.1} s |",
+        patch.name
+    ));
+    stage_step(c, &patch, (forms_port, raw_port), seed, &sites);
+    std::fs::remove_dir_all(&pc).ok();
+    for n in 1..=sites.get() {
+        std::fs::remove_dir_all(tmp.join(format!("site{seed}-{n}"))).ok();
+    }
+}
+
+/// One update staged by every tool: sites installed at `installed` (copies of `from`) take the
+/// release `to` holds.
+struct Step<'a> {
+    name: String,
+    from: &'a Path,
+    to: &'a Path,
+    installed: &'a str,
+}
+
+/// Stage `step` with upkeep (forms and raw objects) and rsync (-c, -cz), through the delaying
+/// proxy with and without the rate limit; rows and notes for the table.
+fn stage_step(
+    c: &mut Ctx,
+    step: &Step,
+    (forms_port, raw_port): (u16, u16),
+    seed: u64,
+    sites: &std::cell::Cell<u32>,
+) {
+    let (bin, key, tmp) = (c.bin, c.key, c.tmp);
+    let (rows, notes) = (&mut c.rows, &mut c.notes);
+    let k = key.to_str().unwrap();
     // An rsync daemon serving release B, as `rsync -c` users mirror a release folder.
     let rsync_port = free_port();
-    let conf = tmp.join(format!("rsyncd{seed}.conf"));
+    let conf = tmp.join(format!("rsyncd{seed}-{}.conf", step.installed));
     std::fs::write(
         &conf,
         format!(
             "use chroot = no\nuid = root\ngid = root\n[b]\npath = {}\nread only = yes\n",
-            t.b.display()
+            step.to.display()
         ),
     )
     .unwrap();
@@ -213,7 +275,6 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
     wait_port(rsync_port);
 
     let runs = 3;
-    let sites = std::cell::Cell::new(0);
     // How the last upkeep staging's bytes split between the forms.
     let split = std::cell::RefCell::new(serde_json::Value::Null);
     for (link, rate) in [
@@ -235,7 +296,7 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
                     "--public-key",
                     &format!("{k}.pub"),
                     "--installed",
-                    "1.0.0",
+                    step.installed,
                 ],
             );
             // `init --installed` takes the version's word for it and hashes nothing: the
@@ -253,7 +314,7 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
                 // ran after a removal.
                 sites.set(sites.get() + 1);
                 let dest = tmp.join(format!("site{seed}-{}", sites.get()));
-                copy_tree(&t.a, &dest);
+                copy_tree(&step.from, &dest);
                 if tool.starts_with("upkeep") {
                     init(&px.url(), &dest);
                 }
@@ -324,8 +385,8 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
         println!("{link}: upkeep forms split: {f} (documents, requests and headers: {docs} B)");
         if rate.is_none() {
             notes.push(format!(
-                "{}: upkeep's {} are {} of deltas, {} of compressed objects, {} of raw objects (incompressible images), and {} of signed documents, the forms list, requests and headers.",
-                t.name,
+                "{}: upkeep's {} are {} of deltas, {} of compressed objects, {} of raw objects (incompressible images), and {} of signed documents (the manifest as a delta), requests and frame headers.",
+                step.name,
                 mb(fw),
                 mb(f["delta"].as_u64().unwrap_or(0)),
                 mb(f["compressed"].as_u64().unwrap_or(0)),
@@ -341,7 +402,7 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
         let (zt, zw) = line("rsync -cz", rsync_port, &rsync(true));
         rows.push(format!(
             "| {} | staging, {link}: upkeep with forms | {ft:.2} s, {} | raw objects {rt:.2} s, {}; rsync -c {ct:.2} s, {}; rsync -cz {zt:.2} s, {} |",
-            t.name,
+            step.name,
             mb(fw),
             mb(rw),
             mb(cw),
@@ -350,7 +411,7 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
         if rate.is_some() {
             notes.push(format!(
                 "{}: at 20 Mbit/s, upkeep with forms took {:.1} times as long as `rsync -cz`, with {:.0}% of its bytes ({:.0}% of `rsync -c`'s, {:.0}% of the raw objects').",
-                t.name,
+                step.name,
                 ft / zt,
                 100.0 * fw as f64 / zw as f64,
                 100.0 * fw as f64 / cw as f64,
@@ -358,15 +419,31 @@ fn run_tree(c: &mut Ctx, t: &Tree, seed: u64, stage: bool) {
             ));
         }
     }
-    for n in 1..=sites.get() {
-        std::fs::remove_dir_all(tmp.join(format!("site{seed}-{n}"))).ok();
-    }
 }
 
 fn write_results(rows: &[String], notes: &[String]) {
+    let out = PathBuf::from("bench/RESULTS.md");
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let (open, close) = ("<!-- wire -->", "<!-- /wire -->\n");
+    // A run without --large keeps the large tree's rows and notes of the last run that had it.
+    let (mut rows, mut notes) = (rows.to_vec(), notes.to_vec());
+    if !rows.iter().any(|r| r.starts_with("| large")) {
+        let old = match (text.find(open), text.find(close)) {
+            (Some(a), Some(b)) => &text[a..b],
+            _ => "",
+        };
+        for l in old.lines() {
+            if l.starts_with("| large") {
+                rows.push(l.to_string());
+            } else if let Some(n) = l.strip_prefix("- large") {
+                notes.push(format!("large{n}"));
+            }
+        }
+    }
     let section = format!(
         "<!-- wire -->\n## Bytes on the wire: compressed objects and deltas\n\n\
-         `bash bench/run --wire [--large]` ({}), release build, 2 cores (the large tree is published, not staged). The next release is made as CMS releases are:\n\
+         `bash bench/run --wire [--large]` ({}), release build, 2 cores (the large tree is published, not staged; its rows are\n\
+         from the last run with `--large`). The next release is made as CMS releases are:\n\
          a third of the files change; of those, most text files are edited in 1 to 6 places (lines inserted, removed\n\
          or changed), 5% are rewritten, images are replaced whole, 7% are new files and 3% are removed. Each tool\n\
          stages release 1.1.0 into a copy of 1.0.0 through the same delaying proxy (25 ms each way), once with\n\
@@ -374,7 +451,8 @@ fn write_results(rows: &[String], notes: &[String]) {
          counted both ways at the proxy; times are medians of 3. Sites are initialised before the clock starts (their\n\
          fingerprint cache warm, as on a site that ran `check`), and every tool's copy is written to disk (`sync`) before its clock starts; `rsync -c` reads and hashes both trees every time. `upkeep, raw objects` is a repository published\n\
          with `--no-compress --deltas 0` (what upkeep sent before forms); rsync runs against an rsync daemon holding\n\
-         release 1.1.0.\n\n\
+         the new release. Then the same sites, now at 1.1.0, take a patch release 1.1.1 (20 text files edited in a\n\
+         few places, nothing else).\n\n\
          | tree | measure | upkeep | yardsticks |\n|---|---|---|---|\n{}\n\n{}\n<!-- /wire -->\n",
         chrono::Local::now().format("%Y-%m-%d"),
         rows.join("\n"),
@@ -385,9 +463,6 @@ fn write_results(rows: &[String], notes: &[String]) {
             .join("\n")
     );
     println!("{section}");
-    let out = PathBuf::from("bench/RESULTS.md");
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let (open, close) = ("<!-- wire -->", "<!-- /wire -->\n");
     let new = match (text.find(open), text.find(close)) {
         (Some(a), Some(b)) => format!("{}{}{}", &text[..a], section, &text[b + close.len()..]),
         _ => format!("{text}\n{section}"),
