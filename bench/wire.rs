@@ -314,7 +314,7 @@ fn stage_step(
                 // ran after a removal.
                 sites.set(sites.get() + 1);
                 let dest = tmp.join(format!("site{seed}-{}", sites.get()));
-                copy_tree(&step.from, &dest);
+                copy_tree(step.from, &dest);
                 if tool.starts_with("upkeep") {
                     init(&px.url(), &dest);
                 }
