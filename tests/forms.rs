@@ -478,3 +478,39 @@ fn the_reference_sends_the_smallest_form_it_holds_when_asked_to_choose() {
         ]
     );
 }
+
+#[test]
+fn a_mirror_copies_the_manifest_deltas_a_channel_lists_for_an_older_release() {
+    let (c, _) = case(&[]);
+    ok(c.w.promote("1.1.0", "stable", &["--waves", "100%"]));
+    // The latest release moves on; the channel still rolls out 1.1.0.
+    let v3: Vec<(&str, &[u8])> =
+        c.v2.iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .chain([("extra.txt", b"1.2.0".as_slice())])
+            .collect();
+    c.w.publish("1.2.0", &v3);
+    let srv = c.w.reference();
+    let to = c.w.path("mirror");
+    ok(c.w.mirror(&srv.url, &to, &[]));
+    for rel in [
+        "releases/1.1.0/manifest.from-1.0.0.zst",
+        "releases/1.2.0/manifest.from-1.1.0.zst",
+    ] {
+        assert_eq!(
+            std::fs::read(to.join(rel)).unwrap(),
+            std::fs::read(c.w.repo.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+
+    // A site on the channel, staging from the mirror with the whole manifest gone there, gets
+    // it from the delta.
+    let mirror = common::nginx::Nginx::serve_mirror(&to, &c.w.path("nginx"));
+    let site = Site::new(c.w.instance("on-channel", Some(&c.d1), &mirror.url, &[]));
+    set_config(&site.root, "", "channel", "\"stable\"");
+    for f in ["manifest.json", "manifest.json.gz"] {
+        std::fs::remove_file(to.join("releases/1.1.0").join(f)).unwrap();
+    }
+    c.stage_and_update_site(&site);
+}
