@@ -88,22 +88,18 @@ impl Form {
         }
     }
 
-    /// What a repository at `dir` sends for object `sha` asked in this form: for
-    /// [`Form::Best`], the smallest form it holds; any other form as it is.
-    pub fn resolve(&self, dir: &Path, sha: &Sha256) -> Form {
-        let Form::Best(base) = self else {
-            return self.clone();
-        };
-        let held = |f: &Form| {
-            crate::manifest::RelPath::parse(&f.path(sha)).is_ok_and(|rel| {
-                crate::fsutil::no_links_beneath(dir, &rel) && rel.under(dir).is_file()
-            })
-        };
-        base.map(Form::Delta)
-            .into_iter()
-            .chain([Form::Zst])
-            .find(held)
-            .unwrap_or(Form::Raw)
+    /// The forms a server may send for this one, to be tried in order: for [`Form::Best`],
+    /// the delta from its base, the compressed object and the object itself (the first held is
+    /// the smallest: a form is only stored when smaller than the next); any other form alone.
+    pub fn choices(&self) -> Vec<Form> {
+        match self {
+            Form::Best(base) => base
+                .map(Form::Delta)
+                .into_iter()
+                .chain([Form::Zst, Form::Raw])
+                .collect(),
+            f => vec![f.clone()],
+        }
     }
 
     /// How a batch line and frame name it, after the offset or length: ` z`, ` d:BASE`, or

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 use super::channel::{DEFAULT_CHANNEL, SiteView};
 use crate::config::Instance;
@@ -84,11 +83,7 @@ fn write_key(inst: &Instance) -> Result<()> {
 /// What the reference offers this site now (its channel, its waves), verified. Pointers are
 /// asked conditionally against the copies kept in state.db (an idle poll costs 304s).
 pub fn offered(inst: &Instance, remote: &Remote) -> Result<Target> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx("start", Path::new("the network runtime"))?;
-    offered_on(inst, remote, &rt)
+    offered_on(inst, remote, &crate::reference::client::current_runtime())
 }
 
 /// [`offered`] on the caller's runtime: the connections it opens stay open for the caller's

@@ -88,11 +88,16 @@ impl Remote {
 
 /// Run a future to completion on a runtime of its own (the library API is synchronous).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    current_runtime().block_on(f)
+}
+
+/// A runtime on the calling thread, for a command's requests (its connections live as long as
+/// it does).
+pub fn current_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime can always be built")
-        .block_on(f)
 }
 
 impl Remote {

@@ -365,11 +365,18 @@ struct Asked {
     form: crate::forms::Form,
 }
 
-impl Asked {
-    /// Its file in the repository.
-    fn rel(&self) -> String {
-        self.form.path(&self.sha)
+/// A repository file opened for sending, with its length; not found through a link.
+fn open_held(dir: &Path, rel: &str) -> std::io::Result<(std::fs::File, u64)> {
+    let rel = RelPath::parse(rel).expect("object paths are relative");
+    if !crate::fsutil::no_links_beneath(dir, &rel) {
+        return Err(std::io::ErrorKind::NotFound.into());
     }
+    let f = std::fs::File::open(rel.under(dir))?;
+    let len = f.metadata()?.len();
+    Ok((f, len))
+}
+
+impl Asked {
     /// How a frame names the form (after the length).
     fn token(&self) -> String {
         self.form.token()
@@ -438,7 +445,16 @@ async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> Htt
         let mut buf = vec![0u8; 256 * 1024];
         for (i, mut asked) in wanted.into_iter().enumerate() {
             let (sha, offset) = (asked.sha, asked.offset);
-            asked.form = asked.form.resolve(&dir, &sha);
+            // The first form held of those the line accepts: the one it names, or for `*` the
+            // smallest first. What is sent is named in the frame.
+            let mut opened = Err(std::io::ErrorKind::NotFound.into());
+            for form in asked.form.choices() {
+                opened = open_held(&dir, &form.path(&sha));
+                asked.form = form;
+                if opened.is_ok() {
+                    break;
+                }
+            }
             let name = |rest: &str| {
                 if numbered {
                     // The base of a delta is the one the line named: `d` alone.
@@ -451,17 +467,6 @@ async fn batch(req: HttpRequest, repo: web::Data<Repo>, body: web::Bytes) -> Htt
                     Bytes::from(format!("{sha} {rest}{}\n", asked.token()))
                 }
             };
-            let rel = RelPath::parse(&asked.rel()).expect("object paths are relative");
-            let path = rel.under(&dir);
-            let opened = if crate::fsutil::no_links_beneath(&dir, &rel) {
-                std::fs::File::open(&path)
-            } else {
-                Err(std::io::ErrorKind::NotFound.into())
-            };
-            let opened = opened.and_then(|f| {
-                let len = f.metadata()?.len();
-                Ok((f, len))
-            });
             let Ok((mut f, len)) = opened else {
                 if tx.blocking_send(Ok(name("missing"))).is_err() {
                     return;
@@ -527,9 +532,9 @@ mod tests {
         let v = parse_batch(format!("{h}\n{h} 10\n\n{h} 0 z\n{h} 5 d:{b}\n").as_bytes()).unwrap();
         assert_eq!(v.len(), 4);
         assert_eq!(v[1].offset, 10);
-        assert_eq!(v[2].rel(), format!("objects/aa/{h}.zst"));
+        assert_eq!(v[2].form.path(&v[2].sha), format!("objects/aa/{h}.zst"));
         assert_eq!(
-            (v[3].offset, v[3].rel()),
+            (v[3].offset, v[3].form.path(&v[3].sha)),
             (5, format!("deltas/{b}/{h}.zst"))
         );
         assert_eq!(v[3].token(), format!(" d:{b}"));

@@ -1,10 +1,12 @@
 //! Fetching objects from the reference: one streamed `POST /batch` when the server is
-//! `upkeep reference`, concurrent keep-alive GETs when it is a plain static server. Each object
-//! comes in the form chosen for it (raw, compressed, or a delta against the live file; see
-//! [`crate::forms`]); a form that is missing or does not decode to the signed SHA-256 is
-//! dropped for the next one, down to the raw object. Partial transfers live in
-//! `.upkeep/partial/KEY.part` and are continued, never restarted; a finished object is renamed
-//! to `.upkeep/partial/SHA256` only after its SHA-256 matched.
+//! `upkeep reference` (which chooses each object's form), concurrent keep-alive GETs when it is
+//! a plain static server (the site chooses from the release's forms list). Each object comes
+//! raw, compressed, or as a delta against the live file (see [`crate::forms`]); a form that is
+//! missing or does not decode to the signed SHA-256 is dropped for the next one, down to the raw
+//! object. Transfers up to 1 MiB are received in memory and asked again whole after
+//! a cut; larger ones live in `.upkeep/partial/KEY.part` and are continued (all but a
+//! compressed form or delta the server chose, whose size the site does not know). A finished
+//! object is written to `.upkeep/partial/SHA256` only after its SHA-256 matched.
 
 use std::fs::OpenOptions;
 use std::io::Write;
