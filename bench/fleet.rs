@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use upkeep::manifest::SecretKey;
+use upkeep::documents::manifest::SecretKey;
 use util::up;
 
 /// `upkeep reference` on a free loopback port holding the online key; its base URL (no slash).

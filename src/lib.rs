@@ -2,35 +2,23 @@
 //! nothing live changes before the operator approves, nothing enters the live tree unless it
 //! matches a signed manifest, and a crash at any point is recoverable.
 //!
-//! The folders follow the spine of an update (see DESIGN.md): `manifest` (the vocabulary),
-//! `fingerprint`, `reference` (publish, serve), `stage` (the four sources), `update` (the run),
-//! `panel` (the browser face). The CLI in `main.rs` and the panel call the same functions.
+//! The folders name the faces (see DESIGN.md, "Where things live"); `tests/layering.rs` keeps
+//! the arrows between them pointing one way:
+//!
+//! - [`base`]: small infrastructure every face uses (errors, clock, crash points, files,
+//!   progress, shell, accounts and sessions);
+//! - [`documents`]: what site and publisher say to each other, formats and verification only
+//!   (manifest, pointers, channels, forms, archives, triggers, reports);
+//! - [`client`]: reading a repository over HTTP, for sites and mirrors alike;
+//! - [`site`]: an instance and everything done to it (check, stage, update, auto, panel);
+//! - [`publisher`]: publishing, serving, mirroring, and steering a fleet.
+//!
+//! The binary (`src/bin/upkeep/`) and the panel call the same functions.
 
-pub mod accounts;
-pub mod auto;
-pub mod check;
-pub mod clock;
-pub mod config;
-pub mod crash;
-pub mod demo;
-pub mod error;
-pub mod fingerprint;
-pub mod finish;
-pub mod fleet;
-pub mod forms;
-pub mod fsutil;
-pub mod init;
-pub mod lock;
-pub mod manifest;
-pub mod mirror;
-pub mod panel;
-pub mod progress;
-pub mod reference;
-pub mod shell;
+pub mod base;
+pub mod client;
+pub mod documents;
+pub mod publisher;
 pub mod site;
-pub mod stage;
-pub mod state;
-pub mod trigger;
-pub mod update;
 
-pub use error::{Error, Result};
+pub use base::error::{Error, Result};

@@ -395,7 +395,8 @@ fn an_urgent_release_reaches_every_wave_at_once_and_only_the_release_key_can_say
         serde_json::from_slice(&std::fs::read(&ptr_path).unwrap()).unwrap();
     ptr["urgent"] = serde_json::json!(true);
     let bytes = serde_json::to_vec_pretty(&ptr).unwrap();
-    let online = upkeep::manifest::SecretKey::load(std::path::Path::new(&f.online)).unwrap();
+    let online =
+        upkeep::documents::manifest::SecretKey::load(std::path::Path::new(&f.online)).unwrap();
     std::fs::write(f.w.repo.join("channels/stable.sig"), online.sign(&bytes)).unwrap();
     std::fs::write(&ptr_path, &bytes).unwrap();
     let e = fails(site.run(&["check"]), 1);

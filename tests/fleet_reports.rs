@@ -161,8 +161,9 @@ fn forged_replayed_unsigned_oversized_and_unknown_reports_and_bad_tokens_are_ref
     let a = auto_site(&w, &srv.url, "alpha", "minor", &["--enroll", &t]);
     ok(a.run(&["auto"]));
     let id = a.status_json()["site"]["id"].as_str().unwrap().to_string();
-    let site_key = upkeep::manifest::SecretKey::load(&a.root.join(".upkeep/site.key")).unwrap();
-    let stranger = upkeep::manifest::SecretKey::generate().unwrap();
+    let site_key =
+        upkeep::documents::manifest::SecretKey::load(&a.root.join(".upkeep/site.key")).unwrap();
+    let stranger = upkeep::documents::manifest::SecretKey::generate().unwrap();
     let url = format!("{}/", srv.url.trim_end_matches('/'));
 
     let body = report_body(&id, 100);

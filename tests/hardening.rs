@@ -186,23 +186,23 @@ fn a_site_closed_by_the_operator_stays_closed_after_the_update_and_after_rollbac
 
 /// Sign `bytes` with the world's publisher key, as `publish` does.
 fn sign(w: &World, bytes: &[u8]) -> String {
-    upkeep::manifest::SecretKey::load(&w.key)
+    upkeep::documents::manifest::SecretKey::load(&w.key)
         .unwrap()
         .sign(bytes)
 }
 
 fn write_pointer(w: &World, repo: &Path, latest: &str, manifest: &[u8]) {
-    let ptr = upkeep::manifest::Pointer {
-        format: upkeep::manifest::FORMAT,
+    let ptr = upkeep::documents::manifest::Pointer {
+        format: upkeep::documents::manifest::FORMAT,
         latest: latest.into(),
-        manifest_sha256: upkeep::manifest::digest::sha256_bytes(manifest),
+        manifest_sha256: upkeep::documents::manifest::digest::sha256_bytes(manifest),
         manifest_size: Some(manifest.len() as u64),
         date: "2026-01-01T00:00:00Z".into(),
         expires: "2099-01-01T00:00:00Z".into(),
         releases: vec![latest.into()],
         manifest_deltas: Vec::new(),
     };
-    let bytes = upkeep::manifest::to_bytes(&ptr);
+    let bytes = upkeep::documents::manifest::to_bytes(&ptr);
     std::fs::write(repo.join("latest.sig"), sign(w, &bytes)).unwrap();
     std::fs::write(repo.join("latest.json"), bytes).unwrap();
 }
@@ -741,13 +741,13 @@ fn a_cancelled_staging_stops_between_files_and_records_nothing() {
         .collect();
     let v2: Vec<(&str, &[u8])> = v2.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
     let s = story(&[("index.html", b"v1")], &v2);
-    let inst = upkeep::config::Instance::open(&s.site.root).unwrap();
-    let progress = std::sync::Arc::new(upkeep::progress::Progress::default());
+    let inst = upkeep::site::config::Instance::open(&s.site.root).unwrap();
+    let progress = std::sync::Arc::new(upkeep::base::progress::Progress::default());
     progress.cancel();
-    let e = upkeep::stage::stage(
+    let e = upkeep::site::stage::stage(
         &inst,
-        &upkeep::stage::Source::Archive(s.w.zip("1.1.0")),
-        &upkeep::stage::StageOptions {
+        &upkeep::site::stage::Source::Archive(s.w.zip("1.1.0")),
+        &upkeep::site::stage::StageOptions {
             allow_downgrade: false,
             progress,
         },

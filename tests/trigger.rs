@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use upkeep::manifest::SecretKey;
+use upkeep::documents::manifest::SecretKey;
 
 fn post(url: &str, body: &[u8], sig: Option<&str>) -> (u16, String) {
     let c = reqwest::blocking::Client::new();
@@ -30,7 +30,7 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
     let web = spawn_server(&["serve", "--root", site.root.to_str().unwrap()]);
 
     // No trigger_keys: nothing is accepted.
-    let (body, sig) = upkeep::trigger::make(&key, "blog").unwrap();
+    let (body, sig) = upkeep::documents::trigger::make(&key, "blog").unwrap();
     let (s, text) = post(&web.url, &body, Some(&sig));
     assert_eq!(s, 401, "{text}");
     assert!(text.contains("trigger_keys is empty"), "{text}");
@@ -43,15 +43,18 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
 
     // Refusals, cheapest first; none of them starts a pass.
     let stranger = SecretKey::generate().unwrap();
-    let (b, s2) = upkeep::trigger::make(&stranger, "blog").unwrap();
+    let (b, s2) = upkeep::documents::trigger::make(&stranger, "blog").unwrap();
     assert_eq!(post(&web.url, &b, Some(&s2)).0, 401, "unknown key");
     assert_eq!(post(&web.url, &body, None).0, 401, "unsigned");
-    let (b, s2) =
-        upkeep::trigger::make_at(&key, "blog", SystemTime::now() - Duration::from_secs(900))
-            .unwrap();
+    let (b, s2) = upkeep::documents::trigger::make_at(
+        &key,
+        "blog",
+        SystemTime::now() - Duration::from_secs(900),
+    )
+    .unwrap();
     let (s, text) = post(&web.url, &b, Some(&s2));
     assert_eq!(s, 409, "stale: {text}");
-    let (b, s2) = upkeep::trigger::make(&key, "another-site").unwrap();
+    let (b, s2) = upkeep::documents::trigger::make(&key, "another-site").unwrap();
     assert_eq!(post(&web.url, &b, Some(&s2)).0, 409, "for another site");
     let big = vec![b' '; 64 << 10];
     assert_eq!(
@@ -75,7 +78,7 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
     assert!(stdout(&o).contains("401 Unauthorized"), "{}", stdout(&o));
 
     // The real one: 202, and the site runs its own pass.
-    let (body, sig) = upkeep::trigger::make(&key, "blog").unwrap();
+    let (body, sig) = upkeep::documents::trigger::make(&key, "blog").unwrap();
     let (s, text) = post(&web.url, &body, Some(&sig));
     assert_eq!(s, 202, "{text}");
     assert!(text.contains("started upkeep auto"), "{text}");
@@ -96,7 +99,7 @@ fn a_signed_trigger_starts_the_sites_own_pass_and_nothing_else_gets_through() {
     let (s, text) = post(&web.url, &body, Some(&sig));
     assert_eq!(s, 409, "a replay: {text}");
     assert!(text.contains("already received"), "{text}");
-    let (b, s2) = upkeep::trigger::make(&key, "*").unwrap();
+    let (b, s2) = upkeep::documents::trigger::make(&key, "*").unwrap();
     let c = reqwest::blocking::Client::new();
     let r = c
         .post(format!("{}/trigger", web.url.trim_end_matches('/')))

@@ -1,0 +1,11 @@
+//! Small infrastructure every face uses; it knows nothing of releases, sites or publishers.
+
+pub mod accounts;
+pub mod clock;
+pub mod crash;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+pub mod nonces;
+pub mod progress;
+pub mod shell;

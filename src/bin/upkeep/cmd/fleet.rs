@@ -1,0 +1,413 @@
+//! Fleet commands: delegation, rollouts on channels, triggers, push, enrolment and the fleet table.
+
+use std::path::Path;
+
+use upkeep::base::accounts;
+use upkeep::base::error::{Error, IoContext, Result, exit};
+use upkeep::documents::manifest::{PublicKey, SecretKey};
+use upkeep::site::config::Instance;
+
+use crate::print::print_json;
+
+/// `upkeep delegate`: the release key names the online keys.
+pub fn delegate(
+    repo: &Path,
+    key: &Path,
+    online: &[std::path::PathBuf],
+    expires: std::time::Duration,
+) -> Result<u8> {
+    let release = SecretKey::load(key)?;
+    let keys = online
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).ctx("read public key", p)?;
+            PublicKey::parse(&text)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let d = upkeep::publisher::fleet::rollout::delegate(repo, &release, &keys, expires)?;
+    println!(
+        "delegated {} online key(s) ({}) until {}: {}",
+        keys.len(),
+        keys.iter()
+            .map(|k| k.key_id())
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.expires,
+        repo.join(upkeep::documents::channel::DELEGATION).display()
+    );
+    Ok(0)
+}
+
+fn print_rollout(p: &upkeep::documents::channel::ChannelPointer) {
+    let waves: Vec<String> = p
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == p.wave {
+                format!("[{w}]")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    println!(
+        "channel {}: release {} ({:?}{}), waves {}",
+        p.channel,
+        p.release,
+        p.state,
+        p.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default(),
+        waves.join(" → ")
+    );
+    println!(
+        "  sites outside the waves so far stay on: {}",
+        p.previous
+            .as_ref()
+            .map(|x| x.release.as_str())
+            .unwrap_or("nothing (they are offered nothing yet)")
+    );
+    println!(
+        "  rules: at least {} in a wave, {} successful report(s), halt at {} failures; signed {}, valid until {}",
+        humantime::format_duration(std::time::Duration::from_secs(p.every_secs)),
+        p.min_reports,
+        p.halt_on_failure,
+        p.date,
+        p.expires
+    );
+}
+
+/// `upkeep promote`.
+pub fn promote(p: &upkeep::publisher::fleet::rollout::Promote, json: bool) -> Result<u8> {
+    let ptr = upkeep::publisher::fleet::rollout::promote(p)?;
+    if json {
+        print_json(&ptr);
+    } else {
+        print_rollout(&ptr);
+    }
+    Ok(0)
+}
+
+/// `upkeep rollout ...`.
+pub fn rollout(action: crate::cli::RolloutAction) -> Result<u8> {
+    use crate::cli::RolloutAction as A;
+    use upkeep::publisher::fleet::rollout::{Move, read_channel, rollout as mv};
+    let (ch, key, m) = match action {
+        A::Status { ch, json } => {
+            let Some(p) = read_channel(&ch.repo, &ch.channel)? else {
+                return Err(Error::refused(
+                    format!(
+                        "channel {} does not exist in {}",
+                        ch.channel,
+                        ch.repo.display()
+                    ),
+                    "start it with `upkeep promote VERSION --channel NAME ...`",
+                ));
+            };
+            if json {
+                print_json(&p);
+            } else {
+                print_rollout(&p);
+            }
+            return Ok(0);
+        }
+        A::Advance { ch, key } => (ch, key, Move::Advance),
+        A::Pause { ch, key, reason } => (ch, key, Move::Pause(reason)),
+        A::Resume { ch, key } => (ch, key, Move::Resume),
+        A::Halt { ch, key, reason } => (ch, key, Move::Halt(reason)),
+        A::Refresh { ch, key, expires } => (ch, key, Move::Refresh(expires)),
+    };
+    let key = SecretKey::load(&key)?;
+    let p = mv(&ch.repo, &ch.channel, &key, &m)?;
+    print_rollout(&p);
+    Ok(0)
+}
+
+/// `upkeep trigger`: send one, or take one as an SSH forced command.
+pub fn trigger(
+    root: Option<&Path>,
+    url: Option<&str>,
+    key: Option<&Path>,
+    target: &str,
+) -> Result<u8> {
+    if let (Some(url), Some(key)) = (url, key) {
+        let key = SecretKey::load(key)?;
+        let (body, sig) = upkeep::documents::trigger::make(&key, target)?;
+        let to = format!("{}/trigger", url.trim_end_matches('/'));
+        let (status, text) = upkeep::client::block_on(async {
+            let r = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())?
+                .post(&to)
+                .header(upkeep::documents::trigger::SIGNATURE_HEADER, sig.trim())
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| upkeep::client::describe(&e))?;
+            let s = r.status();
+            Ok::<_, String>((s, r.text().await.unwrap_or_default()))
+        })
+        .map_err(|reason| Error::Network {
+            url: to.clone(),
+            reason,
+        })?;
+        println!("{to}: {status}: {}", text.trim());
+        return Ok(if status.as_u16() == 202 {
+            0
+        } else {
+            exit::FAILED
+        });
+    }
+    let Some(root) = root else {
+        return Err(Error::refused(
+            "nothing to do: give --url and --key to send a trigger, or --root DIR to take one",
+            "see `upkeep trigger --help`",
+        ));
+    };
+    let asked = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+    if !upkeep::documents::trigger::ssh_command_ok(asked.as_deref()) {
+        eprintln!(
+            "refused: this key may only trigger an update pass; SSH_ORIGINAL_COMMAND must be empty or one of {}",
+            upkeep::documents::trigger::SSH_WORDS.join(", ")
+        );
+        return Ok(exit::CONFIG);
+    }
+    super::run::auto(root, false, false)
+}
+
+/// `upkeep push`.
+pub fn push(
+    repo: &Path,
+    fleet_db: Option<&Path>,
+    class: upkeep::publisher::fleet::push::Class,
+    key: &Path,
+    (wait, timeout): (bool, std::time::Duration),
+    json: bool,
+) -> Result<u8> {
+    use upkeep::publisher::fleet::push;
+    if class.group.is_none() && class.channel.is_none() && class.site.is_none() {
+        return Err(Error::refused(
+            "push to whom? give --group G, --channel C or --site NAME",
+            "a push reaches every enrolled site of that class at once",
+        ));
+    }
+    let key = SecretKey::load(key)?;
+    let p = match fleet_db {
+        Some(p) => p.to_path_buf(),
+        None => upkeep::publisher::fleet::db::default_path(&repo.canonicalize().ctx("open", repo)?),
+    };
+    let db = upkeep::publisher::fleet::db::FleetDb::open(&super::publisher::fleet_db_outside(
+        repo, &p,
+    )?)?;
+    let answers = push::push(&db, &key, &class)?;
+    if answers.is_empty() {
+        return Err(Error::refused(
+            "no enrolled site is in that class",
+            "see `upkeep fleet status --repo REPO`",
+        ));
+    }
+    let started = answers.iter().filter(|a| a.started()).count();
+    if !json {
+        for a in &answers {
+            println!(
+                "{:<24} {}",
+                a.site,
+                match a.status {
+                    Some(s) => format!("{s} {}", a.text),
+                    None => format!("not reached: {}", a.text),
+                }
+            );
+        }
+        println!("triggered {started} of {} site(s)", answers.len());
+    }
+    let mut results = Vec::new();
+    if wait && started > 0 {
+        results = push::wait(&db, &answers, timeout, &|n, of| {
+            if !json {
+                eprint!("\rreported: {n} of {of}   ");
+            }
+        })?;
+        if !json {
+            eprintln!();
+            for (name, row) in &results {
+                match row.as_ref().and_then(|r| r.last.as_ref()) {
+                    Some(r) => println!(
+                        "{name:<24} {:<12} {} {}",
+                        r.outcome.word(),
+                        r.installed.as_deref().unwrap_or("-"),
+                        r.reason.chars().take(100).collect::<String>()
+                    ),
+                    None => println!(
+                        "{name:<24} no report within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                }
+            }
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "answers": answers,
+            "reports": results.iter().map(|(n, r)| serde_json::json!({"site": n, "report": r.as_ref().and_then(|r| r.last.clone())})).collect::<Vec<_>>(),
+        }));
+    }
+    let all_reported = results.iter().all(|(_, r)| r.is_some());
+    Ok(if started == answers.len() && (!wait || all_reported) {
+        0
+    } else {
+        exit::FAILED
+    })
+}
+
+/// `upkeep enroll`.
+pub fn enroll(root: &Path, token: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let me = upkeep::site::fleet::report::enroll(&inst, token)?;
+    println!(
+        "enrolled site {} with {}: reports go there after every run and every unattended pass",
+        me.id, inst.config.reference
+    );
+    Ok(0)
+}
+
+/// `upkeep fleet ...`.
+pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
+    use crate::cli::FleetAction as A;
+    use upkeep::publisher::fleet::db::{FleetDb, counters, default_path};
+    let open = |repo: &Path, db: &Option<std::path::PathBuf>| -> Result<FleetDb> {
+        let p = match db {
+            Some(p) => p.clone(),
+            None => default_path(&repo.canonicalize().ctx("open", repo)?),
+        };
+        FleetDb::open(&super::publisher::fleet_db_outside(repo, &p)?)
+    };
+    match action {
+        A::User {
+            name,
+            repo,
+            fleet_db,
+            passwd,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let pw = super::run::read_new_password(&name)?;
+            if passwd {
+                accounts::passwd(&db, &name, &pw)?;
+                println!("password of {name} changed; its sessions were ended");
+            } else {
+                accounts::add(&db, &name, &pw)?;
+                println!(
+                    "fleet page account {name} created: log in at /fleet on the reference server"
+                );
+            }
+            Ok(0)
+        }
+        A::Token {
+            repo,
+            fleet_db,
+            uses,
+            expires,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let t = db.new_token(uses, expires.as_secs())?;
+            println!("{t}");
+            eprintln!(
+                "valid for {} site(s) during {}: on each site, `upkeep enroll --root DIR {t}` (or `upkeep init ... --enroll {t}`)",
+                uses,
+                humantime::format_duration(expires)
+            );
+            Ok(0)
+        }
+        A::Status {
+            repo,
+            fleet_db,
+            group,
+            channel,
+            silent_after,
+            json,
+        } => {
+            let db = open(&repo, &fleet_db)?;
+            let rows: Vec<_> = db
+                .sites()?
+                .into_iter()
+                .filter(|s| group.as_ref().is_none_or(|g| s.groups.contains(g)))
+                .filter(|s| channel.as_ref().is_none_or(|c| &s.channel == c))
+                .collect();
+            // Per channel: the release it rolls out and the sites' counters for it.
+            let mut channels: Vec<String> = rows.iter().map(|s| s.channel.clone()).collect();
+            channels.sort();
+            channels.dedup();
+            let mut per = Vec::new();
+            for c in &channels {
+                let ptr = upkeep::publisher::fleet::rollout::read_channel(&repo, c)
+                    .ok()
+                    .flatten();
+                let release = ptr.as_ref().map(|p| p.release.clone()).or_else(|| {
+                    upkeep::publisher::publish::latest_version(&repo)
+                        .ok()
+                        .flatten()
+                });
+                if let Some(r) = release {
+                    let on: Vec<_> = rows.iter().filter(|s| &s.channel == c).collect();
+                    per.push(serde_json::json!({
+                        "channel": c,
+                        "release": r,
+                        "rollout": ptr.as_ref().map(|p| serde_json::json!({
+                            "state": p.state, "wave": p.wave + 1, "waves": p.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                        })),
+                        "counters": counters(&r, &on, silent_after.as_secs() as i64),
+                    }));
+                }
+            }
+            if json {
+                #[derive(serde::Serialize)]
+                struct Out<'a> {
+                    sites: &'a [upkeep::publisher::fleet::db::SiteRow],
+                    releases: &'a [serde_json::Value],
+                }
+                print_json(&Out {
+                    sites: &rows,
+                    releases: &per,
+                });
+                return Ok(0);
+            }
+            println!(
+                "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
+                "site", "groups", "channel", "version", "last", "seen", "closed"
+            );
+            for s in &rows {
+                let last = s.last.as_ref();
+                println!(
+                    "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
+                    s.name.chars().take(20).collect::<String>(),
+                    s.groups.join(","),
+                    s.channel,
+                    s.version.as_deref().unwrap_or("-"),
+                    last.map(|r| r.outcome.word()).unwrap_or("-"),
+                    s.last_seen_secs
+                        .map(|t| format!(
+                            "{} ago",
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                t.max(0) as u64
+                            ))
+                        ))
+                        .unwrap_or_else(|| "never".into()),
+                    last.and_then(|r| r.closed_ms)
+                        .map(|ms| format!("{ms} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            for p in &per {
+                println!(
+                    "channel {} release {}: {}",
+                    p["channel"].as_str().unwrap_or_default(),
+                    p["release"].as_str().unwrap_or_default(),
+                    p["counters"]
+                );
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Running and steering an instance: unattended passes, finish, status, resume, rollback, the
+//! gate, the site server, accounts.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use upkeep::base::accounts;
+use upkeep::base::error::{Error, IoContext, Result};
+use upkeep::base::progress::Progress;
+use upkeep::site::config::Instance;
+use upkeep::site::plan::Plan;
+use upkeep::site::state::{State, Step};
+use upkeep::site::update::{self, tasks::Decision};
+
+use crate::print::{finished_run, print_json, print_plan, print_status, step_line, still_closed};
+
+/// `upkeep auto`: one unattended pass; the exit code says what it decided.
+pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let p = upkeep::site::auto::pass(&inst, dry_run)?;
+    if json {
+        print_json(&p);
+        return Ok(p.exit_code());
+    }
+    println!("{}: {}", p.decision.word(), p.reason);
+    for b in &p.busy {
+        println!("  busy signal: {}", b.what);
+    }
+    for m in p.modified.iter().take(50) {
+        println!("  modified: {m}");
+    }
+    for n in &p.notes {
+        println!("  note: {n}");
+    }
+    if let Some(r) = &p.run {
+        finished_run(false, r);
+    }
+    if let Some(n) = &p.next {
+        println!("next: {n}");
+    }
+    if let Some(m) = &p.mail {
+        println!("{m}");
+    }
+    if let Some(r) = &p.report {
+        println!("{r}");
+    }
+    Ok(p.exit_code())
+}
+
+/// `upkeep schedule`: print (or install) the timer that runs `upkeep auto` daily.
+pub fn schedule(
+    root: &Path,
+    at: Option<&str>,
+    random_delay: std::time::Duration,
+    install: bool,
+    unit_dir: &Path,
+    json: bool,
+) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let exe = std::env::current_exe().ctx("find", Path::new("the upkeep binary"))?;
+    let s = upkeep::site::auto::schedule::schedule(&inst, &exe, at, random_delay)?;
+    if json {
+        print_json(&s);
+        return Ok(0);
+    }
+    if !inst.config.auto.enabled {
+        eprintln!(
+            "note: [auto] enabled = false in {}: the passes will only report that automatic updates are off",
+            inst.root.join("upkeep.toml").display()
+        );
+    }
+    if !install {
+        println!("# {}/{}.service", unit_dir.display(), s.name);
+        println!("{}", s.service);
+        println!("# {}/{}.timer", unit_dir.display(), s.name);
+        println!("{}", s.timer);
+        println!(
+            "# then: systemctl daemon-reload && systemctl enable --now {}.timer",
+            s.name
+        );
+        println!(
+            "# (or write them with: upkeep schedule --root {} --install)",
+            inst.root.display()
+        );
+        println!();
+        println!("# without systemd, this crontab line (crontab -e) runs the same pass daily:");
+        println!("{}", s.cron);
+        return Ok(0);
+    }
+    for p in upkeep::site::auto::schedule::install(&s, unit_dir)? {
+        println!("wrote {}", p.display());
+    }
+    let systemd = Path::new("/run/systemd/system").is_dir()
+        && unit_dir == Path::new(upkeep::site::auto::schedule::SYSTEM_UNITS);
+    let timer = format!("{}.timer", s.name);
+    if systemd {
+        for args in [vec!["daemon-reload"], vec!["enable", "--now", &timer]] {
+            let st = std::process::Command::new("systemctl")
+                .args(&args)
+                .status()
+                .ctx("run", Path::new("systemctl"))?;
+            if !st.success() {
+                return Err(upkeep::base::error::Error::refused(
+                    format!("systemctl {} failed ({st})", args.join(" ")),
+                    "run it by hand and read its message",
+                ));
+            }
+        }
+        println!(
+            "enabled {timer}: a pass runs daily at {} (plus up to {} of random delay); see `systemctl list-timers {timer}`",
+            s.at,
+            humantime::format_duration(random_delay)
+        );
+    } else {
+        println!("now run: systemctl daemon-reload && systemctl enable --now {timer}");
+    }
+    Ok(0)
+}
+
+/// `upkeep finish`: the rest of an update after the release was copied over the tree.
+pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let progress = Progress::default();
+    let interactive = std::io::stdin().is_terminal();
+    let confirm = |plan: &Plan| {
+        if !json {
+            println!(
+                "the live tree is release {} (installed: {}); to finish:",
+                plan.to,
+                plan.from.as_deref().unwrap_or("none")
+            );
+            print_plan(plan);
+        }
+        if yes {
+            return true;
+        }
+        if !interactive {
+            eprintln!("not applied: no terminal to confirm on; pass --yes");
+            return false;
+        }
+        eprint!("close the site and finish? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
+    let opts = update::Options {
+        keep_modified: false,
+        approved: None,
+        confirm: &confirm,
+        on_step: &on_step,
+        decision: Decision::Ask,
+        progress: &progress,
+    };
+    let run = super::site::reported(&inst, json, || {
+        upkeep::site::finish::finish(&inst, installed, &opts)
+    })?;
+    finished_run(json, &run);
+    if !json {
+        still_closed(&inst);
+    }
+    Ok(0)
+}
+
+/// `upkeep status`.
+pub fn status(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let st = update::status(&inst)?;
+    if json {
+        print_json(&st);
+    } else {
+        print_status(&st);
+    }
+    Ok(0)
+}
+
+/// `upkeep resume`.
+pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let progress = Progress::default();
+    let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
+    let decision = if rerun_task {
+        Decision::Rerun
+    } else if skip_task {
+        Decision::Skip
+    } else {
+        Decision::Ask
+    };
+    let opts = update::Options {
+        keep_modified: false,
+        approved: None,
+        confirm: &|_| true,
+        on_step: &on_step,
+        decision,
+        progress: &progress,
+    };
+    let run = super::site::reported(&inst, json, || update::resume(&inst, &opts))?;
+    finished_run(json, &run);
+    if !json {
+        still_closed(&inst);
+    }
+    Ok(0)
+}
+
+/// `upkeep rollback`.
+pub fn rollback(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let run = super::site::reported(&inst, json, || update::rollback(&inst))?;
+    if run.plan.finish && !json {
+        println!(
+            "this run finished an update copied by hand: the database and the tasks are back as before it, the copied files stay"
+        );
+    }
+    if json {
+        print_json(&run);
+    } else {
+        println!(
+            "rolled back run {}: release {} is installed again; the site is open",
+            run.id,
+            run.from.as_deref().unwrap_or("(none: fresh instance)")
+        );
+    }
+    Ok(0)
+}
+
+/// `upkeep close`.
+pub fn close(root: &Path, message: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let c = update::gate::close(&inst, message, None)?;
+    println!(
+        "closed since {}: visitors get 503 and {}",
+        c.since,
+        update::gate::page_path(&inst).display()
+    );
+    Ok(0)
+}
+
+/// `upkeep open`.
+pub fn open(root: &Path) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    if let Some(r) = State::open(&inst.state_db())
+        .ok()
+        .and_then(|s| s.unfinished_run().ok().flatten())
+    {
+        eprintln!(
+            "warning: run {} is unfinished (step {}); opening shows visitors a half-updated site",
+            r.id, r.step
+        );
+    }
+    update::gate::open(&inst)?;
+    println!("open");
+    Ok(0)
+}
+
+/// `upkeep serve`.
+pub fn serve(root: &Path, listen: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let sys = actix_web::rt::System::new();
+    sys.block_on(async {
+        let (server, addr) =
+            upkeep::site::panel::start(inst, listen).ctx("listen on", Path::new(listen))?;
+        println!("serving the site on http://{addr}/ (control panel: http://{addr}/control)");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.await.ctx("serve", root)
+    })?;
+    Ok(0)
+}
+
+/// `upkeep user add`.
+pub fn user_add(root: &Path, name: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let pw = read_new_password(name)?;
+    accounts::add(&State::open(&inst.state_db())?, name, &pw)?;
+    println!("account {name} created");
+    Ok(0)
+}
+
+/// `upkeep user passwd`.
+pub fn user_passwd(root: &Path, name: &str) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let pw = read_new_password(name)?;
+    accounts::passwd(&State::open(&inst.state_db())?, name, &pw)?;
+    println!("password of {name} changed; its sessions were ended");
+    Ok(0)
+}
+
+/// `upkeep demo`.
+pub fn demo(listen: &str, dir: Option<&Path>) -> Result<u8> {
+    crate::demo::run(listen, dir).map(|_| 0)
+}
+
+/// A new password: asked twice on a terminal, one line of standard input otherwise.
+pub fn read_new_password(name: &str) -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password(format!("new password for {name}: "))
+            .map_err(|e| Error::msg(e.to_string()))?;
+        let b = rpassword::prompt_password("again: ").map_err(|e| Error::msg(e.to_string()))?;
+        if a != b {
+            return Err(Error::refused(
+                "the two passwords differ",
+                "run the command again",
+            ));
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::msg(e.to_string()))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}

@@ -1,0 +1,420 @@
+//! The reference's fleet database: enrolment tokens, enrolled sites (id and public key), and
+//! their signed reports. It lives beside the served repository, never inside it (nothing in it
+//! is served as a file).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::base::clock::{now_secs, now_text};
+use crate::base::error::{DbContext, Error, Result};
+use crate::documents::manifest::PublicKey;
+use crate::documents::report::{Enrolment, Outcome, Report};
+
+const SCHEMA: &str = "
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+PRAGMA busy_timeout=5000;
+CREATE TABLE IF NOT EXISTS tokens(hash TEXT PRIMARY KEY, created_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL, uses_left INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL,
+    groups TEXT NOT NULL, channel TEXT NOT NULL, enrolled_at TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, version TEXT, last_report TEXT,
+    last_outcome TEXT, last_to TEXT, url TEXT);
+CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    received_at INTEGER NOT NULL, outcome TEXT NOT NULL, to_version TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// The default place of a repository's fleet database: beside it (`/srv/repo` ->
+/// `/srv/repo.fleet.db`).
+pub fn default_path(repo: &Path) -> PathBuf {
+    let name = repo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".into());
+    repo.with_file_name(format!("{name}.fleet.db"))
+}
+
+/// Why a site's request was turned down: the HTTP status and a sentence.
+#[derive(Debug)]
+pub struct Refusal {
+    /// 400, 401, 409.
+    pub status: u16,
+    /// What went wrong.
+    pub why: String,
+}
+
+fn refuse(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
+
+/// One row of `fleet status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteRow {
+    /// The site id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// Its channel.
+    pub channel: String,
+    /// The release it last said it has.
+    pub version: Option<String>,
+    /// What its last report said happened.
+    pub outcome: Option<Outcome>,
+    /// The release its last report was about.
+    pub to: Option<String>,
+    /// Its last report, whole (`None` in the light rows the pilot reads).
+    pub last: Option<Report>,
+    /// Seconds since it was last heard of.
+    pub last_seen_secs: Option<i64>,
+    /// Where it takes triggers.
+    pub url: Option<String>,
+    /// The number of its last report.
+    pub last_seq: i64,
+}
+
+/// An open fleet database.
+pub struct FleetDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.trim().as_bytes()))
+}
+
+impl FleetDb {
+    /// Open (and create) the database.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).db(path)?;
+        conn.execute_batch(SCHEMA).db(path)?;
+        conn.execute_batch(crate::base::accounts::ACCOUNT_TABLES)
+            .db(path)?;
+        conn.execute_batch(crate::base::nonces::NONCE_TABLE)
+            .db(path)?;
+        Ok(FleetDb {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A new enrolment token, valid `uses` times for `valid_secs`; returns the token (only its
+    /// hash is kept).
+    pub fn new_token(&self, uses: u32, valid_secs: u64) -> Result<String> {
+        let mut raw = [0u8; 20];
+        getrandom::getrandom(&mut raw).map_err(|e| Error::msg(format!("no random source: {e}")))?;
+        let token = format!("upkeep-enrol-{}", hex::encode(raw));
+        self.conn
+            .execute(
+                "INSERT INTO tokens(hash, created_at, expires_at, uses_left) VALUES(?1, ?2, ?3, ?4)",
+                params![token_hash(&token), now_text(), now_secs() + valid_secs as i64, uses],
+            )
+            .db(&self.path)?;
+        Ok(token)
+    }
+
+    /// Enrol a site with a token.
+    pub fn enrol(&self, e: &Enrolment) -> Result<std::result::Result<(), Refusal>> {
+        if PublicKey::parse(&e.public_key).is_err()
+            || e.site_id.len() != 32
+            || !e.site_id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(Err(refuse(
+                400,
+                "a site id (32 hex digits) and a public key are needed",
+            )));
+        }
+        let hash = token_hash(&e.token);
+        let tok: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT expires_at, uses_left FROM tokens WHERE hash = ?1",
+                [&hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db(&self.path)?;
+        match tok {
+            Some((exp, uses)) if exp > now_secs() && uses > 0 => {}
+            Some(_) => {
+                return Ok(Err(refuse(
+                    401,
+                    "this enrolment token is used up or expired: ask the publisher for a new one (`upkeep fleet token`)",
+                )));
+            }
+            None => return Ok(Err(refuse(401, "unknown enrolment token"))),
+        }
+        let known: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT public_key FROM sites WHERE id = ?1",
+                [&e.site_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .db(&self.path)?;
+        match known {
+            Some(k) if k == e.public_key => {}
+            Some(_) => {
+                return Ok(Err(refuse(
+                    409,
+                    format!("site id {} is already enrolled with another key", e.site_id),
+                )));
+            }
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            e.site_id,
+                            e.public_key,
+                            e.name,
+                            serde_json::to_string(&e.groups).expect("strings serialise"),
+                            e.channel,
+                            now_text(),
+                            e.url
+                        ],
+                    )
+                    .db(&self.path)?;
+            }
+        }
+        self.conn
+            .execute(
+                "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ?1",
+                [&hash],
+            )
+            .db(&self.path)?;
+        Ok(Ok(()))
+    }
+
+    /// Take a report: signed by the enrolled site's key, newer than any before from that site.
+    pub fn accept(&self, body: &[u8], sig: &str) -> Result<std::result::Result<Report, Refusal>> {
+        let report: Report = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(refuse(400, format!("not a report: {e}")))),
+        };
+        let site: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT public_key, last_seq FROM sites WHERE id = ?1",
+                [&report.site_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db(&self.path)?;
+        let Some((key, last_seq)) = site else {
+            return Ok(Err(refuse(
+                401,
+                "unknown site: enrol it first (`upkeep enroll`)",
+            )));
+        };
+        let key = PublicKey::parse(&key)?;
+        if key.verify(body, sig, "report").is_err() {
+            return Ok(Err(refuse(
+                401,
+                "the report is not signed by this site's key",
+            )));
+        }
+        if report.seq as i64 <= last_seq {
+            return Ok(Err(refuse(
+                409,
+                format!(
+                    "report {} was already received (last: {last_seq})",
+                    report.seq
+                ),
+            )));
+        }
+        let now = now_secs();
+        self.conn
+            .execute(
+                "INSERT INTO reports(site_id, seq, received_at, outcome, to_version, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    report.site_id,
+                    report.seq as i64,
+                    now,
+                    report.outcome.word(),
+                    report.to,
+                    String::from_utf8_lossy(body)
+                ],
+            )
+            .db(&self.path)?;
+        self.conn
+            .execute(
+                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1",
+                params![
+                    report.site_id,
+                    report.seq as i64,
+                    now,
+                    report.installed,
+                    String::from_utf8_lossy(body),
+                    report.name,
+                    serde_json::to_string(&report.groups).expect("strings serialise"),
+                    report.channel,
+                    report.outcome.word(),
+                    report.to,
+                    report.url
+                ],
+            )
+            .db(&self.path)?;
+        Ok(Ok(report))
+    }
+
+    /// Every enrolled site, by name, with its last report whole.
+    pub fn sites(&self) -> Result<Vec<SiteRow>> {
+        self.rows(true, None)
+    }
+
+    /// The sites on `channel`, without their reports' text: what the pilot counts.
+    pub fn sites_on(&self, channel: &str) -> Result<Vec<SiteRow>> {
+        self.rows(false, Some(channel))
+    }
+
+    fn rows(&self, whole: bool, channel: Option<&str>) -> Result<Vec<SiteRow>> {
+        let sql = format!(
+            "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to, url, last_seq FROM sites {}",
+            if whole { "last_report" } else { "NULL" },
+            // The pilot counts; only people need the rows in order.
+            if channel.is_some() {
+                "WHERE channel = ?1"
+            } else {
+                "ORDER BY name, id"
+            }
+        );
+        let mut st = self.conn.prepare_cached(&sql).db(&self.path)?;
+        let now = now_secs();
+        let map = |r: &rusqlite::Row| {
+            let groups: String = r.get(2)?;
+            let last: Option<String> = r.get(5)?;
+            let seen: Option<i64> = r.get(6)?;
+            let outcome: Option<String> = r.get(7)?;
+            Ok(SiteRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                groups: if groups == "[]" {
+                    Vec::new()
+                } else {
+                    serde_json::from_str(&groups).unwrap_or_default()
+                },
+                channel: r.get(3)?,
+                version: r.get(4)?,
+                outcome: outcome.as_deref().and_then(Outcome::parse),
+                to: r.get(8)?,
+                last: last.and_then(|l| serde_json::from_str(&l).ok()),
+                last_seen_secs: seen.map(|s| now - s),
+                url: r.get(9)?,
+                last_seq: r.get(10)?,
+            })
+        };
+        let rows = match channel {
+            Some(c) => st.query_map([c], map),
+            None => st.query_map([], map),
+        }
+        .db(&self.path)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db(&self.path)?;
+        Ok(rows)
+    }
+}
+
+/// Per-release counters, in the spirit of Mender's deployment statistics.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counters {
+    /// Offered, not started.
+    pub pending: usize,
+    /// Staging.
+    pub downloading: usize,
+    /// Running the update.
+    pub installing: usize,
+    /// On the release.
+    pub success: usize,
+    /// Failed without changing anything live.
+    pub failure: usize,
+    /// Failed and rolled back.
+    pub rolled_back: usize,
+    /// Held by their policy.
+    pub held: usize,
+    /// Postponed by their policy.
+    pub postponed: usize,
+    /// Started and then said nothing for too long (counted as failed).
+    pub silent: usize,
+}
+
+/// The counters of `release` over `sites` (those on its channel): a site silent for longer
+/// than `silent_after` after saying it started counts as silent.
+pub fn counters(release: &str, sites: &[&SiteRow], silent_after: i64) -> Counters {
+    let mut c = Counters::default();
+    for s in sites {
+        if s.version.as_deref() == Some(release) {
+            c.success += 1;
+            continue;
+        }
+        let about = s.outcome.filter(|_| s.to.as_deref() == Some(release));
+        let Some(outcome) = about else {
+            c.pending += 1;
+            continue;
+        };
+        let quiet = s.last_seen_secs.unwrap_or(0) >= silent_after;
+        match outcome {
+            Outcome::Downloading | Outcome::Installing if quiet => c.silent += 1,
+            Outcome::Downloading => c.downloading += 1,
+            Outcome::Installing => c.installing += 1,
+            Outcome::Success | Outcome::UpToDate => c.success += 1,
+            Outcome::Failure => c.failure += 1,
+            Outcome::RolledBack => c.rolled_back += 1,
+            Outcome::Held => c.held += 1,
+            Outcome::Postponed => c.postponed += 1,
+        }
+    }
+    c
+}
+
+/// The fleet page's accounts and sessions live here, with the same rules as the panel's.
+impl crate::base::accounts::AccountStore for FleetDb {
+    fn db(&self) -> (&Connection, &Path) {
+        (&self.conn, &self.path)
+    }
+}
+
+impl FleetDb {
+    /// A value kept by the reference (when it last took a trigger, ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .db(&self.path)
+    }
+
+    /// Keep a value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [key, value],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+}
+
+/// A mirror taking triggers remembers them here.
+impl crate::documents::trigger::Ledger for FleetDb {
+    fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
+        let (conn, path) = crate::base::accounts::AccountStore::db(self);
+        crate::base::nonces::use_nonce_in(conn, path, nonce, now, forget)
+    }
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        FleetDb::meta(self, key)
+    }
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        FleetDb::set_meta(self, key, value)
+    }
+}

@@ -1,0 +1,426 @@
+//! The fleet page on the reference server (`/fleet`), behind a login like the panel's (the same
+//! accounts rules, stored in the fleet database): the deployment table, each channel's rollout
+//! with a progress bar per wave, the failures with their step and message, and the rollout
+//! controls as POST forms with a CSRF token. Works without JavaScript.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::Fleet;
+use super::db::{FleetDb, SiteRow, counters};
+use super::rollout::{Move, read_channel, rollout};
+use crate::base::accounts::{self, LoginError, Session, same, same_origin};
+use crate::documents::channel::{ChannelPointer, RolloutState, SiteView, first_wave};
+use crate::documents::report::Outcome;
+
+const COOKIE: &str = "upkeep_fleet";
+
+/// Register the page's routes (inside the `/fleet` scope).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("", web::get().to(page))
+        .route("/login", web::get().to(login_page))
+        .route("/login", web::post().to(login))
+        .route("/logout", web::post().to(logout))
+        .route("/rollout", web::post().to(control))
+        .route("/static/app.css", web::get().to(css));
+}
+
+async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(crate::base::http::APP_CSS)
+}
+
+fn with_db<T>(
+    f: &Fleet,
+    work: impl FnOnce(&FleetDb) -> crate::base::error::Result<T>,
+) -> crate::base::error::Result<T> {
+    let db = f.db.lock().unwrap_or_else(|e| e.into_inner());
+    work(&db)
+}
+
+fn session(req: &HttpRequest, f: &Fleet) -> Option<Session> {
+    let id = req.cookie(COOKIE)?.value().to_string();
+    with_db(f, |db| accounts::session(db, &id)).ok().flatten()
+}
+
+fn origin_ok(req: &HttpRequest) -> bool {
+    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    same_origin(h("origin"), h("referer"), h("host").unwrap_or_default())
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to.to_string()))
+        .finish()
+}
+
+fn page_response(status: StatusCode, m: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .body(m.into_string())
+}
+
+fn layout(title: &str, s: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · upkeep fleet" }
+                link rel="stylesheet" href="/fleet/static/app.css";
+            }
+            body {
+                header { div.bar {
+                    a.brand href="/fleet" { "upkeep fleet" }
+                    @if let Some(s) = s {
+                        form.inline method="post" action="/fleet/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button.secondary type="submit" { "Log out " (s.account) }
+                        }
+                    }
+                } }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn login_form(msg: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        None,
+        html! {
+            h1 { "Log in" }
+            @if let Some(m) = msg { div.card.error { p { (m) } } }
+            form method="post" action="/fleet/login" {
+                label for="name" { "Account" }
+                input id="name" name="name" type="text" autocomplete="username" required;
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password" required;
+                p { button type="submit" { "Log in" } }
+            }
+            p.muted { "Accounts: " code { "upkeep fleet user add NAME --repo REPO" } }
+        },
+    )
+}
+
+async fn login_page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
+    if session(&req, &f).is_some() {
+        return see_other("/fleet");
+    }
+    page_response(StatusCode::OK, login_form(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+}
+
+async fn login(req: HttpRequest, f: web::Data<Fleet>, form: web::Form<LoginForm>) -> HttpResponse {
+    if !origin_ok(&req) {
+        return page_response(
+            StatusCode::BAD_REQUEST,
+            login_form(Some("Cross-origin login refused.")),
+        );
+    }
+    let LoginForm { name, password } = form.into_inner();
+    let addr = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let f2 = f.clone();
+    // argon2 is deliberately slow: keep it off the event loop.
+    let r =
+        web::block(move || with_db(&f2, |db| accounts::login(db, &name, &password, &addr))).await;
+    match r {
+        Ok(Ok(Ok(s))) => {
+            let cookie = Cookie::build(COOKIE, s.id)
+                .path("/fleet")
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .secure(req.connection_info().scheme() == "https")
+                .finish();
+            HttpResponse::SeeOther()
+                .cookie(cookie)
+                .insert_header((header::LOCATION, "/fleet"))
+                .finish()
+        }
+        Ok(Ok(Err(LoginError::Wrong))) => page_response(
+            StatusCode::UNAUTHORIZED,
+            login_form(Some("Wrong account name or password.")),
+        ),
+        Ok(Ok(Err(LoginError::Wait(secs)))) => {
+            let mut r = page_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                login_form(Some(&format!(
+                    "Too many failed logins: wait {secs} seconds, then try again."
+                ))),
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(secs.max(1) as u64),
+            );
+            r
+        }
+        _ => page_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            login_form(Some("The login could not be checked.")),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(req: HttpRequest, f: web::Data<Fleet>, form: web::Form<CsrfForm>) -> HttpResponse {
+    if let Some(s) = session(&req, &f).filter(|s| origin_ok(&req) && same(&form.csrf, &s.csrf)) {
+        let _ = with_db(&f, |db| accounts::end_session(db, &s.id));
+    }
+    let mut gone = Cookie::build(COOKIE, "").path("/fleet").finish();
+    gone.make_removal();
+    HttpResponse::SeeOther()
+        .cookie(gone)
+        .insert_header((header::LOCATION, "/fleet/login"))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct ControlForm {
+    #[serde(default)]
+    csrf: String,
+    channel: String,
+    action: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn control(
+    req: HttpRequest,
+    f: web::Data<Fleet>,
+    form: web::Form<ControlForm>,
+) -> HttpResponse {
+    let Some(s) = session(&req, &f) else {
+        return see_other("/fleet/login");
+    };
+    if !origin_ok(&req) || !same(&form.csrf, &s.csrf) {
+        return page_response(
+            StatusCode::FORBIDDEN,
+            layout(
+                "Refused",
+                Some(&s),
+                html! { h1 { "Refused" } p { "This form did not come from this page (its token or origin is wrong). Reload the fleet page and try again." } },
+            ),
+        );
+    }
+    let Some(pilot) = &f.pilot else {
+        return page_response(
+            StatusCode::CONFLICT,
+            layout(
+                "No online key",
+                Some(&s),
+                html! { h1 { "No online key" } p { "This server holds no online key, so it cannot sign a channel pointer. Start it with " code { "--online-key FILE" } ", or use " code { "upkeep rollout" } " where the key is." } },
+            ),
+        );
+    };
+    let reason = form.reason.trim();
+    let by = |what: &str| {
+        if reason.is_empty() {
+            format!("{what} by {} on the fleet page", s.account)
+        } else {
+            format!("{reason} ({what} by {})", s.account)
+        }
+    };
+    let m = match form.action.as_str() {
+        "pause" => Move::Pause(Some(by("paused"))),
+        "resume" => Move::Resume,
+        "halt" => Move::Halt(by("halted")),
+        "advance" => Move::Advance,
+        _ => {
+            return page_response(
+                StatusCode::BAD_REQUEST,
+                layout("Refused", Some(&s), html! { h1 { "Unknown action" } }),
+            );
+        }
+    };
+    let (repo, channel) = (pilot.repo.clone(), form.channel.clone());
+    let f2 = f.clone();
+    let r = web::block(move || {
+        let _db = f2.db.lock().unwrap_or_else(|e| e.into_inner());
+        let key = &f2.pilot.as_ref().expect("checked above").key;
+        rollout(&repo, &channel, key, &m)
+    })
+    .await;
+    match r {
+        Ok(Ok(_)) => see_other("/fleet"),
+        Ok(Err(e)) => page_response(
+            StatusCode::CONFLICT,
+            layout(
+                "Refused",
+                Some(&s),
+                html! { h1 { "Refused" } p { (e.to_string()) } p { a href="/fleet" { "Back to the fleet" } } },
+            ),
+        ),
+        Err(_) => page_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            html! { "the rollout could not be changed" },
+        ),
+    }
+}
+
+fn outcome_badge(o: Option<Outcome>) -> Markup {
+    let (class, word) = match o {
+        None => ("badge", "none yet"),
+        Some(o @ (Outcome::Success | Outcome::UpToDate)) => ("badge ok", o.word()),
+        Some(o @ (Outcome::Failure | Outcome::RolledBack)) => ("badge bad", o.word()),
+        Some(o) => ("badge warn", o.word()),
+    };
+    html! { span class=(class) { (word.replace('_', " ")) } }
+}
+
+fn ago(secs: Option<i64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(s) => format!(
+            "{} ago",
+            humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+        ),
+    }
+}
+
+fn channel_card(s: &Session, p: &ChannelPointer, sites: &[SiteRow], pilot: bool) -> Markup {
+    let on: Vec<&SiteRow> = sites.iter().filter(|r| r.channel == p.channel).collect();
+    let wave_of = |r: &SiteRow| {
+        first_wave(
+            p,
+            &SiteView {
+                id: &r.id,
+                groups: &r.groups,
+            },
+        )
+    };
+    let c = counters(&p.release, &on, 3600);
+    let failed: Vec<&&SiteRow> = on
+        .iter()
+        .filter(|r| {
+            r.to.as_deref() == Some(p.release.as_str())
+                && matches!(r.outcome, Some(Outcome::Failure | Outcome::RolledBack))
+        })
+        .collect();
+    html! {
+        div.card {
+            h2 { "Channel " (p.channel) ": release " (p.release) }
+            p {
+                @match p.state {
+                    RolloutState::Active => span.badge.ok { "active" },
+                    RolloutState::Paused => span.badge.warn { "paused" },
+                    RolloutState::Halted => span.badge.bad { "halted" },
+                    RolloutState::Complete => span.badge.ok { "complete" },
+                }
+                " wave " (p.wave + 1) " of " (p.waves.len())
+                @if let Some(r) = &p.reason { " · " (r) }
+                @if p.urgent { " · " strong { "urgent" } }
+            }
+            p.muted { "Sites outside the waves reached stay on " (p.previous.as_ref().map(|x| x.release.as_str()).unwrap_or("nothing")) ". Pointer valid until " (p.expires) "." }
+            table { thead { tr { th { "Wave" } th { "Sites" } th { "Updated" } th { "Progress" } } }
+            tbody { @for (i, w) in p.waves.iter().enumerate() {
+                @let in_wave: Vec<&&SiteRow> = on.iter().filter(|r| wave_of(r) == Some(i)).collect();
+                @let done = in_wave.iter().filter(|r| r.version.as_deref() == Some(p.release.as_str())).count();
+                tr {
+                    td { (i + 1) ". " (w) @if i == p.wave && p.state != RolloutState::Complete { " ◀" } }
+                    td { (in_wave.len()) }
+                    td { (done) }
+                    td { progress value=(done) max=(in_wave.len().max(1)) aria-label={"wave " (i + 1)} { (done) "/" (in_wave.len()) } }
+                }
+            } } }
+            p { "pending " (c.pending) " · downloading " (c.downloading) " · installing " (c.installing)
+                " · success " (c.success) " · failure " (c.failure) " · rolled back " (c.rolled_back)
+                " · held " (c.held) " · postponed " (c.postponed) " · silent " (c.silent) }
+            @if !failed.is_empty() {
+                h3 { "Failures (" (failed.len()) ")" }
+                table { thead { tr { th { "Site" } th { "Result" } th { "Step" } th { "Message" } } }
+                tbody { @for r in &failed { tr {
+                    td { (r.name) } td { (outcome_badge(r.outcome)) }
+                    td { (r.last.as_ref().and_then(|l| l.failed_step.clone()).unwrap_or_default()) }
+                    td { (r.last.as_ref().map(|l| l.reason.chars().take(300).collect::<String>()).unwrap_or_default()) }
+                } } } }
+            }
+            @if pilot {
+                form method="post" action="/fleet/rollout" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    input type="hidden" name="channel" value=(p.channel);
+                    label for={"reason-" (p.channel)} { "Reason (shown to sites)" }
+                    input id={"reason-" (p.channel)} type="text" name="reason";
+                    p {
+                        @if p.state == RolloutState::Active { button.secondary type="submit" name="action" value="pause" { "Pause" } " " }
+                        @if matches!(p.state, RolloutState::Paused | RolloutState::Halted) { button type="submit" name="action" value="resume" { "Resume" } " " }
+                        @if matches!(p.state, RolloutState::Active | RolloutState::Paused) { button type="submit" name="action" value="advance" { "Next wave" } " " button.danger type="submit" name="action" value="halt" { "Halt" } }
+                    }
+                }
+            } @else {
+                p.muted { "This server holds no online key: change the rollout with " code { "upkeep rollout" } "." }
+            }
+        }
+    }
+}
+
+async fn page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
+    let Some(s) = session(&req, &f) else {
+        return see_other("/fleet/login");
+    };
+    let f2 = f.clone();
+    let data = web::block(move || {
+        let sites = with_db(&f2, |db| db.sites())?;
+        let ptrs: Vec<ChannelPointer> = super::rollout::channels(&f2.repo)
+            .iter()
+            .filter_map(|c| read_channel(&f2.repo, c).ok().flatten())
+            .collect();
+        Ok::<_, crate::base::error::Error>((sites, ptrs))
+    })
+    .await;
+    let Ok(Ok((sites, ptrs))) = data else {
+        return page_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            html! { "the fleet database could not be read" },
+        );
+    };
+    let pilot = f.pilot.is_some();
+    page_response(
+        StatusCode::OK,
+        layout(
+            "Fleet",
+            Some(&s),
+            html! {
+                h1 { "Fleet" }
+                p.muted { (sites.len()) " enrolled sites" }
+                @if ptrs.is_empty() { p.muted { "No channel yet: " code { "upkeep promote VERSION --channel NAME ..." } } }
+                @for p in &ptrs { (channel_card(&s, p, &sites, pilot)) }
+                h2 { "Sites" }
+                table { thead { tr { th { "Site" } th { "Groups" } th { "Channel" } th { "Version" } th { "Last" } th { "Seen" } th { "Closed" } } }
+                tbody { @for r in &sites { tr {
+                    td { (r.name) } td { (r.groups.join(", ")) } td { (r.channel) }
+                    td { (r.version.as_deref().unwrap_or("-")) }
+                    td { (outcome_badge(r.outcome)) }
+                    td { (ago(r.last_seen_secs)) }
+                    td { @if let Some(ms) = r.last.as_ref().and_then(|l| l.closed_ms) { (ms) " ms" } }
+                } } } }
+            },
+        ),
+    )
+}

@@ -1,0 +1,115 @@
+//! The reference server's fleet endpoints: `POST /fleet/enroll` and `POST /fleet/report`.
+//! Both are small JSON bodies with a hard size cap; the database work runs off the async
+//! threads.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::Fleet;
+use super::db::Refusal;
+use crate::documents::report::Enrolment;
+use crate::documents::report::{MAX_REPORT, Outcome, SIGNATURE_HEADER};
+
+/// Successes steer a channel at most this often (the timer catches up); failures always do,
+/// so a bad release halts at the report that crosses the threshold. Other reports (installing,
+/// held, up to date...) move nothing: the timer sees them.
+const STEER_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Register the endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
+    cfg.service(
+        web::scope("/fleet")
+            .app_data(fleet)
+            .app_data(web::PayloadConfig::new(MAX_REPORT))
+            .route("/enroll", web::post().to(enroll))
+            .route("/report", web::post().to(report))
+            .configure(super::page::routes),
+    );
+}
+
+fn answer(r: Refusal) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status).unwrap_or_default())
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}\n", r.why))
+}
+
+fn broken(e: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::InternalServerError()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("fleet database: {e}\n"))
+}
+
+async fn enroll(fleet: web::Data<Fleet>, body: web::Bytes) -> HttpResponse {
+    let e: Enrolment = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return answer(Refusal {
+                status: 400,
+                why: format!("not an enrolment: {e}"),
+            });
+        }
+    };
+    let r = web::block(move || {
+        let db = fleet.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.enrol(&e).map(|r| r.map(|()| e.site_id))
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(id))) => HttpResponse::Ok().json(serde_json::json!({ "enrolled": id })),
+        Ok(Ok(Err(refusal))) => answer(refusal),
+        Ok(Err(e)) => broken(e),
+        Err(e) => broken(e),
+    }
+}
+
+async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> HttpResponse {
+    let Some(sig) = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return answer(Refusal {
+            status: 401,
+            why: "the report is not signed".into(),
+        });
+    };
+    let r = web::block(move || {
+        let db = fleet.db.lock().unwrap_or_else(|p| p.into_inner());
+        let r = db.accept(&body, &sig)?;
+        // Each report may tip its channel's rollout: steer it before answering, so that the
+        // next site to ask already sees the halt.
+        let due = |rep: &crate::documents::report::Report| {
+            let failed = matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack);
+            if !failed && rep.outcome != Outcome::Success {
+                return false;
+            }
+            let mut last = fleet.last_steer.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            let due = failed
+                || last
+                    .get(&rep.channel)
+                    .is_none_or(|t| now.duration_since(*t) >= STEER_EVERY);
+            if due {
+                last.insert(rep.channel.clone(), now);
+            }
+            due
+        };
+        if let (Ok(rep), Some(p)) = (&r, &fleet.pilot)
+            && due(rep)
+        {
+            match p.steer(&db, &rep.channel) {
+                Ok(Some(line)) => eprintln!("rollout: {line}"),
+                Ok(None) => {}
+                Err(e) => eprintln!("rollout: could not steer channel {}: {e}", rep.channel),
+            }
+        }
+        Ok::<_, crate::base::error::Error>(r)
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(rep))) => HttpResponse::Ok().json(serde_json::json!({ "seq": rep.seq })),
+        Ok(Ok(Err(refusal))) => answer(refusal),
+        Ok(Err(e)) => broken(e),
+        Err(e) => broken(e),
+    }
+}

@@ -1,0 +1,551 @@
+//! An instance: its root, its working folders and `upkeep.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::error::{Error, IoContext, Result};
+pub use crate::client::Network;
+pub use crate::documents::archive::Limits;
+use crate::documents::manifest::{PublicKey, RelPath};
+use crate::documents::tree::is_excluded;
+
+/// run_once task settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tasks {
+    /// Seconds a shell task may run.
+    pub timeout_secs: u64,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks { timeout_secs: 600 }
+    }
+}
+
+/// The largest version step an unattended pass may take.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Allow {
+    /// 1.2.3 -> 1.2.4.
+    #[default]
+    Patch,
+    /// 1.2.3 -> 1.3.0.
+    Minor,
+    /// 1.2.3 -> 2.0.0.
+    Major,
+}
+
+impl Allow {
+    /// The word used in upkeep.toml.
+    pub fn word(self) -> &'static str {
+        match self {
+            Allow::Patch => "patch",
+            Allow::Minor => "minor",
+            Allow::Major => "major",
+        }
+    }
+}
+
+/// What an unattended pass does with locally modified files (the conffile question).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnModified {
+    /// Stop before anything live changes; the report lists the files.
+    #[default]
+    Hold,
+    /// Leave the site's version in place.
+    KeepMine,
+    /// Install the release's version, the site's kept as NAME.bak.
+    TakeRelease,
+}
+
+/// A length of time in upkeep.toml: a number of seconds, or text such as "90s", "5m", "3d".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl Span {
+    /// `n` seconds.
+    pub const fn secs(n: u64) -> Span {
+        Span(Duration::from_secs(n))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Span::secs(n)),
+            Raw::Text(t) => humantime::parse_duration(&t).map(Span).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a length of time ({e}): write for example \"90s\", \"5m\", \"3d\" or a number of seconds"
+                ))
+            }),
+        }
+    }
+}
+
+/// One address or a list of them (`to = "ops@example.org"` or `to = ["a@x", "b@x"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(s) => vec![s],
+        Raw::Many(v) => v,
+    })
+}
+
+/// `[auto.busy]`: signals that visitors are active, so an unattended pass postpones closing the
+/// site. Any one signal saying "busy" is enough.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Busy {
+    /// A shell command whose exit status 0 means busy (as for a running video call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// A URL answering JSON `{"active": N}`; N > 0 means busy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A web server access log (nginx or Apache combined format): busy when a request was
+    /// logged in the last `idle_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+    /// Seconds without a logged request before the site counts as idle.
+    pub idle_seconds: u64,
+    /// After being postponed this long for one release, the pass goes ahead anyway.
+    pub max_postpone: Span,
+    /// How long the command or the URL may take to answer.
+    pub timeout: Span,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        Busy {
+            command: None,
+            url: None,
+            access_log: None,
+            idle_seconds: 300,
+            max_postpone: Span::secs(3 * 86_400),
+            timeout: Span::secs(10),
+        }
+    }
+}
+
+impl Busy {
+    /// Whether any signal is configured.
+    pub fn any(&self) -> bool {
+        self.command.is_some() || self.url.is_some() || self.access_log.is_some()
+    }
+}
+
+/// `[auto.health]`: the check made after every run reopens the site (unattended or not). A run
+/// that fails it is rolled back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Health {
+    /// The page to fetch; no check when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The HTTP status it must answer.
+    pub expect_status: u16,
+    /// Text the answer must contain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// How long one attempt may take.
+    pub timeout: Span,
+    /// Attempts before the check counts as failed (an application may need a moment after a
+    /// restart hook); one second apart.
+    pub attempts: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            url: None,
+            expect_status: 200,
+            contains: None,
+            timeout: Span::secs(10),
+            attempts: 3,
+        }
+    }
+}
+
+/// `[auto]`: what an unattended pass (`upkeep auto`) may do. Unknown keys are refused, so a
+/// typo never silently widens or narrows the policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auto {
+    /// Unattended updates happen at all.
+    pub enabled: bool,
+    /// The largest semver step taken unattended.
+    pub allow: Allow,
+    /// Local time window for closing the site, `HH:MM-HH:MM` (may cross midnight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Days the window applies (`mon` ... `sun`); every day when empty.
+    pub days: Vec<String>,
+    /// Locally modified files.
+    pub on_modified: OnModified,
+    /// Stage a held or postponed release ahead, so the window is spent on the swap only.
+    pub stage_ahead: bool,
+    /// Restart hooks: shell commands run after every run reopens the site (before the health
+    /// check), each within `after_timeout`.
+    pub after: Vec<String>,
+    /// How long one restart hook may run before it is killed.
+    pub after_timeout: Span,
+    /// Signals that visitors are active.
+    pub busy: Busy,
+    /// The check after reopening.
+    pub health: Health,
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Auto {
+            enabled: false,
+            allow: Allow::default(),
+            window: None,
+            days: Vec::new(),
+            on_modified: OnModified::default(),
+            stage_ahead: false,
+            after: Vec::new(),
+            after_timeout: Span::secs(120),
+            busy: Busy::default(),
+            health: Health::default(),
+        }
+    }
+}
+
+/// Which passes send a report (unattended-upgrades' three choices).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Report {
+    /// Every pass, even one with nothing to do.
+    Always,
+    /// Passes that changed something or need the operator: updated, failed, rolled back, and a
+    /// hold or postponement the first time it is seen for a release.
+    #[default]
+    OnChange,
+    /// Failures only: failed or rolled-back passes, failed restart hooks.
+    OnlyOnError,
+}
+
+/// `[mail]`: where reports of unattended passes go. No mail when `to` is empty.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mail {
+    /// Recipients.
+    #[serde(deserialize_with = "one_or_many")]
+    pub to: Vec<String>,
+    /// The sender; `upkeep@<host name>` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `smtp://host:port` (STARTTLS when offered; `?tls=required` to insist) or
+    /// `smtps://host:port`; a user as `smtp://user@host`.
+    pub smtp: String,
+    /// A file holding the SMTP password (kept out of upkeep.toml).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Which passes are reported.
+    pub report: Report,
+    /// How long talking to the SMTP server may take.
+    pub timeout: Span,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            to: Vec::new(),
+            from: None,
+            smtp: "smtp://localhost:25".into(),
+            password_file: None,
+            report: Report::default(),
+            timeout: Span::secs(30),
+        }
+    }
+}
+
+/// A window's bounds in minutes since midnight, or `None` when `w` is not `HH:MM-HH:MM`.
+pub fn parse_window(w: &str) -> Option<(u32, u32)> {
+    let minutes = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = w.split_once('-')?;
+    Some((minutes(a)?, minutes(b)?))
+}
+
+/// A day's number (0 = Sunday) from its three-letter name.
+pub fn day_number(d: &str) -> Option<u32> {
+    ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+        .iter()
+        .position(|x| x.eq_ignore_ascii_case(d.trim()))
+        .map(|i| i as u32)
+}
+
+/// The contents of `upkeep.toml`. Unknown keys are refused: a misspelt section would otherwise
+/// be ignored without a word.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The site's name in reports; the host name and root when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The fleet groups this site belongs to (rollout waves and pushes target them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The release channel this site follows (`stable` when unset: the repository's channel of
+    /// that name if it has one, else its latest release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// This site's own address, where `upkeep serve` takes triggers (`upkeep push` uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An HTTP proxy or cache (squid) between this site and its reference:
+    /// `proxy = "http://cache.example.org:3128"`. Objects are then fetched one GET each, which a
+    /// cache can serve to the next site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Public keys whose signed triggers ("check now") start an unattended pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger_keys: Vec<String>,
+    /// Base URL of the reference repository.
+    pub reference: String,
+    /// The publisher's public key (one line from `upkeep keygen`).
+    pub public_key: String,
+    /// The site database (SQLite), relative to the root or absolute.
+    #[serde(default = "default_db")]
+    pub database: String,
+    /// Paths (relative, `dir/` for a folder) never fingerprinted nor touched.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Archive and upload limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Network settings.
+    #[serde(default)]
+    pub network: Network,
+    /// Task settings.
+    #[serde(default)]
+    pub tasks: Tasks,
+    /// Unattended updates.
+    #[serde(default)]
+    pub auto: Auto,
+    /// Mail reports.
+    #[serde(default)]
+    pub mail: Mail,
+}
+
+fn default_db() -> String {
+    ".upkeep/site.db".into()
+}
+
+impl Config {
+    /// The rules serde cannot express, each message naming the key and the fix.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let name_ok = |n: &str| crate::documents::channel::valid_name(n);
+        if let Some(g) = self.groups.iter().find(|g| !name_ok(g)) {
+            return Err(format!(
+                "groups: {g:?} is not a group name (lowercase letters, digits, - and _)"
+            ));
+        }
+        if let Some(c) = self.channel.as_ref().filter(|c| !name_ok(c)) {
+            return Err(format!(
+                "channel = {c:?} is not a channel name (lowercase letters, digits, - and _)"
+            ));
+        }
+        if let Some(k) = self
+            .trigger_keys
+            .iter()
+            .find(|k| PublicKey::parse(k).is_err())
+        {
+            return Err(format!(
+                "trigger_keys: {k:?} is not a public key (one line from `upkeep keygen`, upkeep-public-key-v1:...)"
+            ));
+        }
+        let a = &self.auto;
+        if let Some(w) = a.window.as_ref().filter(|w| parse_window(w).is_none()) {
+            return Err(format!(
+                "auto.window = {w:?} is not a window: write \"HH:MM-HH:MM\", for example \"02:00-05:00\""
+            ));
+        }
+        if let Some(d) = a.days.iter().find(|d| day_number(d).is_none()) {
+            return Err(format!(
+                "auto.days: {d:?} is not a day: use mon, tue, wed, thu, fri, sat, sun"
+            ));
+        }
+        let http = |key: &str, url: &Option<String>| match url {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                Err(format!("{key} = {u:?} is not an http:// or https:// URL"))
+            }
+            _ => Ok(()),
+        };
+        http("auto.busy.url", &a.busy.url)?;
+        http("url", &self.url)?;
+        http("proxy", &self.proxy)?;
+        http("auto.health.url", &a.health.url)?;
+        if a.health.attempts == 0 {
+            return Err("auto.health.attempts must be at least 1".into());
+        }
+        if !(100..600).contains(&a.health.expect_status) {
+            return Err(format!(
+                "auto.health.expect_status = {} is not an HTTP status",
+                a.health.expect_status
+            ));
+        }
+        let m = &self.mail;
+        if !m.to.is_empty() {
+            for addr in m.to.iter().chain(m.from.iter()) {
+                if addr.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(format!(
+                        "mail: {addr:?} is not a mail address (write user@example.org or \"Name <user@example.org>\")"
+                    ));
+                }
+            }
+            if !(m.smtp.starts_with("smtp://") || m.smtp.starts_with("smtps://")) {
+                return Err(format!(
+                    "mail.smtp = {:?} must start with smtp:// or smtps://, for example \"smtp://localhost:25\"",
+                    m.smtp
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The text written by `upkeep init`, with comments an operator can follow.
+    pub fn render(&self) -> String {
+        let mut s =
+            String::from("# upkeep instance configuration. See `upkeep --help` and the README.\n");
+        s.push_str(&toml::to_string_pretty(self).expect("config always serialises"));
+        s.push_str(
+            "\n# Keys left unset above (see the README, \"Unattended updates\"):\n\
+             # [auto]        window = \"02:00-05:00\"  days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n\
+             #               after = [\"systemctl reload php8.2-fpm\"]\n\
+             # [auto.busy]   command = \"pgrep -x jitsi-videobridge\"  url = \"http://127.0.0.1/active.json\"\n\
+             #               access_log = \"/var/log/nginx/access.log\"\n\
+             # [auto.health] url = \"https://example.org/\"  contains = \"Welcome\"\n\
+             # [mail]        to = [\"ops@example.org\"]  from = \"upkeep@example.org\"\n\
+             #               smtp = \"smtps://user@mail.example.org\"  password_file = \"/etc/upkeep/smtp.pass\"\n\
+             # name = \"shop\"  (at the top: the site's name in reports)\n",
+        );
+        s
+    }
+}
+
+/// One installed web application.
+pub struct Instance {
+    /// The instance root (the live tree plus upkeep's folders).
+    pub root: PathBuf,
+    /// Parsed `upkeep.toml`.
+    pub config: Config,
+    /// The trusted publisher key.
+    pub key: PublicKey,
+}
+
+impl Instance {
+    /// Open an instance made by `upkeep init`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let root = root.canonicalize().ctx("open instance root", root)?;
+        let cfg_path = root.join("upkeep.toml");
+        if !cfg_path.exists() {
+            return Err(Error::refused(
+                format!(
+                    "{} is not an upkeep instance (no upkeep.toml)",
+                    root.display()
+                ),
+                format!(
+                    "run `upkeep init --root {} --reference URL --public-key FILE` first",
+                    root.display()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| Error::Config {
+            file: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
+        config.network.proxy = config.proxy.clone();
+        config.validate().map_err(|reason| Error::Config {
+            file: cfg_path.clone(),
+            reason,
+        })?;
+        let key = PublicKey::parse(&config.public_key)?;
+        Ok(Instance { root, config, key })
+    }
+
+    /// `staging/`.
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+    /// `staging/` must be a real folder of the instance: a link would let staging's clean-up
+    /// and the swap work on files elsewhere.
+    pub fn check_staging_folder(&self) -> Result<()> {
+        let st = self.staging();
+        if std::fs::symlink_metadata(&st).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::refused(
+                format!(
+                    "{} is a symbolic link: upkeep works only in a real staging folder inside the instance",
+                    st.display()
+                ),
+                format!(
+                    "replace the link with a folder (`rm {0} && mkdir {0}`), then stage again",
+                    st.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    /// `inbox/`.
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+    /// `.upkeep/`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".upkeep")
+    }
+    /// `.upkeep/state.db`.
+    pub fn state_db(&self) -> PathBuf {
+        Self::state_db_of(&self.root)
+    }
+    /// `.upkeep/state.db` of the instance at `root`, for code that has only the root.
+    pub fn state_db_of(root: &Path) -> PathBuf {
+        root.join(".upkeep").join("state.db")
+    }
+    /// Partial downloads, keyed by SHA-256, on the same filesystem as staging.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.state_dir().join("partial")
+    }
+    /// The site database path.
+    pub fn database(&self) -> PathBuf {
+        let p = Path::new(&self.config.database);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+    /// True when a path is excluded by `upkeep.toml`.
+    pub fn excluded(&self, p: &RelPath) -> bool {
+        is_excluded(&self.config.exclude, p)
+    }
+}

@@ -1,0 +1,83 @@
+//! Serving the live tree behind the gate. While the gate is closed every visitor request gets
+//! 503 with Retry-After and the maintenance page. upkeep's own files are never served.
+
+use actix_files::NamedFile;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::documents::manifest::RelPath;
+use crate::site::config::Instance;
+use crate::site::update::gate;
+
+/// True for paths that must never be served, whatever the gate: upkeep's own names, tasks,
+/// extension manifests, and hidden files (`.env`, `.git/`), except `.well-known/`.
+pub fn refused(rel: &RelPath) -> bool {
+    rel.is_reserved()
+        || rel
+            .as_str()
+            .split('/')
+            .any(|c| c.starts_with('.') && c != ".well-known")
+        || rel.top() == "run_once"
+        || rel
+            .as_str()
+            .split('/')
+            .any(|c| c == ".upkeep" || c == "extension.toml")
+}
+
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("not found\n")
+}
+
+/// The maintenance answer.
+pub fn maintenance(inst: &Instance) -> HttpResponse {
+    let page = std::fs::read_to_string(gate::page_path(inst)).unwrap_or_else(|_| {
+        gate::DEFAULT_PAGE
+            .replace("{{message}}", "Back soon.")
+            .replace("{{since}}", "")
+    });
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, gate::RETRY_AFTER.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/html; charset=utf-8")
+        .body(page)
+}
+
+/// Serve one visitor request.
+pub async fn serve_file(req: &HttpRequest, inst: &Instance) -> HttpResponse {
+    let raw = req
+        .match_info()
+        .query("tail")
+        .trim_start_matches('/')
+        .to_string();
+    let rel = if raw.is_empty() || raw.ends_with('/') {
+        format!("{raw}index.html")
+    } else {
+        raw
+    };
+    let Ok(rel) = RelPath::parse(&rel) else {
+        return HttpResponse::BadRequest().body("bad path\n");
+    };
+    if refused(&rel) {
+        return not_found();
+    }
+    if gate::closed(inst).is_some() {
+        return maintenance(inst);
+    }
+    // Never through a link: a link to /etc/passwd in the tree is not served.
+    if !rel.no_links_under(&inst.root) {
+        return not_found();
+    }
+    let mut path = rel.under(&inst.root);
+    if path.is_dir() {
+        path.push("index.html");
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return not_found();
+        }
+    }
+    match NamedFile::open_async(&path).await {
+        Ok(f) => f.into_response(req),
+        Err(_) => not_found(),
+    }
+}

@@ -1,0 +1,15 @@
+//! The panel's accounts, sessions and failed logins live in state.db (the tables are
+//! [`crate::base::accounts::ACCOUNT_TABLES`]).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::State;
+use crate::base::accounts::AccountStore;
+
+impl AccountStore for State {
+    fn db(&self) -> (&Connection, &Path) {
+        (&self.conn, &self.path)
+    }
+}

@@ -1,0 +1,290 @@
+//! Planning a run: everything slow happens here, before the site closes (the live tree is
+//! fingerprinted, every staged file is hashed again), plus the checks that must pass first.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use super::{migrate, scan, tasks};
+use crate::base::error::{Error, IoContext, Result};
+use crate::base::fsutil::{device_of, free_bytes, human_bytes};
+use crate::documents::manifest::relpath::BAK;
+use crate::documents::manifest::{RelPath, VerifiedManifest, digest};
+use crate::site::config::Instance;
+use crate::site::fingerprint::diff_live;
+use crate::site::plan::{Action, Kind, Plan};
+use crate::site::state::State;
+
+/// The schema the live tree (or staging, for files about to change) declares.
+pub(crate) fn fragments(
+    inst: &Instance,
+    exts: &[scan::Extension],
+    prefer_staging: bool,
+) -> Result<Vec<migrate::Fragment>> {
+    let mut out = Vec::new();
+    let staged = inst.staging().join("schema.sql");
+    let live = inst.root.join("schema.sql");
+    let main = if prefer_staging && staged.is_file() {
+        staged
+    } else {
+        live
+    };
+    if main.is_file() {
+        out.push(migrate::Fragment {
+            source: "schema.sql".into(),
+            sql: std::fs::read_to_string(&main).ctx("read", &main)?,
+        });
+    }
+    for e in exts {
+        if let Some(s) = &e.schema {
+            let p = e.resolve(&inst.root, s)?;
+            out.push(migrate::Fragment {
+                source: format!("{} ({})", p.display(), e.name),
+                sql: std::fs::read_to_string(&p).ctx("read", &p)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Compute the plan for the staged release. All the slow work happens here, before anything
+/// closes: the live tree is fingerprinted and every staged file is hashed again.
+pub fn prepare(
+    inst: &Instance,
+    state: &mut State,
+    keep_modified: bool,
+) -> Result<(Plan, VerifiedManifest)> {
+    let Some(staged) = state.staged()? else {
+        return Err(Error::NothingStaged {
+            root: inst.root.clone(),
+        });
+    };
+    let target = state
+        .load_release(&staged.version, &inst.key)?
+        .ok_or_else(|| {
+            Error::refused(
+                format!(
+                    "the manifest of staged release {} is missing",
+                    staged.version
+                ),
+                "stage the release again",
+            )
+        })?;
+    let installed = state.installed(&inst.key)?;
+    let diff = diff_live(inst, state, installed.as_ref(), &target)?;
+    let staging = inst.staging();
+    let needed: Vec<&RelPath> = diff.needed().collect();
+    let bad: Vec<String> = needed
+        .par_iter()
+        .filter_map(|p| {
+            let e = target.entry(p).expect("diff paths come from the manifest");
+            match digest::hash_file(&p.under(&staging)) {
+                Ok(h) if h.sha256 == e.sha256 && h.size == e.size => None,
+                Ok(_) => Some(format!("{p} (changed since it was staged)")),
+                Err(_) => Some(format!("{p} (missing from staging)")),
+            }
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(Error::StaleStaging {
+            version: target.version().to_string(),
+            files: bad,
+            root: inst.root.clone(),
+            staged_from: staged.source.clone(),
+        });
+    }
+    let modified: HashSet<&RelPath> = diff.modified.iter().collect();
+    let mut actions = Vec::new();
+    // Removals first: a file that becomes a folder (x, then x/y) must be out of the way before
+    // the folder is made.
+    for p in &diff.removed {
+        actions.push(Action {
+            path: p.clone(),
+            kind: Kind::Remove,
+            modified: modified.contains(p),
+            sha256: None,
+            undo_keep: None,
+        });
+    }
+    actions.sort_by(|a, b| a.path.cmp(&b.path));
+    let removed: HashSet<&RelPath> = diff.removed.iter().collect();
+    // Then whatever else stands where a new file goes: a folder that becomes a file (a/, then
+    // a), or a local file where the release needs a folder. It is moved aside whole, by one
+    // rename, and put back by a rollback.
+    let mut displaced = std::collections::BTreeSet::new();
+    for p in &needed {
+        let live = std::fs::symlink_metadata(p.under(&inst.root));
+        if live.as_ref().is_ok_and(|m| m.is_dir()) {
+            displaced.insert((*p).clone());
+        }
+        let mut up = p.parent();
+        while let Some(a) = up {
+            match std::fs::symlink_metadata(a.under(&inst.root)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::refused(
+                        format!(
+                            "{} is a symbolic link: upkeep never writes through links, and {p} would go there",
+                            a.under(&inst.root).display()
+                        ),
+                        format!(
+                            "add \"{a}/\" to exclude in upkeep.toml if the link is yours to keep, or replace the link with a folder"
+                        ),
+                    ));
+                }
+                Ok(m) if !m.is_dir() && !removed.contains(&a) => {
+                    displaced.insert(a.clone());
+                }
+                _ => {}
+            }
+            up = a.parent();
+        }
+    }
+    for p in displaced {
+        actions.push(Action {
+            path: p,
+            kind: Kind::Displace,
+            modified: true,
+            sha256: None,
+            undo_keep: None,
+        });
+    }
+    let mut installs: Vec<Action> = needed
+        .iter()
+        .map(|p| {
+            let live = std::fs::symlink_metadata(p.under(&inst.root));
+            let kind = if live.is_ok_and(|m| !m.is_dir()) {
+                Kind::Replace
+            } else {
+                Kind::Add
+            };
+            Action {
+                path: (*p).clone(),
+                kind,
+                modified: modified.contains(p),
+                sha256: Some(
+                    target
+                        .entry(p)
+                        .expect("diff paths come from the manifest")
+                        .sha256,
+                ),
+                undo_keep: None,
+            }
+        })
+        .collect();
+    installs.sort_by(|a, b| a.path.cmp(&b.path));
+    actions.extend(installs);
+    // Backups a swap would overwrite (an operator's own NAME.bak, or a local edit kept by an
+    // earlier run) are moved aside first, and listed in the plan.
+    let kept_aside: Vec<RelPath> = actions
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove))
+        .map(|a| a.path.with_suffix(BAK))
+        .filter(|b| std::fs::symlink_metadata(b.under(&inst.root)).is_ok())
+        .collect();
+    let exts = scan::find(inst)?;
+    let mut task_names: Vec<RelPath> = actions
+        .iter()
+        .filter(|a| {
+            matches!(a.kind, Kind::Add | Kind::Replace)
+                && a.path.top() == "run_once"
+                && tasks::is_task_name(a.path.as_str())
+        })
+        .map(|a| a.path.clone())
+        .collect();
+    for t in tasks::pending(inst, &exts)? {
+        if !task_names.contains(&t.name) {
+            task_names.push(t.name);
+        }
+    }
+    task_names.sort();
+    // Files of the release's run_once/ that are no tasks, and those already in the tree.
+    let mut not_tasks: Vec<RelPath> = actions
+        .iter()
+        .filter(|a| {
+            matches!(a.kind, Kind::Add | Kind::Replace)
+                && a.path.top() == "run_once"
+                && !tasks::is_task_name(a.path.as_str())
+        })
+        .map(|a| a.path.clone())
+        .collect();
+    not_tasks.extend(tasks::not_tasks(inst, &exts)?);
+    not_tasks.sort();
+    not_tasks.dedup();
+    let schema = migrate::plan(&inst.database(), &fragments(inst, &exts, true)?)?;
+    let bytes = needed
+        .iter()
+        .filter_map(|p| target.entry(p))
+        .map(|e| e.size)
+        .sum();
+    let plan = Plan {
+        from: installed.map(|m| m.version().to_string()),
+        to: target.version().to_string(),
+        release: target.id(),
+        keep_modified: false,
+        actions,
+        modified: diff.modified.clone(),
+        tasks: task_names,
+        schema,
+        bytes,
+        extensions: exts,
+        kept_aside,
+        not_tasks,
+        finish: false,
+    };
+    Ok((plan.with_keep_modified(keep_modified), target))
+}
+
+/// Checks before closing: free space, one filesystem, writable folders, a sound database.
+pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
+    let db = inst.database();
+    let db_size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let need = db_size + (16 << 20);
+    let free = free_bytes(&inst.root)?;
+    if free < need {
+        return Err(Error::refused(
+            format!(
+                "not enough free disk on {}: {} free, {} needed (database copy for rollback plus a margin)",
+                inst.root.display(),
+                human_bytes(free),
+                human_bytes(need)
+            ),
+            format!(
+                "free {} on that filesystem, then run the update again",
+                human_bytes(need - free)
+            ),
+        ));
+    }
+    let staging_dev = device_of(&inst.staging())?;
+    let mut checked = HashSet::new();
+    for a in plan.actions.iter().filter(|a| a.kind != Kind::Keep) {
+        let mut dir = a.path.under(&inst.root);
+        while !dir.is_dir() {
+            if !dir.pop() {
+                break;
+            }
+        }
+        if !checked.insert(dir.clone()) {
+            continue;
+        }
+        if device_of(&dir)? != staging_dev {
+            return Err(Error::refused(
+                format!(
+                    "{} is on another filesystem than staging/: files cannot be swapped by rename",
+                    dir.display()
+                ),
+                "keep the instance root, staging/ and the application files on one filesystem",
+            ));
+        }
+        // Creating a file is the honest test (access(2) says yes to root on a read-only mount).
+        let probe = tempfile::Builder::new()
+            .prefix(".upkeep-probe")
+            .tempfile_in(&dir);
+        if probe.is_err() {
+            return Err(Error::refused(
+                format!("no write permission on {}", dir.display()),
+                "run upkeep as the user that owns the site's files",
+            ));
+        }
+    }
+    migrate::integrity(&db)
+}

@@ -1,0 +1,219 @@
+//! The swap: each replaced or removed live file becomes `NAME.bak`, each staged file takes its
+//! place, by rename on one filesystem, then the touched folders are synced.
+//!
+//! Every step is one atomic rename, and where a file stands can be read from the filesystem
+//! alone (is the staged copy still in staging? is the live name taken?), so the same code resumes
+//! a swap after a crash at any instant, and [`undo`] puts back exactly what was there.
+//!
+//! Nothing the operator had is overwritten: an older `NAME.bak` (an earlier local edit, or the
+//! operator's own file of that name) first moves into the run's aside folder
+//! (`.upkeep/aside/run-N/`), and so does, whole, whatever stands where a new file goes
+//! (a folder that becomes a file). A rollback moves them back.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::base::crash;
+use crate::base::error::{IoContext, Result};
+use crate::base::fsutil::sync_dir;
+use crate::base::progress::Progress;
+use crate::documents::manifest::RelPath;
+use crate::documents::manifest::relpath::{BAK, DONE};
+use crate::site::config::Instance;
+
+pub use crate::site::plan::{Action, Kind};
+
+struct Paths {
+    live: PathBuf,
+    bak: PathBuf,
+    staged: PathBuf,
+    /// Where an older `NAME.bak` waits during the run.
+    old_bak: PathBuf,
+    /// Where a displaced file or folder waits.
+    displaced: PathBuf,
+}
+
+fn paths(inst: &Instance, aside: &Path, p: &RelPath) -> Paths {
+    Paths {
+        live: p.under(&inst.root),
+        bak: p.with_suffix(BAK).under(&inst.root),
+        staged: p.under(&inst.staging()),
+        old_bak: p.with_suffix(BAK).under(&aside.join("bak")),
+        displaced: p.under(&aside.join("displaced")),
+    }
+}
+
+/// The aside folder of run `run`.
+pub fn aside_dir(inst: &Instance, run: i64) -> PathBuf {
+    inst.state_dir().join("aside").join(format!("run-{run}"))
+}
+
+/// Move `from` to `to` (creating `to`'s folder) unless `to` is already taken: the move
+/// happened before a crash, or is not needed.
+fn move_into(from: &Path, to: &Path, point: &str) -> Result<()> {
+    if exists(from) && !exists(to) {
+        let parent = to.parent().expect("aside paths have a parent");
+        std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+        rename(from, to, point)?;
+    }
+    Ok(())
+}
+
+/// Move the live file to `NAME.bak`, an older `NAME.bak` moved aside first.
+fn back_up(p: &Paths, n: usize) -> Result<()> {
+    if exists(&p.bak) {
+        move_into(&p.bak, &p.old_bak, &format!("swap:{n}:old-bak"))?;
+        crash::point(&format!("swap:{n}:old-bak-aside"));
+    }
+    rename(&p.live, &p.bak, &format!("swap:{n}:bak"))
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+fn rename(from: &Path, to: &Path, point: &str) -> Result<()> {
+    crash::fail(point).ctx("rename", from)?;
+    std::fs::rename(from, to).ctx("rename", from)
+}
+
+/// Apply (or continue) the swap; `aside` is [`aside_dir`] of the run.
+pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progress) -> Result<()> {
+    let mut dirs = BTreeSet::new();
+    progress.set_totals(actions.len() as u64, 0);
+    for (n, a) in actions.iter().enumerate() {
+        let n = n + 1;
+        let p = paths(inst, aside, &a.path);
+        match a.kind {
+            Kind::Replace | Kind::Add => {
+                if exists(&p.staged) {
+                    if exists(&p.live) {
+                        back_up(&p, n)?;
+                        crash::point(&format!("swap:{n}:moved-live"));
+                    }
+                    let parent = p.live.parent().expect("live paths have a parent");
+                    std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+                    rename(&p.staged, &p.live, &format!("swap:{n}:live"))?;
+                    crash::point(&format!("swap:{n}:done"));
+                }
+            }
+            Kind::Remove => {
+                // A removed path names a file; a folder there now was made by this run's
+                // installs (a file that became a folder), when the swap is resumed.
+                if exists(&p.live) && !std::fs::symlink_metadata(&p.live).is_ok_and(|m| m.is_dir())
+                {
+                    back_up(&p, n)?;
+                    crash::point(&format!("swap:{n}:done"));
+                }
+            }
+            Kind::Displace => {
+                move_into(&p.live, &p.displaced, &format!("swap:{n}:displace"))?;
+                crash::point(&format!("swap:{n}:done"));
+            }
+            Kind::Keep => {}
+        }
+        if let Some(d) = p.live.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        progress.add_file();
+    }
+    for d in &dirs {
+        if d.exists() {
+            sync_dir(d)?;
+        }
+    }
+    crash::point("swap:synced");
+    Ok(())
+}
+
+/// Put back what [`apply`] changed, however far it got. `done_tasks` are run_once paths whose
+/// task finished in this run (their `.done` twin goes too).
+pub fn undo(
+    inst: &Instance,
+    aside: &Path,
+    actions: &[Action],
+    done_tasks: &HashSet<RelPath>,
+) -> Result<()> {
+    let mut dirs = BTreeSet::new();
+    for a in actions.iter().rev() {
+        let p = paths(inst, aside, &a.path);
+        let done = a.path.with_suffix(DONE).under(&inst.root);
+        match a.kind {
+            Kind::Replace => {
+                if exists(&p.bak) && (!exists(&p.staged) || !exists(&p.live)) {
+                    std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
+                }
+                move_into(&p.old_bak, &p.bak, "rollback:old-bak")?;
+                if done_tasks.contains(&a.path) && exists(&done) {
+                    std::fs::remove_file(&done).ctx("remove", &done)?;
+                }
+            }
+            Kind::Add => {
+                if !exists(&p.staged) {
+                    for f in [&p.live, &done] {
+                        if exists(f) {
+                            std::fs::remove_file(f).ctx("remove", f)?;
+                        }
+                    }
+                    remove_empty_parents(&inst.root, &p.live);
+                }
+            }
+            Kind::Remove => {
+                if !exists(&p.live) && exists(&p.bak) {
+                    std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
+                }
+                move_into(&p.old_bak, &p.bak, "rollback:old-bak")?;
+            }
+            Kind::Displace => {
+                // Undone after the files that took its place, so its name is free again (a
+                // folder the release's files needed is removed once empty).
+                if exists(&p.displaced) {
+                    if std::fs::symlink_metadata(&p.live).is_ok_and(|m| m.is_dir()) {
+                        let _ = std::fs::remove_dir(&p.live);
+                    }
+                    move_into(&p.displaced, &p.live, "rollback:displaced")?;
+                }
+            }
+            Kind::Keep => {}
+        }
+        if let Some(d) = p.live.parent()
+            && d.exists()
+        {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs.iter().filter(|d| d.exists()) {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Folders an added file needed are removed again when they end up empty.
+fn remove_empty_parents(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || d == root.join("run_once") || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// After a successful run, the backups of the run before it are no longer a way back: remove
+/// the ones this run did not replace, except those of locally modified files, which hold the
+/// operator's own edit (a later run that needs the name moves them aside).
+pub fn drop_old_backups(inst: &Instance, previous: &[Action], current: &[Action]) {
+    let touched: HashSet<&RelPath> = current
+        .iter()
+        .filter(|a| a.kind != Kind::Keep)
+        .map(|a| &a.path)
+        .collect();
+    for a in previous
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove) && !a.modified)
+    {
+        if !touched.contains(&a.path) {
+            let _ = std::fs::remove_file(a.path.with_suffix(BAK).under(&inst.root));
+        }
+    }
+}
