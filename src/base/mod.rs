@@ -1,6 +1,7 @@
 //! Small infrastructure every face uses; it knows nothing of releases, sites or publishers.
 
 pub mod accounts;
+pub mod beneath;
 pub mod clock;
 pub mod crash;
 pub mod error;

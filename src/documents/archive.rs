@@ -380,7 +380,11 @@ impl Archive {
         self.each(files, progress, |f, read| {
             let dest = f.path.under(staging);
             let dir = dest.parent().expect("a RelPath under staging has a parent");
-            std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+            // Never through a link in staging: the file would land outside it.
+            if let Some(p) = f.path.parent() {
+                crate::base::beneath::create_dir_all(staging, Path::new(p.as_str()))
+                    .ctx("create folder", dir)?;
+            }
             let mut tmp =
                 tempfile::NamedTempFile::new_in(dir).ctx("create temporary file in", dir)?;
             let at = tmp.path().to_path_buf();

@@ -339,6 +339,11 @@ pub struct Config {
     /// Paths (relative, `dir/` for a folder) never fingerprinted nor touched.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Folders of the operator's own extensions (each holding an `extension.toml`), counted
+    /// beside those the release ships: `extensions = ["plugins/local-shop"]`. An
+    /// `extension.toml` anywhere else is not the release's and is never read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
     /// Archive and upload limits.
     #[serde(default)]
     pub limits: Limits,
@@ -534,6 +539,34 @@ impl Instance {
     /// Partial downloads, keyed by SHA-256, on the same filesystem as staging.
     pub fn partial_dir(&self) -> PathBuf {
         self.state_dir().join("partial")
+    }
+    /// Refuse to read one of upkeep's own folders through a link (see [`Instance::own_dir`]);
+    /// a missing folder is fine (it holds nothing).
+    pub fn check_own_dir(&self, rel: &str) -> Result<()> {
+        crate::base::beneath::no_links(&self.root, Path::new(rel)).map_err(|e| {
+            Error::refused(
+                format!("upkeep's folder {rel}: {e}"),
+                format!(
+                    "replace the link with a real folder inside the instance (`rm LINK && mkdir LINK` in {}); move what it held into it",
+                    self.root.display()
+                ),
+            )
+        })
+    }
+    /// One of upkeep's own folders (`.upkeep/partial`, `.upkeep/backups`, `.upkeep/aside/...`,
+    /// `inbox`, `staging`), made when missing and refused when it, or a folder on the way to it
+    /// below the root, is a symbolic link: upkeep never writes out of the instance by a link.
+    pub fn own_dir(&self, rel: &str) -> Result<PathBuf> {
+        crate::base::beneath::create_dir_all(&self.root, Path::new(rel)).map_err(|e| {
+            Error::refused(
+                format!("upkeep's folder {rel}: {e}"),
+                format!(
+                    "replace the link with a real folder inside the instance (`rm LINK && mkdir LINK` in {}); move what it held into it",
+                    self.root.display()
+                ),
+            )
+        })?;
+        Ok(self.root.join(rel))
     }
     /// The site database path.
     pub fn database(&self) -> PathBuf {

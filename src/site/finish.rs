@@ -69,24 +69,23 @@ pub fn finish(inst: &Instance, installed: Option<&str>, o: &update::Options) -> 
         ));
     }
     state.save_release(&target)?;
-    let extensions = scan::find(inst)?;
-    let tasks = tasks::pending(inst, &extensions)?
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let extensions = scan::find(inst, &target, &|_| false)?;
+    let mut found = tasks::find(inst, &target, &extensions)?;
+    let allowed_tasks = tasks::allow(inst, &mut found, o.allow_tasks)?;
     let schema = migrate::plan(
         &inst.database(),
-        &prepare::fragments(inst, &extensions, false)?,
+        &prepare::fragments(inst, &target, &extensions, &|_| false)?,
     )?;
-    let not_tasks = tasks::not_tasks(inst, &extensions)?;
     let plan = Plan {
         from: state.installed_version()?,
         to: target.version().to_string(),
         release: target.id(),
-        tasks,
+        tasks: found.tasks,
+        foreign_tasks: found.foreign,
+        allowed_tasks,
         schema,
         extensions,
-        not_tasks,
+        not_tasks: found.not_tasks,
         finish: true,
         ..Plan::default()
     };

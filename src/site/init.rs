@@ -100,6 +100,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         public_key: key.to_text(),
         database: ".upkeep/site.db".into(),
         exclude: Vec::new(),
+        extensions: Vec::new(),
         limits: Limits::default(),
         network: Network::default(),
         tasks: Tasks::default(),
@@ -165,7 +166,9 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         }
     };
     crate::base::accounts::add(&state, "admin", &password)?;
-    state.record_extensions(&crate::site::update::scan::find(&inst)?)?;
+    if let Some(m) = state.installed(&inst.key)? {
+        state.record_extensions(&crate::site::update::scan::find(&inst, &m, &|_| false)?)?;
+    }
     let template = crate::site::update::gate::template_path(&inst);
     if !template.exists() {
         write_atomic(

@@ -180,6 +180,9 @@ pub struct Extension {
     /// Folder of run_once tasks, relative to the folder.
     #[serde(default)]
     pub run_once: Option<String>,
+    /// The operator's own (listed in upkeep.toml), not the release's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 impl Extension {
@@ -222,6 +225,16 @@ mod folder_text {
     }
 }
 
+/// A task that is not from the release but that the operator allowed by name, with the
+/// SHA-256 of the content that was reviewed (another content under that name does not run).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllowedTask {
+    /// Path relative to the root.
+    pub path: RelPath,
+    /// What its content hashed to at review.
+    pub sha256: Sha256,
+}
+
 /// What a run will do; shown for review and kept with the run. Its [`Plan::digest`] names
 /// exactly this plan: the operator approves a digest, and a run starts only if the plan it
 /// would run now has the same one.
@@ -242,8 +255,15 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Locally modified files (also among the actions).
     pub modified: Vec<RelPath>,
-    /// run_once tasks that will run.
+    /// run_once tasks that will run: those the release ships, and those the operator allowed.
     pub tasks: Vec<RelPath>,
+    /// Task files in the run_once folders that the release does not ship: not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_tasks: Vec<RelPath>,
+    /// Tasks not from the release that the operator allowed by name (`--allow-task`), with
+    /// the hash of the content reviewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tasks: Vec<AllowedTask>,
     /// Schema changes.
     pub schema: SchemaPlan,
     /// Bytes of the files to install.

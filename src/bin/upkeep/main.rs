@@ -248,8 +248,15 @@ fn site(cmd: SiteCommand) -> Result<u8> {
             yes,
             plan,
             keep_modified,
+            allow_task,
             json,
-        } => cmd::site::update(&root.root, yes, plan.as_deref(), keep_modified, json),
+        } => cmd::site::update(
+            &root.root,
+            (yes, plan.as_deref()),
+            keep_modified,
+            &allow_task,
+            json,
+        ),
         SiteCommand::Auto {
             root,
             dry_run,

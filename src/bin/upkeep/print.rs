@@ -157,7 +157,17 @@ pub fn print_plan(plan: &Plan) {
     );
     section(
         "run_once tasks",
-        plan.tasks.iter().map(|t| t.to_string()).collect(),
+        plan.tasks
+            .iter()
+            .map(|t| match plan.allowed_tasks.iter().any(|a| &a.path == t) {
+                true => format!("{t} (not from the release: allowed by --allow-task)"),
+                false => t.to_string(),
+            })
+            .collect(),
+    );
+    section(
+        "in run_once/ but not from the release: NOT run (allow one by name with --allow-task PATH)",
+        plan.foreign_tasks.iter().map(|t| t.to_string()).collect(),
     );
     section(
         "in run_once/ but not tasks (only .sh and .sql run; these never will)",

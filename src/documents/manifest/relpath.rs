@@ -148,19 +148,14 @@ impl RelPath {
 
     /// Whether this path below `root` is reached without passing through a symbolic link (the
     /// last component included): what upkeep serves or writes never leads out of the folder by
-    /// a link. A walk of `lstat`s, the portable equivalent of openat2's `RESOLVE_NO_SYMLINKS`.
+    /// a link (see [`crate::base::beneath`]).
     pub fn no_links_under(&self, root: &Path) -> bool {
-        let mut p = root.to_path_buf();
-        for comp in self.0.split('/') {
-            p.push(comp);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => return false,
-                Ok(_) => {}
-                // Nothing there: nothing to follow either.
-                Err(_) => return true,
-            }
-        }
-        true
+        crate::base::beneath::no_links(root, Path::new(&self.0)).is_ok()
+    }
+
+    /// Open this regular file below `root` for reading, following no link on the way.
+    pub fn open_under(&self, root: &Path) -> std::io::Result<std::fs::File> {
+        crate::base::beneath::open(root, Path::new(&self.0))
     }
 
     /// The path with a suffix appended to its last component (`a/b.php` -> `a/b.php.bak`).

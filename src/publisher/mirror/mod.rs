@@ -81,6 +81,21 @@ struct Doc {
     sig: Vec<u8>,
 }
 
+/// The folder `rel` of the mirror, made if missing, none of its folders a link: a link
+/// planted in the served folder would take the mirror's writes elsewhere.
+fn made_dir(m: &Mirror, rel: &Path) -> Result<PathBuf> {
+    if !rel.as_os_str().is_empty() {
+        crate::base::beneath::create_dir_all(m.to, rel).ctx("create folder", &m.to.join(rel))?;
+    }
+    Ok(m.to.join(rel))
+}
+
+/// Where the mirror writes `rel`: its folder made by [`made_dir`].
+fn beneath(m: &Mirror, rel: &str) -> Result<PathBuf> {
+    let parent = Path::new(rel).parent().unwrap_or(Path::new(""));
+    Ok(made_dir(m, parent)?.join(Path::new(rel).file_name().unwrap_or_default()))
+}
+
 async fn fetch_doc(remote: &Remote, path: &str, sig_path: &str, max: u64) -> Result<Option<Doc>> {
     let (bytes, sig) = tokio::join!(
         remote.get_doc_opt(path, max),
@@ -267,16 +282,15 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
         .map(|f| Wanted::raw(f.sha256, f.size))
         .collect();
     let new_bytes: u64 = wanted.iter().map(|w| w.size).sum();
-    let partial = m.to.join(".mirror-partial");
+    let partial = made_dir(m, Path::new(".mirror-partial"))?;
     m.progress.set_totals(wanted.len() as u64, new_bytes);
     m.progress
         .set_phase(format!("fetching {} objects", wanted.len()));
     fetch::fetch(remote, &wanted, &partial, &m.progress, None).await?;
     let mut dirs = BTreeMap::new();
     for w in &wanted {
-        let dest = m.to.join(repo::object_path(&w.sha));
+        let dest = beneath(m, &repo::object_path(&w.sha))?;
         let dir = dest.parent().expect("objects/ab").to_path_buf();
-        std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
         let src = fetch::done_path(&partial, &w.sha);
         std::fs::rename(&src, &dest).ctx("move into place", &dest)?;
         dirs.insert(dir, ());
@@ -336,25 +350,25 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
             crate::documents::forms::apply_delta(&delta, base_bytes, &mut out, Path::new("-"), size)
             && h.sha256 == *sha
         {
-            write_atomic(&m.to.join(&rel), &delta)?;
+            write_atomic(&beneath(m, &rel)?, &delta)?;
         }
     }
     crate::base::crash::point("mirror:objects");
 
     // Stage 2: the signed documents, the latest pointer last.
     let put = |doc: &Doc| -> Result<()> {
-        write_atomic(&m.to.join(&doc.sig_path), &doc.sig)?;
-        write_atomic(&m.to.join(&doc.path), &doc.bytes)
+        write_atomic(&beneath(m, &doc.sig_path)?, &doc.sig)?;
+        write_atomic(&beneath(m, &doc.path)?, &doc.bytes)
     };
     for (v, bytes) in &forms {
         crate::publisher::shrink::write_with_gzip(
-            &m.to.join(crate::documents::forms::forms_path(v)),
+            &beneath(m, &crate::documents::forms::forms_path(v))?,
             bytes,
         )?;
     }
     for (doc, _) in &manifests {
-        write_atomic(&m.to.join(&doc.sig_path), &doc.sig)?;
-        crate::publisher::shrink::write_with_gzip(&m.to.join(&doc.path), &doc.bytes)?;
+        write_atomic(&beneath(m, &doc.sig_path)?, &doc.sig)?;
+        crate::publisher::shrink::write_with_gzip(&beneath(m, &doc.path)?, &doc.bytes)?;
     }
     if let Some(d) = &deleg {
         put(d)?;
@@ -436,8 +450,8 @@ async fn fetch_zips(
                 "the upstream serves a damaged or tampered zip; the mirror keeps its copy; tell the upstream's operator",
             ));
         }
+        let dest = beneath(m, &rel)?;
         let dir = dest.parent().expect("releases/V");
-        std::fs::create_dir_all(dir).ctx("create folder", dir)?;
         std::fs::rename(&part, &dest).ctx("move into place", &dest)?;
         sync_dir(dir)?;
         fetched += 1;
@@ -533,9 +547,7 @@ async fn fetch_forms(
     for w in &wanted {
         let done = fetch::form_done_path(partial, w);
         if done.exists() {
-            let dest = m.to.join(fetch::form_rel(w));
-            let dir = dest.parent().expect("form paths have a parent");
-            std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+            let dest = beneath(m, &fetch::form_rel(w))?;
             std::fs::rename(&done, &dest).ctx("move into place", &dest)?;
             bytes_in += w.transfer;
         }

@@ -129,6 +129,11 @@ pub fn compose(inst: &Instance, p: &Pass) -> (String, String) {
                     .unwrap_or_default()
             ));
         }
+        for t in &r.plan.foreign_tasks {
+            line(format!(
+                "task {t}: NOT RUN (not from the release; an operator may allow it: upkeep update --allow-task {t})"
+            ));
+        }
         for l in crate::site::update::after::describe(r) {
             line(l);
         }

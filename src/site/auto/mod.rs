@@ -301,7 +301,7 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
     let keep = a.on_modified == OnModified::KeepMine;
     let plan = {
         let mut state = State::open(&inst.state_db())?;
-        update::prepare(inst, &mut state, keep)?.0
+        update::prepare(inst, &mut state, keep, &[])?.0
     };
     if !plan.modified.is_empty() && a.on_modified == OnModified::Hold {
         out.decision = Verdict::Held;

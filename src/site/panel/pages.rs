@@ -431,6 +431,7 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
                     (csrf(s))
                     input type="hidden" name="plan" value=(plan.with_keep_modified(false).digest());
                     input type="hidden" name="plan_keep" value=(plan.with_keep_modified(true).digest());
+                    input type="hidden" name="allow" value=(allow_field(plan, None, None));
                     @if !plan.modified.is_empty() {
                         label { input type="checkbox" name="keep_modified" value="1"; " Keep my locally modified files as they are" }
                     }
@@ -451,11 +452,48 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             (path_list("In the way of new files: moved whole into .upkeep/aside/", &kinds(Kind::Displace)))
             (path_list("In run_once/ but not tasks (only .sh and .sql run)", &plan.not_tasks.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             (path_list("Existing backups moved into .upkeep/aside/ (a rollback puts them back)", &plan.moved_aside().iter().map(|p| p.to_string()).collect::<Vec<_>>()))
-            (path_list("run_once tasks", &plan.tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>()))
+            @if !plan.tasks.is_empty() {
+                h2 { "run_once tasks (" (plan.tasks.len()) ")" }
+                ul { @for t in &plan.tasks { li { code { (t) }
+                    @if plan.allowed_tasks.iter().any(|a| &a.path == t) {
+                        " " span.warn { "not from the release: allowed by you" } " "
+                        a href=(review_href(&allow_field(plan, None, Some(t)))) { "do not run it" }
+                    }
+                } } }
+            }
+            @if !plan.foreign_tasks.is_empty() {
+                h2.warn { "In run_once/ but not from the release: not run (" (plan.foreign_tasks.len()) ")" }
+                p { "The signed release does not ship these files: someone or something else wrote them. They run only if you allow one by name (never in an unattended pass)." }
+                ul { @for t in &plan.foreign_tasks { li { code { (t) } " "
+                    a href=(review_href(&allow_field(plan, Some(t), None))) { "allow it to run" } } } }
+            }
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }
         },
     )
+}
+
+/// The allowed tasks of `plan` as one form field (a path a line), with one more or one less.
+fn allow_field(plan: &Plan, add: Option<&RelPath>, remove: Option<&RelPath>) -> String {
+    plan.allowed_tasks
+        .iter()
+        .map(|a| &a.path)
+        .chain(add)
+        .filter(|p| Some(*p) != remove)
+        .map(RelPath::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The review page with these tasks allowed.
+fn review_href(allow: &str) -> String {
+    if allow.is_empty() {
+        return "/control/review".into();
+    }
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("allow", allow)
+        .finish();
+    format!("/control/review?{q}")
 }
 
 /// The link to compare one file.

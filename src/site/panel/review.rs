@@ -10,14 +10,32 @@ use crate::site::config::Instance;
 use crate::site::state::State;
 use crate::site::update;
 
-pub(super) async fn review(req: HttpRequest, app: Data) -> Page {
+#[derive(Deserialize)]
+pub(super) struct ReviewQuery {
+    /// Tasks not from the release that the operator allows, one path a line.
+    #[serde(default)]
+    allow: String,
+}
+
+/// The allowed tasks of a form or a query: one path a line (a path holds no control
+/// character, so a line is one path).
+pub(super) fn allowed(field: &str) -> Result<Vec<RelPath>, Problem> {
+    field
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| RelPath::parse(l).map_err(|_| Problem::BadRequest("bad task path")))
+        .collect()
+}
+
+pub(super) async fn review(req: HttpRequest, app: Data, query: web::Query<ReviewQuery>) -> Page {
     let s = require(&req, &app)?;
     let root = app.root.clone();
+    let allow = allowed(&query.allow)?;
     // Re-hashing the staged files takes a moment on a large release: not on the event loop.
     let plan = web::block(move || {
         let inst = Instance::open(&root)?;
         let mut st = State::open(&inst.state_db())?;
-        update::prepare(&inst, &mut st, false).map(|(p, _)| p)
+        update::prepare(&inst, &mut st, false, &allow).map(|(p, _)| p)
     })
     .await
     .map_err(|_| Problem::BadRequest("the plan could not be computed"))?
@@ -30,13 +48,16 @@ pub(super) struct DiffQuery {
     path: String,
 }
 
-/// Text of a file for the diff view: UTF-8, no NUL, at most 512 KB.
-fn text_of(p: &std::path::Path) -> Option<String> {
-    let md = std::fs::metadata(p).ok()?;
-    if md.len() > 512 * 1024 {
+/// Text of a file for the diff view: UTF-8, no NUL, at most 512 KB, read without following a
+/// link (a live `index.html -> /etc/shadow` shows nothing).
+fn text_of(dir: &std::path::Path, rel: &RelPath) -> Option<String> {
+    let f = rel.open_under(dir).ok()?;
+    if f.metadata().ok()?.len() > 512 * 1024 {
         return None;
     }
-    let s = String::from_utf8(std::fs::read(p).ok()?).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, 512 * 1024), &mut bytes).ok()?;
+    let s = String::from_utf8(bytes).ok()?;
     (!s.contains('\0')).then_some(s)
 }
 
@@ -45,8 +66,8 @@ pub(super) async fn diff(req: HttpRequest, app: Data, query: web::Query<DiffQuer
     let rel =
         RelPath::parse_release_file(&query.path).map_err(|_| Problem::BadRequest("bad path"))?;
     let rows = match (
-        text_of(&rel.under(&app.inst.root)),
-        text_of(&rel.under(&app.inst.staging())),
+        text_of(&app.inst.root, &rel),
+        text_of(&app.inst.staging(), &rel),
     ) {
         (Some(a), Some(b)) => {
             let d = similar::TextDiff::from_lines(&a, &b);

@@ -23,6 +23,9 @@ pub(super) struct ApplyForm {
     plan_keep: String,
     #[serde(default)]
     keep_modified: Option<String>,
+    /// Tasks not from the release allowed on the review page, one path a line.
+    #[serde(default)]
+    allow: String,
 }
 
 pub(super) async fn apply(req: HttpRequest, app: Data, form: web::Form<ApplyForm>) -> Page {
@@ -40,8 +43,10 @@ pub(super) async fn apply(req: HttpRequest, app: Data, form: web::Form<ApplyForm
             "this form carries no plan digest: review the update again",
         ));
     }
+    let allow = super::review::allowed(&form.allow)?;
     start_job(&s, &app, JobKind::Update, move |inst, p| {
-        let o = update::Options::approved(Some(&digest), keep, Decision::Ask, p);
+        let mut o = update::Options::approved(Some(&digest), keep, Decision::Ask, p);
+        o.allow_tasks = &allow;
         let run = around_run(inst, || update::update(inst, &o)).0?;
         Ok(run
             .map(|r| format!("Run {} finished", r.id))

@@ -28,6 +28,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// The archives in `inbox/`, newest first.
 pub fn list(inst: &Instance) -> Result<Vec<Item>> {
+    inst.check_own_dir("inbox")?;
     let dir = inst.inbox();
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(&dir) {
@@ -43,6 +44,7 @@ pub fn list(inst: &Instance) -> Result<Vec<Item>> {
         if name.starts_with('.') || name == ".gitkeep" {
             continue;
         }
+        // A link is no archive in the inbox (`DirEntry::metadata` does not follow it).
         let md = e.metadata().ctx("stat", &e.path())?;
         if !md.is_file() {
             continue;
@@ -84,13 +86,17 @@ pub fn ready(inst: &Instance, name: &str) -> Result<PathBuf> {
             "give the archive's name as `upkeep stage --inbox` lists it",
         ));
     }
+    inst.check_own_dir("inbox")?;
     let path = rel.under(&inst.inbox());
-    let md = std::fs::metadata(&path).map_err(|_| {
-        Error::refused(
-            format!("no archive {name:?} in {}", inst.inbox().display()),
-            "run `upkeep stage --inbox` to list what is there",
-        )
-    })?;
+    let md = std::fs::symlink_metadata(&path)
+        .ok()
+        .filter(|m| m.is_file())
+        .ok_or_else(|| {
+            Error::refused(
+                format!("no archive {name:?} in {}", inst.inbox().display()),
+                "run `upkeep stage --inbox` to list what is there (a link is not taken)",
+            )
+        })?;
     if name.ends_with(".part") {
         return Err(Error::refused(
             format!("{name} is still being uploaded (.part)"),
@@ -134,8 +140,14 @@ impl Incoming {
         let rel = RelPath::parse(name)?;
         let path = rel.under(&inst.inbox());
         let part = rel.with_suffix(".part").under(&inst.inbox());
-        std::fs::create_dir_all(inst.inbox()).ctx("create folder", &inst.inbox())?;
-        let file = std::fs::File::create(&part).ctx("create", &part)?;
+        inst.own_dir("inbox")?;
+        // A new file, never one a link stands for: a leftover part (or a link) goes first.
+        let _ = std::fs::remove_file(&part);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .ctx("create", &part)?;
         Ok(Incoming {
             part,
             path,

@@ -387,7 +387,11 @@ fn already_staged(
     {
         return Ok(true);
     }
-    let h = digest::hash_file(&p)?;
+    // Opened without following a link: a link in staging is never a staged file.
+    let Ok(mut file) = f.path.open_under(staging) else {
+        return Ok(false);
+    };
+    let h = digest::hash_reader(&mut file).ctx("read", &p)?;
     if h.sha256 == f.sha256 {
         mark(state, f, &p)?;
         return Ok(true);
@@ -401,10 +405,10 @@ fn already_staged(
 fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
     let staging = inst.staging();
     let keep: HashSet<&str> = needed.iter().map(|f| f.path.as_str()).collect();
-    let aside = inst.state_dir().join("aside").join(format!(
-        "staging-{}",
+    let aside = format!(
+        ".upkeep/aside/staging-{}",
         crate::base::clock::now_text().replace([':', '-'], "")
-    ));
+    );
     let mut moved = 0;
     for entry in walkdir::WalkDir::new(&staging)
         .min_depth(1)
@@ -423,9 +427,11 @@ fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
             && rel != SIGNATURE_NAME
             && rel != ".gitkeep"
         {
-            let to = aside.join(&rel);
+            let to = Path::new(&aside).join(&rel);
             let parent = to.parent().expect("aside paths have a parent");
-            std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+            let to = inst
+                .own_dir(&parent.to_string_lossy())?
+                .join(entry.file_name());
             std::fs::rename(entry.path(), &to).ctx("move aside", entry.path())?;
             moved += 1;
         }
@@ -442,7 +448,7 @@ fn fetch_network(
     state: &State,
     progress: &Arc<Progress>,
 ) -> Result<fetch::Fetched> {
-    let dir = inst.partial_dir();
+    let dir = inst.own_dir(".upkeep/partial")?;
     crate::base::crash::point("stage:fetching");
     // On the runtime's worker, where the connection's reads are: the thread that receives the
     // bytes also decodes and writes them, without a hand-over per chunk.
@@ -476,7 +482,10 @@ fn place_fetched(
             let dest = f.path.under(staging);
             let parent = dest.parent().expect("staged paths have a parent");
             if !made.contains(parent) {
-                std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+                if let Some(p) = f.path.parent() {
+                    crate::base::beneath::create_dir_all(staging, Path::new(p.as_str()))
+                        .ctx("create folder", parent)?;
+                }
                 made.insert(parent.to_path_buf());
             }
             if i + 1 == files.len() {
@@ -511,7 +520,11 @@ fn manual_report(staging: &Path, missing: &[&FileEntry]) -> Error {
     let mut absent = Vec::new();
     let mut wrong = Vec::new();
     for f in missing {
-        match std::fs::metadata(f.path.under(staging)) {
+        match std::fs::symlink_metadata(f.path.under(staging)) {
+            Ok(md) if md.file_type().is_symlink() => wrong.push(format!(
+                "{} (a symbolic link: upkeep installs files, never links)",
+                f.path
+            )),
             Err(_) => absent.push(f.path.to_string()),
             Ok(md) if md.len() != f.size => wrong.push(format!(
                 "{} (size {} instead of {})",

@@ -37,6 +37,7 @@ impl State {
                     version: r.get(2)?,
                     schema: r.get(3)?,
                     run_once: r.get(4)?,
+                    local: false,
                 })
             })
             .db(&self.path)?;

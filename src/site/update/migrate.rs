@@ -4,8 +4,10 @@
 //! tables, columns and indexes are created in one transaction; nothing is ever dropped.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::base::crash;
 use crate::base::error::{DbContext, Error, Result};
@@ -53,18 +55,82 @@ fn columns(c: &Connection, table: &str) -> rusqlite::Result<Vec<Column>> {
     .collect()
 }
 
-/// Compare the declared schema with the database at `db`.
-pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
+/// What a declared schema may do while it is loaded: create tables and indexes (and what
+/// SQLite does to its catalogue for that), inside transactions. Everything else is refused and
+/// named: ATTACH (which creates files anywhere), PRAGMA, data, triggers, views, extensions.
+fn schema_only(
+    refused: &Arc<Mutex<Option<String>>>,
+) -> impl FnMut(AuthContext<'_>) -> Authorization + Send + 'static {
+    let refused = refused.clone();
+    move |ctx: AuthContext<'_>| {
+        let catalogue = |t: &str| matches!(t, "sqlite_master" | "sqlite_schema");
+        match ctx.action {
+            AuthAction::CreateTable { .. }
+            | AuthAction::CreateIndex { .. }
+            | AuthAction::Transaction { .. }
+            | AuthAction::Savepoint { .. }
+            // SQLite asks this of every CREATE INDEX; on the scratch database it is harmless.
+            | AuthAction::Reindex { .. } => Authorization::Allow,
+            AuthAction::Insert { table_name } | AuthAction::Update { table_name, .. }
+                if catalogue(table_name) =>
+            {
+                Authorization::Allow
+            }
+            // An index reads its columns; a statement that reads data also needs Select,
+            // which is refused.
+            AuthAction::Read { .. } => Authorization::Allow,
+            AuthAction::Function { function_name } if function_name != "load_extension" => {
+                Authorization::Allow
+            }
+            other => {
+                let mut r = refused.lock().unwrap_or_else(|e| e.into_inner());
+                r.get_or_insert_with(|| format!("{other:?}"));
+                Authorization::Deny
+            }
+        }
+    }
+}
+
+/// The declared schema, loaded into an in-memory database with [`schema_only`] in force.
+fn load_declared(fragments: &[Fragment]) -> Result<Connection> {
     let declared = Connection::open_in_memory().db(Path::new(":memory:"))?;
+    let refused = Arc::new(Mutex::new(None));
+    declared.authorizer(Some(schema_only(&refused)));
     for f in fragments {
         declared.execute_batch(&f.sql).map_err(|e| {
+            let what = refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map(|a| format!(" (refused: {a})"))
+                .unwrap_or_default();
             Error::refused(
-                format!("{}: the schema does not load: {e}", f.source),
-                "fix the release's schema.sql (CREATE TABLE and CREATE INDEX statements only)",
+                format!("{}: the schema does not load: {e}{what}", f.source),
+                "a declared schema holds CREATE TABLE and CREATE INDEX statements only: fix the release's schema file",
             )
         })?;
     }
-    let site = Connection::open(db).db(db)?;
+    declared.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+    Ok(declared)
+}
+
+/// The site database read-only (a review has no side effect: a missing database is not
+/// created, it reads as empty).
+fn open_site(db: &Path) -> Result<Connection> {
+    if !db.exists() {
+        return Connection::open_in_memory().db(db);
+    }
+    Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .db(db)
+}
+
+/// Compare the declared schema with the database at `db`.
+pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
+    let declared = load_declared(fragments)?;
+    let site = open_site(db)?;
     let mut plan = SchemaPlan::default();
     let site_tables: Vec<String> = objects(&site, "table")
         .db(db)?
@@ -198,6 +264,52 @@ mod tests {
             source: "schema.sql".into(),
             sql: sql.into(),
         }]
+    }
+
+    #[test]
+    fn a_declared_schema_may_only_create_tables_and_indexes() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("s.db");
+        let elsewhere = d.path().join("elsewhere.db");
+        let ok = "BEGIN; CREATE TABLE a(id INTEGER PRIMARY KEY, t TEXT DEFAULT (datetime('now')) CHECK (length(t) < 99)); CREATE INDEX a_t ON a(t); COMMIT;";
+        assert_eq!(plan(&db, &frag(ok)).unwrap().statements.len(), 2);
+        for (bad, word) in [
+            (
+                format!(
+                    "ATTACH DATABASE '{}' AS e; CREATE TABLE e.t(a);",
+                    elsewhere.display()
+                ),
+                "Attach",
+            ),
+            (
+                "PRAGMA journal_mode = WAL; CREATE TABLE t(a);".to_string(),
+                "Pragma",
+            ),
+            (
+                "CREATE TABLE t(a); INSERT INTO t VALUES(1);".to_string(),
+                "Insert",
+            ),
+            (
+                "CREATE TABLE t(a); CREATE VIEW v AS SELECT a FROM t;".to_string(),
+                "View",
+            ),
+            (
+                "CREATE TABLE t(a); CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t; END;"
+                    .to_string(),
+                "Trigger",
+            ),
+            ("SELECT load_extension('/tmp/x.so');".to_string(), "Select"),
+            ("CREATE TEMP TABLE t(a);".to_string(), "temp"),
+        ] {
+            let e = plan(&db, &frag(&bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("not authorized") && e.contains(word),
+                "{bad}: {e}"
+            );
+        }
+        // Reviewing has no side effect: no file made by ATTACH, no site database created.
+        assert!(!elsewhere.exists());
+        assert!(!db.exists());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::base::crash;
 use crate::base::error::{Error, IoContext, Result};
 use crate::base::progress::Progress;
 use crate::documents::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
+use crate::documents::manifest::{RelPath, VerifiedManifest};
 use crate::site::config::Instance;
 use crate::site::lock::InstanceLock;
 pub use crate::site::plan::Plan;
@@ -44,6 +45,11 @@ pub struct Options<'a> {
     pub on_step: &'a dyn Fn(Step, Option<u64>),
     /// What to do with an interrupted shell task.
     pub decision: tasks::Decision,
+    /// Tasks not from the release that the operator allows to run, by name.
+    pub allow_tasks: &'a [RelPath],
+    /// Compute the plan again after `confirm` said yes, and refuse if it changed meanwhile
+    /// (`confirm` asked a person, who took a while).
+    pub recheck: bool,
     /// Progress of the swap.
     pub progress: &'a Progress,
 }
@@ -63,6 +69,8 @@ impl Options<'_> {
             confirm: &|_| true,
             on_step: &|_, _| {},
             decision,
+            allow_tasks: &[],
+            recheck: false,
             progress,
         }
     }
@@ -73,7 +81,7 @@ pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     let _lock = InstanceLock::acquire(inst, "update")?;
     let mut state = State::open(&inst.state_db())?;
     state.refuse_unfinished(&inst.root)?;
-    let (plan, _) = prepare(inst, &mut state, o.keep_modified)?;
+    let (plan, _) = prepare(inst, &mut state, o.keep_modified, o.allow_tasks)?;
     if let Some(approved) = o.approved {
         let now = plan.digest();
         if approved != now {
@@ -85,6 +93,15 @@ pub fn update(inst: &Instance, o: &Options) -> Result<Option<Run>> {
     }
     if !(o.confirm)(&plan) {
         return Ok(None);
+    }
+    if o.recheck {
+        let (now, _) = prepare(inst, &mut state, o.keep_modified, o.allow_tasks)?;
+        if now.digest() != plan.digest() {
+            return Err(Error::PlanChanged {
+                approved: plan.digest(),
+                now: now.digest(),
+            });
+        }
     }
     preflight(inst, &plan)?;
     let id = state.insert_run(&plan)?;
@@ -188,16 +205,13 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             &run.plan.actions,
             o.progress,
         )?,
-        Step::Scan => {
-            let exts = scan::after_swap(inst, &run.plan.extensions, &run.plan.actions)?;
-            state.record_extensions(&exts)?;
-        }
+        // The plan found the extensions of the release before the site closed.
+        Step::Scan => state.record_extensions(&run.plan.extensions)?,
         Step::Migrate => {
             let db = inst.database();
             if run.db_backup.is_none() {
                 let copy = if db.exists() {
-                    let dir = inst.state_dir().join("backups");
-                    std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
+                    let dir = inst.own_dir(".upkeep/backups")?;
                     let copy = dir.join(format!("run-{}.db", run.id));
                     migrate::backup(&db, &copy)?;
                     copy.display().to_string()
@@ -210,17 +224,17 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             if let Some(parent) = db.parent() {
                 std::fs::create_dir_all(parent).ctx("create folder", parent)?;
             }
-            let exts = state.extensions()?;
-            let plan = migrate::plan(&db, &prepare::fragments(inst, &exts, false)?)?;
-            migrate::apply(&db, &plan)?;
+            let release = run_release(inst, state, run)?;
+            let fragments = prepare::fragments(inst, &release, &run.plan.extensions, &|_| false)?;
+            migrate::apply(&db, &migrate::plan(&db, &fragments)?)?;
         }
         Step::RunOnce => {
-            let exts = state.extensions()?;
+            let release = run_release(inst, state, run)?;
             tasks::run_all(
                 inst,
                 state,
                 run.id,
-                &exts,
+                (&run.plan, &release),
                 o.decision,
                 Duration::from_secs(inst.config.tasks.timeout_secs),
             )?;
@@ -240,15 +254,20 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
     Ok(())
 }
 
-/// The reopen step: record the new release, clear staging, drop the backups of the run before,
-/// open the gate, and write the closed window.
-fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
-    let target = state.load_release(&run.to, &inst.key)?.ok_or_else(|| {
+/// The signed manifest of the release a run installs, as state.db keeps it.
+fn run_release(inst: &Instance, state: &State, run: &Run) -> Result<VerifiedManifest> {
+    state.load_release(&run.to, &inst.key)?.ok_or_else(|| {
         Error::msg(format!(
             "the manifest of release {} is missing from state.db",
             run.to
         ))
-    })?;
+    })
+}
+
+/// The reopen step: record the new release, clear staging, drop the backups of the run before,
+/// open the gate, and write the closed window.
+fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
+    let target = run_release(inst, state, run)?;
     state.set_installed(&target)?;
     state.clear_staged()?;
     clear_staging(inst)?;
@@ -282,10 +301,10 @@ fn clear_staging(inst: &Instance) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(&st) else {
         return Ok(());
     };
-    let aside = inst.state_dir().join("aside").join(format!(
-        "staging-{}",
+    let aside = format!(
+        ".upkeep/aside/staging-{}",
         crate::base::clock::now_text().replace([':', '-'], "")
-    ));
+    );
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name();
@@ -296,7 +315,7 @@ fn clear_staging(inst: &Instance) -> Result<()> {
             std::fs::remove_file(&p).ctx("remove", &p)?;
             continue;
         }
-        std::fs::create_dir_all(&aside).ctx("create folder", &aside)?;
+        let aside = inst.own_dir(&aside)?;
         std::fs::rename(&p, aside.join(&name)).ctx("move aside", &p)?;
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{migrate, scan, tasks};
-use crate::base::error::{Error, IoContext, Result};
+use crate::base::error::{Error, Result};
 use crate::base::fsutil::{device_of, free_bytes, human_bytes};
 use crate::documents::manifest::relpath::BAK;
 use crate::documents::manifest::{RelPath, VerifiedManifest, digest};
@@ -15,44 +15,82 @@ use crate::site::fingerprint::diff_live;
 use crate::site::plan::{Action, Kind, Plan};
 use crate::site::state::State;
 
-/// The schema the live tree (or staging, for files about to change) declares.
+/// The schema `release` declares: its `schema.sql` and its extensions' fragments, read from
+/// staging for the files `staged` says are about to be installed (else from the live tree),
+/// each checked against the signed manifest (an operator's own extension is read as it is).
 pub(crate) fn fragments(
     inst: &Instance,
+    release: &VerifiedManifest,
     exts: &[scan::Extension],
-    prefer_staging: bool,
+    staged: &dyn Fn(&RelPath) -> bool,
 ) -> Result<Vec<migrate::Fragment>> {
-    let mut out = Vec::new();
-    let staged = inst.staging().join("schema.sql");
-    let live = inst.root.join("schema.sql");
-    let main = if prefer_staging && staged.is_file() {
-        staged
-    } else {
-        live
+    let read_signed = |rel: &RelPath, what: &str| -> Result<Option<String>> {
+        let Some(e) = release.entry(rel) else {
+            return Ok(None);
+        };
+        let dir = if staged(rel) {
+            inst.staging()
+        } else {
+            inst.root.clone()
+        };
+        let bytes = scan::read_beneath(&dir, rel)?;
+        if digest::sha256_bytes(&bytes) != e.sha256 {
+            return Err(Error::refused(
+                format!(
+                    "{rel} ({what}) is not the file release {} signed: it was changed here",
+                    release.version()
+                ),
+                format!(
+                    "upkeep applies only the release's schema: put back the release's {rel}, or do not keep your version of it"
+                ),
+            ));
+        }
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    if main.is_file() {
+    let mut out = Vec::new();
+    let main = RelPath::parse("schema.sql")?;
+    if let Some(sql) = read_signed(&main, "the release's schema")? {
         out.push(migrate::Fragment {
             source: "schema.sql".into(),
-            sql: std::fs::read_to_string(&main).ctx("read", &main)?,
+            sql,
         });
     }
     for e in exts {
-        if let Some(s) = &e.schema {
-            let p = e.resolve(&inst.root, s)?;
-            out.push(migrate::Fragment {
-                source: format!("{} ({})", p.display(), e.name),
-                sql: std::fs::read_to_string(&p).ctx("read", &p)?,
-            });
-        }
+        let Some(s) = &e.schema else { continue };
+        let rel = e.resolve_rel(s)?;
+        let sql = if e.local {
+            String::from_utf8_lossy(&scan::read_beneath(&inst.root, &rel)?).into_owned()
+        } else {
+            match read_signed(&rel, &format!("schema of extension {}", e.name))? {
+                Some(sql) => sql,
+                None => {
+                    return Err(Error::refused(
+                        format!(
+                            "extension {} declares the schema {rel}, which release {} does not ship",
+                            e.name,
+                            release.version()
+                        ),
+                        "the release's extension.toml names a file that is not in the release: ask the publisher for a fixed release",
+                    ));
+                }
+            }
+        };
+        out.push(migrate::Fragment {
+            source: format!("{rel} ({})", e.name),
+            sql,
+        });
     }
     Ok(out)
 }
 
 /// Compute the plan for the staged release. All the slow work happens here, before anything
-/// closes: the live tree is fingerprinted and every staged file is hashed again.
+/// closes: the live tree is fingerprinted and every staged file is hashed again. `allow_tasks`
+/// names tasks not from the release that the operator allows to run.
 pub fn prepare(
     inst: &Instance,
     state: &mut State,
     keep_modified: bool,
+    allow_tasks: &[RelPath],
 ) -> Result<(Plan, VerifiedManifest)> {
     let Some(staged) = state.staged()? else {
         return Err(Error::NothingStaged {
@@ -78,9 +116,14 @@ pub fn prepare(
         .par_iter()
         .filter_map(|p| {
             let e = target.entry(p).expect("diff paths come from the manifest");
-            match digest::hash_file(&p.under(&staging)) {
+            // Opened without following a link: a link in staging is never installed.
+            let opened = p.open_under(&staging);
+            match opened.and_then(|mut f| digest::hash_reader(&mut f)) {
                 Ok(h) if h.sha256 == e.sha256 && h.size == e.size => None,
                 Ok(_) => Some(format!("{p} (changed since it was staged)")),
+                Err(_) if std::fs::symlink_metadata(p.under(&staging)).is_ok() => Some(format!(
+                    "{p} (reached through a symbolic link in staging: upkeep installs files, never links)"
+                )),
                 Err(_) => Some(format!("{p} (missing from staging)")),
             }
         })
@@ -181,36 +224,12 @@ pub fn prepare(
         .map(|a| a.path.with_suffix(BAK))
         .filter(|b| std::fs::symlink_metadata(b.under(&inst.root)).is_ok())
         .collect();
-    let exts = scan::find(inst)?;
-    let mut task_names: Vec<RelPath> = actions
-        .iter()
-        .filter(|a| {
-            matches!(a.kind, Kind::Add | Kind::Replace)
-                && a.path.top() == "run_once"
-                && tasks::is_task_name(a.path.as_str())
-        })
-        .map(|a| a.path.clone())
-        .collect();
-    for t in tasks::pending(inst, &exts)? {
-        if !task_names.contains(&t.name) {
-            task_names.push(t.name);
-        }
-    }
-    task_names.sort();
-    // Files of the release's run_once/ that are no tasks, and those already in the tree.
-    let mut not_tasks: Vec<RelPath> = actions
-        .iter()
-        .filter(|a| {
-            matches!(a.kind, Kind::Add | Kind::Replace)
-                && a.path.top() == "run_once"
-                && !tasks::is_task_name(a.path.as_str())
-        })
-        .map(|a| a.path.clone())
-        .collect();
-    not_tasks.extend(tasks::not_tasks(inst, &exts)?);
-    not_tasks.sort();
-    not_tasks.dedup();
-    let schema = migrate::plan(&inst.database(), &fragments(inst, &exts, true)?)?;
+    let needed_set: HashSet<&RelPath> = needed.iter().copied().collect();
+    let staged = |p: &RelPath| needed_set.contains(p);
+    let exts = scan::find(inst, &target, &staged)?;
+    let mut found = tasks::find(inst, &target, &exts)?;
+    let allowed_tasks = tasks::allow(inst, &mut found, allow_tasks)?;
+    let schema = migrate::plan(&inst.database(), &fragments(inst, &target, &exts, &staged)?)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))
@@ -223,12 +242,14 @@ pub fn prepare(
         keep_modified: false,
         actions,
         modified: diff.modified.clone(),
-        tasks: task_names,
+        tasks: found.tasks,
+        foreign_tasks: found.foreign,
+        allowed_tasks,
         schema,
         bytes,
         extensions: exts,
         kept_aside,
-        not_tasks,
+        not_tasks: found.not_tasks,
         finish: false,
     };
     Ok((plan.with_keep_modified(keep_modified), target))
@@ -236,6 +257,11 @@ pub fn prepare(
 
 /// Checks before closing: free space, one filesystem, writable folders, a sound database.
 pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
+    // The folders the closed steps write into: a link there is refused now, not while closed.
+    for own in [".upkeep/backups", ".upkeep/aside"] {
+        inst.check_own_dir(own)?;
+    }
+    inst.check_staging_folder()?;
     let db = inst.database();
     let db_size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     let need = db_size + (16 << 20);

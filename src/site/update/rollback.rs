@@ -98,15 +98,17 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         None => {}
     }
     crash::point("rollback:database");
+    let mut exts = Vec::new();
     match &run.from {
         Some(v) => {
             if let Some(m) = state.load_release(v, &inst.key)? {
                 state.set_installed(&m)?;
+                exts = scan::find(inst, &m, &|_| false)?;
             }
         }
         None => state.del_meta("installed_version")?,
     }
-    state.record_extensions(&scan::find(inst)?)?;
+    state.record_extensions(&exts)?;
     state.clear_staged()?;
     clear_staging(inst)?;
     gate::reopen_after_run(inst)?;

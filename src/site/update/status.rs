@@ -108,10 +108,10 @@ pub fn status(inst: &Instance) -> Result<Status> {
         staged: state.staged()?,
         current: state.unfinished_run()?,
         history: state.runs(20)?,
-        pending_tasks: tasks::pending(inst, &extensions)?
-            .into_iter()
-            .map(|t| t.name)
-            .collect(),
+        pending_tasks: match state.installed(&inst.key)? {
+            Some(m) => tasks::find(inst, &m, &extensions)?.tasks,
+            None => Vec::new(),
+        },
         extensions,
         last_check,
         last_auto: passes.first().cloned(),

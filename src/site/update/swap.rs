@@ -48,21 +48,31 @@ pub fn aside_dir(inst: &Instance, run: i64) -> PathBuf {
     inst.state_dir().join("aside").join(format!("run-{run}"))
 }
 
+/// Make the folder `dir` (below the instance root) and those above it, none of them a link.
+fn make_dir(inst: &Instance, dir: &Path) -> Result<()> {
+    let rel = dir
+        .strip_prefix(&inst.root)
+        .expect("the swap works below the instance root");
+    if rel.as_os_str().is_empty() {
+        return Ok(());
+    }
+    crate::base::beneath::create_dir_all(&inst.root, rel).ctx("create folder", dir)
+}
+
 /// Move `from` to `to` (creating `to`'s folder) unless `to` is already taken: the move
 /// happened before a crash, or is not needed.
-fn move_into(from: &Path, to: &Path, point: &str) -> Result<()> {
+fn move_into(inst: &Instance, from: &Path, to: &Path, point: &str) -> Result<()> {
     if exists(from) && !exists(to) {
-        let parent = to.parent().expect("aside paths have a parent");
-        std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+        make_dir(inst, to.parent().expect("aside paths have a parent"))?;
         rename(from, to, point)?;
     }
     Ok(())
 }
 
 /// Move the live file to `NAME.bak`, an older `NAME.bak` moved aside first.
-fn back_up(p: &Paths, n: usize) -> Result<()> {
+fn back_up(inst: &Instance, p: &Paths, n: usize) -> Result<()> {
     if exists(&p.bak) {
-        move_into(&p.bak, &p.old_bak, &format!("swap:{n}:old-bak"))?;
+        move_into(inst, &p.bak, &p.old_bak, &format!("swap:{n}:old-bak"))?;
         crash::point(&format!("swap:{n}:old-bak-aside"));
     }
     rename(&p.live, &p.bak, &format!("swap:{n}:bak"))
@@ -77,6 +87,24 @@ fn rename(from: &Path, to: &Path, point: &str) -> Result<()> {
     std::fs::rename(from, to).ctx("rename", from)
 }
 
+/// The staged `p` is a regular file reached without a link: a link planted in staging (with
+/// the signed bytes behind it) is never installed, nor a file moved out of a linked folder.
+fn staged_file(inst: &Instance, p: &RelPath) -> Result<()> {
+    let staging = inst.staging();
+    let path = p.under(&staging);
+    crate::base::beneath::no_links(&staging, Path::new(p.as_str())).ctx("install", &path)?;
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(crate::base::error::Error::refused(
+            format!(
+                "{} is not a regular file: upkeep installs files only",
+                path.display()
+            ),
+            "stage the release again",
+        ));
+    }
+    Ok(())
+}
+
 /// Apply (or continue) the swap; `aside` is [`aside_dir`] of the run.
 pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progress) -> Result<()> {
     let mut dirs = BTreeSet::new();
@@ -87,12 +115,12 @@ pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progr
         match a.kind {
             Kind::Replace | Kind::Add => {
                 if exists(&p.staged) {
+                    staged_file(inst, &a.path)?;
                     if exists(&p.live) {
-                        back_up(&p, n)?;
+                        back_up(inst, &p, n)?;
                         crash::point(&format!("swap:{n}:moved-live"));
                     }
-                    let parent = p.live.parent().expect("live paths have a parent");
-                    std::fs::create_dir_all(parent).ctx("create folder", parent)?;
+                    make_dir(inst, p.live.parent().expect("live paths have a parent"))?;
                     rename(&p.staged, &p.live, &format!("swap:{n}:live"))?;
                     crash::point(&format!("swap:{n}:done"));
                 }
@@ -102,12 +130,12 @@ pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progr
                 // installs (a file that became a folder), when the swap is resumed.
                 if exists(&p.live) && !std::fs::symlink_metadata(&p.live).is_ok_and(|m| m.is_dir())
                 {
-                    back_up(&p, n)?;
+                    back_up(inst, &p, n)?;
                     crash::point(&format!("swap:{n}:done"));
                 }
             }
             Kind::Displace => {
-                move_into(&p.live, &p.displaced, &format!("swap:{n}:displace"))?;
+                move_into(inst, &p.live, &p.displaced, &format!("swap:{n}:displace"))?;
                 crash::point(&format!("swap:{n}:done"));
             }
             Kind::Keep => {}
@@ -143,7 +171,7 @@ pub fn undo(
                 if exists(&p.bak) && (!exists(&p.staged) || !exists(&p.live)) {
                     std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
                 }
-                move_into(&p.old_bak, &p.bak, "rollback:old-bak")?;
+                move_into(inst, &p.old_bak, &p.bak, "rollback:old-bak")?;
                 if done_tasks.contains(&a.path) && exists(&done) {
                     std::fs::remove_file(&done).ctx("remove", &done)?;
                 }
@@ -162,7 +190,7 @@ pub fn undo(
                 if !exists(&p.live) && exists(&p.bak) {
                     std::fs::rename(&p.bak, &p.live).ctx("restore", &p.bak)?;
                 }
-                move_into(&p.old_bak, &p.bak, "rollback:old-bak")?;
+                move_into(inst, &p.old_bak, &p.bak, "rollback:old-bak")?;
             }
             Kind::Displace => {
                 // Undone after the files that took its place, so its name is free again (a
@@ -171,7 +199,7 @@ pub fn undo(
                     if std::fs::symlink_metadata(&p.live).is_ok_and(|m| m.is_dir()) {
                         let _ = std::fs::remove_dir(&p.live);
                     }
-                    move_into(&p.displaced, &p.live, "rollback:displaced")?;
+                    move_into(inst, &p.displaced, &p.live, "rollback:displaced")?;
                 }
             }
             Kind::Keep => {}

@@ -1,32 +1,27 @@
-//! run_once tasks: files in `run_once/` (and extensions' run_once folders) without a `.done`
-//! twin, run in name order. A `*.sql` task and its done-mark commit together in the site
-//! database; a `*.sh` task is marked started before it runs, so one found started after a crash
-//! is never re-run without the operator's word.
+//! run_once tasks: the task files (`*.sh`, `*.sql`) that the signed manifest of the release
+//! being installed ships in `run_once/` (and in its extensions' run_once folders), without a
+//! `.done` twin, run in name order, each checked against its signed SHA-256 just before it
+//! runs. A file someone else wrote there is listed in the plan as not from the release and
+//! never run, unless the operator allows it by name (never in an unattended pass).
+//!
+//! A `*.sql` task and its done-mark commit together in the site database; a `*.sh` task is
+//! marked started before it runs, so one found started after a crash is never re-run without
+//! the operator's word.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
 use super::scan::Extension;
 use crate::base::clock::now_text;
 use crate::base::crash;
 use crate::base::error::{DbContext, Error, IoContext, Result};
-use crate::documents::manifest::RelPath;
-use crate::documents::manifest::relpath::is_reserved_name;
+use crate::documents::manifest::relpath::{DONE, is_reserved_name};
+use crate::documents::manifest::{RelPath, Sha256, VerifiedManifest};
 use crate::site::config::Instance;
+use crate::site::plan::{AllowedTask as Allowed, Plan};
 use crate::site::state::{State, TaskState};
-
-/// A task waiting to run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Task {
-    /// Path relative to the root (the name shown and recorded).
-    pub name: RelPath,
-    /// The file.
-    #[serde(skip)]
-    pub path: PathBuf,
-}
 
 /// What the operator decided about a shell task found started but unfinished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,29 +39,18 @@ pub fn is_task_name(name: &str) -> bool {
     name.ends_with(".sql") || name.ends_with(".sh")
 }
 
-/// Files in the run_once folders that are not tasks (neither `.sh` nor `.sql`): never run,
-/// listed in the plan so that a mistyped task name does not pass unseen.
-pub fn not_tasks(inst: &Instance, exts: &[Extension]) -> Result<Vec<RelPath>> {
-    let mut out = Vec::new();
-    for rel in task_dirs(exts)? {
-        let Ok(rd) = std::fs::read_dir(rel.under(&inst.root)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(n) = e.file_name().into_string() else {
-                continue;
-            };
-            if e.path().is_file()
-                && !is_task_name(&n)
-                && !is_reserved_name(n.as_bytes(), false)
-                && !n.starts_with('.')
-            {
-                out.push(RelPath::parse(&format!("{rel}/{n}"))?);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+/// The tasks of a run and what the task folders hold beside them.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Tasks the release ships that have not run (no `NAME.done`): the release's first, then
+    /// each extension's, each group in name order.
+    pub tasks: Vec<RelPath>,
+    /// Task files (`*.sh`, `*.sql`) in the task folders that the release does not ship: never
+    /// run, unless the operator allows one by name.
+    pub foreign: Vec<RelPath>,
+    /// Other files in the task folders (neither `.sh` nor `.sql`): never run, listed so that a
+    /// mistyped task name does not pass unseen.
+    pub not_tasks: Vec<RelPath>,
 }
 
 /// The folders tasks come from: the release's `run_once/`, then each extension's.
@@ -80,36 +64,96 @@ fn task_dirs(exts: &[Extension]) -> Result<Vec<RelPath>> {
     Ok(dirs)
 }
 
-/// Pending tasks: release tasks first, then each extension's, each group in name order.
-pub fn pending(inst: &Instance, exts: &[Extension]) -> Result<Vec<Task>> {
+/// Whether the task `p` has run: its `NAME.done` is there (a regular file, not a link).
+fn done(inst: &Instance, p: &RelPath) -> bool {
+    std::fs::symlink_metadata(p.with_suffix(DONE).under(&inst.root)).is_ok_and(|m| m.is_file())
+}
+
+/// The tasks of `release` and the other files of its task folders. Only what the signed
+/// manifest ships in a task folder is a task: a file written there by anyone else (an upload
+/// form, a plugin) is listed in `foreign` and never run by itself.
+pub fn find(inst: &Instance, release: &VerifiedManifest, exts: &[Extension]) -> Result<Found> {
     let dirs = task_dirs(exts)?;
-    let mut out = Vec::new();
-    for rel in dirs {
-        let dir = rel.under(&inst.root);
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+    let mut found = Found::default();
+    let mut ordered: Vec<(usize, RelPath)> = Vec::new();
+    for e in release.files() {
+        let parent = e.path.parent();
+        let Some(group) = dirs.iter().position(|d| Some(d) == parent.as_ref()) else {
             continue;
         };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        for n in &names {
-            if is_reserved_name(n.as_bytes(), false)
+        if done(inst, &e.path) {
+            continue;
+        }
+        if is_task_name(e.path.as_str()) {
+            ordered.push((group, e.path.clone()));
+        } else {
+            found.not_tasks.push(e.path.clone());
+        }
+    }
+    ordered.sort();
+    found.tasks = ordered.into_iter().map(|(_, p)| p).collect();
+    for dir in &dirs {
+        let Ok(rd) = std::fs::read_dir(dir.under(&inst.root)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(n) = e.file_name().into_string() else {
+                continue;
+            };
+            if !e.file_type().is_ok_and(|t| t.is_file())
+                || is_reserved_name(n.as_bytes(), false)
                 || n.starts_with('.')
-                || names.contains(&format!("{n}.done"))
             {
                 continue;
             }
-            if !is_task_name(n) {
+            let rel = RelPath::parse(&format!("{dir}/{n}"))?;
+            if release.entry(&rel).is_some() || done(inst, &rel) {
                 continue;
             }
-            out.push(Task {
-                name: RelPath::parse(&format!("{rel}/{n}"))?,
-                path: dir.join(n),
-            });
+            if is_task_name(&n) {
+                found.foreign.push(rel);
+            } else {
+                found.not_tasks.push(rel);
+            }
         }
+    }
+    found.foreign.sort();
+    found.not_tasks.sort();
+    found.not_tasks.dedup();
+    Ok(found)
+}
+
+/// A task file's bytes and their SHA-256, read without following a link.
+fn read(inst: &Instance, p: &RelPath) -> Result<(Vec<u8>, Sha256)> {
+    let mut bytes = Vec::new();
+    p.open_under(&inst.root)
+        .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+        .ctx("read", &p.under(&inst.root))?;
+    let sha = crate::documents::manifest::digest::sha256_bytes(&bytes);
+    Ok((bytes, sha))
+}
+
+/// The operator's allowances, checked against what the task folders hold: each must name a
+/// task `found` lists as not from the release. Returns them with the hash of what they hold
+/// now, and moves them from `found.foreign` to `found.tasks`.
+pub fn allow(inst: &Instance, found: &mut Found, names: &[RelPath]) -> Result<Vec<Allowed>> {
+    let mut out = Vec::new();
+    for n in names {
+        let Some(i) = found.foreign.iter().position(|f| f == n) else {
+            return Err(Error::refused(
+                format!(
+                    "--allow-task {n}: no such task outside the release (an allowed task is a *.sh or *.sql file in a run_once folder that the release does not ship)"
+                ),
+                "the plan lists them under \"not from the release\" (`upkeep update` without --yes shows it)",
+            ));
+        };
+        found.foreign.remove(i);
+        found.tasks.push(n.clone());
+        let (_, sha256) = read(inst, n)?;
+        out.push(Allowed {
+            path: n.clone(),
+            sha256,
+        });
     }
     Ok(out)
 }
@@ -118,35 +162,67 @@ fn ensure_own_table(c: &Connection, db: &Path) -> Result<()> {
     c.execute_batch("CREATE TABLE IF NOT EXISTS upkeep_run_once(name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, run_id INTEGER, done_at TEXT NOT NULL)").db(db)
 }
 
-fn mark_done_file(t: &Task) -> Result<()> {
-    let done = PathBuf::from(format!("{}.done", t.path.display()));
-    std::fs::rename(&t.path, &done).ctx("rename", &t.path)?;
-    crate::base::fsutil::sync_dir(t.path.parent().expect("task has a folder"))
+fn mark_done_file(path: &Path) -> Result<()> {
+    let done = PathBuf::from(format!("{}{DONE}", path.display()));
+    std::fs::rename(path, &done).ctx("rename", path)?;
+    crate::base::fsutil::sync_dir(path.parent().expect("task has a folder"))
 }
 
-/// Run every pending task of run `run`. Stops at the first failure with the task's output.
+/// The SHA-256 a task of `plan` must have to run: the signed manifest's, or the one the
+/// operator allowed.
+fn expected(plan: &Plan, release: &VerifiedManifest, p: &RelPath) -> Option<Sha256> {
+    release.entry(p).map(|e| e.sha256).or_else(|| {
+        plan.allowed_tasks
+            .iter()
+            .find(|a| &a.path == p)
+            .map(|a| a.sha256)
+    })
+}
+
+/// Run the tasks of `plan` that have not run yet, in order, each only if its content is the
+/// one the release signed (or the operator allowed). Stops at the first failure with the
+/// task's output.
 pub fn run_all(
     inst: &Instance,
     state: &State,
     run: i64,
-    exts: &[Extension],
+    (plan, release): (&Plan, &VerifiedManifest),
     decision: Decision,
     timeout: Duration,
 ) -> Result<Vec<RelPath>> {
     let db = inst.database();
     let mut ran = Vec::new();
-    for (n, t) in pending(inst, exts)?.into_iter().enumerate() {
+    let pending = plan.tasks.iter().filter(|t| !done(inst, t));
+    for (n, name) in pending.enumerate() {
         let n = n + 1;
         crash::point(&format!("run_once:{n}:before"));
-        let bytes = std::fs::read(&t.path).ctx("read", &t.path)?;
-        let sha = crate::documents::manifest::digest::sha256_bytes(&bytes).to_hex();
-        if t.name.as_str().ends_with(".sql") {
+        let path = name.under(&inst.root);
+        let (bytes, sha) = read(inst, name)?;
+        if expected(plan, release, name) != Some(sha) {
+            state.set_task(
+                run,
+                name,
+                TaskState::Failed,
+                Some("not the file the release signed: not run"),
+                None,
+            )?;
+            return Err(Error::refused(
+                format!(
+                    "run_once task {name} was not run: its content is not what release {} signed (SHA-256 {})",
+                    release.version(),
+                    sha.to_hex()
+                ),
+                "the site stays closed: put back the release's file (or remove it), then `upkeep resume`; or `upkeep rollback`",
+            ));
+        }
+        let sha = sha.to_hex();
+        if name.as_str().ends_with(".sql") {
             let mut c = Connection::open(&db).db(&db)?;
             ensure_own_table(&c, &db)?;
             let already: Option<String> = c
                 .query_row(
                     "SELECT sha256 FROM upkeep_run_once WHERE name = ?1",
-                    [t.name.as_str()],
+                    [name.as_str()],
                     |r| r.get(0),
                 )
                 .optional()
@@ -156,38 +232,36 @@ pub fn run_all(
                 let tx = c.transaction().db(&db)?;
                 if let Err(e) = tx.execute_batch(&sql) {
                     drop(tx);
-                    state.set_task(run, &t.name, TaskState::Failed, Some(&e.to_string()), None)?;
+                    state.set_task(run, name, TaskState::Failed, Some(&e.to_string()), None)?;
                     return Err(Error::refused(
                         format!(
-                            "run_once task {} failed: {e}\nits changes to the database were undone",
-                            t.name
+                            "run_once task {name} failed: {e}\nits changes to the database were undone"
                         ),
                         "the site stays closed: fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
                     ));
                 }
-                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![t.name.as_str(), sha, run, now_text()])
+                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![name.as_str(), sha, run, now_text()])
                     .db(&db)?;
                 tx.commit().db(&db)?;
             }
             crash::point(&format!("run_once:{n}:ran"));
-            mark_done_file(&t)?;
-            state.set_task(run, &t.name, TaskState::Done, None, Some(0))?;
+            mark_done_file(&path)?;
+            state.set_task(run, name, TaskState::Done, None, Some(0))?;
         } else {
-            match state.task_state(run, &t.name)? {
+            match state.task_state(run, name)? {
                 Some(TaskState::Started) if decision == Decision::Ask => {
                     return Err(Error::refused(
                         format!(
-                            "shell task {} was started but never confirmed finished (the process was interrupted)",
-                            t.name
+                            "shell task {name} was started but never confirmed finished (the process was interrupted)"
                         ),
                         "check what it did, then run `upkeep resume --rerun-task` to run it again or `upkeep resume --skip-task` to mark it done",
                     ));
                 }
                 Some(TaskState::Started) if decision == Decision::Skip => {
-                    mark_done_file(&t)?;
+                    mark_done_file(&path)?;
                     state.set_task(
                         run,
-                        &t.name,
+                        name,
                         TaskState::Skipped,
                         Some("skipped by the operator after an interruption"),
                         None,
@@ -195,18 +269,17 @@ pub fn run_all(
                     continue;
                 }
                 Some(TaskState::Succeeded) => {
-                    mark_done_file(&t)?;
-                    state.set_task(run, &t.name, TaskState::Done, None, None)?;
+                    mark_done_file(&path)?;
+                    state.set_task(run, name, TaskState::Done, None, None)?;
                     continue;
                 }
                 _ => {}
             }
-            state.set_task(run, &t.name, TaskState::Started, None, None)?;
+            state.set_task(run, name, TaskState::Started, None, None)?;
             crash::point(&format!("run_once:{n}:started"));
-            let (code, output) =
-                crate::base::shell::run(&inst.root, &[t.path.as_os_str()], timeout)?;
+            let (code, output) = crate::base::shell::run(&inst.root, &[path.as_os_str()], timeout)?;
             if code != Some(0) {
-                state.set_task(run, &t.name, TaskState::Failed, Some(&output), code)?;
+                state.set_task(run, name, TaskState::Failed, Some(&output), code)?;
                 let why = match code {
                     Some(c) => format!("exited with status {c}"),
                     None => format!(
@@ -216,20 +289,19 @@ pub fn run_all(
                 };
                 return Err(Error::refused(
                     format!(
-                        "run_once task {} {why}. Its output:\n{}",
-                        t.name,
+                        "run_once task {name} {why}. Its output:\n{}",
                         output.trim_end()
                     ),
                     "the site stays closed: fix the cause, then run `upkeep resume` to run it again (or `upkeep rollback`)",
                 ));
             }
-            state.set_task(run, &t.name, TaskState::Succeeded, Some(&output), Some(0))?;
+            state.set_task(run, name, TaskState::Succeeded, Some(&output), Some(0))?;
             crash::point(&format!("run_once:{n}:ran"));
-            mark_done_file(&t)?;
-            state.set_task(run, &t.name, TaskState::Done, None, None)?;
+            mark_done_file(&path)?;
+            state.set_task(run, name, TaskState::Done, None, None)?;
         }
         crash::point(&format!("run_once:{n}:done"));
-        ran.push(t.name);
+        ran.push(name.clone());
     }
     Ok(ran)
 }

@@ -139,6 +139,12 @@ pub enum SiteCommand {
         /// (by default the operator's version is kept as NAME.bak).
         #[arg(long)]
         keep_modified: bool,
+        /// Also run this task, which is not from the release: a *.sh or *.sql file in a
+        /// run_once folder that the signed release does not ship (the plan lists them as "not
+        /// from the release"; they never run otherwise, and never in `upkeep auto`). Repeat for
+        /// several; its content as reviewed is part of the plan's digest.
+        #[arg(long = "allow-task", value_name = "PATH")]
+        allow_task: Vec<String>,
         /// Print the plan and the run as JSON.
         #[arg(long)]
         json: bool,

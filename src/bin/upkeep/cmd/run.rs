@@ -150,6 +150,8 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
         confirm: &confirm,
         on_step: &on_step,
         decision: Decision::Ask,
+        allow_tasks: &[],
+        recheck: false,
         progress: &progress,
     };
     let run = super::site::reported(&inst, json, || {
@@ -192,6 +194,8 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
         confirm: &|_| true,
         on_step: &on_step,
         decision,
+        allow_tasks: &[],
+        recheck: false,
         progress: &progress,
     };
     let run = super::site::reported(&inst, json, || update::resume(&inst, &opts))?;

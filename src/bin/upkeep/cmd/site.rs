@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use upkeep::base::error::{Error, IoContext, Result, exit};
 use upkeep::base::fsutil::human_bytes;
 use upkeep::base::progress::Progress;
+use upkeep::documents::manifest::RelPath;
 use upkeep::site::config::Instance;
 use upkeep::site::plan::Plan;
 use upkeep::site::state::{State, Step};
@@ -301,12 +302,16 @@ pub fn stage(
 /// and with `--plan DIGEST` only that plan).
 pub fn update(
     root: &Path,
-    yes: bool,
-    approved: Option<&str>,
+    (yes, approved): (bool, Option<&str>),
     keep_modified: bool,
+    allow_task: &[String],
     json: bool,
 ) -> Result<u8> {
     let inst = Instance::open(root)?;
+    let allow_tasks = allow_task
+        .iter()
+        .map(|t| RelPath::parse(t.trim_start_matches("./")))
+        .collect::<Result<Vec<_>>>()?;
     let progress = Progress::default();
     let interactive = std::io::stdin().is_terminal();
     let confirm = |plan: &Plan| {
@@ -348,13 +353,16 @@ pub fn update(
         confirm: &confirm,
         on_step: &on_step,
         decision: Decision::Ask,
+        allow_tasks: &allow_tasks,
+        // The answer on a terminal comes after a while: the plan is computed again after it.
+        recheck: interactive && !yes,
         progress: &progress,
     };
     let r = reported(&inst, json, || update::update(&inst, &opts));
     if let Err(Error::PlanChanged { .. }) = &r {
         // The refusal is only useful with the plan of now beside it.
         let mut state = State::open(&inst.state_db())?;
-        if let Ok((now, _)) = update::prepare(&inst, &mut state, keep_modified) {
+        if let Ok((now, _)) = update::prepare(&inst, &mut state, keep_modified, &allow_tasks) {
             print_plan(&now);
         }
     }

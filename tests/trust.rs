@@ -1,0 +1,347 @@
+//! Trust boundaries (issue 21): what the updater trusts locally, and the edges of its I/O. Each
+//! test failed before its fix, with a real file, link, pipe, process or server.
+
+mod common;
+
+use std::path::Path;
+
+use common::scenario::*;
+use common::*;
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+// Class 1: only the release's code runs.
+
+#[test]
+fn a_task_the_release_does_not_ship_is_listed_and_never_run() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    // Written by an upload form or a plugin: a task name in run_once/, no signature behind it.
+    std::fs::write(root.join("run_once/000-evil.sh"), "touch pwned\n").unwrap();
+    std::fs::write(
+        root.join("run_once/000-evil.sql"),
+        "CREATE TABLE pwned(x);\n",
+    )
+    .unwrap();
+    let o = upkeep(&["update", "--root", arg(&root)]);
+    let plan = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        plan.contains("not from the release: NOT run")
+            && plan.contains("run_once/000-evil.sh")
+            && plan.contains("run_once/000-evil.sql"),
+        "{plan}"
+    );
+    ok(upkeep(&["update", "--root", arg(&root), "--yes"]));
+    assert_eq!(read(&root.join("index.html")), "<h1>v2</h1>");
+    assert_eq!(
+        read(&root.join("counter.txt")),
+        "ran\n",
+        "the release's task ran"
+    );
+    assert!(!root.join("pwned").exists(), "the shell task did not run");
+    assert!(
+        root.join("run_once/000-evil.sh").exists(),
+        "nor was it marked done"
+    );
+    let tables: i64 = rusqlite::Connection::open(site_db(&root))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'pwned'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the SQL task did not run");
+    // Nor is it pending: only the release's tasks ever are.
+    assert_eq!(
+        Site::new(&root).status_json()["pending_tasks"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn the_operator_may_allow_one_local_task_by_name_and_only_as_reviewed() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    std::fs::write(root.join("run_once/000-mine.sh"), "echo mine > mine.txt\n").unwrap();
+    let site = Site::new(&root);
+    let (plain, _) = site.plan();
+    let allow = ["update", "--allow-task", "run_once/000-mine.sh"];
+    let out = stdout(&site.run(&allow));
+    let digest = out
+        .lines()
+        .find_map(|l| l.strip_prefix("plan "))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        digest, plain,
+        "allowing a task is part of the plan's digest"
+    );
+    assert!(out.contains("allowed by --allow-task"), "{out}");
+    // A name that is no local task is refused, naming the list to choose from.
+    let e = fails(site.run(&["update", "--allow-task", "run_once/nope.sh"]), 1);
+    assert!(e.contains("no such task outside the release"), "{e}");
+    // Changed after review: the plan is not the one approved.
+    std::fs::write(root.join("run_once/000-mine.sh"), "echo other > mine.txt\n").unwrap();
+    let mut a = allow.to_vec();
+    a.extend(["--yes", "--plan", &digest]);
+    let e = fails(site.run(&a), 4);
+    assert!(e.contains("plan changed") || e.contains("changed"), "{e}");
+    assert!(!root.join("mine.txt").exists());
+    std::fs::write(root.join("run_once/000-mine.sh"), "echo mine > mine.txt\n").unwrap();
+    ok(site.run(&a));
+    assert_eq!(read(&root.join("mine.txt")), "mine\n");
+    assert!(root.join("run_once/000-mine.sh.done").exists());
+}
+
+#[test]
+fn an_unattended_pass_never_runs_a_local_task() {
+    let (_w, _srv, site) = unattended_site(&[]);
+    std::fs::write(site.root.join("run_once/001-evil.sh"), "touch pwned\n").unwrap();
+    ok(site.run(&["auto"]));
+    assert_eq!(read(&site.root.join("index.html")), "v2");
+    assert!(!site.root.join("pwned").exists());
+    assert!(site.root.join("run_once/001-evil.sh").exists());
+}
+
+#[test]
+fn an_extension_outside_the_release_is_never_read_and_a_review_has_no_side_effect() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    let elsewhere = s.w.path("elsewhere.db");
+    std::fs::create_dir_all(root.join("uploads/x")).unwrap();
+    std::fs::write(
+        root.join("uploads/x/extension.toml"),
+        "name = \"x\"\nversion = \"1\"\nschema = \"schema.sql\"\n",
+    )
+    .unwrap();
+    let attach = format!(
+        "ATTACH DATABASE '{}' AS e;\nCREATE TABLE e.t(a);\nCREATE TABLE uploaded(a);\n",
+        elsewhere.display()
+    );
+    std::fs::write(root.join("uploads/x/schema.sql"), &attach).unwrap();
+    let plan = stdout(&upkeep(&["update", "--root", arg(&root)]));
+    assert!(!plan.contains("uploaded"), "{plan}");
+    assert!(!elsewhere.exists(), "reviewing the plan created a file");
+    ok(upkeep(&["update", "--root", arg(&root), "--yes"]));
+    assert!(!elsewhere.exists());
+    let n: i64 = rusqlite::Connection::open(site_db(&root))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'uploaded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // Listed by the operator, the same folder counts, but its schema may only create tables
+    // and indexes: the review refuses it before anything closes.
+    let root = s.site("site2");
+    std::fs::create_dir_all(root.join("uploads/x")).unwrap();
+    std::fs::write(
+        root.join("uploads/x/extension.toml"),
+        "name = \"x\"\nversion = \"1\"\nschema = \"schema.sql\"\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("uploads/x/schema.sql"), &attach).unwrap();
+    let toml = std::fs::read_to_string(root.join("upkeep.toml")).unwrap();
+    std::fs::write(
+        root.join("upkeep.toml"),
+        format!("extensions = [\"uploads/x\"]\n{toml}"),
+    )
+    .unwrap();
+    let e = fails(upkeep(&["update", "--root", arg(&root), "--yes"]), 1);
+    assert!(e.contains("not authorized") && e.contains("Attach"), "{e}");
+    assert!(!elsewhere.exists());
+    assert_eq!(
+        read(&root.join("index.html")),
+        "<h1>v1</h1>",
+        "nothing changed"
+    );
+    assert!(
+        Site::new(&root).status_json()["gate"].is_null(),
+        "the site stayed open"
+    );
+}
+
+#[test]
+fn the_release_extensions_and_the_operators_listed_ones_count() {
+    let ext = |name: &str| {
+        format!(
+            "name = \"{name}\"\nversion = \"1\"\nschema = \"schema.sql\"\nrun_once = \"tasks\"\n"
+        )
+    };
+    let shop = ext("shop");
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish(
+        "1.1.0",
+        &[
+            ("index.html", b"v2"),
+            ("ext/shop/extension.toml", shop.as_bytes()),
+            (
+                "ext/shop/schema.sql",
+                b"CREATE TABLE shop_items(id INTEGER PRIMARY KEY);\n",
+            ),
+            (
+                "ext/shop/tasks/01.sql",
+                b"INSERT INTO shop_items VALUES (7);\n",
+            ),
+        ],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    let mine = site.root.join("local/mine");
+    std::fs::create_dir_all(mine.join("tasks")).unwrap();
+    std::fs::write(mine.join("extension.toml"), ext("mine")).unwrap();
+    std::fs::write(mine.join("schema.sql"), "CREATE TABLE mine(a);\n").unwrap();
+    // The operator's own extension's tasks are the operator's files, not the release's.
+    std::fs::write(mine.join("tasks/01.sh"), "touch pwned\n").unwrap();
+    let toml = read(&site.root.join("upkeep.toml"));
+    std::fs::write(
+        site.root.join("upkeep.toml"),
+        format!("extensions = [\"local/mine\"]\n{toml}"),
+    )
+    .unwrap();
+    site.stage_archive(&w.zip("1.1.0"));
+    let plan = stdout(&site.run(&["update"]));
+    assert!(
+        plan.contains("CREATE TABLE shop_items") && plan.contains("CREATE TABLE mine"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("ext/shop/tasks/01.sql") && plan.contains("local/mine/tasks/01.sh"),
+        "{plan}"
+    );
+    site.update_yes();
+    let db = rusqlite::Connection::open(site.root.join(".upkeep/site.db")).unwrap();
+    let v: i64 = db
+        .query_row("SELECT id FROM shop_items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 7, "the release extension's schema and task");
+    db.query_row("SELECT count(*) FROM mine", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    assert!(
+        !site.root.join("pwned").exists(),
+        "a local task stays unrun"
+    );
+    let names: Vec<String> = site.status_json()["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["shop", "mine"], "by folder");
+}
+
+// Class 2: no link is followed.
+
+#[test]
+fn a_link_in_staging_is_never_installed_even_with_the_signed_bytes_behind_it() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    let outside = s.w.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // The signed bytes, outside the instance, behind a link in staging.
+    std::fs::rename(root.join("staging/index.html"), outside.join("index.html")).unwrap();
+    std::os::unix::fs::symlink(outside.join("index.html"), root.join("staging/index.html"))
+        .unwrap();
+    let e = fails(upkeep(&["update", "--root", arg(&root), "--yes"]), 1);
+    assert!(
+        e.contains("index.html") && e.contains("symbolic link"),
+        "{e}"
+    );
+    assert_eq!(
+        read(&root.join("index.html")),
+        "<h1>v1</h1>",
+        "nothing changed"
+    );
+    assert!(
+        !std::fs::symlink_metadata(root.join("index.html"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // A linked folder of staging: the swap would move a file out of a folder outside the root.
+    let root = s.site("site2");
+    std::fs::rename(root.join("staging/lib"), outside.join("lib")).unwrap();
+    std::os::unix::fs::symlink(outside.join("lib"), root.join("staging/lib")).unwrap();
+    let e = fails(upkeep(&["update", "--root", arg(&root), "--yes"]), 1);
+    assert!(
+        e.contains("lib/x.php") && e.contains("symbolic link"),
+        "{e}"
+    );
+    assert_eq!(
+        read(&outside.join("lib/x.php")),
+        "<?php // x v2",
+        "left where it is"
+    );
+    assert_eq!(read(&root.join("lib/x.php")), "<?php // x v1");
+    // Staging again (manual) does not take the link either.
+    let e = fails(upkeep(&["stage", "--root", arg(&root), "--manual"]), 1);
+    assert!(e.contains("lib/x.php"), "{e}");
+}
+
+#[test]
+fn upkeeps_own_folders_as_links_are_refused_before_anything_is_written_through_them() {
+    let s = Scenario::new();
+    let outside = s.w.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // .upkeep/backups (the database copy) and .upkeep/aside (displaced files): refused before
+    // the site closes.
+    for own in [".upkeep/backups", ".upkeep/aside"] {
+        let root = s.site("site");
+        let _ = std::fs::remove_dir_all(root.join(own));
+        std::os::unix::fs::symlink(&outside, root.join(own)).unwrap();
+        let e = fails(upkeep(&["update", "--root", arg(&root), "--yes"]), 1);
+        assert!(e.contains(own) && e.contains("symbolic link"), "{own}: {e}");
+        assert!(
+            Site::new(&root).status_json()["gate"].is_null(),
+            "{own}: the site stayed open"
+        );
+        assert_eq!(read(&root.join("index.html")), "<h1>v1</h1>");
+    }
+    // .upkeep/partial (downloads) and inbox/ (archives, uploads).
+    let root = s.site("site");
+    let _ = std::fs::remove_dir_all(root.join(".upkeep/partial"));
+    std::os::unix::fs::symlink(&outside, root.join(".upkeep/partial")).unwrap();
+    std::fs::remove_file(root.join("staging/index.html")).unwrap();
+    let e = fails(upkeep(&["stage", "--root", arg(&root), "--network"]), 1);
+    assert!(
+        e.contains(".upkeep/partial") && e.contains("symbolic link"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(root.join("inbox"));
+    std::os::unix::fs::symlink(&outside, root.join("inbox")).unwrap();
+    std::fs::copy(s.w.zip("1.1.0"), outside.join("r.zip")).unwrap();
+    let e = fails(
+        upkeep(&["stage", "--root", arg(&root), "--inbox", "r.zip"]),
+        1,
+    );
+    assert!(e.contains("inbox") && e.contains("symbolic link"), "{e}");
+    assert_eq!(list_files(&outside), ["r.zip"], "nothing written outside");
+}
+
+#[test]
+fn the_panels_compare_page_does_not_read_through_a_link() {
+    let d = common::panel::Demo::start(&[]);
+    let secret = d.dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
+    let live = d.site().join("index.html");
+    std::fs::remove_file(&live).unwrap();
+    std::os::unix::fs::symlink(&secret, &live).unwrap();
+    std::fs::write(d.site().join("staging/index.html"), "<h1>new</h1>\n").unwrap();
+    let c = d.client();
+    assert!(d.login(&c).status().is_redirection());
+    let page = d.get(&c, "control/diff?path=index.html").text().unwrap();
+    assert!(!page.contains("secret-hash"), "{page}");
+}
