@@ -15,6 +15,9 @@
 //!
 //! The binary (`src/bin/upkeep/`) and the panel call the same functions.
 
+// Output goes through base::out, which never fails a run on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod base;
 pub mod client;
 pub mod documents;

@@ -345,3 +345,40 @@ fn the_panels_compare_page_does_not_read_through_a_link() {
     let page = d.get(&c, "control/diff?path=index.html").text().unwrap();
     assert!(!page.contains("secret-hash"), "{page}");
 }
+
+// Class 3: output, processes, the operator's word.
+
+/// `upkeep ARGS` with standard output and standard error a pipe nobody reads any more (as
+/// `upkeep ... | head -1` once head has exited): every write fails with EPIPE.
+fn with_closed_pipes(args: &[&str]) -> std::process::ExitStatus {
+    let (r1, w1) = std::io::pipe().unwrap();
+    let (r2, w2) = std::io::pipe().unwrap();
+    drop((r1, r2));
+    std::process::Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(w1)
+        .stderr(w2)
+        .status()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_pipe_never_stops_a_run_nor_panics_a_command() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    let st = with_closed_pipes(&["update", "--root", arg(&root), "--yes"]);
+    assert_eq!(st.code(), Some(0), "{st}");
+    assert_new(&root);
+    assert!(Site::new(&root).status_json()["gate"].is_null(), "the site is open");
+    for args in [
+        vec!["status", "--root", arg(&root)],
+        vec!["status", "--root", arg(&root), "--json"],
+        vec!["check", "--root", arg(&root)],
+        vec!["rollback", "--root", arg(&root)],
+    ] {
+        let st = with_closed_pipes(&args);
+        assert_ne!(st.code(), Some(101), "{args:?} panicked");
+    }
+    assert_old(&root);
+}

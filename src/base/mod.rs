@@ -8,5 +8,6 @@ pub mod error;
 pub mod fsutil;
 pub mod http;
 pub mod nonces;
+pub mod out;
 pub mod progress;
 pub mod shell;

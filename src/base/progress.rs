@@ -88,7 +88,7 @@ impl Progress {
     pub fn set_phase(&self, p: impl Into<String>) {
         let p = p.into();
         if trace_phases() {
-            eprintln!("[{:8.3} s] {p}", self.started.elapsed().as_secs_f64());
+            crate::errln!("[{:8.3} s] {p}", self.started.elapsed().as_secs_f64());
         }
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }

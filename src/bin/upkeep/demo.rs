@@ -3,6 +3,7 @@
 //! whole update in a minute.
 
 use std::path::Path;
+use upkeep::outln;
 
 use upkeep::base::error::{Error, IoContext, Result};
 use upkeep::documents::manifest::SecretKey;
@@ -148,15 +149,15 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
         let (server, addr) = upkeep::site::panel::start(inst, listen).map_err(|e| {
             Error::refused(format!("cannot listen on {listen}: {e}"), "pass a free address, e.g. `upkeep demo --listen 127.0.0.1:0`")
         })?;
-        println!("serving the demo site on http://{addr}/ (control panel: http://{addr}/control, account admin, password {password})");
-        println!();
-        println!("  1. open http://{addr}/control and log in as admin with the password above");
-        println!("  2. Check now -> Stage (download) -> Review -> Apply the update");
-        println!("  3. open http://{addr}/ to see release 1.1.0 (the menu page is new)");
-        println!();
-        println!("reference server: {reference}  files: {}", base.display());
-        println!("the same steps from a shell: upkeep check --root {0}; upkeep stage --root {0} --network; upkeep update --root {0}", site.display());
-        println!("press Ctrl-C to stop (the demo folder is removed unless --dir was given)");
+        outln!("serving the demo site on http://{addr}/ (control panel: http://{addr}/control, account admin, password {password})");
+        outln!();
+        outln!("  1. open http://{addr}/control and log in as admin with the password above");
+        outln!("  2. Check now -> Stage (download) -> Review -> Apply the update");
+        outln!("  3. open http://{addr}/ to see release 1.1.0 (the menu page is new)");
+        outln!();
+        outln!("reference server: {reference}  files: {}", base.display());
+        outln!("the same steps from a shell: upkeep check --root {0}; upkeep stage --root {0} --network; upkeep update --root {0}", site.display());
+        outln!("press Ctrl-C to stop (the demo folder is removed unless --dir was given)");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server.await.ctx("serve", &site)

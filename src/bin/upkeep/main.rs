@@ -1,12 +1,16 @@
 //! Command-line entry: parse (`cli/`), dispatch to one function per command (`cmd/`), map errors
 //! to exit codes. What the commands print is `print.rs`.
 
+// Output goes through upkeep::{outln, errln}, which never fail a run on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod cli;
 mod cmd;
 mod demo;
 mod print;
 
 use std::process::ExitCode;
+use upkeep::errln;
 
 use clap::Parser;
 use cli::{Cli, Command, PublisherCommand, SiteCommand, UserCommand};
@@ -28,9 +32,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
+                errln!("hint: {h}");
             }
             ExitCode::from(e.exit_code())
         }

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use upkeep::{err, errln, outln};
 
 use upkeep::base::error::Result;
 use upkeep::base::fsutil::human_bytes;
@@ -30,7 +31,7 @@ pub fn emit(text: &str) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: writing to standard output: {e}");
+        errln!("error: writing to standard output: {e}");
         std::process::exit(1);
     }
 }
@@ -39,12 +40,12 @@ pub fn print_list(title: &str, list: &[RelPath]) {
     if list.is_empty() {
         return;
     }
-    println!("{title}: {} files", list.len());
+    outln!("{title}: {} files", list.len());
     for p in list.iter().take(50) {
-        println!("  {p}");
+        outln!("  {p}");
     }
     if list.len() > 50 {
-        println!("  ... and {} more (use --json for all)", list.len() - 50);
+        outln!("  ... and {} more (use --json for all)", list.len() - 50);
     }
 }
 
@@ -80,8 +81,8 @@ pub fn step_line(json: bool, step: Step, ms: Option<u64>) {
         return;
     }
     match ms {
-        None => eprint!("{:<10} ...", step.as_str()),
-        Some(ms) => eprintln!(" ok ({ms} ms)"),
+        None => err!("{:<10} ...", step.as_str()),
+        Some(ms) => errln!(" ok ({ms} ms)"),
     }
 }
 
@@ -92,23 +93,23 @@ pub fn finished_run(json: bool, run: &Run) {
         return;
     }
     if run.status == RunStatus::Done && run.error.is_none() {
-        println!(
+        outln!(
             "updated {} -> {}; the site was closed for {} ms",
             run.from.as_deref().unwrap_or("(fresh)"),
             run.to,
             run.closed_ms.unwrap_or_default()
         );
     } else {
-        println!("run {} is {} at step {}", run.id, run.status, run.step);
+        outln!("run {} is {} at step {}", run.id, run.status, run.step);
     }
     for l in upkeep::site::update::after::describe(run) {
-        println!("{l}");
+        outln!("{l}");
     }
 }
 
 /// The plan, locally modified files first, with its digest.
 pub fn print_plan(plan: &Plan) {
-    println!(
+    outln!(
         "plan {}: {} -> {} ({} to install)",
         plan.digest(),
         plan.from.as_deref().unwrap_or("(fresh)"),
@@ -117,12 +118,12 @@ pub fn print_plan(plan: &Plan) {
     );
     let section = |title: &str, items: Vec<String>| {
         if !items.is_empty() {
-            println!("{title} ({}):", items.len());
+            outln!("{title} ({}):", items.len());
             for i in items.iter().take(100) {
-                println!("  {i}");
+                outln!("  {i}");
             }
             if items.len() > 100 {
-                println!("  ... and {} more", items.len() - 100);
+                outln!("  ... and {} more", items.len() - 100);
             }
         }
     };
@@ -182,15 +183,15 @@ pub fn print_plan(plan: &Plan) {
 
 /// `upkeep status` as text.
 pub fn print_status(st: &update::Status) {
-    println!("installed: {}", st.installed.as_deref().unwrap_or("none"));
+    outln!("installed: {}", st.installed.as_deref().unwrap_or("none"));
     match &st.gate {
-        Some(c) => println!("gate:      CLOSED since {} ({})", c.since, c.message),
-        None => println!("gate:      open"),
+        Some(c) => outln!("gate:      CLOSED since {} ({})", c.since, c.message),
+        None => outln!("gate:      open"),
     }
     if let Some((when, latest)) = &st.last_check {
-        println!("last check: {when} (latest {latest})");
+        outln!("last check: {when} (latest {latest})");
     }
-    println!(
+    outln!(
         "site:      id {}, channel {}{}",
         st.site.id,
         st.site.channel,
@@ -201,11 +202,11 @@ pub fn print_status(st: &update::Status) {
         }
     );
     if let Some(o) = &st.offer {
-        println!("offer:     {o}");
+        outln!("offer:     {o}");
     }
-    println!("auto:      {}", st.policy);
+    outln!("auto:      {}", st.policy);
     for a in st.passes.iter().take(5) {
-        println!(
+        outln!(
             "  pass {} {}: {}",
             a["at"].as_str().unwrap_or_default(),
             a["decision"].as_str().unwrap_or_default().to_uppercase(),
@@ -213,13 +214,13 @@ pub fn print_status(st: &update::Status) {
         );
     }
     if st.mail_waiting > 0 {
-        println!(
+        outln!(
             "mail:      {} report(s) waiting for the SMTP server; they go with the next pass",
             st.mail_waiting
         );
     }
     if let Some(s) = &st.staged {
-        println!(
+        outln!(
             "staged:    {} from {} ({} files, {})",
             s.version,
             s.source,
@@ -228,7 +229,7 @@ pub fn print_status(st: &update::Status) {
         );
     }
     if let Some(r) = &st.current {
-        println!(
+        outln!(
             "current run: {} ({} -> {}) {} at step {}",
             r.id,
             r.from.as_deref().unwrap_or("fresh"),
@@ -237,16 +238,16 @@ pub fn print_status(st: &update::Status) {
             r.step
         );
         if let Some(e) = &r.error {
-            println!("  error: {e}");
+            outln!("  error: {e}");
         }
-        println!("  next: `upkeep resume` to continue, or `upkeep rollback` to go back");
+        outln!("  next: `upkeep resume` to continue, or `upkeep rollback` to go back");
     }
     if let Some(r) = st
         .history
         .iter()
         .find(|r| st.current.as_ref().is_none_or(|c| c.id != r.id))
     {
-        println!(
+        outln!(
             "last run:  {} ({} -> {}) {}{}",
             r.id,
             r.from.as_deref().unwrap_or("fresh"),
@@ -258,7 +259,7 @@ pub fn print_status(st: &update::Status) {
         );
     }
     for e in &st.extensions {
-        println!(
+        outln!(
             "extension: {} {} ({})",
             e.name,
             e.version,
@@ -270,7 +271,7 @@ pub fn print_status(st: &update::Status) {
         );
     }
     for t in &st.pending_tasks {
-        println!("pending task: {t}");
+        outln!("pending task: {t}");
     }
 }
 
@@ -282,13 +283,13 @@ pub fn list_inbox(inst: &Instance, json: bool) -> Result<u8> {
         return Ok(0);
     }
     if items.is_empty() {
-        println!(
+        outln!(
             "{} is empty: drop a release zip there (upload it as NAME.zip.part and rename it when complete)",
             inst.inbox().display()
         );
     }
     for i in &items {
-        println!(
+        outln!(
             "{:<40} {:>10}  {}  {}",
             i.name,
             human_bytes(i.size),
@@ -297,7 +298,7 @@ pub fn list_inbox(inst: &Instance, json: bool) -> Result<u8> {
         );
     }
     if items.iter().any(|i| i.not_ready.is_none()) {
-        println!(
+        outln!(
             "stage one with: upkeep stage --root {} --inbox NAME",
             inst.root.display()
         );
@@ -310,7 +311,7 @@ pub fn still_closed(inst: &Instance) {
     if let Some(c) = upkeep::site::update::gate::closed(inst)
         && c.run.is_none()
     {
-        println!(
+        outln!(
             "the site stays closed, as you closed it before the run ({}); `upkeep open --root {}` opens it",
             c.message,
             inst.root.display()

@@ -30,8 +30,8 @@ impl Fleet {
         let Some(p) = &self.pilot else { return };
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
         match p.steer_all(&db) {
-            Ok(done) => done.iter().for_each(|l| eprintln!("rollout: {l}")),
-            Err(e) => eprintln!("rollout: could not steer: {e}"),
+            Ok(done) => done.iter().for_each(|l| crate::errln!("rollout: {l}")),
+            Err(e) => crate::errln!("rollout: could not steer: {e}"),
         }
     }
 }

@@ -98,9 +98,9 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             && due(rep)
         {
             match p.steer(&db, &rep.channel) {
-                Ok(Some(line)) => eprintln!("rollout: {line}"),
+                Ok(Some(line)) => crate::errln!("rollout: {line}"),
                 Ok(None) => {}
-                Err(e) => eprintln!("rollout: could not steer channel {}: {e}", rep.channel),
+                Err(e) => crate::errln!("rollout: could not steer channel {}: {e}", rep.channel),
             }
         }
         Ok::<_, crate::base::error::Error>(r)

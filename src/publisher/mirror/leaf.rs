@@ -94,9 +94,10 @@ impl Leaf {
             };
             match sync(&m) {
                 Ok(s) => {
-                    eprintln!(
+                    crate::errln!(
                         "mirror: synced release {} ({} new objects)",
-                        s.latest, s.new_objects
+                        s.latest,
+                        s.new_objects
                     );
                     if let (false, Some(k)) =
                         (s.unchanged && s.new_objects == 0, &self.downstream_key)
@@ -104,7 +105,7 @@ impl Leaf {
                         trigger_leaves(k, &self.downstream);
                     }
                 }
-                Err(e) => eprintln!("mirror: sync from {} failed: {e}", self.from),
+                Err(e) => crate::errln!("mirror: sync from {} failed: {e}", self.from),
             }
             if !self.again.swap(false, Ordering::SeqCst) {
                 break;
@@ -119,7 +120,7 @@ pub fn trigger_leaves(key: &SecretKey, leaves: &[Receiver]) -> Vec<Answer> {
     match send_all(key, leaves) {
         Ok(answers) => {
             for a in &answers {
-                eprintln!(
+                crate::errln!(
                     "mirror: leaf {}: {}",
                     a.label,
                     a.status
@@ -130,7 +131,7 @@ pub fn trigger_leaves(key: &SecretKey, leaves: &[Receiver]) -> Vec<Answer> {
             answers
         }
         Err(e) => {
-            eprintln!("mirror: could not trigger the leaves: {e}");
+            crate::errln!("mirror: could not trigger the leaves: {e}");
             Vec::new()
         }
     }

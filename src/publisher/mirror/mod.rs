@@ -536,7 +536,7 @@ async fn fetch_forms(
         ));
         let got = fetch::fetch_forms(remote, &wanted, partial, &m.progress).await?;
         if got.fell_back > 0 {
-            eprintln!(
+            crate::errln!(
                 "mirror: {} forms left out (not on the upstream or not decoding to the signed content), first: {}",
                 got.fell_back,
                 got.reasons.first().map(String::as_str).unwrap_or("")

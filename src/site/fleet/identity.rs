@@ -107,7 +107,7 @@ pub fn offered_on(
             if state.clear_http_cache()? == 0 {
                 return Err(e);
             }
-            eprintln!(
+            crate::errln!(
                 "note: a kept copy of the reference's pointers did not verify ({e}); asked again in full"
             );
             rt.block_on(cached.offered(&me.view(), &me.channel))

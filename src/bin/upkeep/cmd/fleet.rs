@@ -1,6 +1,7 @@
 //! Fleet commands: delegation, rollouts on channels, triggers, push, enrolment and the fleet table.
 
 use std::path::Path;
+use upkeep::{err, errln, outln};
 
 use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result, exit};
@@ -25,7 +26,7 @@ pub fn delegate(
         })
         .collect::<Result<Vec<_>>>()?;
     let d = upkeep::publisher::fleet::rollout::delegate(repo, &release, &keys, expires)?;
-    println!(
+    outln!(
         "delegated {} online key(s) ({}) until {}: {}",
         keys.len(),
         keys.iter()
@@ -51,7 +52,7 @@ fn print_rollout(p: &upkeep::documents::channel::ChannelPointer) {
             }
         })
         .collect();
-    println!(
+    outln!(
         "channel {}: release {} ({:?}{}), waves {}",
         p.channel,
         p.release,
@@ -62,14 +63,14 @@ fn print_rollout(p: &upkeep::documents::channel::ChannelPointer) {
             .unwrap_or_default(),
         waves.join(" → ")
     );
-    println!(
+    outln!(
         "  sites outside the waves so far stay on: {}",
         p.previous
             .as_ref()
             .map(|x| x.release.as_str())
             .unwrap_or("nothing (they are offered nothing yet)")
     );
-    println!(
+    outln!(
         "  rules: at least {} in a wave, {} successful report(s), halt at {} failures; signed {}, valid until {}",
         humantime::format_duration(std::time::Duration::from_secs(p.every_secs)),
         p.min_reports,
@@ -154,7 +155,7 @@ pub fn trigger(
             url: to.clone(),
             reason,
         })?;
-        println!("{to}: {status}: {}", text.trim());
+        outln!("{to}: {status}: {}", text.trim());
         return Ok(if status.as_u16() == 202 {
             0
         } else {
@@ -169,7 +170,7 @@ pub fn trigger(
     };
     let asked = std::env::var("SSH_ORIGINAL_COMMAND").ok();
     if !upkeep::documents::trigger::ssh_command_ok(asked.as_deref()) {
-        eprintln!(
+        errln!(
             "refused: this key may only trigger an update pass; SSH_ORIGINAL_COMMAND must be empty or one of {}",
             upkeep::documents::trigger::SSH_WORDS.join(", ")
         );
@@ -212,7 +213,7 @@ pub fn push(
     let started = answers.iter().filter(|a| a.started()).count();
     if !json {
         for a in &answers {
-            println!(
+            outln!(
                 "{:<24} {}",
                 a.site,
                 match a.status {
@@ -221,26 +222,26 @@ pub fn push(
                 }
             );
         }
-        println!("triggered {started} of {} site(s)", answers.len());
+        outln!("triggered {started} of {} site(s)", answers.len());
     }
     let mut results = Vec::new();
     if wait && started > 0 {
         results = push::wait(&db, &answers, timeout, &|n, of| {
             if !json {
-                eprint!("\rreported: {n} of {of}   ");
+                err!("\rreported: {n} of {of}   ");
             }
         })?;
         if !json {
-            eprintln!();
+            errln!();
             for (name, row) in &results {
                 match row.as_ref().and_then(|r| r.last.as_ref()) {
-                    Some(r) => println!(
+                    Some(r) => outln!(
                         "{name:<24} {:<12} {} {}",
                         r.outcome.word(),
                         r.installed.as_deref().unwrap_or("-"),
                         r.reason.chars().take(100).collect::<String>()
                     ),
-                    None => println!(
+                    None => outln!(
                         "{name:<24} no report within {}",
                         humantime::format_duration(timeout)
                     ),
@@ -266,9 +267,10 @@ pub fn push(
 pub fn enroll(root: &Path, token: &str) -> Result<u8> {
     let inst = Instance::open(root)?;
     let me = upkeep::site::fleet::report::enroll(&inst, token)?;
-    println!(
+    outln!(
         "enrolled site {} with {}: reports go there after every run and every unattended pass",
-        me.id, inst.config.reference
+        me.id,
+        inst.config.reference
     );
     Ok(0)
 }
@@ -295,10 +297,10 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
             let pw = super::run::read_new_password(&name)?;
             if passwd {
                 accounts::passwd(&db, &name, &pw)?;
-                println!("password of {name} changed; its sessions were ended");
+                outln!("password of {name} changed; its sessions were ended");
             } else {
                 accounts::add(&db, &name, &pw)?;
-                println!(
+                outln!(
                     "fleet page account {name} created: log in at /fleet on the reference server"
                 );
             }
@@ -312,8 +314,8 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
         } => {
             let db = open(&repo, &fleet_db)?;
             let t = db.new_token(uses, expires.as_secs())?;
-            println!("{t}");
-            eprintln!(
+            outln!("{t}");
+            errln!(
                 "valid for {} site(s) during {}: on each site, `upkeep enroll --root DIR {t}` (or `upkeep init ... --enroll {t}`)",
                 uses,
                 humantime::format_duration(expires)
@@ -373,13 +375,19 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 });
                 return Ok(0);
             }
-            println!(
+            outln!(
                 "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
-                "site", "groups", "channel", "version", "last", "seen", "closed"
+                "site",
+                "groups",
+                "channel",
+                "version",
+                "last",
+                "seen",
+                "closed"
             );
             for s in &rows {
                 let last = s.last.as_ref();
-                println!(
+                outln!(
                     "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
                     s.name.chars().take(20).collect::<String>(),
                     s.groups.join(","),
@@ -400,7 +408,7 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 );
             }
             for p in &per {
-                println!(
+                outln!(
                     "channel {} release {}: {}",
                     p["channel"].as_str().unwrap_or_default(),
                     p["release"].as_str().unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! The publisher's commands: keys, publishing, the reference server, mirrors.
 
 use std::path::Path;
+use upkeep::{errln, outln};
 
 use upkeep::base::error::{Error, IoContext, Result, exit};
 use upkeep::base::fsutil::human_bytes;
@@ -36,19 +37,19 @@ pub fn keygen(out: &Path, role: crate::cli::KeyRole, force: bool) -> Result<u8> 
     writeln!(f, "{}", key.to_text()).ctx("write", out)?;
     std::fs::write(&pub_path, format!("{}\n", key.public().to_text())).ctx("write", &pub_path)?;
     let public = PublicKey::parse(&key.public().to_text())?;
-    println!("secret key: {} (keep it private)", out.display());
-    println!(
+    outln!("secret key: {} (keep it private)", out.display());
+    outln!(
         "public key: {} (key id {})",
         pub_path.display(),
         public.key_id()
     );
-    println!("{}", public.to_text());
+    outln!("{}", public.to_text());
     match role {
-        crate::cli::KeyRole::Release => println!(
+        crate::cli::KeyRole::Release => outln!(
             "this is a release key: it signs manifests; keep the secret offline, give {} to sites (`upkeep init --public-key`)",
             pub_path.display()
         ),
-        crate::cli::KeyRole::Online => println!(
+        crate::cli::KeyRole::Online => outln!(
             "this is an online key: delegate it with the release key (`upkeep delegate --repo REPO --key RELEASE_KEY --online-key-pub {}`), then it signs channel pointers (`upkeep promote`, `upkeep rollout`)",
             pub_path.display()
         ),
@@ -80,7 +81,7 @@ pub fn publish(
     if json {
         print_json(&p);
     } else {
-        println!(
+        outln!(
             "published {} ({} files, {}, {} new objects){} into {}",
             p.version,
             p.files,
@@ -92,7 +93,7 @@ pub fn publish(
                 .unwrap_or_default(),
             repo.display()
         );
-        println!("release zip: {}", p.zip.display());
+        outln!("release zip: {}", p.zip.display());
         let f = &p.forms;
         for (what, n, whole, small) in [
             (
@@ -104,7 +105,7 @@ pub fn publish(
             ("deltas", f.deltas, f.delta_whole, f.delta_bytes),
         ] {
             if n > 0 {
-                println!(
+                outln!(
                     "{what}: {n}, {} whole -> {} ({:.0}% saved)",
                     human_bytes(whole),
                     human_bytes(small),
@@ -113,13 +114,13 @@ pub fn publish(
             }
         }
         if f.too_large > 0 {
-            println!(
+            outln!(
                 "no delta for {} changed files larger than --delta-max (sites fetch them compressed or whole)",
                 f.too_large
             );
         }
         if f.compressed + f.deltas > 0 {
-            println!(
+            outln!(
                 "smaller forms: {} more on disk, {:.1} s",
                 human_bytes(f.disk_added),
                 f.seconds
@@ -226,7 +227,7 @@ pub fn reference(
     let fleet = match upkeep::publisher::fleet::db::FleetDb::open(&db_path) {
         Ok(db) => Some((db, pilot)),
         Err(e) => {
-            eprintln!("warning: no fleet endpoints (site enrolment and reports): {e}");
+            errln!("warning: no fleet endpoints (site enrolment and reports): {e}");
             None
         }
     };
@@ -235,9 +236,9 @@ pub fn reference(
         let on = fleet.is_some();
         let (server, addr) = upkeep::publisher::serve::start(repo, listen, fleet, tick, extra)
             .ctx("listen on", Path::new(listen))?;
-        println!("serving {} on http://{addr}/", repo.display());
+        outln!("serving {} on http://{addr}/", repo.display());
         if on {
-            eprintln!("fleet database: {}", db_path.display());
+            errln!("fleet database: {}", db_path.display());
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -297,12 +298,13 @@ pub fn mirror(
     if json {
         print_json(&serde_json::json!({ "sync": s, "downstream": answers }));
     } else if s.unchanged && s.new_objects == 0 {
-        println!(
+        outln!(
             "mirror of {from} is up to date: release {} ({} releases)",
-            s.latest, s.releases
+            s.latest,
+            s.releases
         );
     } else {
-        println!(
+        outln!(
             "mirrored {from} into {}: release {} ({} releases), {} new objects ({}){}{}{}",
             to.display(),
             s.latest,
@@ -326,7 +328,7 @@ pub fn mirror(
             }
         );
         for a in &answers {
-            println!(
+            outln!(
                 "leaf {}: {}",
                 a.label,
                 a.status

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use upkeep::{err, errln, outln};
 
 use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result};
@@ -22,27 +23,27 @@ pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
         print_json(&p);
         return Ok(p.exit_code());
     }
-    println!("{}: {}", p.decision.word(), p.reason);
+    outln!("{}: {}", p.decision.word(), p.reason);
     for b in &p.busy {
-        println!("  busy signal: {}", b.what);
+        outln!("  busy signal: {}", b.what);
     }
     for m in p.modified.iter().take(50) {
-        println!("  modified: {m}");
+        outln!("  modified: {m}");
     }
     for n in &p.notes {
-        println!("  note: {n}");
+        outln!("  note: {n}");
     }
     if let Some(r) = &p.run {
         finished_run(false, r);
     }
     if let Some(n) = &p.next {
-        println!("next: {n}");
+        outln!("next: {n}");
     }
     if let Some(m) = &p.mail {
-        println!("{m}");
+        outln!("{m}");
     }
     if let Some(r) = &p.report {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(p.exit_code())
 }
@@ -64,31 +65,31 @@ pub fn schedule(
         return Ok(0);
     }
     if !inst.config.auto.enabled {
-        eprintln!(
+        errln!(
             "note: [auto] enabled = false in {}: the passes will only report that automatic updates are off",
             inst.root.join("upkeep.toml").display()
         );
     }
     if !install {
-        println!("# {}/{}.service", unit_dir.display(), s.name);
-        println!("{}", s.service);
-        println!("# {}/{}.timer", unit_dir.display(), s.name);
-        println!("{}", s.timer);
-        println!(
+        outln!("# {}/{}.service", unit_dir.display(), s.name);
+        outln!("{}", s.service);
+        outln!("# {}/{}.timer", unit_dir.display(), s.name);
+        outln!("{}", s.timer);
+        outln!(
             "# then: systemctl daemon-reload && systemctl enable --now {}.timer",
             s.name
         );
-        println!(
+        outln!(
             "# (or write them with: upkeep schedule --root {} --install)",
             inst.root.display()
         );
-        println!();
-        println!("# without systemd, this crontab line (crontab -e) runs the same pass daily:");
-        println!("{}", s.cron);
+        outln!();
+        outln!("# without systemd, this crontab line (crontab -e) runs the same pass daily:");
+        outln!("{}", s.cron);
         return Ok(0);
     }
     for p in upkeep::site::auto::schedule::install(&s, unit_dir)? {
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
     let systemd = Path::new("/run/systemd/system").is_dir()
         && unit_dir == Path::new(upkeep::site::auto::schedule::SYSTEM_UNITS);
@@ -106,13 +107,13 @@ pub fn schedule(
                 ));
             }
         }
-        println!(
+        outln!(
             "enabled {timer}: a pass runs daily at {} (plus up to {} of random delay); see `systemctl list-timers {timer}`",
             s.at,
             humantime::format_duration(random_delay)
         );
     } else {
-        println!("now run: systemctl daemon-reload && systemctl enable --now {timer}");
+        outln!("now run: systemctl daemon-reload && systemctl enable --now {timer}");
     }
     Ok(0)
 }
@@ -124,7 +125,7 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
     let interactive = std::io::stdin().is_terminal();
     let confirm = |plan: &Plan| {
         if !json {
-            println!(
+            outln!(
                 "the live tree is release {} (installed: {}); to finish:",
                 plan.to,
                 plan.from.as_deref().unwrap_or("none")
@@ -135,10 +136,10 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
             return true;
         }
         if !interactive {
-            eprintln!("not applied: no terminal to confirm on; pass --yes");
+            errln!("not applied: no terminal to confirm on; pass --yes");
             return false;
         }
-        eprint!("close the site and finish? [y/N] ");
+        err!("close the site and finish? [y/N] ");
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         matches!(answer.trim(), "y" | "Y" | "yes")
@@ -211,14 +212,14 @@ pub fn rollback(root: &Path, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;
     let run = super::site::reported(&inst, json, || update::rollback(&inst))?;
     if run.plan.finish && !json {
-        println!(
+        outln!(
             "this run finished an update copied by hand: the database and the tasks are back as before it, the copied files stay"
         );
     }
     if json {
         print_json(&run);
     } else {
-        println!(
+        outln!(
             "rolled back run {}: release {} is installed again; the site is open",
             run.id,
             run.from.as_deref().unwrap_or("(none: fresh instance)")
@@ -231,7 +232,7 @@ pub fn rollback(root: &Path, json: bool) -> Result<u8> {
 pub fn close(root: &Path, message: &str) -> Result<u8> {
     let inst = Instance::open(root)?;
     let c = update::gate::close(&inst, message, None)?;
-    println!(
+    outln!(
         "closed since {}: visitors get 503 and {}",
         c.since,
         update::gate::page_path(&inst).display()
@@ -246,13 +247,14 @@ pub fn open(root: &Path) -> Result<u8> {
         .ok()
         .and_then(|s| s.unfinished_run().ok().flatten())
     {
-        eprintln!(
+        errln!(
             "warning: run {} is unfinished (step {}); opening shows visitors a half-updated site",
-            r.id, r.step
+            r.id,
+            r.step
         );
     }
     update::gate::open(&inst)?;
-    println!("open");
+    outln!("open");
     Ok(0)
 }
 
@@ -263,7 +265,7 @@ pub fn serve(root: &Path, listen: &str) -> Result<u8> {
     sys.block_on(async {
         let (server, addr) =
             upkeep::site::panel::start(inst, listen).ctx("listen on", Path::new(listen))?;
-        println!("serving the site on http://{addr}/ (control panel: http://{addr}/control)");
+        outln!("serving the site on http://{addr}/ (control panel: http://{addr}/control)");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server.await.ctx("serve", root)
@@ -276,7 +278,7 @@ pub fn user_add(root: &Path, name: &str) -> Result<u8> {
     let inst = Instance::open(root)?;
     let pw = read_new_password(name)?;
     accounts::add(&State::open(&inst.state_db())?, name, &pw)?;
-    println!("account {name} created");
+    outln!("account {name} created");
     Ok(0)
 }
 
@@ -285,7 +287,7 @@ pub fn user_passwd(root: &Path, name: &str) -> Result<u8> {
     let inst = Instance::open(root)?;
     let pw = read_new_password(name)?;
     accounts::passwd(&State::open(&inst.state_db())?, name, &pw)?;
-    println!("password of {name} changed; its sessions were ended");
+    outln!("password of {name} changed; its sessions were ended");
     Ok(0)
 }
 

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use upkeep::{err, errln, outln};
 
 use upkeep::base::error::{Error, IoContext, Result, exit};
 use upkeep::base::fsutil::human_bytes;
@@ -78,51 +79,51 @@ pub fn init(a: &InitArgs) -> Result<u8> {
     if json {
         print_json(&r);
     } else {
-        println!("initialised instance {}", r.root.display());
+        outln!("initialised instance {}", r.root.display());
         match &r.identified {
             init_mod::Identified::Given { version } => {
-                println!("installed release: {version} (as given)")
+                outln!("installed release: {version} (as given)")
             }
             init_mod::Identified::Fresh => {
-                println!("the folder is empty: the next update installs the latest release")
+                outln!("the folder is empty: the next update installs the latest release")
             }
             init_mod::Identified::Exact { version } => {
-                println!("installed release: {version} (every file matches)")
+                outln!("installed release: {version} (every file matches)")
             }
             init_mod::Identified::Closest {
                 version,
                 differences,
             } => {
-                println!(
+                outln!(
                     "installed release: {version} (closest match, {} differences):",
                     differences.len()
                 );
                 for d in differences.iter().take(30) {
-                    println!("  {d}");
+                    outln!("  {d}");
                 }
-                println!("if that is wrong, run init again with --installed V");
+                outln!("if that is wrong, run init again with --installed V");
             }
             init_mod::Identified::Unknown => {
-                println!(
+                outln!(
                     "no published release shares a file with this tree; the next update treats every file as new"
                 );
-                println!("if you know the release, run init again with --installed V");
+                outln!("if you know the release, run init again with --installed V");
             }
         }
         if !r.tasks_marked_done.is_empty() {
-            println!(
+            outln!(
                 "marked done (they ran when the site was installed; `init --pending-tasks` leaves them pending):"
             );
             for t in &r.tasks_marked_done {
-                println!("  {t}.done");
+                outln!("  {t}.done");
             }
         }
         if let Some(pw) = &r.admin_password {
-            println!(
+            outln!(
                 "control panel account: admin, password: {pw}  (shown once; change it with `upkeep user passwd admin`)"
             );
         }
-        println!(
+        outln!(
             "site id: {} (channel {}{})",
             r.site.id,
             r.site.channel,
@@ -132,13 +133,13 @@ pub fn init(a: &InitArgs) -> Result<u8> {
                 format!(", groups {}", r.site.groups.join(", "))
             }
         );
-        println!("next: upkeep check --root {}", r.root.display());
+        outln!("next: upkeep check --root {}", r.root.display());
     }
     if let Some(token) = enroll {
         let inst = Instance::open(&r.root)?;
         upkeep::site::fleet::report::enroll(&inst, token)?;
         if !json {
-            println!(
+            outln!(
                 "enrolled with {}: reports go there after every run",
                 inst.config.reference
             );
@@ -168,7 +169,7 @@ pub fn fingerprint(dir: &Path, json: bool) -> Result<u8> {
         emit(&out);
     }
     for s in skipped {
-        eprintln!("skipped: {s}");
+        errln!("skipped: {s}");
     }
     Ok(0)
 }
@@ -180,33 +181,33 @@ pub fn check(root: &Path, json: bool) -> Result<u8> {
     if json {
         print_json(&d);
     } else {
-        println!(
+        outln!(
             "installed: {}",
             d.installed.as_deref().unwrap_or("none (fresh install)")
         );
-        println!("latest:    {} ({})", d.latest, latest.manifest().date);
+        outln!("latest:    {} ({})", d.latest, latest.manifest().date);
         if let Some(o) = &d.offer {
-            println!("offer:     {o}");
+            outln!("offer:     {o}");
         }
         if !latest.manifest().notes.is_empty() {
-            println!("notes:     {}", latest.manifest().notes);
+            outln!("notes:     {}", latest.manifest().notes);
         }
         print_list("locally modified", &d.modified);
         print_list("new", &d.new);
         print_list("changed", &d.changed);
         print_list("removed", &d.removed);
         print_list("excluded by upkeep.toml (never touched)", &d.excluded);
-        println!("unchanged: {} files", d.unchanged);
+        outln!("unchanged: {} files", d.unchanged);
         if d.older {
-            println!(
+            outln!(
                 "the reference's latest release {} is older than the installed {}: nothing to update (staging it needs --allow-downgrade)",
                 d.latest,
                 d.installed.as_deref().unwrap_or_default()
             );
         } else if d.up_to_date() {
-            println!("up to date");
+            outln!("up to date");
         } else {
-            println!(
+            outln!(
                 "update available: run `upkeep stage --root {} --network` (or --archive, --inbox, --manual)",
                 root.display()
             );
@@ -245,7 +246,7 @@ pub fn stage(
     if json {
         print_json(&r);
     } else {
-        println!(
+        outln!(
             "staged release {} from {}: {} files, {} ({} already staged) in {:.1} s",
             r.version,
             r.source,
@@ -255,7 +256,7 @@ pub fn stage(
             r.seconds
         );
         if let Some(f) = r.forms.as_ref().filter(|f| f.whole > 0) {
-            println!(
+            outln!(
                 "fetched {} for {} of files: {} as deltas, {} compressed, {} whole ({:.0}% saved){}",
                 human_bytes(f.wire()),
                 human_bytes(f.whole),
@@ -275,25 +276,25 @@ pub fn stage(
             );
         }
         if r.moved_aside > 0 {
-            println!(
+            outln!(
                 "{} files in staging/ that this release does not need were moved into {}",
                 r.moved_aside,
                 inst.state_dir().join("aside").display()
             );
         }
         if r.removed > 0 {
-            println!("{} files will be removed at the swap", r.removed);
+            outln!("{} files will be removed at the swap", r.removed);
         }
         if !r.modified.is_empty() {
-            println!(
+            outln!(
                 "{} locally modified files (kept as NAME.bak unless --keep-modified):",
                 r.modified.len()
             );
             for m in r.modified.iter().take(30) {
-                println!("  {m}");
+                outln!("  {m}");
             }
         }
-        println!("next: upkeep update --root {}", root.display());
+        outln!("next: upkeep update --root {}", root.display());
     }
     Ok(0)
 }
@@ -316,7 +317,7 @@ pub fn update(
     let interactive = std::io::stdin().is_terminal();
     let confirm = |plan: &Plan| {
         if json {
-            eprintln!(
+            errln!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "digest": plan.digest(),
@@ -331,14 +332,14 @@ pub fn update(
             return true;
         }
         if !interactive {
-            eprintln!(
+            errln!(
                 "not applied: no terminal to confirm on; to apply exactly this plan, run\n  upkeep update --root {} --yes --plan {}",
                 root.display(),
                 plan.digest()
             );
             return false;
         }
-        eprint!(
+        err!(
             "apply plan {}? the site will be closed during the swap [y/N] ",
             plan.digest()
         );
@@ -385,7 +386,7 @@ pub fn update(
 pub fn reported<T>(inst: &Instance, json: bool, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let (r, line) = upkeep::site::fleet::report::around_run(inst, work);
     if let Some(l) = line.filter(|_| !json) {
-        eprintln!("{l}");
+        errln!("{l}");
     }
     r
 }
