@@ -370,7 +370,10 @@ fn a_closed_pipe_never_stops_a_run_nor_panics_a_command() {
     let st = with_closed_pipes(&["update", "--root", arg(&root), "--yes"]);
     assert_eq!(st.code(), Some(0), "{st}");
     assert_new(&root);
-    assert!(Site::new(&root).status_json()["gate"].is_null(), "the site is open");
+    assert!(
+        Site::new(&root).status_json()["gate"].is_null(),
+        "the site is open"
+    );
     for args in [
         vec!["status", "--root", arg(&root)],
         vec!["status", "--root", arg(&root), "--json"],
@@ -381,4 +384,84 @@ fn a_closed_pipe_never_stops_a_run_nor_panics_a_command() {
         assert_ne!(st.code(), Some(101), "{args:?} panicked");
     }
     assert_old(&root);
+}
+
+#[test]
+fn the_operators_close_during_an_update_outlasts_the_updates_reopen() {
+    let task = format!("'{BIN}' close --root . --message 'Closed by hand for the migration'\n");
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish(
+        "1.1.0",
+        &[
+            ("index.html", b"v2"),
+            ("run_once/01-close.sh", task.as_bytes()),
+        ],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    assert_eq!(read(&site.root.join("index.html")), "v2");
+    let gate = &site.status_json()["gate"];
+    assert_eq!(
+        gate["message"], "Closed by hand for the migration",
+        "{gate}"
+    );
+    assert!(
+        gate["run"].is_null(),
+        "the operator's closure, not the run's: {gate}"
+    );
+    ok(site.run(&["open"]));
+    assert!(site.status_json()["gate"].is_null());
+}
+
+#[test]
+fn a_mistake_in_upkeep_toml_does_not_stop_close_open_or_rollback() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    ok(upkeep(&["update", "--root", arg(&root), "--yes"]));
+    let toml = read(&root.join("upkeep.toml"));
+    assert!(toml.contains("\n[mail]\n"), "{toml}");
+    let typo = toml.replacen("\n[mail]\n", "\n[mail]\nsmpt = \"mail.example.org\"\n", 1);
+    std::fs::write(root.join("upkeep.toml"), typo).unwrap();
+    fails(upkeep(&["update", "--root", arg(&root)]), 2);
+    let marker = root.join(".upkeep/gate-closed");
+    let out = upkeep(&["close", "--root", arg(&root)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning") && stderr(&out).contains("smpt"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(marker.exists(), "closed");
+    ok(upkeep(&["open", "--root", arg(&root)]));
+    assert!(!marker.exists(), "open");
+    let out = upkeep(&["rollback", "--root", arg(&root)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("smpt"), "the mistake is named");
+    std::fs::write(root.join("upkeep.toml"), toml).unwrap();
+    assert_old(&root);
+}
+
+#[test]
+fn a_root_with_a_newline_never_goes_into_a_unit_or_a_crontab_line() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let srv = w.reference();
+    let site = Site::new(w.instance(
+        "site\nExecStartPre=/bin/touch /tmp/pwned",
+        Some(&d1),
+        &srv.url,
+        &[],
+    ));
+    let units = w.path("units");
+    let e = fails(site.run(&["schedule"]), 1);
+    assert!(e.contains("control character"), "{e}");
+    let e = fails(
+        site.run(&["schedule", "--install", "--unit-dir", arg(&units)]),
+        1,
+    );
+    assert!(e.contains("control character"), "{e}");
+    assert!(!units.exists() || list_files(&units).is_empty());
 }

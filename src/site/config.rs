@@ -468,11 +468,10 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Open an instance made by `upkeep init`.
-    pub fn open(root: &Path) -> Result<Self> {
+    /// The root of an instance made by `upkeep init` (a folder with an upkeep.toml), absolute.
+    pub fn root_of(root: &Path) -> Result<PathBuf> {
         let root = root.canonicalize().ctx("open instance root", root)?;
-        let cfg_path = root.join("upkeep.toml");
-        if !cfg_path.exists() {
+        if !root.join("upkeep.toml").exists() {
             return Err(Error::refused(
                 format!(
                     "{} is not an upkeep instance (no upkeep.toml)",
@@ -484,18 +483,71 @@ impl Instance {
                 ),
             ));
         }
+        Ok(root)
+    }
+
+    /// Open an instance made by `upkeep init`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let root = Self::root_of(root)?;
+        let cfg_path = root.join("upkeep.toml");
         let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| Error::Config {
+        let config: Config = toml::from_str(&text).map_err(|e| Error::Config {
             file: cfg_path.clone(),
             reason: e.to_string(),
         })?;
+        Self::with_config(root, config)
+    }
+
+    fn with_config(root: PathBuf, mut config: Config) -> Result<Self> {
+        let cfg_path = root.join("upkeep.toml");
         config.network.proxy = config.proxy.clone();
         config.validate().map_err(|reason| Error::Config {
-            file: cfg_path.clone(),
+            file: cfg_path,
             reason,
         })?;
         let key = PublicKey::parse(&config.public_key)?;
         Ok(Instance { root, config, key })
+    }
+
+    /// [`Instance::open`] for the commands an emergency needs (`rollback`): a mistake in
+    /// upkeep.toml outside what they use (the reference, the key, the database, the excluded
+    /// paths, the extensions) does not stop them. It comes back as a sentence to print, and
+    /// the rest of the file counts as its defaults for this command.
+    pub fn open_lenient(root: &Path) -> Result<(Self, Option<String>)> {
+        let strict = match Self::open(root) {
+            Err(e @ Error::Config { .. }) => e,
+            r => return r.map(|i| (i, None)),
+        };
+        let root = Self::root_of(root)?;
+        let cfg_path = root.join("upkeep.toml");
+        let text = std::fs::read_to_string(&cfg_path).ctx("read", &cfg_path)?;
+        let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+            return Err(strict);
+        };
+        let core: toml::Table = table
+            .into_iter()
+            .filter(|(k, _)| {
+                [
+                    "reference",
+                    "public_key",
+                    "database",
+                    "exclude",
+                    "extensions",
+                    "name",
+                ]
+                .contains(&k.as_str())
+            })
+            .collect();
+        let Ok(config) = core.try_into::<Config>() else {
+            return Err(strict);
+        };
+        let why = format!(
+            "{strict}; going on with the defaults for the rest (fix it before the next update)"
+        );
+        match Self::with_config(root, config) {
+            Ok(inst) => Ok((inst, Some(why))),
+            Err(_) => Err(strict),
+        }
     }
 
     /// `staging/`.

@@ -169,7 +169,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
     if let Some(m) = state.installed(&inst.key)? {
         state.record_extensions(&crate::site::update::scan::find(&inst, &m, &|_| false)?)?;
     }
-    let template = crate::site::update::gate::template_path(&inst);
+    let template = crate::site::update::gate::template_path(&inst.root);
     if !template.exists() {
         write_atomic(
             &template,

@@ -32,7 +32,7 @@ fn not_found() -> HttpResponse {
 
 /// The maintenance answer.
 pub fn maintenance(inst: &Instance) -> HttpResponse {
-    let page = std::fs::read_to_string(gate::page_path(inst)).unwrap_or_else(|_| {
+    let page = std::fs::read_to_string(gate::page_path(&inst.root)).unwrap_or_else(|_| {
         gate::DEFAULT_PAGE
             .replace("{{message}}", "Back soon.")
             .replace("{{since}}", "")
@@ -62,7 +62,7 @@ pub async fn serve_file(req: &HttpRequest, inst: &Instance) -> HttpResponse {
     if refused(&rel) {
         return not_found();
     }
-    if gate::closed(inst).is_some() {
+    if gate::closed(&inst.root).is_some() {
         return maintenance(inst);
     }
     // Never through a link: a link to /etc/passwd in the tree is not served.

@@ -308,7 +308,7 @@ pub fn list_inbox(inst: &Instance, json: bool) -> Result<u8> {
 
 /// After a run: say so when the site stays closed because the operator had closed it.
 pub fn still_closed(inst: &Instance) {
-    if let Some(c) = upkeep::site::update::gate::closed(inst)
+    if let Some(c) = upkeep::site::update::gate::closed(&inst.root)
         && c.run.is_none()
     {
         outln!(

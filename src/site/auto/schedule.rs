@@ -77,6 +77,21 @@ pub fn schedule(
         )
     })?;
     let root = inst.root.display().to_string();
+    // A unit file is line-based and a crontab line is one line: a control character in a
+    // path (a newline, above all) would inject a line into them, and quoting cannot help.
+    for (what, p) in [
+        ("the instance root", &root),
+        ("the upkeep binary", &exe.display().to_string()),
+    ] {
+        if p.chars().any(char::is_control) {
+            return Err(Error::refused(
+                format!(
+                    "{what} {p:?} holds a control character: it cannot go into a systemd unit or a crontab line"
+                ),
+                "rename the folder (or the binary's) to a name without newlines or other control characters",
+            ));
+        }
+    }
     let slug: String = root
         .trim_matches('/')
         .chars()

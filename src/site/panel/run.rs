@@ -181,10 +181,10 @@ pub(super) async fn gate(
 ) -> Page {
     let s = require_post(&req, &app, &form.csrf)?;
     match path.as_str() {
-        "open" => gate::open(&app.inst).for_session(&s)?,
+        "open" => gate::open(&app.inst.root).for_session(&s)?,
         "close" => {
             let message = form.message.as_deref().unwrap_or("Under maintenance.");
-            gate::close(&app.inst, message, None).for_session(&s)?;
+            gate::close(&app.inst.root, message, None).for_session(&s)?;
         }
         _ => return Err(Problem::NotFound("no such gate action")),
     }

@@ -190,7 +190,7 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
     match run.step {
         Step::Close => {
             gate::close(
-                inst,
+                &inst.root,
                 &format!(
                     "Updating to release {}. We will be back in a moment.",
                     run.to
@@ -275,7 +275,7 @@ fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
         swap::drop_old_backups(inst, &p.actions, &run.plan.actions);
     }
     let _ = std::fs::remove_dir_all(inst.partial_dir());
-    gate::reopen_after_run(inst)?;
+    gate::reopen_after_run(&inst.root)?;
     crash::point("reopen:opened");
     state.mark_reopened(run.id)
 }

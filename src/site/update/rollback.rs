@@ -48,7 +48,7 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
     state.set_run_status(id, RunStatus::RollingBack, run.error.as_deref())?;
     crash::point("rollback:begin");
     gate::close(
-        inst,
+        &inst.root,
         "Restoring the previous release. We will be back in a moment.",
         Some(id),
     )?;
@@ -111,7 +111,7 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
     state.record_extensions(&exts)?;
     state.clear_staged()?;
     clear_staging(inst)?;
-    gate::reopen_after_run(inst)?;
+    gate::reopen_after_run(&inst.root)?;
     state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
     state.run(id)
 }

@@ -104,7 +104,7 @@ pub fn status(inst: &Instance) -> Result<Status> {
     let passes = state.passes(10)?;
     Ok(Status {
         installed: state.installed_version()?,
-        gate: gate::closed(inst),
+        gate: gate::closed(&inst.root),
         staged: state.staged()?,
         current: state.unfinished_run()?,
         history: state.runs(20)?,

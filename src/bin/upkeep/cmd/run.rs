@@ -209,7 +209,10 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
 
 /// `upkeep rollback`.
 pub fn rollback(root: &Path, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let (inst, warning) = Instance::open_lenient(root)?;
+    if let Some(w) = warning {
+        errln!("warning: {w}");
+    }
     let run = super::site::reported(&inst, json, || update::rollback(&inst))?;
     if run.plan.finish && !json {
         outln!(
@@ -219,8 +222,15 @@ pub fn rollback(root: &Path, json: bool) -> Result<u8> {
     if json {
         print_json(&run);
     } else {
+        let gate = match update::gate::closed(&inst.root) {
+            Some(c) => format!(
+                "the site stays closed, as it was closed by hand since {} (`upkeep open` opens it)",
+                c.since
+            ),
+            None => "the site is open".into(),
+        };
         outln!(
-            "rolled back run {}: release {} is installed again; the site is open",
+            "rolled back run {}: release {} is installed again; {gate}",
             run.id,
             run.from.as_deref().unwrap_or("(none: fresh instance)")
         );
@@ -228,22 +238,35 @@ pub fn rollback(root: &Path, json: bool) -> Result<u8> {
     Ok(0)
 }
 
+/// The root of an instance for `close` and `open`, which need nothing of upkeep.toml: a
+/// mistake there is named and does not stop them (they are what an emergency needs).
+fn gate_root(root: &Path) -> Result<std::path::PathBuf> {
+    let root = Instance::root_of(root)?;
+    if let Err(e @ Error::Config { .. }) = Instance::open(&root) {
+        errln!("warning: {e} (the gate does not depend on it; fix it before the next update)");
+    }
+    Ok(root)
+}
+
 /// `upkeep close`.
 pub fn close(root: &Path, message: &str) -> Result<u8> {
-    let inst = Instance::open(root)?;
-    let c = update::gate::close(&inst, message, None)?;
+    let root = gate_root(root)?;
+    let c = update::gate::close(&root, message, None)?;
     outln!(
         "closed since {}: visitors get 503 and {}",
         c.since,
-        update::gate::page_path(&inst).display()
+        update::gate::page_path(&root).display()
     );
+    if let Some(run) = c.run {
+        outln!("run {run} is under way: the site stays closed when it ends (`upkeep open` then)");
+    }
     Ok(0)
 }
 
 /// `upkeep open`.
 pub fn open(root: &Path) -> Result<u8> {
-    let inst = Instance::open(root)?;
-    if let Some(r) = State::open(&inst.state_db())
+    let root = gate_root(root)?;
+    if let Some(r) = State::open(&Instance::state_db_of(&root))
         .ok()
         .and_then(|s| s.unfinished_run().ok().flatten())
     {
@@ -253,7 +276,7 @@ pub fn open(root: &Path) -> Result<u8> {
             r.step
         );
     }
-    update::gate::open(&inst)?;
+    update::gate::open(&root)?;
     outln!("open");
     Ok(0)
 }
