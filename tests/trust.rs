@@ -465,3 +465,49 @@ fn a_root_with_a_newline_never_goes_into_a_unit_or_a_crontab_line() {
     assert!(e.contains("control character"), "{e}");
     assert!(!units.exists() || list_files(&units).is_empty());
 }
+
+#[test]
+fn an_answer_on_a_terminal_applies_only_the_plan_that_was_shown() {
+    use std::io::{Read, Write};
+    let s = Scenario::new();
+    let root = s.site("site");
+    // On a terminal (script(1) gives the command one), `update` shows the plan and asks.
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qfec",
+            &format!("'{BIN}' update --root '{}'", root.display()),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("[y/N]") {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+            Err(_) => panic!("no question on the terminal: {seen}"),
+        }
+    }
+    // While the question is on screen, a live file changes: the plan shown is not the plan now.
+    std::fs::write(root.join("index.html"), "<h1>edited meanwhile</h1>").unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(b) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        seen.push_str(&String::from_utf8_lossy(&b));
+    }
+    assert_eq!(status.code(), Some(4), "{seen}");
+    assert!(seen.contains("plan changed"), "{seen}");
+    assert_eq!(read(&root.join("index.html")), "<h1>edited meanwhile</h1>", "nothing applied");
+    assert!(!root.join("index.html.bak").exists());
+}
