@@ -5,22 +5,9 @@
 
 mod common;
 
+use common::fleet::{post, report_body, token};
 use common::smtp::free_port;
 use common::*;
-
-fn token(w: &World, uses: &str) -> String {
-    let o = upkeep(&[
-        "fleet",
-        "token",
-        "--repo",
-        w.repo.to_str().unwrap(),
-        "--uses",
-        uses,
-    ]);
-    let t = ok(o).trim().to_string();
-    assert!(t.starts_with("upkeep-enrol-"), "{t}");
-    t
-}
 
 fn fleet_status(w: &World, extra: &[&str]) -> serde_json::Value {
     let mut a = vec![
@@ -126,30 +113,6 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
     assert_eq!(row(&st, "beta")["last"]["outcome"], "rolled_back");
     assert_eq!(row(&st, "beta")["version"], "1.0.0");
     assert_eq!(st["releases"][0]["counters"]["rolled_back"], 1);
-}
-
-/// POST a report body with a signature header.
-fn post(url: &str, body: &[u8], sig: Option<&str>) -> (u16, String) {
-    let c = reqwest::blocking::Client::new();
-    let mut r = c
-        .post(format!("{url}fleet/report"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    if let Some(s) = sig {
-        r = r.header("x-upkeep-signature", s.trim());
-    }
-    let r = r.send().unwrap();
-    (r.status().as_u16(), r.text().unwrap())
-}
-
-fn report_body(site_id: &str, seq: u64) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "format": 1, "site_id": site_id, "seq": seq, "at": "2026-11-23T00:00:00Z",
-        "name": "alpha", "groups": [], "channel": "stable", "installed": "9.9.9",
-        "from": "1.0.0", "to": "9.9.9", "outcome": "success", "failed_step": null,
-        "reason": "forged", "closed_ms": 1, "bytes_fetched": null, "modified": 0, "health": null
-    }))
-    .unwrap()
 }
 
 #[test]

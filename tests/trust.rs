@@ -508,6 +508,103 @@ fn an_answer_on_a_terminal_applies_only_the_plan_that_was_shown() {
     }
     assert_eq!(status.code(), Some(4), "{seen}");
     assert!(seen.contains("plan changed"), "{seen}");
-    assert_eq!(read(&root.join("index.html")), "<h1>edited meanwhile</h1>", "nothing applied");
+    assert_eq!(
+        read(&root.join("index.html")),
+        "<h1>edited meanwhile</h1>",
+        "nothing applied"
+    );
     assert!(!root.join("index.html.bak").exists());
+}
+
+#[test]
+fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
+    use common::fleet::{post, report_body, token};
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let srv = w.reference();
+    let t = token(&w, "1");
+    let site = Site::new(w.instance(
+        "alpha",
+        Some(&d1),
+        &srv.url,
+        &["--name", "alpha", "--enroll", &t],
+    ));
+    let id = site.status_json()["site"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key =
+        upkeep::documents::manifest::SecretKey::load(&site.root.join(".upkeep/site.key")).unwrap();
+    let url = format!("{}/", srv.url.trim_end_matches('/'));
+    let signed = |v: serde_json::Value| {
+        let b = serde_json::to_vec(&v).unwrap();
+        let s = key.sign(&b);
+        (b, s)
+    };
+    let with = |seq: u64, field: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_slice(&report_body(&id, seq)).unwrap();
+        v[field] = value.into();
+        signed(v)
+    };
+    // Short fields a person reads must be plain text of their kind: refused otherwise.
+    for (seq, field, value) in [
+        (10, "name", "alpha\x1b[2J\x1b]0;owned\x07"),
+        (11, "installed", "1.0.0\x1b[31m"),
+        (12, "to", "not a version"),
+        (13, "failed_step", "swap; rm -rf /"),
+    ] {
+        let (b, s) = with(seq, field, value);
+        let (status, text) = post(&url, &b, Some(&s));
+        assert_eq!(status, 400, "{field}: {text}");
+        assert!(text.contains("report refused"), "{text}");
+    }
+    // Free text is kept, and shown with its control characters replaced.
+    let (b, s) = with(
+        20,
+        "reason",
+        "task said \x1b[31mred\x1b[0m and \x1b]0;title\x07",
+    );
+    assert_eq!(post(&url, &b, Some(&s)).0, 200);
+    let out = upkeep(&[
+        "push",
+        "--repo",
+        arg(&w.repo),
+        "--site",
+        "alpha",
+        "--key",
+        arg(&w.key),
+    ]);
+    let table = ok(upkeep(&["fleet", "status", "--repo", arg(&w.repo)]));
+    assert!(!table.contains('\x1b'), "{table:?}");
+    assert!(!stdout(&out).contains('\x1b') && !stderr(&out).contains('\x1b'));
+    // A number below the last is not "already received": it was never seen.
+    let (b, s) = with(15, "reason", "late");
+    let (status, text) = post(&url, &b, Some(&s));
+    assert_eq!(status, 409);
+    assert!(
+        text.contains("older than the last one received (20)"),
+        "{text}"
+    );
+
+    // A server's answer, as `enroll` shows it.
+    let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hostile.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut c, _)) = hostile.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = "no\x1b[2J\x1b]0;owned\x07 way";
+            let _ = write!(
+                c,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let toml = read(&site.root.join("upkeep.toml"));
+    let toml = toml.replace(&srv.url, &format!("http://127.0.0.1:{port}/"));
+    std::fs::write(site.root.join("upkeep.toml"), toml).unwrap();
+    let e = fails(site.run(&["enroll", "upkeep-enrol-x"]), 1);
+    assert!(e.contains("no?[2J?]0;owned? way"), "{e:?}");
 }

@@ -11,3 +11,4 @@ pub mod nonces;
 pub mod out;
 pub mod progress;
 pub mod shell;
+pub mod text;

@@ -43,6 +43,8 @@ fn gist(body: &str) -> String {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .find(|l| !l.is_empty())
         .unwrap_or_default();
+    // A server's words reach the operator's terminal: no escape sequences.
+    let line = crate::base::text::one_line(&line).into_owned();
     match line.chars().count() {
         0 => String::new(),
         n if n > 120 => format!(": {}...", line.chars().take(120).collect::<String>()),

@@ -136,3 +136,77 @@ pub struct Enrolment {
     #[serde(default)]
     pub url: Option<String>,
 }
+
+/// Longest site name a reference keeps.
+pub const MAX_NAME: usize = 200;
+/// Longest free text (a reason, a health check's detail) a reference keeps.
+pub const MAX_TEXT: usize = 8000;
+
+/// The short fields a person reads in `fleet status` and on the fleet page: plain text of
+/// their kind, or the report is refused (a reason with control characters is kept, and shown
+/// with them replaced).
+fn check_fields(
+    name: &str,
+    groups: &[String],
+    channel: &str,
+    url: Option<&str>,
+) -> Result<(), String> {
+    use crate::base::text::has_controls;
+    use crate::documents::channel::valid_name;
+    if name.is_empty() || name.chars().count() > MAX_NAME || has_controls(name, false) {
+        return Err(format!(
+            "the site name must be 1 to {MAX_NAME} characters without control characters"
+        ));
+    }
+    if groups.len() > 64 || groups.iter().any(|g| !valid_name(g)) {
+        return Err("groups must be at most 64 names of lowercase letters, digits, - and _".into());
+    }
+    if !valid_name(channel) {
+        return Err("the channel must be a name of lowercase letters, digits, - and _".into());
+    }
+    if let Some(u) = url
+        && (u.len() > 2048
+            || !(u.starts_with("http://") || u.starts_with("https://"))
+            || u.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err("url must be an http:// or https:// URL".into());
+    }
+    Ok(())
+}
+
+impl Report {
+    /// What a reference checks before it keeps a report, beside its signature and number.
+    pub fn check(&self) -> Result<(), String> {
+        check_fields(&self.name, &self.groups, &self.channel, self.url.as_deref())?;
+        for (what, v) in [
+            ("installed", &self.installed),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
+            if let Some(v) = v
+                && (v.len() > 64 || crate::documents::manifest::parse_version(v).is_err())
+            {
+                return Err(format!("{what} must be a release version (semver)"));
+            }
+        }
+        if let Some(s) = &self.failed_step
+            && (s.len() > 32 || !s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        {
+            return Err("failed_step must be a step's name".into());
+        }
+        let detail = self.health.as_ref().map_or(0, |h| h.detail.len());
+        if self.reason.len() > MAX_TEXT || detail > MAX_TEXT {
+            return Err(format!(
+                "the reason and the health detail are at most {MAX_TEXT} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Enrolment {
+    /// What a reference checks before it enrols a site, beside its token and key.
+    pub fn check(&self) -> Result<(), String> {
+        check_fields(&self.name, &self.groups, &self.channel, self.url.as_deref())
+    }
+}

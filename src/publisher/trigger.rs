@@ -84,7 +84,9 @@ pub fn send_all(key: &SecretKey, to: &[Receiver]) -> Result<Vec<Answer>> {
                         Ok(resp) => {
                             let s = resp.status().as_u16();
                             a.status = Some(s);
-                            a.text = resp.text().await.unwrap_or_default().trim().to_string();
+                            // A site's words, for the publisher's terminal: no escapes.
+                            let text = resp.text().await.unwrap_or_default();
+                            a.text = crate::base::text::one_line(text.trim()).into_owned();
                             if s < 500 {
                                 break;
                             }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod fleet;
 pub mod nginx;
 pub mod panel;
 pub mod scenario;

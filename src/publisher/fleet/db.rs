@@ -133,6 +133,9 @@ impl FleetDb {
                 "a site id (32 hex digits) and a public key are needed",
             )));
         }
+        if let Err(why) = e.check() {
+            return Ok(Err(refuse(400, format!("enrolment refused: {why}"))));
+        }
         let hash = token_hash(&e.token);
         let tok: Option<(i64, i64)> = self
             .conn
@@ -224,14 +227,23 @@ impl FleetDb {
                 "the report is not signed by this site's key",
             )));
         }
-        if report.seq as i64 <= last_seq {
+        if report.seq as i64 == last_seq {
+            return Ok(Err(refuse(
+                409,
+                format!("report {} was already received", report.seq),
+            )));
+        }
+        if (report.seq as i64) < last_seq {
             return Ok(Err(refuse(
                 409,
                 format!(
-                    "report {} was already received (last: {last_seq})",
+                    "report {} is older than the last one received ({last_seq}): refused as a possible replay (a site's reports are numbered in order)",
                     report.seq
                 ),
             )));
+        }
+        if let Err(why) = report.check() {
+            return Ok(Err(refuse(400, format!("report refused: {why}"))));
         }
         let now = now_secs();
         self.conn

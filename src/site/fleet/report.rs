@@ -119,7 +119,7 @@ pub fn enroll(inst: &Instance, token: &str) -> Result<identity::Identity> {
         return Err(Error::refused(
             format!(
                 "the reference refused the enrolment: {status}: {}",
-                text.trim()
+                crate::base::text::printable(text.trim())
             ),
             "check the token with the publisher (`upkeep fleet token --repo REPO` makes one)",
         ));
@@ -157,7 +157,11 @@ pub fn report(inst: &Instance, outcome: Outcome, f: Facts) -> Result<Option<Stri
         to: f.to,
         outcome,
         failed_step: f.failed_step,
-        reason: f.reason.chars().take(2000).collect(),
+        // What the publisher reads: no escape sequence from a task's output.
+        reason: crate::base::text::printable(&f.reason)
+            .chars()
+            .take(2000)
+            .collect(),
         closed_ms: f.closed_ms,
         bytes_fetched: f.bytes_fetched.or(wire),
         modified: f.modified,
@@ -180,6 +184,7 @@ pub fn flush(inst: &Instance) -> Result<String> {
     let url = endpoint(inst, "report");
     let c = client(inst)?;
     let mut sent = 0;
+    let mut dropped = Vec::new();
     for (id, body, _) in &queue {
         let sig = key.sign(body.as_bytes());
         let answer = block_on(async {
@@ -200,8 +205,13 @@ pub fn flush(inst: &Instance) -> Result<String> {
                 state.report_sent(*id)?;
                 sent += 1;
             }
+            // Refused for good (the report itself is wrong): dropped, said, and the next goes.
+            Ok((s, text)) if s.as_u16() == 400 => {
+                state.report_sent(*id)?;
+                dropped.push(format!("{}", crate::base::text::one_line(text.trim())));
+            }
             Ok((s, text)) => {
-                let e = format!("{s}: {}", text.trim());
+                let e = format!("{s}: {}", crate::base::text::one_line(text.trim()));
                 state.report_failed(*id, &e)?;
                 return Ok(format!(
                     "report: {} waiting, the reference answered {e}",
@@ -216,6 +226,13 @@ pub fn flush(inst: &Instance) -> Result<String> {
                 ));
             }
         }
+    }
+    if !dropped.is_empty() {
+        return Ok(format!(
+            "report: {sent} sent to the reference, {} refused by it and dropped ({})",
+            dropped.len(),
+            dropped.join("; ")
+        ));
     }
     Ok(format!("report: {sent} sent to the reference"))
 }

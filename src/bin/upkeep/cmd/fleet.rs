@@ -5,6 +5,7 @@ use upkeep::{err, errln, outln};
 
 use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result, exit};
+use upkeep::base::text::{one_line, printable};
 use upkeep::documents::manifest::{PublicKey, SecretKey};
 use upkeep::site::config::Instance;
 
@@ -155,7 +156,7 @@ pub fn trigger(
             url: to.clone(),
             reason,
         })?;
-        outln!("{to}: {status}: {}", text.trim());
+        outln!("{to}: {status}: {}", printable(text.trim()));
         return Ok(if status.as_u16() == 202 {
             0
         } else {
@@ -215,10 +216,10 @@ pub fn push(
         for a in &answers {
             outln!(
                 "{:<24} {}",
-                a.site,
+                one_line(&a.site),
                 match a.status {
-                    Some(s) => format!("{s} {}", a.text),
-                    None => format!("not reached: {}", a.text),
+                    Some(s) => format!("{s} {}", one_line(&a.text)),
+                    None => format!("not reached: {}", one_line(&a.text)),
                 }
             );
         }
@@ -236,13 +237,15 @@ pub fn push(
             for (name, row) in &results {
                 match row.as_ref().and_then(|r| r.last.as_ref()) {
                     Some(r) => outln!(
-                        "{name:<24} {:<12} {} {}",
+                        "{:<24} {:<12} {} {}",
+                        one_line(name),
                         r.outcome.word(),
                         r.installed.as_deref().unwrap_or("-"),
-                        r.reason.chars().take(100).collect::<String>()
+                        one_line(&r.reason.chars().take(100).collect::<String>())
                     ),
                     None => outln!(
-                        "{name:<24} no report within {}",
+                        "{:<24} no report within {}",
+                        one_line(name),
                         humantime::format_duration(timeout)
                     ),
                 }
@@ -389,7 +392,7 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 let last = s.last.as_ref();
                 outln!(
                     "{:<20} {:<14} {:<8} {:<9} {:<12} {:<10} {:>8}",
-                    s.name.chars().take(20).collect::<String>(),
+                    one_line(&s.name.chars().take(20).collect::<String>()),
                     s.groups.join(","),
                     s.channel,
                     s.version.as_deref().unwrap_or("-"),
