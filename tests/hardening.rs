@@ -33,16 +33,6 @@ impl Story {
     }
 }
 
-/// A process that still runs (a zombie waiting for init to reap it has stopped running).
-fn alive(pid: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
-        return false;
-    };
-    // The state letter follows the command name in parentheses.
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-    !(state.starts_with('Z') || state.starts_with('X'))
-}
-
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

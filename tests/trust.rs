@@ -608,3 +608,53 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
     let e = fails(site.run(&["enroll", "upkeep-enrol-x"]), 1);
     assert!(e.contains("no?[2J?]0;owned? way"), "{e:?}");
 }
+
+#[test]
+fn a_task_left_running_by_a_killed_runner_never_runs_beside_its_rerun() {
+    // The first copy records itself, starts a detached child (setsid: out of its process
+    // group), and runs long; a rerun finishes at once.
+    let task = b"if [ -e runs.txt ]; then echo rerun >> runs.txt; exit 0; fi\n\
+echo start >> runs.txt; echo $$ > task.pid\n\
+setsid sh -c 'echo $$ > child.pid; sleep 60; echo late >> runs.txt' &\n\
+sleep 60; echo end >> runs.txt\n";
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish(
+        "1.1.0",
+        &[("index.html", b"v2"), ("run_once/01-long.sh", task)],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    set_config(&site.root, "tasks", "timeout_secs", "3");
+    site.stage_archive(&w.zip("1.1.0"));
+    let mut runner = std::process::Command::new(BIN)
+        .args(["update", "--yes", "--root", arg(&site.root)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_of = |f: &str| std::fs::read_to_string(site.root.join(f)).ok();
+    for _ in 0..500 {
+        if pid_of("child.pid").is_some() && pid_of("task.pid").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    runner.kill().unwrap(); // SIGKILL
+    runner.wait().unwrap();
+    let (task_pid, child_pid) = (pid_of("task.pid").unwrap(), pid_of("child.pid").unwrap());
+    assert!(
+        alive(&task_pid) && alive(&child_pid),
+        "the task outlived its runner"
+    );
+    let out = site.run(&["resume", "--rerun-task"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("still running"), "{}", stderr(&out));
+    assert!(
+        !alive(&task_pid),
+        "the first copy was stopped before the rerun"
+    );
+    assert!(!alive(&child_pid), "its setsid child too");
+    assert_eq!(read(&site.root.join("runs.txt")), "start\nrerun\n");
+    assert_eq!(read(&site.root.join("index.html")), "v2");
+}

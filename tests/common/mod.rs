@@ -458,3 +458,13 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
+
+/// A process that still runs (a zombie waiting for init to reap it has stopped running).
+pub fn alive(pid: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
+        return false;
+    };
+    // The state letter follows the command name in parentheses.
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !(state.starts_with('Z') || state.starts_with('X'))
+}

@@ -123,6 +123,12 @@ pub fn resume(inst: &Instance, o: &Options) -> Result<Run> {
             )),
         };
     };
+    // A task the interrupted runner started may still be running: it ends (or is stopped)
+    // before anything else, a rollback included.
+    let timeout = Duration::from_secs(inst.config.tasks.timeout_secs);
+    for line in tasks::settle_interrupted(&state, run.id, timeout)? {
+        crate::errln!("{line}");
+    }
     if run.status == RunStatus::RollingBack {
         drop(lock);
         return rollback(inst);

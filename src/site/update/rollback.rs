@@ -39,6 +39,11 @@ pub fn rollback(inst: &Instance) -> Result<Run> {
             ),
         ));
     }
+    // A task the interrupted runner started may still be running: not while its run is undone.
+    let timeout = std::time::Duration::from_secs(inst.config.tasks.timeout_secs);
+    for line in super::tasks::settle_interrupted(&state, run.id, timeout)? {
+        crate::errln!("{line}");
+    }
     rollback_run(inst, &mut state, run.id)
 }
 

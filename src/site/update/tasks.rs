@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::scan::Extension;
-use crate::base::clock::now_text;
+use crate::base::clock::{now_secs, now_text};
 use crate::base::crash;
 use crate::base::error::{DbContext, Error, IoContext, Result};
 use crate::documents::manifest::relpath::{DONE, is_reserved_name};
@@ -168,6 +168,65 @@ fn mark_done_file(path: &Path) -> Result<()> {
     crate::base::fsutil::sync_dir(path.parent().expect("task has a folder"))
 }
 
+/// Where state.db keeps the mark of a shell task's processes and when it started.
+fn mark_key(run: i64, name: &RelPath) -> String {
+    format!("task_mark:{run}:{name}")
+}
+
+fn new_mark(run: i64, name: &RelPath) -> Result<String> {
+    let mut raw = [0u8; 8];
+    getrandom::getrandom(&mut raw).map_err(|e| Error::msg(format!("no random source: {e}")))?;
+    Ok(format!(
+        "run-{run}-{}-{}",
+        name.as_str().replace('/', "_"),
+        hex::encode(raw)
+    ))
+}
+
+/// Before a resume does anything: the shell tasks of run `run` that an interrupted runner
+/// started may still be running (its processes outlive it, a `setsid` child outlives the
+/// task). Each is given until its timeout, counted from its start, to end, then stopped, so
+/// that a rerun never runs beside it. Says what it waited for.
+pub fn settle_interrupted(state: &State, run: i64, timeout: Duration) -> Result<Vec<String>> {
+    let mut said = Vec::new();
+    for t in state.run(run)?.tasks {
+        if t.state != TaskState::Started {
+            continue;
+        }
+        let Some(v) = state.meta(&mark_key(run, &t.name))? else {
+            continue;
+        };
+        let (mark, started) = v.split_once(' ').unwrap_or((v.as_str(), "0"));
+        let started: i64 = started.parse().unwrap_or(0);
+        let pids = crate::base::shell::marked(mark);
+        if pids.is_empty() {
+            continue;
+        }
+        let deadline = started + timeout.as_secs() as i64;
+        crate::errln!(
+            "note: task {} of the interrupted run is still running (pid {}); waiting for it to end, at most {} s (tasks.timeout_secs)",
+            t.name,
+            pids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            (deadline - now_secs()).max(0)
+        );
+        while now_secs() < deadline && !crate::base::shell::marked(mark).is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stopped = crate::base::shell::stop_marked(mark, Duration::from_secs(2));
+        said.push(match stopped {
+            0 => format!("task {}: its interrupted copy ended by itself", t.name),
+            n => format!(
+                "task {}: its interrupted copy ran past its timeout and was stopped ({n} process(es))",
+                t.name
+            ),
+        });
+    }
+    Ok(said)
+}
+
 /// The SHA-256 a task of `plan` must have to run: the signed manifest's, or the one the
 /// operator allowed.
 fn expected(plan: &Plan, release: &VerifiedManifest, p: &RelPath) -> Option<Sha256> {
@@ -275,9 +334,19 @@ pub fn run_all(
                 }
                 _ => {}
             }
+            // Every process of the task carries this mark, recorded first: after a crash of
+            // this runner, `resume` finds the copy still running (setsid children included)
+            // and lets it end before anything else.
+            let mark = new_mark(run, name)?;
+            state.set_meta(&mark_key(run, name), &format!("{mark} {}", now_secs()))?;
             state.set_task(run, name, TaskState::Started, None, None)?;
             crash::point(&format!("run_once:{n}:started"));
-            let (code, output) = crate::base::shell::run(&inst.root, &[path.as_os_str()], timeout)?;
+            let (code, output) = crate::base::shell::run_marked(
+                &inst.root,
+                &[path.as_os_str()],
+                timeout,
+                Some(&mark),
+            )?;
             if code != Some(0) {
                 state.set_task(run, name, TaskState::Failed, Some(&output), code)?;
                 let why = match code {
