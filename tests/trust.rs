@@ -658,3 +658,54 @@ sleep 60; echo end >> runs.txt\n";
     assert_eq!(read(&site.root.join("runs.txt")), "start\nrerun\n");
     assert_eq!(read(&site.root.join("index.html")), "v2");
 }
+
+// Class 4: time and networks.
+
+#[test]
+fn a_channel_pointer_signed_with_a_clock_ahead_does_not_freeze_mirrors() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    ok(w.promote("1.0.0", "beta", &[]));
+    // Signed as an upkeep before serials did, by a machine whose clock was years ahead.
+    let doc = w.repo.join("channels/beta.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&doc).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("serial");
+    v["date"] = "2031-01-01T00:00:00Z".into();
+    let bytes = serde_json::to_vec(&v).unwrap();
+    let key = upkeep::documents::manifest::SecretKey::load(Path::new(&w.online_key())).unwrap();
+    std::fs::write(w.repo.join("channels/beta.sig"), key.sign(&bytes)).unwrap();
+    std::fs::write(&doc, &bytes).unwrap();
+    let srv = w.reference();
+    let mirror = w.path("mirror");
+    ok(w.mirror(&srv.url, &mirror, &[]));
+    // The publisher moves the rollout on a correct clock: warned, and the mirror takes it.
+    let key_arg = w.online_key();
+    let out = upkeep(&[
+        "rollout",
+        "pause",
+        "--channel",
+        "beta",
+        "--repo",
+        arg(&w.repo),
+        "--key",
+        &key_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
+    ok(w.mirror(&srv.url, &mirror, &[]));
+    let here: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mirror.join("channels/beta.json")).unwrap()).unwrap();
+    assert_eq!(here["state"], "paused", "{here}");
+    assert_eq!(here["serial"], 1);
+    // A pointer older by serial is still refused, whatever its date says.
+    let served = std::fs::read(w.repo.join("channels/beta.json")).unwrap();
+    let mut older: serde_json::Value = serde_json::from_slice(&served).unwrap();
+    older["serial"] = 0.into();
+    older["date"] = "2032-01-01T00:00:00Z".into();
+    let bytes = serde_json::to_vec(&older).unwrap();
+    std::fs::write(w.repo.join("channels/beta.sig"), key.sign(&bytes)).unwrap();
+    std::fs::write(w.repo.join("channels/beta.json"), &bytes).unwrap();
+    let e = fails(w.mirror(&srv.url, &mirror, &[]), 1);
+    assert!(e.contains("goes backwards"), "{e}");
+}

@@ -62,8 +62,8 @@ pub struct Network {
     pub io_timeout_secs: u64,
     /// Seconds the whole staging may take.
     pub deadline_secs: u64,
-    /// Seconds one small document (a pointer, a manifest, a signature) may take in all, however
-    /// slowly its bytes trickle in.
+    /// Seconds the small documents of one command (pointers, channels, manifests, their
+    /// signatures) may take in all, retries included, however slowly their bytes trickle in.
     pub doc_timeout_secs: u64,
     /// Attempts after the first failure.
     pub retries: u32,
@@ -118,6 +118,9 @@ pub struct Remote {
     pub net: Network,
     /// What the site keeps between requests (its state.db), when it does.
     cache: Option<Arc<dyn Kept>>,
+    /// When the command began and how long its documents may take in all: one deadline for
+    /// the command, not one per document and attempt.
+    docs: (std::time::Instant, Duration),
 }
 
 impl Remote {
@@ -187,6 +190,10 @@ impl Remote {
             key: key.clone(),
             net: net.clone(),
             cache: None,
+            docs: (
+                std::time::Instant::now(),
+                Duration::from_secs(net.doc_timeout_secs.max(1)),
+            ),
         })
     }
 
@@ -302,6 +309,26 @@ impl Remote {
         }
     }
 
+    /// Give the documents of this command `budget` in all from now (a mirror reads the
+    /// manifests of every release).
+    pub fn with_doc_budget(mut self, budget: Duration) -> Self {
+        self.docs = (std::time::Instant::now(), budget);
+        self
+    }
+
+    /// The time left for documents, or the refusal that says the budget is spent.
+    fn doc_time_left(&self) -> std::result::Result<Duration, String> {
+        let (start, budget) = self.docs;
+        match budget.checked_sub(start.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(format!(
+                "not received: the reference's documents took {} s in all, past the {} s a command may spend on them (network.doc_timeout_secs): the server is too slow or stalled",
+                start.elapsed().as_secs(),
+                budget.as_secs()
+            )),
+        }
+    }
+
     /// Keep pointers and channels in `kept` between polls, to ask for them conditionally, and
     /// use the manifests it holds.
     pub fn with_cache(mut self, kept: Arc<dyn Kept>) -> Self {
@@ -315,7 +342,7 @@ impl Remote {
         max: u64,
         etag: Option<&str>,
     ) -> Result<(Vec<u8>, Option<String>), Miss> {
-        let deadline = Duration::from_secs(self.net.doc_timeout_secs.max(1));
+        let deadline = self.doc_time_left().map_err(|e| Miss::Fail(false, e))?;
         let too_long = || {
             Miss::Fail(
                 false,
@@ -389,11 +416,10 @@ impl Remote {
         match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
             Err(_) => Err(Miss::Fail(
-                true,
-                format!(
-                    "not received within {} s (network.doc_timeout_secs): the server is too slow or stalled",
-                    deadline.as_secs()
-                ),
+                false,
+                self.doc_time_left()
+                    .err()
+                    .unwrap_or_else(|| "not received in time".into()),
             )),
         }
     }

@@ -244,6 +244,12 @@ pub enum RolloutState {
 pub struct ChannelPointer {
     /// [`FORMAT`].
     pub format: u32,
+    /// The pointer's place in the channel's history, one more than the pointer it replaced:
+    /// what orders pointers (see [`ChannelPointer::is_older_than`]), since a clock that was
+    /// ahead once must not freeze every mirror until that date. 0 in pointers signed before
+    /// serials.
+    #[serde(default)]
+    pub serial: u64,
     /// The channel's name.
     pub channel: String,
     /// The release being rolled out.
@@ -286,6 +292,18 @@ pub struct ChannelPointer {
     pub date: String,
     /// After this, sites refuse it (the online key refreshes it, daily by default).
     pub expires: String,
+}
+
+impl ChannelPointer {
+    /// Whether this pointer comes before `other` in the channel's history: by their signed
+    /// serials, which only count up, and by date only between pointers that both predate
+    /// serials. A pointer with a serial is newer than one without.
+    pub fn is_older_than(&self, other: &ChannelPointer) -> bool {
+        match (self.serial, other.serial) {
+            (0, 0) => self.date < other.date,
+            (a, b) => a < b,
+        }
+    }
 }
 
 /// The release sites outside the waves stay on.

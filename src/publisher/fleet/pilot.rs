@@ -166,6 +166,7 @@ mod tests {
     fn ptr(waves: Vec<Wave>, wave: usize, halt: Threshold) -> ChannelPointer {
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         ChannelPointer {
+            serial: 1,
             format: 1,
             channel: "stable".into(),
             release: "1.1.0".into(),

@@ -238,8 +238,9 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
         }
     };
     let now = SystemTime::now();
-    let ptr = ChannelPointer {
+    let mut ptr = ChannelPointer {
         format: FORMAT,
+        serial: 0,
         channel: p.channel.to_string(),
         release: p.version.to_string(),
         manifest_sha256: sha,
@@ -259,12 +260,32 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
         date: rfc3339(now),
         expires: rfc3339(now + p.ttl),
     };
-    sign_channel(p.repo, &ptr, p.key)?;
+    sign_channel(p.repo, &mut ptr, p.key)?;
     Ok(ptr)
 }
 
-/// Sign and write a channel pointer, with a fresh date and expiry, and list it in the index.
-pub fn sign_channel(repo_dir: &Path, ptr: &ChannelPointer, key: &SecretKey) -> Result<()> {
+/// Sign and write a channel pointer as the next of the channel's history (its serial one more
+/// than the pointer it replaces), and list it in the index. A replaced pointer dated in the
+/// future (a clock that was ahead) is named: pointers are ordered by serial, so mirrors take
+/// this one anyway, but a mirror of an upkeep before serials keeps the future one until its
+/// date.
+pub fn sign_channel(repo_dir: &Path, ptr: &mut ChannelPointer, key: &SecretKey) -> Result<()> {
+    if let Ok(Some(before)) = read_channel(repo_dir, &ptr.channel) {
+        ptr.serial = ptr.serial.max(before.serial + 1);
+        if humantime::parse_rfc3339(&before.date)
+            .is_ok_and(|d| d > SystemTime::now() + Duration::from_secs(300))
+        {
+            crate::errln!(
+                "warning: the pointer of channel {} this replaces was signed at {}, in the future by this machine's clock (a clock was ahead). Pointers are ordered by their serial ({} now), so sites and mirrors take this one; a mirror running an upkeep from before serials refuses it until that date: remove channels/{}.json on such a mirror to let it sync.",
+                ptr.channel,
+                before.date,
+                ptr.serial,
+                ptr.channel
+            );
+        }
+    } else {
+        ptr.serial = ptr.serial.max(1);
+    }
     write_signed(
         repo_dir,
         &channel::channel_path(&ptr.channel),
@@ -360,7 +381,7 @@ pub fn rollout(repo_dir: &Path, name: &str, key: &SecretKey, m: &Move) -> Result
     }
     ptr.date = rfc3339(now);
     ptr.expires = rfc3339(now + Duration::from_secs(ptr.ttl_secs));
-    sign_channel(repo_dir, &ptr, key)?;
+    sign_channel(repo_dir, &mut ptr, key)?;
     Ok(ptr)
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -150,7 +150,9 @@ fn refuse_backwards(what: &str, upstream: &str, local: &str) -> Error {
 /// Sync once.
 pub fn sync(m: &Mirror) -> Result<Synced> {
     std::fs::create_dir_all(m.to).ctx("create folder", m.to)?;
-    let remote = Remote::new(m.from, m.key, &m.net)?;
+    // A mirror reads the manifests of every release: the whole sync's deadline for them.
+    let remote = Remote::new(m.from, m.key, &m.net)?
+        .with_doc_budget(Duration::from_secs(m.net.deadline_secs.max(1)));
     block_on(sync_async(m, &remote))
 }
 
@@ -261,12 +263,12 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
             })?;
         if let Ok(b) = std::fs::read(m.to.join(channel::channel_path(&name)))
             && let Ok(here) = serde_json::from_slice::<ChannelPointer>(&b)
-            && cp.date < here.date
+            && cp.is_older_than(&here)
         {
             return Err(refuse_backwards(
                 &format!("channel {name}"),
-                &cp.date,
-                &here.date,
+                &format!("pointer {} of {}", cp.serial, cp.date),
+                &format!("pointer {} of {}", here.serial, here.date),
             ));
         }
         channels.push((name, doc, cp));
