@@ -163,3 +163,46 @@ fn an_idle_poll_asks_for_the_pointer_conditionally_and_still_verifies_what_it_ke
     let o = site.run(&["check"]);
     assert_eq!(o.status.code(), Some(10), "{}", stderr(&o));
 }
+
+/// Enrolment and reports go through the site's `proxy` too (they connected directly).
+#[test]
+fn enrolment_and_reports_go_through_the_proxy() {
+    let Some(sq) = squid() else { return };
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let srv = w.reference();
+    let token = common::fleet::token(&w, "1");
+    let site = Site::new(w.instance("a", Some(&d1), &srv.url, &["--name", "a"]));
+    set_config(
+        &site.root,
+        "",
+        "proxy",
+        &format!("\"http://127.0.0.1:{}\"", sq.port),
+    );
+    ok(site.run(&["enroll", &token]));
+    let out = site.run(&["auto"]);
+    assert!(stdout(&out).contains("report: 1 sent"), "{}", stdout(&out));
+    let log = sq.dir.path().join("access.log");
+    let seen = |path: &str| {
+        (0..200).any(|_| {
+            let hit = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("POST") && l.contains(path));
+            if !hit {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            hit
+        })
+    };
+    assert!(
+        seen("/fleet/enroll"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        seen("/fleet/report"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

@@ -141,6 +141,23 @@ impl Remote {
     }
 }
 
+/// The start of every HTTP client a site uses towards its reference (repository reads,
+/// enrolment, reports): its user agent and the proxy of upkeep.toml (else the environment's
+/// HTTPS_PROXY and the like, which reqwest reads itself).
+pub fn http_client(net: &Network) -> Result<reqwest::ClientBuilder> {
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = &net.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| {
+            Error::refused(
+                format!("proxy = {p:?} is not a proxy URL ({e})"),
+                "write it as http://host:port in upkeep.toml",
+            )
+        })?);
+    }
+    Ok(builder)
+}
+
 /// Run a future to completion on a runtime of its own (the library API is synchronous).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     current_runtime().block_on(f)
@@ -168,20 +185,10 @@ impl Remote {
         if !base.ends_with('/') {
             base.push('/');
         }
-        let mut builder = reqwest::Client::builder()
+        let client = http_client(net)?
             .connect_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
             .read_timeout(Duration::from_secs(net.io_timeout_secs.max(1)))
             .pool_max_idle_per_host(net.concurrency.max(1))
-            .user_agent(concat!("upkeep/", env!("CARGO_PKG_VERSION")));
-        if let Some(p) = &net.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(p).map_err(|e| {
-                Error::refused(
-                    format!("proxy = {p:?} is not a proxy URL ({e})"),
-                    "write it as http://host:port in upkeep.toml",
-                )
-            })?);
-        }
-        let client = builder
             .build()
             .map_err(|e| Error::msg(format!("cannot build HTTP client: {e}")))?;
         Ok(Remote {

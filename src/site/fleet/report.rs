@@ -76,8 +76,9 @@ fn endpoint(inst: &Instance, path: &str) -> String {
     )
 }
 
+/// The client for enrolment and reports: through the same proxy as the site's other requests.
 fn client(inst: &Instance) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    crate::client::http_client(&inst.config.network)?
         .timeout(Duration::from_secs(
             inst.config.network.doc_timeout_secs.max(1),
         ))
