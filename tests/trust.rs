@@ -709,3 +709,38 @@ fn a_channel_pointer_signed_with_a_clock_ahead_does_not_freeze_mirrors() {
     let e = fails(w.mirror(&srv.url, &mirror, &[]), 1);
     assert!(e.contains("goes backwards"), "{e}");
 }
+
+#[test]
+fn an_enrolled_site_flooding_reports_is_answered_429_and_the_database_stays_small() {
+    use common::fleet::{post, report_body, token};
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    let srv = w.reference();
+    let t = token(&w, "1");
+    let site = Site::new(w.instance(
+        "alpha",
+        Some(&d1),
+        &srv.url,
+        &["--name", "alpha", "--enroll", &t],
+    ));
+    let id = site.status_json()["site"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key =
+        upkeep::documents::manifest::SecretKey::load(&site.root.join(".upkeep/site.key")).unwrap();
+    let url = format!("{}/", srv.url.trim_end_matches('/'));
+    let mut statuses = Vec::new();
+    for seq in 10..70 {
+        let b = report_body(&id, seq);
+        statuses.push(post(&url, &b, Some(&key.sign(&b))).0);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(accepted, 30, "{statuses:?}");
+    assert!(statuses[30..].iter().all(|s| *s == 429), "{statuses:?}");
+    let db = rusqlite::Connection::open(w.path("repo.fleet.db")).unwrap();
+    let kept: i64 = db
+        .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+        .unwrap();
+    assert!(kept <= 31, "{kept}");
+}

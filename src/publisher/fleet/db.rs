@@ -82,10 +82,18 @@ pub struct SiteRow {
     pub last_seq: i64,
 }
 
+/// Reports one site may send in a minute: a pass or a run sends one or two; a site sending
+/// in a loop (a bug, a stolen key) is answered 429 instead of growing the database.
+pub const REPORTS_PER_MINUTE: i64 = 30;
+/// Reports kept per site, the newest; older ones are dropped as new ones come.
+pub const REPORTS_KEPT: i64 = 1000;
+
 /// An open fleet database.
 pub struct FleetDb {
     conn: Connection,
     path: PathBuf,
+    /// [`REPORTS_PER_MINUTE`] and [`REPORTS_KEPT`] (tests lower them).
+    limits: (i64, i64),
 }
 
 fn token_hash(token: &str) -> String {
@@ -104,7 +112,14 @@ impl FleetDb {
         Ok(FleetDb {
             conn,
             path: path.to_path_buf(),
+            limits: (REPORTS_PER_MINUTE, REPORTS_KEPT),
         })
+    }
+
+    /// Other limits of reports per site: per minute, and kept.
+    pub fn with_limits(mut self, per_minute: i64, kept: i64) -> Self {
+        self.limits = (per_minute, kept);
+        self
     }
 
     /// A new enrolment token, valid `uses` times for `valid_secs`; returns the token (only its
@@ -246,6 +261,23 @@ impl FleetDb {
             return Ok(Err(refuse(400, format!("report refused: {why}"))));
         }
         let now = now_secs();
+        let (per_minute, kept) = self.limits;
+        let lately: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM reports WHERE site_id = ?1 AND received_at > ?2",
+                params![report.site_id, now - 60],
+                |r| r.get(0),
+            )
+            .db(&self.path)?;
+        if lately >= per_minute {
+            return Ok(Err(refuse(
+                429,
+                format!(
+                    "this site sent {lately} reports in the last minute (at most {per_minute}): try again later"
+                ),
+            )));
+        }
         self.conn
             .execute(
                 "INSERT INTO reports(site_id, seq, received_at, outcome, to_version, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
@@ -257,6 +289,12 @@ impl FleetDb {
                     report.to,
                     String::from_utf8_lossy(body)
                 ],
+            )
+            .db(&self.path)?;
+        self.conn
+            .execute(
+                "DELETE FROM reports WHERE site_id = ?1 AND id <= (SELECT id FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![report.site_id, kept],
             )
             .db(&self.path)?;
         self.conn
@@ -428,5 +466,74 @@ impl crate::documents::trigger::Ledger for FleetDb {
     }
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         FleetDb::set_meta(self, key, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::documents::manifest::SecretKey;
+
+    fn enrolled(dir: &Path) -> (FleetDb, SecretKey, String) {
+        let db = FleetDb::open(&dir.join("f.db")).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let id = "ab".repeat(16);
+        let token = db.new_token(1, 600).unwrap();
+        db.enrol(&Enrolment {
+            token,
+            site_id: id.clone(),
+            public_key: key.public().to_text(),
+            name: "a".into(),
+            groups: Vec::new(),
+            channel: "stable".into(),
+            url: None,
+        })
+        .unwrap()
+        .unwrap();
+        (db, key, id)
+    }
+
+    fn report(key: &SecretKey, id: &str, seq: u64) -> (Vec<u8>, String) {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "format": 1, "site_id": id, "seq": seq, "at": "2026-12-01T00:00:00Z",
+            "name": "a", "groups": [], "channel": "stable", "installed": "1.0.0",
+            "from": null, "to": null, "outcome": "up_to_date", "failed_step": null,
+            "reason": "fine", "closed_ms": null, "bytes_fetched": null, "modified": 0, "health": null
+        }))
+        .unwrap();
+        let sig = key.sign(&body);
+        (body, sig)
+    }
+
+    fn rows(db: &FleetDb) -> i64 {
+        db.conn
+            .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_site_sending_in_a_loop_is_answered_429_and_what_is_kept_is_capped() {
+        let d = tempfile::tempdir().unwrap();
+        let (db, key, id) = enrolled(d.path());
+        let db = db.with_limits(3, 1000);
+        for seq in 1..=3 {
+            let (b, s) = report(&key, &id, seq);
+            assert!(db.accept(&b, &s).unwrap().is_ok(), "{seq}");
+        }
+        let (b, s) = report(&key, &id, 4);
+        let r = db.accept(&b, &s).unwrap().unwrap_err();
+        assert_eq!(r.status, 429, "{}", r.why);
+        assert_eq!(rows(&db), 3);
+        let db = db.with_limits(1000, 5);
+        for seq in 4..=12 {
+            let (b, s) = report(&key, &id, seq);
+            db.accept(&b, &s).unwrap().unwrap();
+        }
+        assert_eq!(rows(&db), 5, "the newest five are kept");
+        let newest: i64 = db
+            .conn
+            .query_row("SELECT max(seq) FROM reports", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(newest, 12);
     }
 }

@@ -27,8 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
 }
 
 fn answer(r: Refusal) -> HttpResponse {
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status).unwrap_or_default())
-        .content_type("text/plain; charset=utf-8")
+    let mut b =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(r.status).unwrap_or_default());
+    if r.status == 429 {
+        b.insert_header(("retry-after", "60"));
+    }
+    b.content_type("text/plain; charset=utf-8")
         .body(format!("{}\n", r.why))
 }
 
