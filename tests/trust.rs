@@ -744,3 +744,47 @@ fn an_enrolled_site_flooding_reports_is_answered_429_and_the_database_stays_smal
         .unwrap();
     assert!(kept <= 31, "{kept}");
 }
+
+#[test]
+fn a_site_killed_mid_swap_of_a_release_since_halted_rolls_back_at_its_next_pass() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2"), ("b.html", b"b")]);
+    let online = w.online_key();
+    let rollout = |args: &[&str]| {
+        let mut a = vec!["rollout"];
+        a.extend_from_slice(args);
+        a.extend([
+            "--channel",
+            "stable",
+            "--repo",
+            arg(&w.repo),
+            "--key",
+            &online,
+        ]);
+        ok(upkeep(&a))
+    };
+    ok(w.promote("1.0.0", "stable", &[]));
+    rollout(&["advance"]);
+    ok(w.promote("1.1.0", "stable", &[]));
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    set_config(&site.root, "auto", "enabled", "true");
+    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let o = upkeep_env(
+        &["auto", "--root", arg(&site.root)],
+        &[("UPKEEP_CRASH_AT", "swap:1:done")],
+    );
+    assert_eq!(o.status.signal(), Some(9), "{}", stderr(&o));
+    rollout(&["halt", "--reason", "bad release"]);
+    let out = site.run(&["auto"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("no longer offers this site") && text.contains("rolled back"),
+        "{text}"
+    );
+    assert_eq!(read(&site.root.join("index.html")), "v1");
+    assert!(!site.root.join("b.html").exists());
+    assert_eq!(site.status_json()["installed"], "1.0.0");
+}

@@ -445,7 +445,40 @@ fn failed(inst: &Instance, out: &mut Pass, last_run: Option<i64>, e: Error) -> R
     Ok(())
 }
 
+/// Why the reference no longer offers this site release `to` (a rollout halted meanwhile
+/// sends the sites not yet updated back), or `None` when it still does or cannot be asked (a
+/// reference out of reach does not decide for the site).
+fn withdrawn(inst: &Instance, to: &str) -> Option<String> {
+    let remote =
+        crate::client::Remote::new(&inst.config.reference, &inst.key, &inst.config.network).ok()?;
+    let t = crate::site::fleet::identity::offered(inst, &remote).ok()?;
+    let offered = t.manifest.as_ref().map(|m| m.version().to_string());
+    if offered.as_deref() == Some(to) {
+        return None;
+    }
+    Some(match (t.offer, offered) {
+        (Some(o), _) => o.why,
+        (None, Some(v)) => format!("it offers release {v}"),
+        (None, None) => "it offers nothing".into(),
+    })
+}
+
 fn recover(inst: &Instance, out: &mut Pass) -> Result<()> {
+    let unfinished = State::open(&inst.state_db())?.unfinished_run()?;
+    if let Some(to) = unfinished.map(|r| r.to)
+        && let Some(why) = withdrawn(inst, &to)
+    {
+        let run = update::rollback(inst)?;
+        out.decision = Verdict::RolledBack;
+        out.reason = format!(
+            "interrupted run {} was installing release {to}, which the reference no longer offers this site ({why}): it was rolled back, release {} is live again",
+            run.id,
+            run.from.as_deref().unwrap_or("(none)")
+        );
+        out.to = Some(run.to.clone());
+        out.run = Some(run);
+        return Ok(());
+    }
     let progress = Progress::default();
     let o = update::Options::approved(None, false, Decision::Ask, &progress);
     match update::resume(inst, &o) {
