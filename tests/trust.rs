@@ -788,3 +788,67 @@ fn a_site_killed_mid_swap_of_a_release_since_halted_rolls_back_at_its_next_pass(
     assert!(!site.root.join("b.html").exists());
     assert_eq!(site.status_json()["installed"], "1.0.0");
 }
+
+// Class 5: unattended passes that learn.
+
+#[test]
+fn a_release_that_failed_here_is_held_by_later_passes_until_retry() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish(
+        "1.1.0",
+        &[
+            ("index.html", b"v2"),
+            ("run_once/01-migrate.sh", b"echo broken; exit 3\n"),
+        ],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    set_config(&site.root, "auto", "enabled", "true");
+    set_config(&site.root, "auto", "allow", "\"minor\"");
+    let first = stdout(&site.run(&["auto"]));
+    assert!(
+        first.starts_with("ROLLED_BACK") || first.contains("rolled back"),
+        "{first}"
+    );
+    assert_eq!(read(&site.root.join("index.html")), "v1");
+    for args in [vec!["auto"], vec!["auto", "--dry-run"]] {
+        let o = site.run(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stdout(&o));
+        let text = stdout(&o);
+        assert!(
+            text.contains("release 1.1.0 failed here at step run_once"),
+            "{text}"
+        );
+        assert!(text.contains("--retry"), "{text}");
+    }
+    assert_eq!(
+        read(&site.root.join("index.html")),
+        "v1",
+        "not installed again"
+    );
+    assert_eq!(
+        site.status_json()["history"].as_array().unwrap().len(),
+        1,
+        "no second run"
+    );
+    let again = stdout(&site.run(&["auto", "--retry"]));
+    assert!(!again.contains("held"), "{again}");
+    assert_eq!(
+        site.status_json()["history"].as_array().unwrap().len(),
+        2,
+        "taken again"
+    );
+}
+
+#[test]
+fn a_dry_run_takes_the_real_passs_decisions() {
+    let (_w, _srv, site) = unattended_site(&[]);
+    set_config(&site.root, "auto", "on_modified", "\"hold\"");
+    std::fs::write(site.root.join("index.html"), "mine").unwrap();
+    let dry = stdout(&site.run(&["auto", "--dry-run"]));
+    let real = stdout(&site.run(&["auto"]));
+    let word = |s: &str| s.split(':').next().unwrap_or_default().to_string();
+    assert_eq!(word(&dry), word(&real), "dry: {dry}\nreal: {real}");
+    assert!(real.starts_with("HELD"), "{real}");
+}

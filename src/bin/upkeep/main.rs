@@ -264,8 +264,9 @@ fn site(cmd: SiteCommand) -> Result<u8> {
         SiteCommand::Auto {
             root,
             dry_run,
+            retry,
             json,
-        } => cmd::run::auto(&root.root, dry_run, json),
+        } => cmd::run::auto(&root.root, dry_run, retry, json),
         SiteCommand::Schedule {
             root,
             at,

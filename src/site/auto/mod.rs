@@ -144,7 +144,7 @@ fn step(from: &semver::Version, to: &semver::Version) -> Allow {
 /// One unattended pass: decide, act, record, report. Errors only for what must not be
 /// recorded as a pass: a mistake in upkeep.toml (exit 2) and another pass or command holding
 /// the instance (exit 75).
-pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
+pub fn pass(inst: &Instance, dry_run: bool, retry: bool) -> Result<Pass> {
     let _pass_lock = InstanceLock::acquire_pass(inst)?;
     let state = State::open(&inst.state_db())?;
     let from = state.installed_version()?;
@@ -168,7 +168,7 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         bytes_staged: None,
         dry_run,
     };
-    match decide(inst, &mut out) {
+    match decide(inst, &mut out, retry) {
         Ok(()) => {}
         Err(e @ (Error::Busy(_) | Error::Config { .. })) => return Err(e),
         Err(e) => failed(inst, &mut out, last_run, e)?,
@@ -177,6 +177,19 @@ pub fn pass(inst: &Instance, dry_run: bool) -> Result<Pass> {
         return Ok(out);
     }
     let state = State::open(&inst.state_db())?;
+    // A release that failed here (a step, a task, the health check) is remembered, so that the
+    // next passes hold it instead of a nightly outage until the publisher ships a fix.
+    if matches!(out.decision, Verdict::Failed | Verdict::RolledBack)
+        && let Some(run) = out.run.as_ref().filter(|r| r.error.is_some())
+    {
+        let failure = serde_json::json!({
+            "at": out.at,
+            "run": run.id,
+            "step": run.step.to_string(),
+            "reason": run.error,
+        });
+        state.set_meta(&failed_key(&run.to), &failure.to_string())?;
+    }
     let json = |p: &Pass| serde_json::to_string(p).expect("a pass serialises");
     let id = state.record_pass(&out.at, out.decision.word(), &json(&out))?;
     // The report never decides the pass: a mail error is told, and the mail waits.
@@ -228,8 +241,13 @@ fn fleet_report(inst: &Instance, p: &Pass) -> Result<Option<String>> {
     )
 }
 
-/// The decision and the work, writing into `out`.
-fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
+/// Where state.db remembers that release `v` failed here.
+fn failed_key(v: &str) -> String {
+    format!("failed_release:{v}")
+}
+
+/// The decision and the work, writing into `out`. `retry`: take a release that failed here.
+fn decide(inst: &Instance, out: &mut Pass, retry: bool) -> Result<()> {
     let a = &inst.config.auto;
     let root = inst.root.display().to_string();
     // A run interrupted earlier (a killed pass, a power cut) is dealt with first, as an operator
@@ -246,9 +264,36 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
     let version = latest.version().to_string();
     out.to = Some(version.clone());
     if diff.up_to_date() {
-        out.reason = format!("up to date with release {}", diff.latest);
+        out.reason = match out.from.as_deref() {
+            Some(f) if f != diff.latest => format!(
+                "release {f} is installed, and the reference offers this site {}: nothing to do",
+                diff.latest
+            ),
+            _ => format!("up to date with release {}", diff.latest),
+        };
         return Ok(());
     }
+    let state = State::open(&inst.state_db())?;
+    if retry && !out.dry_run {
+        state.del_meta(&failed_key(&version))?;
+    } else if let Some(f) = state.meta(&failed_key(&version))? {
+        let f: serde_json::Value = serde_json::from_str(&f).unwrap_or_default();
+        out.decision = Verdict::Held;
+        out.reason = format!(
+            "release {version} failed here at step {} on {} ({}): held until a newer release",
+            f["step"].as_str().unwrap_or("?"),
+            f["at"].as_str().unwrap_or("?"),
+            f["reason"]
+                .as_str()
+                .map(|r| r.lines().next().unwrap_or(r).to_string())
+                .unwrap_or_default()
+        );
+        out.next = Some(format!(
+            "fix the cause, then take it again with `upkeep auto --root {root} --retry` (or update by hand)"
+        ));
+        return Ok(());
+    }
+    drop(state);
     if let Some(f) = &out.from {
         let s = step(&parse_version(f)?, &parse_version(&version)?);
         if s > a.allow {
@@ -286,6 +331,16 @@ fn decide(inst: &Instance, out: &mut Pass) -> Result<()> {
         return stage_ahead(inst, out);
     }
     if out.dry_run {
+        // The real pass's last decision, taken on what the check saw.
+        if !diff.modified.is_empty() && a.on_modified == OnModified::Hold {
+            out.decision = Verdict::Held;
+            out.modified = diff.modified.clone();
+            out.reason = format!(
+                "{} locally modified files (auto.on_modified = \"hold\"): would stage release {version} and change nothing (dry run: nothing changed)",
+                diff.modified.len(),
+            );
+            return Ok(());
+        }
         out.decision = Verdict::Updated;
         out.reason = format!("would stage and apply release {version} (dry run: nothing changed)");
         return Ok(());

@@ -173,6 +173,10 @@ pub enum SiteCommand {
         /// Decide and print, change nothing (no staging, no run, nothing recorded, no mail).
         #[arg(long)]
         dry_run: bool,
+        /// Take again a release that failed here (passes hold such a release until a newer
+        /// one, so that a broken release is not installed and undone every night).
+        #[arg(long)]
+        retry: bool,
         /// Print the pass as JSON.
         #[arg(long)]
         json: bool,

@@ -177,7 +177,7 @@ pub fn trigger(
         );
         return Ok(exit::CONFIG);
     }
-    super::run::auto(root, false, false)
+    super::run::auto(root, false, false, false)
 }
 
 /// `upkeep push`.

@@ -16,9 +16,9 @@ use upkeep::site::update::{self, tasks::Decision};
 use crate::print::{finished_run, print_json, print_plan, print_status, step_line, still_closed};
 
 /// `upkeep auto`: one unattended pass; the exit code says what it decided.
-pub fn auto(root: &Path, dry_run: bool, json: bool) -> Result<u8> {
+pub fn auto(root: &Path, dry_run: bool, retry: bool, json: bool) -> Result<u8> {
     let inst = Instance::open(root)?;
-    let p = upkeep::site::auto::pass(&inst, dry_run)?;
+    let p = upkeep::site::auto::pass(&inst, dry_run, retry)?;
     if json {
         print_json(&p);
         return Ok(p.exit_code());
