@@ -852,3 +852,116 @@ fn a_dry_run_takes_the_real_passs_decisions() {
     assert_eq!(word(&dry), word(&real), "dry: {dry}\nreal: {real}");
     assert!(real.starts_with("HELD"), "{real}");
 }
+
+// Class 6: messages that say what is true, and commands they name that work.
+
+#[test]
+fn refusals_say_what_is_true_and_name_commands_that_work() {
+    let s = Scenario::new();
+    let root = s.site("site");
+    // resume with nothing to resume: said so, nothing of the last run reprinted as new.
+    ok(upkeep(&["update", "--root", arg(&root), "--yes"]));
+    let out = ok(upkeep(&["resume", "--root", arg(&root)]));
+    assert!(
+        out.starts_with("nothing to resume: the last run (1, release 1.1.0) ended done"),
+        "{out}"
+    );
+    assert!(!out.contains("updated 1.0.0 -> 1.1.0"), "{out}");
+
+    // A mirror has no upkeep.toml: its hints name its options.
+    let stranger = s.w.path("stranger.key");
+    ok(upkeep(&["keygen", "--out", arg(&stranger)]));
+    let e = fails(
+        upkeep(&[
+            "mirror",
+            "--from",
+            &s.srv.url,
+            "--to",
+            arg(&s.w.path("m")),
+            "--public-key",
+            &format!("{}.pub", stranger.display()),
+        ]),
+        1,
+    );
+    assert!(e.contains("hint: check that --public-key"), "{e}");
+    assert!(!e.contains("upkeep.toml"), "{e}");
+}
+
+#[test]
+fn a_file_copied_by_hand_into_staging_is_moved_aside_with_a_word_not_overwritten() {
+    let (_w, _srv, site) = unattended_site(&[]);
+    std::fs::write(site.root.join("staging/index.html"), "my draft").unwrap();
+    let out = ok(site.run(&["stage", "--network"]));
+    assert!(
+        out.contains("1 files in staging/ that were not this release's"),
+        "{out}"
+    );
+    let aside: Vec<String> = list_files(&site.root.join(".upkeep/aside"));
+    assert!(
+        aside.iter().any(|f| f.ends_with("/index.html")),
+        "{aside:?}"
+    );
+    let kept = aside.iter().find(|f| f.ends_with("/index.html")).unwrap();
+    assert_eq!(
+        read(&site.root.join(".upkeep/aside").join(kept)),
+        "my draft"
+    );
+    assert_eq!(read(&site.root.join("staging/index.html")), "v2");
+}
+
+#[test]
+fn a_mirror_prunes_only_objects_and_releases() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    let srv = w.reference();
+    let m = w.path("mirror");
+    ok(w.mirror(&srv.url, &m, &[]));
+    std::fs::write(m.join("objects/README.txt"), "mine").unwrap();
+    std::fs::create_dir_all(m.join("objects/ab")).unwrap();
+    std::fs::write(m.join("objects/ab/notes.txt"), "mine").unwrap();
+    std::fs::write(m.join("releases/index.html"), "mine").unwrap();
+    std::fs::create_dir_all(m.join("releases/drafts")).unwrap();
+    ok(w.mirror(&srv.url, &m, &["--keep", "1"]));
+    assert!(!m.join("releases/1.0.0").exists(), "the old release went");
+    for f in [
+        "objects/README.txt",
+        "objects/ab/notes.txt",
+        "releases/index.html",
+    ] {
+        assert_eq!(read(&m.join(f)), "mine", "{f}");
+    }
+    assert!(m.join("releases/drafts").is_dir());
+}
+
+#[test]
+fn a_signed_channel_pointer_that_does_not_parse_is_not_called_unsigned() {
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+    ok(w.promote("1.0.0", "stable", &[]));
+    let bad = b"{\"format\": 1, \"channel\": \"stable\"}\n";
+    let key = upkeep::documents::manifest::SecretKey::load(Path::new(&w.online_key())).unwrap();
+    std::fs::write(w.repo.join("channels/stable.sig"), key.sign(bad)).unwrap();
+    std::fs::write(w.repo.join("channels/stable.json"), bad).unwrap();
+    let srv = w.reference();
+    let site = Site::new(w.path("site"));
+    std::fs::create_dir_all(&site.root).unwrap();
+    copy_tree(&d1, &site.root);
+    let o = upkeep(&[
+        "init",
+        "--root",
+        arg(&site.root),
+        "--reference",
+        &srv.url,
+        "--public-key",
+        &w.pubkey(),
+    ]);
+    let e = format!("{}{}", stderr(&o), stdout(&o));
+    let e = if o.status.success() {
+        stderr(&site.run(&["check"]))
+    } else {
+        e
+    };
+    assert!(e.contains("not a valid document of its kind"), "{e}");
+    assert!(!e.contains("not signed by an online key"), "{e}");
+}

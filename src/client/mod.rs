@@ -740,15 +740,12 @@ impl Remote {
                 reason: "the repository delegates no online key (keys/online.json is missing), so no channel pointer can be trusted".into(),
             });
         };
-        let ptr: ChannelPointer = deleg
+        let keys: Vec<PublicKey> = deleg
             .online_keys
             .iter()
             .filter_map(|k| PublicKey::parse(k).ok())
-            .find_map(|k| manifest::verify_signed(&doc, &sig, &k, &what).ok())
-            .ok_or_else(|| Error::Signature {
-                what: what.clone(),
-                reason: "it is not signed by an online key the release key delegated".into(),
-            })?;
+            .collect();
+        let ptr: ChannelPointer = manifest::verify_signed_by_any(&doc, &sig, &keys, &what)?;
         manifest::check_fresh(&ptr.expires, &what, SystemTime::now())?;
         if ptr.channel != channel || ptr.format != CHANNEL_FORMAT {
             return Err(Error::BadManifest {

@@ -104,6 +104,30 @@ pub fn verify_signed<T: DeserializeOwned>(
     })
 }
 
+/// [`verify_signed`] for a document any of `keys` may sign (a channel pointer, by any online
+/// key the release key delegated). A signature none of them made and a signed document that
+/// does not parse are told apart: they call for different fixes.
+pub fn verify_signed_by_any<T: DeserializeOwned>(
+    bytes: &[u8],
+    sig: &str,
+    keys: &[PublicKey],
+    what: &str,
+) -> Result<T> {
+    let Some(key) = keys.iter().find(|k| k.verify(bytes, sig, what).is_ok()) else {
+        return Err(Error::Signature {
+            what: what.into(),
+            reason: "it is not signed by an online key the release key delegated".into(),
+        });
+    };
+    serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+        what: what.into(),
+        reason: format!(
+            "it is signed by delegated online key {}, but is not a valid document of its kind: {e}",
+            key.to_text()
+        ),
+    })
+}
+
 /// Refuse an expired document, naming it.
 pub fn check_fresh(expires: &str, what: &str, now: SystemTime) -> Result<()> {
     let t = humantime::parse_rfc3339(expires).map_err(|e| Error::BadManifest {

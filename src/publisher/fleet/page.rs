@@ -112,7 +112,7 @@ fn login_form(msg: Option<&str>) -> Markup {
                 input id="password" name="password" type="password" autocomplete="current-password" required;
                 p { button type="submit" { "Log in" } }
             }
-            p.muted { "Accounts: " code { "upkeep fleet user add NAME --repo REPO" } }
+            p.muted { "Accounts: " code { "upkeep fleet user NAME --repo REPO" } }
         },
     )
 }

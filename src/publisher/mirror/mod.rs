@@ -254,13 +254,8 @@ async fn sync_async(m: &Mirror<'_>, remote: &Remote) -> Result<Synced> {
             continue;
         };
         let url = remote.url(&channel::channel_path(&name));
-        let cp: ChannelPointer = online
-            .iter()
-            .find_map(|k| manifest::verify_signed(&doc.bytes, &sig_text(&doc), k, &url).ok())
-            .ok_or_else(|| Error::Signature {
-                what: url.clone(),
-                reason: "it is not signed by an online key the release key delegated".into(),
-            })?;
+        let cp: ChannelPointer =
+            manifest::verify_signed_by_any(&doc.bytes, &sig_text(&doc), &online, &url)?;
         if let Ok(b) = std::fs::read(m.to.join(channel::channel_path(&name)))
             && let Ok(here) = serde_json::from_slice::<ChannelPointer>(&b)
             && cp.is_older_than(&here)
@@ -598,7 +593,8 @@ async fn upstream_channels(remote: &Remote, here: &Path) -> Result<Vec<String>> 
     Ok(names)
 }
 
-/// Remove objects and release folders no kept release needs; returns the objects removed.
+/// Remove the objects, deltas and release folders no kept release needs (nothing else);
+/// returns the objects removed.
 fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<usize> {
     let needed: HashSet<Sha256> = kept
         .iter()
@@ -615,13 +611,13 @@ fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<
             .flatten()
             .filter(|e| e.file_type().is_file())
         {
-            let keep = e
+            // Only objects and deltas go: a file of another name is not the mirror's to remove.
+            let object = e
                 .file_name()
                 .to_str()
                 .map(|n| n.strip_suffix(".zst").unwrap_or(n))
-                .and_then(Sha256::from_hex)
-                .is_some_and(|h| needed.contains(&h));
-            if !keep {
+                .and_then(Sha256::from_hex);
+            if object.is_some_and(|h| !needed.contains(&h)) {
                 std::fs::remove_file(e.path()).ctx("remove", e.path())?;
                 if top == "objects" {
                     removed += 1;
@@ -635,7 +631,10 @@ fn prune(dir: &Path, kept: &[&VerifiedManifest], versions: &[String]) -> Result<
     if let Ok(rd) = std::fs::read_dir(dir.join("releases")) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !versions.contains(&name) {
+            // Only releases' folders go (a name that is a version), not anything else there.
+            let release =
+                e.file_type().is_ok_and(|t| t.is_dir()) && manifest::parse_version(&name).is_ok();
+            if release && !versions.contains(&name) {
                 let p: PathBuf = e.path();
                 std::fs::remove_dir_all(&p).ctx("remove", &p)?;
             }

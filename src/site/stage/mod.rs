@@ -181,10 +181,14 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
     {
         state.clear_staged()?;
     }
-    let moved_aside = if matches!(source, Source::Manual) {
+    let aside = format!(
+        ".upkeep/aside/staging-{}",
+        crate::base::clock::now_text().replace([':', '-'], "")
+    );
+    let mut moved_aside = if matches!(source, Source::Manual) {
         0
     } else {
-        prune(inst, &needed)?
+        prune(inst, &aside, &needed)?
     };
 
     // Resume: files already staged and verified are kept.
@@ -203,6 +207,17 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         }
     }
 
+    // A file at a path the release needs that is not the release's (copied by hand, or left
+    // half-written): moved aside and counted, never overwritten without a word.
+    if !matches!(source, Source::Manual) {
+        for f in &missing {
+            let p = f.path.under(&staging);
+            if std::fs::symlink_metadata(&p).is_ok() {
+                move_aside(inst, &aside, f.path.as_str(), &p)?;
+                moved_aside += 1;
+            }
+        }
+    }
     check_space(&staging, target.version(), &missing)?;
     let fetched: u64 = missing.iter().map(|f| f.size).sum();
     let mut forms = None;
@@ -402,13 +417,9 @@ fn already_staged(
 /// Move out of staging what this update does not need (left by an older staging, or copied by
 /// hand): into `.upkeep/aside/staging-TIME/`, never deleted, so a file the operator put there
 /// is not lost. Returns how many were moved.
-fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
+fn prune(inst: &Instance, aside: &str, needed: &[&FileEntry]) -> Result<usize> {
     let staging = inst.staging();
     let keep: HashSet<&str> = needed.iter().map(|f| f.path.as_str()).collect();
-    let aside = format!(
-        ".upkeep/aside/staging-{}",
-        crate::base::clock::now_text().replace([':', '-'], "")
-    );
     let mut moved = 0;
     for entry in walkdir::WalkDir::new(&staging)
         .min_depth(1)
@@ -427,16 +438,21 @@ fn prune(inst: &Instance, needed: &[&FileEntry]) -> Result<usize> {
             && rel != SIGNATURE_NAME
             && rel != ".gitkeep"
         {
-            let to = Path::new(&aside).join(&rel);
-            let parent = to.parent().expect("aside paths have a parent");
-            let to = inst
-                .own_dir(&parent.to_string_lossy())?
-                .join(entry.file_name());
-            std::fs::rename(entry.path(), &to).ctx("move aside", entry.path())?;
+            move_aside(inst, aside, &rel, entry.path())?;
             moved += 1;
         }
     }
     Ok(moved)
+}
+
+/// Move the staging entry `path` (at `rel` below staging) into the aside folder `aside`.
+fn move_aside(inst: &Instance, aside: &str, rel: &str, path: &Path) -> Result<()> {
+    let to = Path::new(aside).join(rel);
+    let parent = to.parent().expect("aside paths have a parent");
+    let to = inst
+        .own_dir(&parent.to_string_lossy())?
+        .join(to.file_name().expect("a staged path has a name"));
+    std::fs::rename(path, &to).ctx("move aside", path)
 }
 
 fn fetch_network(

@@ -267,6 +267,21 @@ pub fn fleet_db_outside(repo: &Path, db: &Path) -> Result<std::path::PathBuf> {
     Ok(dir.join(db.file_name().unwrap_or_default()))
 }
 
+/// A mirror has no upkeep.toml: the hints that name it (a site's) name the mirror's options.
+fn mirror_hint(e: Error, from: &str, public_key: &Path) -> Error {
+    let hint = match &e {
+        Error::Signature { .. } => format!(
+            "check that --public-key {} is the publisher's release key (the FILE.pub of `upkeep keygen`); the mirror keeps serving its copy",
+            public_key.display()
+        ),
+        Error::Network { .. } => format!(
+            "check --from {from} and the connection to it, then run the same command again; the mirror keeps serving its copy"
+        ),
+        _ => return e,
+    };
+    Error::refused(e.to_string(), hint)
+}
+
 /// `upkeep mirror`.
 pub fn mirror(
     from: &str,
@@ -287,7 +302,8 @@ pub fn mirror(
         zips,
         net: upkeep::client::Network::default(),
         progress,
-    })?;
+    })
+    .map_err(|e| mirror_hint(e, from, public_key))?;
     // After a complete sync that changed something, the leaves below are told at once.
     let answers = match &leaf_key {
         Some(k) if !(s.unchanged && s.new_objects == 0) => {

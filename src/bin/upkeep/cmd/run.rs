@@ -189,6 +189,24 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
     } else {
         Decision::Ask
     };
+    // Nothing interrupted: said as it is (the last run is not printed as if it had just run).
+    if let Ok(st) = State::open(&inst.state_db())
+        && st.unfinished_run()?.is_none()
+        && let Some(r) = st.runs(1)?.into_iter().next()
+    {
+        if json {
+            print_json(&r);
+        } else {
+            outln!(
+                "nothing to resume: the last run ({}, release {}) ended {} at {}",
+                r.id,
+                r.to,
+                r.status,
+                r.finished_at.as_deref().unwrap_or("?")
+            );
+        }
+        return Ok(0);
+    }
     let opts = update::Options {
         keep_modified: false,
         approved: None,

@@ -277,7 +277,7 @@ pub fn stage(
         }
         if r.moved_aside > 0 {
             outln!(
-                "{} files in staging/ that this release does not need were moved into {}",
+                "{} files in staging/ that were not this release's (not needed, or not its content) were moved into {}",
                 r.moved_aside,
                 inst.state_dir().join("aside").display()
             );
