@@ -893,7 +893,7 @@ fn a_file_copied_by_hand_into_staging_is_moved_aside_with_a_word_not_overwritten
     std::fs::write(site.root.join("staging/index.html"), "my draft").unwrap();
     let out = ok(site.run(&["stage", "--network"]));
     assert!(
-        out.contains("1 files in staging/ that were not this release's"),
+        out.contains("1 files in staging/ at paths this release needs held other contents"),
         "{out}"
     );
     let aside: Vec<String> = list_files(&site.root.join(".upkeep/aside"));

@@ -82,6 +82,9 @@ pub struct Staged {
     pub modified: Vec<RelPath>,
     /// Files found in staging that this release does not need, moved into `.upkeep/aside/`.
     pub moved_aside: usize,
+    /// Files found in staging at paths the release needs, with other contents (copied by
+    /// hand?): moved into `.upkeep/aside/` too before the release's were staged.
+    pub replaced_aside: usize,
     /// For a network staging: the bytes that came in each form (raw, compressed, delta).
     pub forms: Option<fetch::Fetched>,
     /// Wall time.
@@ -185,7 +188,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         ".upkeep/aside/staging-{}",
         crate::base::clock::now_text().replace([':', '-'], "")
     );
-    let mut moved_aside = if matches!(source, Source::Manual) {
+    let moved_aside = if matches!(source, Source::Manual) {
         0
     } else {
         prune(inst, &aside, &needed)?
@@ -209,12 +212,13 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
 
     // A file at a path the release needs that is not the release's (copied by hand, or left
     // half-written): moved aside and counted, never overwritten without a word.
+    let mut replaced_aside = 0;
     if !matches!(source, Source::Manual) {
         for f in &missing {
             let p = f.path.under(&staging);
             if std::fs::symlink_metadata(&p).is_ok() {
                 move_aside(inst, &aside, f.path.as_str(), &p)?;
-                moved_aside += 1;
+                replaced_aside += 1;
             }
         }
     }
@@ -285,6 +289,7 @@ pub fn stage(inst: &Instance, source: &Source, opts: &StageOptions) -> Result<St
         removed: diff.removed.len(),
         modified: diff.modified.clone(),
         moved_aside,
+        replaced_aside,
         forms,
         seconds: started.elapsed().as_secs_f64(),
     })

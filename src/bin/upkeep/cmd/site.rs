@@ -277,8 +277,15 @@ pub fn stage(
         }
         if r.moved_aside > 0 {
             outln!(
-                "{} files in staging/ that were not this release's (not needed, or not its content) were moved into {}",
+                "{} files in staging/ that this release does not need were moved into {}",
                 r.moved_aside,
+                inst.state_dir().join("aside").display()
+            );
+        }
+        if r.replaced_aside > 0 {
+            outln!(
+                "{} files in staging/ at paths this release needs held other contents (copied by hand?): moved into {}, and the release's staged",
+                r.replaced_aside,
                 inst.state_dir().join("aside").display()
             );
         }
