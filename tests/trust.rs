@@ -516,33 +516,59 @@ fn an_answer_on_a_terminal_applies_only_the_plan_that_was_shown() {
     assert!(!root.join("index.html.bak").exists());
 }
 
+/// A publisher with release 1.0.0, its reference, and a site "alpha" enrolled with it: the
+/// site's id and key, and the reference's URL, to post reports by hand.
+struct Enrolled {
+    w: World,
+    srv: Server,
+    site: Site,
+    id: String,
+    key: upkeep::documents::manifest::SecretKey,
+    url: String,
+}
+
+impl Enrolled {
+    fn new() -> Enrolled {
+        let w = World::new();
+        let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
+        let srv = w.reference();
+        let t = common::fleet::token(&w, "1");
+        let site = Site::new(w.instance(
+            "alpha",
+            Some(&d1),
+            &srv.url,
+            &["--name", "alpha", "--enroll", &t],
+        ));
+        let id = site.status_json()["site"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let key = upkeep::documents::manifest::SecretKey::load(&site.root.join(".upkeep/site.key"))
+            .unwrap();
+        let url = format!("{}/", srv.url.trim_end_matches('/'));
+        Enrolled {
+            w,
+            srv,
+            site,
+            id,
+            key,
+            url,
+        }
+    }
+}
+
 #[test]
 fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
-    use common::fleet::{post, report_body, token};
-    let w = World::new();
-    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
-    let srv = w.reference();
-    let t = token(&w, "1");
-    let site = Site::new(w.instance(
-        "alpha",
-        Some(&d1),
-        &srv.url,
-        &["--name", "alpha", "--enroll", &t],
-    ));
-    let id = site.status_json()["site"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key =
-        upkeep::documents::manifest::SecretKey::load(&site.root.join(".upkeep/site.key")).unwrap();
-    let url = format!("{}/", srv.url.trim_end_matches('/'));
+    use common::fleet::{post, report_body};
+    let e = Enrolled::new();
+    let (w, site, id, key, url) = (&e.w, &e.site, &e.id, &e.key, &e.url);
     let signed = |v: serde_json::Value| {
         let b = serde_json::to_vec(&v).unwrap();
         let s = key.sign(&b);
         (b, s)
     };
     let with = |seq: u64, field: &str, value: &str| {
-        let mut v: serde_json::Value = serde_json::from_slice(&report_body(&id, seq)).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&report_body(id, seq)).unwrap();
         v[field] = value.into();
         signed(v)
     };
@@ -554,7 +580,7 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
         (13, "failed_step", "swap; rm -rf /"),
     ] {
         let (b, s) = with(seq, field, value);
-        let (status, text) = post(&url, &b, Some(&s));
+        let (status, text) = post(url, &b, Some(&s));
         assert_eq!(status, 400, "{field}: {text}");
         assert!(text.contains("report refused"), "{text}");
     }
@@ -564,7 +590,7 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
         "reason",
         "task said \x1b[31mred\x1b[0m and \x1b]0;title\x07",
     );
-    assert_eq!(post(&url, &b, Some(&s)).0, 200);
+    assert_eq!(post(url, &b, Some(&s)).0, 200);
     let out = upkeep(&[
         "push",
         "--repo",
@@ -579,7 +605,7 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
     assert!(!stdout(&out).contains('\x1b') && !stderr(&out).contains('\x1b'));
     // A number below the last is not "already received": it was never seen.
     let (b, s) = with(15, "reason", "late");
-    let (status, text) = post(&url, &b, Some(&s));
+    let (status, text) = post(url, &b, Some(&s));
     assert_eq!(status, 409);
     assert!(
         text.contains("older than the last one received (20)"),
@@ -603,7 +629,7 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
         }
     });
     let toml = read(&site.root.join("upkeep.toml"));
-    let toml = toml.replace(&srv.url, &format!("http://127.0.0.1:{port}/"));
+    let toml = toml.replace(&e.srv.url, &format!("http://127.0.0.1:{port}/"));
     std::fs::write(site.root.join("upkeep.toml"), toml).unwrap();
     let e = fails(site.run(&["enroll", "upkeep-enrol-x"]), 1);
     assert!(e.contains("no?[2J?]0;owned? way"), "{e:?}");
@@ -712,28 +738,13 @@ fn a_channel_pointer_signed_with_a_clock_ahead_does_not_freeze_mirrors() {
 
 #[test]
 fn an_enrolled_site_flooding_reports_is_answered_429_and_the_database_stays_small() {
-    use common::fleet::{post, report_body, token};
-    let w = World::new();
-    let d1 = w.publish("1.0.0", &[("index.html", b"v1")]);
-    let srv = w.reference();
-    let t = token(&w, "1");
-    let site = Site::new(w.instance(
-        "alpha",
-        Some(&d1),
-        &srv.url,
-        &["--name", "alpha", "--enroll", &t],
-    ));
-    let id = site.status_json()["site"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key =
-        upkeep::documents::manifest::SecretKey::load(&site.root.join(".upkeep/site.key")).unwrap();
-    let url = format!("{}/", srv.url.trim_end_matches('/'));
+    use common::fleet::{post, report_body};
+    let e = Enrolled::new();
+    let (w, id, key, url) = (&e.w, &e.id, &e.key, &e.url);
     let mut statuses = Vec::new();
     for seq in 10..70 {
-        let b = report_body(&id, seq);
-        statuses.push(post(&url, &b, Some(&key.sign(&b))).0);
+        let b = report_body(id, seq);
+        statuses.push(post(url, &b, Some(&key.sign(&b))).0);
     }
     let accepted = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(accepted, 30, "{statuses:?}");

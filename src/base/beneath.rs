@@ -42,21 +42,34 @@ fn plain(rel: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `rel` below `root` is reached without passing through a symbolic link, the last
-/// component included (a missing component ends the walk: nothing there to follow).
-pub fn no_links(root: &Path, rel: &Path) -> io::Result<()> {
+/// Walk the components of `rel` below `root` with `lstat`, refusing a symbolic link, and hand
+/// each path and what is there (`None`: nothing) to `at`, which says whether to go on.
+fn walk(
+    root: &Path,
+    rel: &Path,
+    mut at: impl FnMut(&Path, Option<&std::fs::Metadata>) -> io::Result<bool>,
+) -> io::Result<()> {
     plain(rel)?;
     let mut p = root.to_path_buf();
     for c in rel.components() {
         p.push(c);
-        match std::fs::symlink_metadata(&p) {
+        let md = match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => return Err(link_error(&p)),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
+        };
+        if !at(&p, md.as_ref())? {
+            break;
         }
     }
     Ok(())
+}
+
+/// Whether `rel` below `root` is reached without passing through a symbolic link, the last
+/// component included (a missing component ends the walk: nothing there to follow).
+pub fn no_links(root: &Path, rel: &Path) -> io::Result<()> {
+    walk(root, rel, |_, md| Ok(md.is_some()))
 }
 
 /// Open the regular file `rel` below `root` for reading, following no link on the way.
@@ -127,33 +140,28 @@ fn is_unsupported(e: &io::Error) -> bool {
 /// Make the folders of `rel` below `root` (each a real folder, never a link), like
 /// `create_dir_all` but refusing a link on the way.
 pub fn create_dir_all(root: &Path, rel: &Path) -> io::Result<()> {
-    plain(rel)?;
-    let mut p = root.to_path_buf();
-    for c in rel.components() {
-        p.push(c);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => return Err(link_error(&p)),
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
+    walk(root, rel, |p, md| {
+        match md {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!("{} is a file where a folder is needed", p.display()),
                 ));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&p) {
+            None => match std::fs::create_dir(p) {
                 Ok(()) => {}
                 // Made meanwhile by another thread: check it again.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if std::fs::symlink_metadata(&p)?.file_type().is_symlink() {
-                        return Err(link_error(&p));
+                    if std::fs::symlink_metadata(p)?.file_type().is_symlink() {
+                        return Err(link_error(p));
                     }
                 }
                 Err(e) => return Err(e),
             },
-            Err(e) => return Err(e),
         }
-    }
-    Ok(())
+        Ok(true)
+    })
 }
 
 #[cfg(test)]

@@ -518,21 +518,32 @@ fn withdrawn(inst: &Instance, to: &str) -> Option<String> {
     })
 }
 
+/// Roll the interrupted run back and say so; `why` ends the sentence's first half.
+fn roll_back_interrupted(inst: &Instance, out: &mut Pass, why: &str) -> Result<()> {
+    let run = update::rollback(inst)?;
+    out.decision = Verdict::RolledBack;
+    out.reason = format!(
+        "interrupted run {} {why}; it was rolled back: release {} is live again",
+        run.id,
+        run.from.as_deref().unwrap_or("(none)")
+    );
+    out.to = Some(run.to.clone());
+    out.run = Some(run);
+    Ok(())
+}
+
 fn recover(inst: &Instance, out: &mut Pass) -> Result<()> {
     let unfinished = State::open(&inst.state_db())?.unfinished_run()?;
     if let Some(to) = unfinished.map(|r| r.to)
         && let Some(why) = withdrawn(inst, &to)
     {
-        let run = update::rollback(inst)?;
-        out.decision = Verdict::RolledBack;
-        out.reason = format!(
-            "interrupted run {} was installing release {to}, which the reference no longer offers this site ({why}): it was rolled back, release {} is live again",
-            run.id,
-            run.from.as_deref().unwrap_or("(none)")
+        return roll_back_interrupted(
+            inst,
+            out,
+            &format!(
+                "was installing release {to}, which the reference no longer offers this site ({why})"
+            ),
         );
-        out.to = Some(run.to.clone());
-        out.run = Some(run);
-        return Ok(());
     }
     let progress = Progress::default();
     let o = update::Options::approved(None, false, Decision::Ask, &progress);
@@ -548,15 +559,11 @@ fn recover(inst: &Instance, out: &mut Pass) -> Result<()> {
         }
         Err(e @ Error::Busy(_)) => return Err(e),
         Err(e) => {
-            let run = update::rollback(inst)?;
-            out.decision = Verdict::RolledBack;
-            out.reason = format!(
-                "interrupted run {} could not be finished unattended ({e}); it was rolled back: release {} is live again",
-                run.id,
-                run.from.as_deref().unwrap_or("(none)")
-            );
-            out.to = Some(run.to.clone());
-            out.run = Some(run);
+            roll_back_interrupted(
+                inst,
+                out,
+                &format!("could not be finished unattended ({e})"),
+            )?;
             out.next = Some(format!(
                 "see upkeep status --root {}; the next pass tries the update again",
                 inst.root.display()
