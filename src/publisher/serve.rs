@@ -359,10 +359,7 @@ struct Asked {
 /// A repository file opened for sending, with its length; not found through a link.
 fn open_held(dir: &Path, rel: &str) -> std::io::Result<(std::fs::File, u64)> {
     let rel = RelPath::parse(rel).expect("object paths are relative");
-    if !rel.no_links_under(dir) {
-        return Err(std::io::ErrorKind::NotFound.into());
-    }
-    let f = std::fs::File::open(rel.under(dir))?;
+    let f = rel.open_under(dir)?;
     let len = f.metadata()?.len();
     Ok((f, len))
 }

@@ -69,15 +69,20 @@ pub async fn serve_file(req: &HttpRequest, inst: &Instance) -> HttpResponse {
     if !rel.no_links_under(&inst.root) {
         return not_found();
     }
-    let mut path = rel.under(&inst.root);
-    if path.is_dir() {
-        path.push("index.html");
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return not_found();
-        }
-    }
-    match NamedFile::open_async(&path).await {
-        Ok(f) => f.into_response(req),
+    let rel = match std::fs::symlink_metadata(rel.under(&inst.root)) {
+        Ok(m) if m.is_dir() => match RelPath::parse(&format!("{rel}/index.html")) {
+            Ok(r) => r,
+            Err(_) => return not_found(),
+        },
+        _ => rel,
+    };
+    // Opened without following a link anywhere (openat2), so nothing changes between a check
+    // and the open.
+    match rel.open_under(&inst.root) {
+        Ok(f) => match NamedFile::from_file(f, rel.under(&inst.root)) {
+            Ok(n) => n.into_response(req),
+            Err(_) => not_found(),
+        },
         Err(_) => not_found(),
     }
 }
