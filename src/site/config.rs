@@ -11,6 +11,26 @@ pub use crate::documents::archive::Limits;
 use crate::documents::manifest::{PublicKey, RelPath};
 use crate::documents::tree::is_excluded;
 
+/// Where the previous version of a replaced or removed file is kept until the next run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backups {
+    /// `NAME.bak` beside the file, as YACS does (never served); a release file of that name
+    /// sends its neighbour's backup aside.
+    #[default]
+    Beside,
+    /// Under `.upkeep/aside/run-N/backup/`: nothing of upkeep's in the web root.
+    Aside,
+}
+
+/// How upkeep treats the site's files (`[files]` in upkeep.toml).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Files {
+    /// Where backups go: `"beside"` or `"aside"`.
+    pub backups: Backups,
+}
+
 /// run_once task settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -339,6 +359,11 @@ pub struct Config {
     /// Paths (relative, `dir/` for a folder) never fingerprinted nor touched.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Files upkeep never replaces nor removes, as globs on paths relative to the root
+    /// (`keep = ["wp-config.php", "sites/*/settings.php"]`: `*` stays within a folder, `**`
+    /// crosses folders). A missing one is still added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<String>,
     /// Folders of the operator's own extensions (each holding an `extension.toml`), counted
     /// beside those the release ships: `extensions = ["plugins/local-shop"]`. An
     /// `extension.toml` anywhere else is not the release's and is never read.
@@ -353,6 +378,9 @@ pub struct Config {
     /// Task settings.
     #[serde(default)]
     pub tasks: Tasks,
+    /// How the site's files are treated.
+    #[serde(default)]
+    pub files: Files,
     /// Unattended updates.
     #[serde(default)]
     pub auto: Auto,
@@ -465,6 +493,8 @@ pub struct Instance {
     pub config: Config,
     /// The trusted publisher key.
     pub key: PublicKey,
+    /// `keep`, compiled.
+    keep: globset::GlobSet,
 }
 
 impl Instance {
@@ -498,7 +528,8 @@ impl Instance {
         Self::with_config(root, config)
     }
 
-    fn with_config(root: PathBuf, mut config: Config) -> Result<Self> {
+    /// An instance at `root` with this configuration, checked as [`Instance::open`] checks it.
+    pub(crate) fn with_config(root: PathBuf, mut config: Config) -> Result<Self> {
         let cfg_path = root.join("upkeep.toml");
         config.network.proxy = config.proxy.clone();
         config.validate().map_err(|reason| Error::Config {
@@ -506,7 +537,16 @@ impl Instance {
             reason,
         })?;
         let key = PublicKey::parse(&config.public_key)?;
-        Ok(Instance { root, config, key })
+        let keep = keep_set(&config.keep).map_err(|reason| Error::Config {
+            file: root.join("upkeep.toml"),
+            reason,
+        })?;
+        Ok(Instance {
+            root,
+            config,
+            key,
+            keep,
+        })
     }
 
     /// [`Instance::open`] for the commands an emergency needs (`rollback`): a mistake in
@@ -532,6 +572,7 @@ impl Instance {
                     "public_key",
                     "database",
                     "exclude",
+                    "keep",
                     "extensions",
                     "name",
                 ]
@@ -633,4 +674,21 @@ impl Instance {
     pub fn excluded(&self, p: &RelPath) -> bool {
         is_excluded(&self.config.exclude, p)
     }
+    /// True when upkeep.toml's `keep` names a path: never replaced nor removed.
+    pub fn kept(&self, p: &RelPath) -> bool {
+        self.keep.is_match(p.as_str())
+    }
+}
+
+/// upkeep.toml's `keep`, compiled; the message names a bad glob.
+fn keep_set(globs: &[String]) -> std::result::Result<globset::GlobSet, String> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g.trim_start_matches('/'))
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("keep: {g:?} is not a glob ({e})"))?;
+        b.add(glob);
+    }
+    b.build().map_err(|e| format!("keep: {e}"))
 }

@@ -100,24 +100,16 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         public_key: key.to_text(),
         database: ".upkeep/site.db".into(),
         exclude: Vec::new(),
+        keep: Vec::new(),
         extensions: Vec::new(),
         limits: Limits::default(),
         network: Network::default(),
+        files: Default::default(),
         tasks: Tasks::default(),
         auto: Default::default(),
         mail: Default::default(),
     };
-    config
-        .validate()
-        .map_err(|reason| crate::base::error::Error::Config {
-            file: root.join("upkeep.toml"),
-            reason,
-        })?;
-    let inst = Instance {
-        root: root.clone(),
-        config,
-        key,
-    };
+    let inst = Instance::with_config(root.clone(), config)?;
     let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
     let ptr = block_on(remote.pointer())?;
 

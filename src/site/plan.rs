@@ -44,6 +44,15 @@ pub struct Diff {
     /// swapped or rolled back, whatever the release ships there.
     #[serde(default)]
     pub excluded: Vec<RelPath>,
+    /// Files the operator changed that the release does not change (the same content in the
+    /// installed release and this one): left as they are, without a word or a `.bak`, the
+    /// way dpkg treats a configuration file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub yours: Vec<RelPath>,
+    /// Files upkeep.toml's `keep` names that this release would replace or remove: left as
+    /// they are (the release's version of them is not installed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<RelPath>,
     /// Why this release is the one offered, when the site follows a channel with a rollout
     /// ("channel beta: release 1.2.0, in wave 1 of 3 (test), reached: ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +67,18 @@ impl Diff {
         latest: &VerifiedManifest,
         live: &HashMap<&RelPath, Live>,
         excluded: &dyn Fn(&RelPath) -> bool,
+    ) -> Diff {
+        Self::compute_keeping(installed, latest, live, excluded, &|_| false)
+    }
+
+    /// [`Diff::compute`], with the files `kept` names (upkeep.toml's `keep`) never replaced
+    /// nor removed when they exist live.
+    pub fn compute_keeping(
+        installed: Option<&VerifiedManifest>,
+        latest: &VerifiedManifest,
+        live: &HashMap<&RelPath, Live>,
+        excluded: &dyn Fn(&RelPath) -> bool,
+        kept: &dyn Fn(&RelPath) -> bool,
     ) -> Diff {
         let mut d = Diff {
             installed: installed.map(|m| m.version().to_string()),
@@ -74,6 +95,13 @@ impl Diff {
             match (here, before) {
                 (Some(l), _) if l.md5 == f.md5 && l.size == f.size => d.unchanged += 1,
                 (None, None) => d.new.push(f.path.clone()),
+                (Some(_), _) if kept(&f.path) => d.kept.push(f.path.clone()),
+                // Changed here, and the release does not change it: the operator's to keep.
+                (Some(_), Some(b))
+                    if b.sha256 == f.sha256 && b.md5 == f.md5 && b.size == f.size =>
+                {
+                    d.yours.push(f.path.clone());
+                }
                 (Some(l), Some(b)) => {
                     if l.md5 != b.md5 || l.size != b.size {
                         d.modified.push(f.path.clone());
@@ -98,6 +126,10 @@ impl Diff {
                     continue;
                 }
                 if let Some(l) = live.get(&f.path) {
+                    if kept(&f.path) {
+                        d.kept.push(f.path.clone());
+                        continue;
+                    }
                     if l.md5 != f.md5 || l.size != f.size {
                         d.modified.push(f.path.clone());
                     }
@@ -153,6 +185,10 @@ pub struct Action {
     /// For a modified file kept as it is: what the release would have done with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_keep: Option<Kind>,
+    /// The live file's backup goes under `.upkeep/aside/run-N/backup/` instead of beside it:
+    /// `[files] backups = "aside"`, or `NAME.bak` is itself a release file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup_aside: bool,
 }
 
 /// The statements that bring a database to the declared schema, and what it has beyond it.
@@ -255,6 +291,12 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Locally modified files (also among the actions).
     pub modified: Vec<RelPath>,
+    /// Files changed here that the release does not change: left as they are ([`Diff::yours`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub yours: Vec<RelPath>,
+    /// Files upkeep.toml's `keep` names that the release would change: left as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<RelPath>,
     /// run_once tasks that will run: those the release ships, and those the operator allowed.
     pub tasks: Vec<RelPath>,
     /// Task files in the run_once folders that the release does not ship: not run.
@@ -376,7 +418,7 @@ mod tests {
                     path: RelPath::parse(p).unwrap(),
                     size: c.len() as u64,
                     md5: md5_of(c),
-                    sha256: Sha256([0; 32]),
+                    sha256: crate::documents::manifest::digest::sha256_bytes(c.as_bytes()),
                 })
                 .collect(),
         };

@@ -137,14 +137,27 @@ pub fn print_plan(plan: &Plan) {
                 "{} (in the way of the release's files: moved whole into .upkeep/aside/)",
                 a.path
             ),
+            Kind::Remove if a.backup_aside => format!(
+                "{} (your version kept in .upkeep/aside/; removed by the release)",
+                a.path
+            ),
             Kind::Remove => format!(
                 "{} (your version kept as {}.bak; removed by the release)",
                 a.path, a.path
             ),
+            _ if a.backup_aside => format!("{} (your version kept in .upkeep/aside/)", a.path),
             _ => format!("{} (your version kept as {}.bak)", a.path, a.path),
         })
         .collect();
     section("locally modified", modified);
+    section(
+        "kept as they are (upkeep.toml keep): the release's version is not installed",
+        plan.kept.iter().map(|p| p.to_string()).collect(),
+    );
+    section(
+        "changed here, and not by the release: left as they are",
+        plan.yours.iter().map(|p| p.to_string()).collect(),
+    );
     for (title, kind) in [
         ("add", Kind::Add),
         ("replace", Kind::Replace),

@@ -98,7 +98,7 @@ impl RelPath {
     }
 
     /// Parse a path that must be a file of a release: on top of [`RelPath::parse`], refuses
-    /// upkeep's own working folders and the names the update flow gives meaning to.
+    /// upkeep's own working folders and the signed manifest's names.
     pub fn parse_release_file(raw: &str) -> Result<Self> {
         let p = Self::parse(raw)?;
         p.check_release_file()?;
@@ -121,9 +121,8 @@ impl RelPath {
         if self.0 == MANIFEST_NAME || self.0 == SIGNATURE_NAME {
             return bad("reserved for the signed manifest");
         }
-        if self.is_reserved() {
-            return bad("`.bak` and `.done` names are reserved for backups and finished tasks");
-        }
+        // `NAME.bak` and `NAME.done` are fine: real releases ship them (Drupal's test
+        // fixtures), and a site keeps its backups where they never collide with one.
         Ok(())
     }
 
@@ -282,15 +281,16 @@ mod tests {
             "upkeep.toml",
             "inbox/a.zip",
             "upkeep-manifest.json",
-            "x.php.bak",
-            "run_once/a.sql.done",
         ] {
             assert!(
                 RelPath::parse_release_file(raw).is_err(),
                 "{raw} should be refused"
             );
         }
-        assert!(RelPath::parse_release_file("docs/staging/x").is_ok());
+        // A release may ship any other name, backups' and done-marks' included (Drupal does).
+        for raw in ["docs/staging/x", "x.php.bak", "run_once/a.sql.done"] {
+            assert!(RelPath::parse_release_file(raw).is_ok(), "{raw}");
+        }
     }
     #[test]
     fn child_checks_the_new_name_like_parse() {

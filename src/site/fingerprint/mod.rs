@@ -186,7 +186,13 @@ pub fn diff_live(
     paths.sort();
     paths.dedup();
     let live = live_prints(inst, state, &paths)?;
-    Ok(Diff::compute(installed, target, &live, &excluded))
+    Ok(Diff::compute_keeping(
+        installed,
+        target,
+        &live,
+        &excluded,
+        &|p| inst.kept(p),
+    ))
 }
 
 /// `upkeep fingerprint DIR`: the unsigned manifest of a folder; when it is an instance root, the

@@ -417,17 +417,17 @@ impl State {
     }
 
     /// The plan of the last run that finished before run `id`.
-    pub fn previous_done_plan(&self, id: i64) -> Result<Option<Plan>> {
-        let plan: Option<String> = self
+    pub fn previous_done_plan(&self, id: i64) -> Result<Option<(i64, Plan)>> {
+        let row: Option<(i64, String)> = self
             .conn
             .query_row(
-                "SELECT plan FROM runs WHERE status = ?2 AND id < ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id, plan FROM runs WHERE status = ?2 AND id < ?1 ORDER BY id DESC LIMIT 1",
                 params![id, RunStatus::Done],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .db(&self.path)?;
-        Ok(plan.and_then(|p| serde_json::from_str(&p).ok()))
+        Ok(row.and_then(|(id, p)| Some((id, serde_json::from_str(&p).ok()?))))
     }
 
     /// Move a run to a step.

@@ -277,8 +277,9 @@ fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
     state.set_installed(&target)?;
     state.clear_staged()?;
     clear_staging(inst)?;
-    if let Some(p) = state.previous_done_plan(run.id)? {
-        swap::drop_old_backups(inst, &p.actions, &run.plan.actions);
+    if let Some((id, p)) = state.previous_done_plan(run.id)? {
+        let aside = swap::aside_dir(inst, id);
+        swap::drop_old_backups(inst, (&p.actions, &aside), &run.plan.actions);
     }
     let _ = std::fs::remove_dir_all(inst.partial_dir());
     gate::reopen_after_run(&inst.root)?;

@@ -10,7 +10,7 @@ use crate::base::error::{Error, Result};
 use crate::base::fsutil::{device_of, free_bytes, human_bytes};
 use crate::documents::manifest::relpath::BAK;
 use crate::documents::manifest::{RelPath, VerifiedManifest, digest};
-use crate::site::config::Instance;
+use crate::site::config::{Backups, Instance};
 use crate::site::fingerprint::diff_live;
 use crate::site::plan::{Action, Kind, Plan};
 use crate::site::state::State;
@@ -147,6 +147,7 @@ pub fn prepare(
             modified: modified.contains(p),
             sha256: None,
             undo_keep: None,
+            backup_aside: false,
         });
     }
     actions.sort_by(|a, b| a.path.cmp(&b.path));
@@ -189,6 +190,7 @@ pub fn prepare(
             modified: true,
             sha256: None,
             undo_keep: None,
+            backup_aside: false,
         });
     }
     let mut installs: Vec<Action> = needed
@@ -211,16 +213,30 @@ pub fn prepare(
                         .sha256,
                 ),
                 undo_keep: None,
+                backup_aside: false,
             }
         })
         .collect();
     installs.sort_by(|a, b| a.path.cmp(&b.path));
     actions.extend(installs);
-    // Backups a swap would overwrite (an operator's own NAME.bak, or a local edit kept by an
-    // earlier run) are moved aside first, and listed in the plan.
+    // A backup beside its file must not take the name of a release file (`NAME.bak` shipped
+    // by the release, in either manifest): that one goes aside, as all do with
+    // `[files] backups = "aside"`.
+    let aside_all = inst.config.files.backups == Backups::Aside;
+    let is_release_path = |p: &RelPath| {
+        target.entry(p).is_some() || installed.as_ref().is_some_and(|m| m.entry(p).is_some())
+    };
+    for a in actions
+        .iter_mut()
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove))
+    {
+        a.backup_aside = aside_all || is_release_path(&a.path.with_suffix(BAK));
+    }
+    // Backups a swap would overwrite beside (an operator's own NAME.bak, or a local edit kept
+    // by an earlier run) are moved aside first, and listed in the plan.
     let kept_aside: Vec<RelPath> = actions
         .iter()
-        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove))
+        .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove) && !a.backup_aside)
         .map(|a| a.path.with_suffix(BAK))
         .filter(|b| std::fs::symlink_metadata(b.under(&inst.root)).is_ok())
         .collect();
@@ -242,6 +258,8 @@ pub fn prepare(
         keep_modified: false,
         actions,
         modified: diff.modified.clone(),
+        yours: diff.yours.clone(),
+        kept: diff.kept.clone(),
         tasks: found.tasks,
         foreign_tasks: found.foreign,
         allowed_tasks,

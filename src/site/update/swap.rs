@@ -33,10 +33,14 @@ struct Paths {
     displaced: PathBuf,
 }
 
-fn paths(inst: &Instance, aside: &Path, p: &RelPath) -> Paths {
+fn paths(inst: &Instance, aside: &Path, a: &Action) -> Paths {
+    let p = &a.path;
     Paths {
         live: p.under(&inst.root),
-        bak: p.with_suffix(BAK).under(&inst.root),
+        bak: match a.backup_aside {
+            true => p.with_suffix(BAK).under(&aside.join("backup")),
+            false => p.with_suffix(BAK).under(&inst.root),
+        },
         staged: p.under(&inst.staging()),
         old_bak: p.with_suffix(BAK).under(&aside.join("bak")),
         displaced: p.under(&aside.join("displaced")),
@@ -69,12 +73,13 @@ fn move_into(inst: &Instance, from: &Path, to: &Path, point: &str) -> Result<()>
     Ok(())
 }
 
-/// Move the live file to `NAME.bak`, an older `NAME.bak` moved aside first.
+/// Move the live file to its backup (`NAME.bak`), an older `NAME.bak` moved aside first.
 fn back_up(inst: &Instance, p: &Paths, n: usize) -> Result<()> {
     if exists(&p.bak) {
         move_into(inst, &p.bak, &p.old_bak, &format!("swap:{n}:old-bak"))?;
         crash::point(&format!("swap:{n}:old-bak-aside"));
     }
+    make_dir(inst, p.bak.parent().expect("backups have a folder"))?;
     rename(&p.live, &p.bak, &format!("swap:{n}:bak"))
 }
 
@@ -111,7 +116,7 @@ pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progr
     progress.set_totals(actions.len() as u64, 0);
     for (n, a) in actions.iter().enumerate() {
         let n = n + 1;
-        let p = paths(inst, aside, &a.path);
+        let p = paths(inst, aside, a);
         match a.kind {
             Kind::Replace | Kind::Add => {
                 if exists(&p.staged) {
@@ -164,7 +169,7 @@ pub fn undo(
 ) -> Result<()> {
     let mut dirs = BTreeSet::new();
     for a in actions.iter().rev() {
-        let p = paths(inst, aside, &a.path);
+        let p = paths(inst, aside, a);
         let done = a.path.with_suffix(DONE).under(&inst.root);
         match a.kind {
             Kind::Replace => {
@@ -230,7 +235,11 @@ fn remove_empty_parents(root: &Path, file: &Path) {
 /// After a successful run, the backups of the run before it are no longer a way back: remove
 /// the ones this run did not replace, except those of locally modified files, which hold the
 /// operator's own edit (a later run that needs the name moves them aside).
-pub fn drop_old_backups(inst: &Instance, previous: &[Action], current: &[Action]) {
+pub fn drop_old_backups(
+    inst: &Instance,
+    (previous, previous_aside): (&[Action], &Path),
+    current: &[Action],
+) {
     let touched: HashSet<&RelPath> = current
         .iter()
         .filter(|a| a.kind != Kind::Keep)
@@ -241,7 +250,7 @@ pub fn drop_old_backups(inst: &Instance, previous: &[Action], current: &[Action]
         .filter(|a| matches!(a.kind, Kind::Replace | Kind::Remove) && !a.modified)
     {
         if !touched.contains(&a.path) {
-            let _ = std::fs::remove_file(a.path.with_suffix(BAK).under(&inst.root));
+            let _ = std::fs::remove_file(paths(inst, previous_aside, a).bak);
         }
     }
 }

@@ -197,6 +197,11 @@ pub fn check(root: &Path, json: bool) -> Result<u8> {
         print_list("changed", &d.changed);
         print_list("removed", &d.removed);
         print_list("excluded by upkeep.toml (never touched)", &d.excluded);
+        print_list("kept by upkeep.toml (never replaced nor removed)", &d.kept);
+        print_list(
+            "changed here, not by the release (left as they are)",
+            &d.yours,
+        );
         outln!("unchanged: {} files", d.unchanged);
         if d.older {
             outln!(
