@@ -393,7 +393,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::documents::manifest::{
-        FORMAT, FileEntry, Manifest, SecretKey, Sha256, digest::Hasher, to_bytes,
+        FORMAT, FileEntry, Manifest, SecretKey, digest::Hasher, to_bytes,
     };
 
     fn md5_of(s: &str) -> Md5 {
