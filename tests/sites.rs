@@ -134,3 +134,265 @@ fn backups_aside_leave_nothing_of_upkeeps_in_the_web_root() {
     assert_eq!(read(&site.root.join("index.php")), "v1");
     assert_eq!(read(&site.root.join("old.php")), "old");
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+/// Publish release `v` from `files`, the paths in `exec` executable.
+fn publish_with_modes(
+    w: &World,
+    v: &str,
+    files: &[(&str, &[u8])],
+    exec: &[&str],
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = w.path(&format!("release-{v}"));
+    write_tree(&dir, files);
+    for e in exec {
+        std::fs::set_permissions(dir.join(e), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    ok(upkeep(&[
+        "publish",
+        dir.to_str().unwrap(),
+        "--version",
+        v,
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--key",
+        w.key.to_str().unwrap(),
+    ]));
+    dir
+}
+
+#[test]
+fn owners_and_modes_are_kept_never_loosened_and_put_back_by_rollback() {
+    if upkeep::base::users::euid() != 0 {
+        eprintln!("skipped: owners can only be tested as root (CI runs as root)");
+        return;
+    }
+    let web = upkeep::base::users::user("www-data").expect("Debian's www-data user");
+    let w = World::new();
+    let d1 = publish_with_modes(
+        &w,
+        "1.0.0",
+        &[
+            ("index.php", b"v1"),
+            ("secret.php", b"s1"),
+            ("bin/cron.sh", b"echo 1"),
+        ],
+        &["bin/cron.sh"],
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.repo.join("releases/1.0.0/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let entry = |p: &str| {
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        entry("bin/cron.sh")["exec"],
+        true,
+        "the manifest records the execute bit"
+    );
+    assert!(
+        entry("index.php").get("exec").is_none(),
+        "and only where it is set"
+    );
+    publish_with_modes(
+        &w,
+        "1.1.0",
+        &[
+            ("index.php", b"v2"),
+            ("secret.php", b"s2"),
+            ("bin/cron.sh", b"echo 2"),
+            ("bin/new.sh", b"echo new"),
+            ("lib/deep/new.php", b"new"),
+        ],
+        &["bin/cron.sh", "bin/new.sh"],
+    );
+    let srv = w.reference();
+    let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
+    let root = &site.root;
+    // The site as a web server's user has it: files www-data's, a secret kept private.
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        std::os::unix::fs::lchown(e.path(), Some(web.uid), Some(web.gid)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("secret.php"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("index.php"),
+        std::fs::Permissions::from_mode(0o664),
+    )
+    .unwrap();
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    let ids = (web.uid, web.gid);
+    assert_eq!(read(&root.join("secret.php")), "s2");
+    assert_eq!(
+        (
+            mode(&root.join("secret.php")),
+            owner(&root.join("secret.php"))
+        ),
+        (0o600, ids),
+        "0600 stays 0600"
+    );
+    assert_eq!(
+        (
+            mode(&root.join("index.php")),
+            owner(&root.join("index.php"))
+        ),
+        (0o664, ids)
+    );
+    assert_eq!(
+        mode(&root.join("bin/cron.sh")),
+        0o755,
+        "an executable stays executable"
+    );
+    assert_eq!(
+        (
+            mode(&root.join("bin/new.sh")),
+            owner(&root.join("bin/new.sh"))
+        ),
+        (0o755, ids)
+    );
+    assert_eq!(
+        (
+            mode(&root.join("lib/deep/new.php")),
+            owner(&root.join("lib/deep/new.php"))
+        ),
+        (0o644, ids)
+    );
+    assert_eq!(
+        (mode(&root.join("lib/deep")), owner(&root.join("lib/deep"))),
+        (0o755, ids),
+        "new folders too"
+    );
+    assert_eq!(owner(&root.join("lib")), ids);
+    ok(site.run(&["rollback"]));
+    assert_eq!(read(&root.join("secret.php")), "s1");
+    assert_eq!(
+        (
+            mode(&root.join("secret.php")),
+            owner(&root.join("secret.php"))
+        ),
+        (0o600, ids)
+    );
+    assert_eq!(
+        (
+            mode(&root.join("bin/cron.sh")),
+            owner(&root.join("bin/cron.sh"))
+        ),
+        (0o755, ids)
+    );
+    assert!(!root.join("lib").exists());
+}
+
+#[test]
+fn started_as_root_upkeep_works_as_the_sites_user_and_leaves_it_a_site_it_can_update() {
+    if upkeep::base::users::euid() != 0 {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let web = upkeep::base::users::user("www-data").expect("Debian's www-data user");
+    let w = World::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d1 = w.publish("1.0.0", &[("index.php", b"v1")]);
+    let task =
+        b"id -u > who.txt\necho \"$UPKEEP_FROM->$UPKEEP_TO $UPKEEP_EVENT $USER $HOME\" > env.txt\n";
+    w.publish(
+        "1.1.0",
+        &[("index.php", b"v2"), ("run_once/01-who.sh", task)],
+    );
+    let srv = w.reference();
+    let root = w.path("site");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&d1, &root);
+    for e in walkdir::WalkDir::new(&root) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
+    }
+    // Everything below as root, the way an operator's sudo runs it.
+    ok(upkeep(&[
+        "init",
+        "--root",
+        root.to_str().unwrap(),
+        "--reference",
+        &srv.url,
+        "--public-key",
+        &w.pubkey(),
+    ]));
+    let site = Site::new(&root);
+    set_config(
+        &root,
+        "auto",
+        "after",
+        "[\"id -u >> hooks.txt; echo $UPKEEP_EVENT >> hooks.txt\"]",
+    );
+    site.stage_archive(&w.zip("1.1.0"));
+    site.update_yes();
+    assert_eq!(
+        read(&root.join("who.txt")).trim(),
+        web.uid.to_string(),
+        "the task ran as the site's user"
+    );
+    assert_eq!(
+        read(&root.join("env.txt")).trim(),
+        format!("1.0.0->1.1.0 update {} {}", web.name, web.home)
+    );
+    assert_eq!(
+        read(&root.join("hooks.txt")),
+        format!("{}\nupdate\n", web.uid)
+    );
+    // upkeep's own files are the site's user's: it can run its own passes.
+    for e in walkdir::WalkDir::new(root.join(".upkeep"))
+        .into_iter()
+        .chain(walkdir::WalkDir::new(root.join("staging")))
+    {
+        let e = e.unwrap();
+        assert_eq!(owner(e.path()).0, web.uid, "{}", e.path().display());
+    }
+    assert_eq!(owner(&root.join("upkeep.toml")).0, web.uid);
+    let o = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "www-data",
+            "--",
+            BIN,
+            "status",
+            "--root",
+            root.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A rollback tells the caches too (PHP's opcache would serve the undone release).
+    ok(site.run(&["rollback"]));
+    assert_eq!(
+        read(&root.join("hooks.txt")),
+        format!("{0}\nupdate\n{0}\nrollback\n", web.uid)
+    );
+}

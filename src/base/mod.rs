@@ -12,3 +12,4 @@ pub mod out;
 pub mod progress;
 pub mod shell;
 pub mod text;
+pub mod users;

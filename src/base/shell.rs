@@ -25,7 +25,7 @@ fn kill_group(pgid: u32) -> bool {
 /// passes, the whole group is stopped, so a background child (`cmd &`) cannot keep the site
 /// closed after it, and the timeout bounds the wait.
 pub fn run(dir: &Path, args: &[&OsStr], timeout: Duration) -> Result<(Option<i32>, String)> {
-    run_marked(dir, args, timeout, None)
+    run_marked(dir, args, timeout, None, &[])
 }
 
 /// The environment variable that marks every process of a run_once task, its detached
@@ -33,14 +33,15 @@ pub fn run(dir: &Path, args: &[&OsStr], timeout: Duration) -> Result<(Option<i32
 /// death of the upkeep that started the task, and a reused pid does not carry it.
 pub const MARK_VAR: &str = "UPKEEP_TASK";
 
-/// [`run`] with every process of the command marked ([`MARK_VAR`]): when it ends or its
-/// timeout passes, the processes that still carry the mark (a `setsid` child escaped the
-/// process group) are stopped too.
+/// [`run`] with `env` added to the environment and every process of the command marked
+/// ([`MARK_VAR`]): when it ends or its timeout passes, the processes that still carry the mark
+/// (a `setsid` child escaped the process group) are stopped too.
 pub fn run_marked(
     dir: &Path,
     args: &[&OsStr],
     timeout: Duration,
     mark: Option<&str>,
+    env: &[(String, String)],
 ) -> Result<(Option<i32>, String)> {
     let what = Path::new(args.last().copied().unwrap_or_default());
     let (mut reader, writer) = std::io::pipe().ctx("create pipe for", what)?;
@@ -55,6 +56,7 @@ pub fn run_marked(
     if let Some(m) = mark {
         cmd.env(MARK_VAR, m);
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn().ctx("run /bin/sh", what)?;
     // The command holds this process's copies of the pipe's write end: without them gone, the
     // reader would wait for an end of output that never comes.

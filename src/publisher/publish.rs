@@ -202,12 +202,20 @@ pub fn publish(p: &Publish) -> Result<Published> {
                     .map_err(|e| e.error)
                     .ctx("store object", &obj)?;
             }
+            use std::os::unix::fs::PermissionsExt;
+            let exec = std::fs::symlink_metadata(&src)
+                .ctx("stat", &src)?
+                .permissions()
+                .mode()
+                & 0o111
+                != 0;
             Ok((
                 FileEntry {
                     path: f.rel.clone(),
                     size: h.size,
                     md5: h.md5,
                     sha256: h.sha256,
+                    exec,
                 },
                 fresh,
             ))

@@ -24,11 +24,39 @@ pub enum Backups {
 }
 
 /// How upkeep treats the site's files (`[files]` in upkeep.toml).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Files {
     /// Where backups go: `"beside"` or `"aside"`.
     pub backups: Backups,
+    /// Who new files and folders belong to (a user name); unset: the owner of the folder
+    /// they land in. A replaced file always keeps its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Their group; unset: the group of the folder they land in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The permission bits new files and folders go without (octal, as umask(1)): "022" makes
+    /// 0644 files and 0755 folders, "002" group-writable ones.
+    pub umask: String,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Files {
+            backups: Backups::Beside,
+            owner: None,
+            group: None,
+            umask: "022".into(),
+        }
+    }
+}
+
+impl Files {
+    /// The umask as bits.
+    pub fn umask_bits(&self) -> u32 {
+        u32::from_str_radix(self.umask.trim(), 8).unwrap_or(0o022) & 0o777
+    }
 }
 
 /// run_once task settings.
@@ -364,6 +392,10 @@ pub struct Config {
     /// crosses folders). A missing one is still added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep: Vec<String>,
+    /// The user the site's work runs as when upkeep is started as root (its files, its tasks
+    /// and hooks); unset: the owner of the instance root (see `site::owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
     /// Folders of the operator's own extensions (each holding an `extension.toml`), counted
     /// beside those the release ships: `extensions = ["plugins/local-shop"]`. An
     /// `extension.toml` anywhere else is not the release's and is never read.
@@ -414,6 +446,29 @@ impl Config {
         {
             return Err(format!(
                 "trigger_keys: {k:?} is not a public key (one line from `upkeep keygen`, upkeep-public-key-v1:...)"
+            ));
+        }
+        let f = &self.files;
+        if u32::from_str_radix(f.umask.trim(), 8).map_or(true, |m| m > 0o777) {
+            return Err(format!(
+                "files.umask = {:?} is not a umask: write three octal digits, for example \"022\"",
+                f.umask
+            ));
+        }
+        if let Some(o) = f
+            .owner
+            .as_ref()
+            .filter(|o| crate::base::users::user(o).is_none())
+        {
+            return Err(format!("files.owner = {o:?}: no such user on this machine"));
+        }
+        if let Some(g) = f
+            .group
+            .as_ref()
+            .filter(|g| crate::base::users::group_id(g).is_none())
+        {
+            return Err(format!(
+                "files.group = {g:?}: no such group on this machine"
             ));
         }
         let a = &self.auto;

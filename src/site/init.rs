@@ -101,6 +101,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         database: ".upkeep/site.db".into(),
         exclude: Vec::new(),
         keep: Vec::new(),
+        run_as: None,
         extensions: Vec::new(),
         limits: Limits::default(),
         network: Network::default(),

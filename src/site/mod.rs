@@ -2,7 +2,7 @@
 //! in the order of the spine: `fingerprint` and `check`, `stage`, the `plan`, `update` (close,
 //! swap, scan, migrate, run_once, reopen, rollback), `finish`, `init`, `auto` (unattended
 //! passes); `fleet` (the site's identity, its reports, triggers it accepts); `serve` (the live
-//! tree behind the gate) and `panel` (the control panel).
+//! tree behind the gate) and `panel` (the control panel); `owner` (acting as the site's user).
 
 pub mod auto;
 pub mod check;
@@ -12,6 +12,7 @@ pub mod finish;
 pub mod fleet;
 pub mod init;
 pub mod lock;
+pub mod owner;
 pub mod panel;
 pub mod plan;
 pub mod serve;

@@ -185,6 +185,9 @@ pub struct Action {
     /// For a modified file kept as it is: what the release would have done with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_keep: Option<Kind>,
+    /// The release marks the file executable (installed with the execute bits).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
     /// The live file's backup goes under `.upkeep/aside/run-N/backup/` instead of beside it:
     /// `[files] backups = "aside"`, or `NAME.bak` is itself a release file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -419,6 +422,7 @@ mod tests {
                     size: c.len() as u64,
                     md5: md5_of(c),
                     sha256: crate::documents::manifest::digest::sha256_bytes(c.as_bytes()),
+                    exec: false,
                 })
                 .collect(),
         };

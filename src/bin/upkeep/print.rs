@@ -102,6 +102,26 @@ pub fn finished_run(json: bool, run: &Run) {
     } else {
         outln!("run {} is {} at step {}", run.id, run.status, run.step);
     }
+    // What the tasks said, as the operator would have seen it running them by hand.
+    for t in &run.tasks {
+        let output = t.output.trim_end();
+        outln!(
+            "task {}: {}{}",
+            t.name,
+            t.state,
+            if output.is_empty() {
+                ""
+            } else {
+                ", its output:"
+            }
+        );
+        for line in output.lines().take(40) {
+            outln!("  | {}", upkeep::base::text::printable(line));
+        }
+        if output.lines().count() > 40 {
+            outln!("  | ... (the whole output: upkeep status --json)");
+        }
+    }
     for l in upkeep::site::update::after::describe(run) {
         outln!("{l}");
     }

@@ -30,6 +30,10 @@ pub struct FileEntry {
     pub md5: Md5,
     /// What the staged file must match.
     pub sha256: Sha256,
+    /// The publisher's file was executable (a script, a cron job): sites keep or give it the
+    /// execute bits. Absent (false) in manifests from before it, which old sites still read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
 }
 
 /// A release's list of files and its metadata. Serialised with a fixed field order and files
@@ -287,6 +291,7 @@ mod tests {
                     size: 1,
                     md5: Md5([0; 16]),
                     sha256: Sha256([0; 32]),
+                    exec: false,
                 })
                 .collect(),
         }

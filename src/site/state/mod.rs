@@ -319,6 +319,7 @@ mod tests {
                 size: i,
                 md5: Md5([i as u8; 16]),
                 sha256: Sha256([(i / 7) as u8; 32]),
+                exec: false,
             })
             .collect::<Vec<_>>();
         let mut files = files;

@@ -17,15 +17,17 @@ const MAX_BODY: usize = 1 << 20;
 
 /// Run every restart hook in order, each within `auto.after_timeout`. A failing hook does not
 /// stop the others nor fail the run (the health check judges the site); it is reported.
-pub fn run_hooks(inst: &Instance) -> Result<Vec<HookRecord>> {
+pub fn run_hooks(inst: &Instance, env: &[(String, String)]) -> Result<Vec<HookRecord>> {
     let timeout = inst.config.auto.after_timeout.0;
     let mut out = Vec::new();
     for command in &inst.config.auto.after {
         let t = Instant::now();
-        let (exit_code, mut output) = crate::base::shell::run(
+        let (exit_code, mut output) = crate::base::shell::run_marked(
             &inst.root,
             &[OsStr::new("-c"), OsStr::new(command)],
             timeout,
+            None,
+            env,
         )?;
         if exit_code.is_none() {
             output.push_str(&format!(

@@ -239,14 +239,17 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             tasks::run_all(
                 inst,
                 state,
-                run.id,
+                (run.id, &shell_env(inst, run, "update")),
                 (&run.plan, &release),
                 o.decision,
                 Duration::from_secs(inst.config.tasks.timeout_secs),
             )?;
         }
         Step::Reopen => reopen(inst, state, run)?,
-        Step::Hooks => state.record_hooks(run.id, &after::run_hooks(inst)?)?,
+        Step::Hooks => {
+            let hooks = after::run_hooks(inst, &shell_env(inst, run, "update"))?;
+            state.record_hooks(run.id, &hooks)?;
+        }
         Step::Health => {
             if let Some(rec) = after::health(inst) {
                 state.record_health(run.id, &rec)?;
@@ -258,6 +261,32 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
         Step::Done => {}
     }
     Ok(())
+}
+
+/// What a run_once task or a restart hook finds in its environment, beside upkeep's own
+/// (the README lists it): where and what (`UPKEEP_ROOT`, `UPKEEP_RUN`, `UPKEEP_FROM`,
+/// `UPKEEP_TO`, `UPKEEP_EVENT`: update or rollback), and who (`HOME`, `USER`, `LOGNAME` of
+/// the user it runs as, not those of a root that started upkeep), with a `PATH` if none.
+pub(crate) fn shell_env(inst: &Instance, run: &Run, event: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("UPKEEP_ROOT".into(), inst.root.display().to_string()),
+        ("UPKEEP_RUN".into(), run.id.to_string()),
+        ("UPKEEP_FROM".into(), run.from.clone().unwrap_or_default()),
+        ("UPKEEP_TO".into(), run.to.clone()),
+        ("UPKEEP_EVENT".into(), event.into()),
+    ];
+    if let Some(u) = crate::base::users::user_by_id(crate::base::users::euid()) {
+        env.push(("HOME".into(), u.home));
+        env.push(("USER".into(), u.name.clone()));
+        env.push(("LOGNAME".into(), u.name));
+    }
+    if std::env::var_os("PATH").is_none() {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+    env
 }
 
 /// The signed manifest of the release a run installs, as state.db keeps it.

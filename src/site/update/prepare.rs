@@ -147,6 +147,7 @@ pub fn prepare(
             modified: modified.contains(p),
             sha256: None,
             undo_keep: None,
+            exec: false,
             backup_aside: false,
         });
     }
@@ -190,6 +191,7 @@ pub fn prepare(
             modified: true,
             sha256: None,
             undo_keep: None,
+            exec: false,
             backup_aside: false,
         });
     }
@@ -213,6 +215,7 @@ pub fn prepare(
                         .sha256,
                 ),
                 undo_keep: None,
+                exec: target.entry(p).is_some_and(|e| e.exec),
                 backup_aside: false,
             }
         })

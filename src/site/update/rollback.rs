@@ -117,6 +117,16 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
     state.clear_staged()?;
     clear_staging(inst)?;
     gate::reopen_after_run(&inst.root)?;
+    // The code changed back: the restart hooks tell the caches that serve it (PHP's opcache
+    // would go on serving the release just undone). Kept beside the run's own, marked.
+    if !inst.config.auto.after.is_empty() {
+        let mut hooks = state.run(id)?.hooks;
+        for mut h in super::after::run_hooks(inst, &super::shell_env(inst, &run, "rollback"))? {
+            h.command = format!("(after the rollback) {}", h.command);
+            hooks.push(h);
+        }
+        state.record_hooks(id, &hooks)?;
+    }
     state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
     state.run(id)
 }

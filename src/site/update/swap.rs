@@ -52,7 +52,8 @@ pub fn aside_dir(inst: &Instance, run: i64) -> PathBuf {
     inst.state_dir().join("aside").join(format!("run-{run}"))
 }
 
-/// Make the folder `dir` (below the instance root) and those above it, none of them a link.
+/// Make the folder `dir` (below the instance root) and those above it, none of them a link;
+/// each folder made takes the owner, group and mode a new folder there takes ([`new_meta`]).
 fn make_dir(inst: &Instance, dir: &Path) -> Result<()> {
     let rel = dir
         .strip_prefix(&inst.root)
@@ -60,7 +61,84 @@ fn make_dir(inst: &Instance, dir: &Path) -> Result<()> {
     if rel.as_os_str().is_empty() {
         return Ok(());
     }
-    crate::base::beneath::create_dir_all(&inst.root, rel).ctx("create folder", dir)
+    let mut existing = dir.to_path_buf();
+    while !existing.exists() && existing.pop() {}
+    crate::base::beneath::create_dir_all(&inst.root, rel).ctx("create folder", dir)?;
+    let mut made = dir.to_path_buf();
+    let mut new = Vec::new();
+    while made != existing && made.starts_with(&existing) {
+        new.push(made.clone());
+        if !made.pop() {
+            break;
+        }
+    }
+    for d in new.iter().rev() {
+        let parent = std::fs::metadata(d.parent().expect("below the root")).ctx("stat", d)?;
+        apply_meta(d, new_meta(inst, &parent, true))?;
+    }
+    Ok(())
+}
+
+/// Owner, group and permission bits.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// What a new file (or folder, `dir`) takes: the owner and group of the folder it lands in,
+/// or `[files] owner`/`group`; the mode `[files] umask` leaves (0644 files and 0755 folders by
+/// default, the execute bits for an executable file).
+fn new_meta(inst: &Instance, folder: &std::fs::Metadata, exec: bool) -> Meta {
+    use std::os::unix::fs::MetadataExt;
+    let f = &inst.config.files;
+    let full = if exec { 0o777 } else { 0o666 };
+    Meta {
+        uid: f
+            .owner
+            .as_deref()
+            .and_then(crate::base::users::user)
+            .map_or(folder.uid(), |u| u.uid),
+        gid: f
+            .group
+            .as_deref()
+            .and_then(crate::base::users::group_id)
+            .unwrap_or(folder.gid()),
+        mode: full & !f.umask_bits(),
+    }
+}
+
+/// What a file replacing `before` takes: its owner, group and mode exactly, so an update never
+/// makes a file more permissive (0600 stays 0600); where the release marks the file
+/// executable, the execute bits are added beside each read bit.
+fn replacing_meta(before: &std::fs::Metadata, exec: bool) -> Meta {
+    use std::os::unix::fs::MetadataExt;
+    let mut mode = before.mode() & 0o7777;
+    if exec {
+        mode |= (mode & 0o444) >> 2;
+    }
+    Meta {
+        uid: before.uid(),
+        gid: before.gid(),
+        mode,
+    }
+}
+
+/// Give `path` its owner and group (as root: a process running as the site's owner makes its
+/// files its own already) and its mode. Never through a link: `path` was checked to be a
+/// regular file or a real folder.
+fn apply_meta(path: &Path, m: Meta) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let now = std::fs::symlink_metadata(path).ctx("stat", path)?;
+    if crate::base::users::euid() == 0 && (now.uid() != m.uid || now.gid() != m.gid) {
+        std::os::unix::fs::lchown(path, Some(m.uid), Some(m.gid)).ctx("chown", path)?;
+    }
+    if now.mode() & 0o7777 != m.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode))
+            .ctx("chmod", path)?;
+    }
+    Ok(())
 }
 
 /// Move `from` to `to` (creating `to`'s folder) unless `to` is already taken: the move
@@ -121,11 +199,27 @@ pub fn apply(inst: &Instance, aside: &Path, actions: &[Action], progress: &Progr
             Kind::Replace | Kind::Add => {
                 if exists(&p.staged) {
                     staged_file(inst, &a.path)?;
+                    // What the file it replaces had (in its backup once moved, after a crash),
+                    // else what a new file in its folder takes; given before it goes live.
+                    let before = std::fs::symlink_metadata(&p.live)
+                        .or_else(|_| std::fs::symlink_metadata(&p.bak))
+                        .ok()
+                        .filter(|m| a.kind == Kind::Replace && m.is_file());
                     if exists(&p.live) {
                         back_up(inst, &p, n)?;
                         crash::point(&format!("swap:{n}:moved-live"));
                     }
-                    make_dir(inst, p.live.parent().expect("live paths have a parent"))?;
+                    let parent = p.live.parent().expect("live paths have a parent");
+                    make_dir(inst, parent)?;
+                    let meta = match &before {
+                        Some(b) => replacing_meta(b, a.exec),
+                        None => new_meta(
+                            inst,
+                            &std::fs::metadata(parent).ctx("stat", parent)?,
+                            a.exec,
+                        ),
+                    };
+                    apply_meta(&p.staged, meta)?;
                     rename(&p.staged, &p.live, &format!("swap:{n}:live"))?;
                     crash::point(&format!("swap:{n}:done"));
                 }

@@ -244,7 +244,7 @@ fn expected(plan: &Plan, release: &VerifiedManifest, p: &RelPath) -> Option<Sha2
 pub fn run_all(
     inst: &Instance,
     state: &State,
-    run: i64,
+    (run, env): (i64, &[(String, String)]),
     (plan, release): (&Plan, &VerifiedManifest),
     decision: Decision,
     timeout: Duration,
@@ -346,6 +346,7 @@ pub fn run_all(
                 &[path.as_os_str()],
                 timeout,
                 Some(&mark),
+                env,
             )?;
             if code != Some(0) {
                 state.set_task(run, name, TaskState::Failed, Some(&output), code)?;

@@ -7,7 +7,6 @@ use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result, exit};
 use upkeep::base::text::{one_line, printable};
 use upkeep::documents::manifest::{PublicKey, SecretKey};
-use upkeep::site::config::Instance;
 
 use crate::print::print_json;
 
@@ -268,7 +267,7 @@ pub fn push(
 
 /// `upkeep enroll`.
 pub fn enroll(root: &Path, token: &str) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let me = upkeep::site::fleet::report::enroll(&inst, token)?;
     outln!(
         "enrolled site {} with {}: reports go there after every run and every unattended pass",

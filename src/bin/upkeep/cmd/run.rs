@@ -17,7 +17,7 @@ use crate::print::{finished_run, print_json, print_plan, print_status, step_line
 
 /// `upkeep auto`: one unattended pass; the exit code says what it decided.
 pub fn auto(root: &Path, dry_run: bool, retry: bool, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let p = upkeep::site::auto::pass(&inst, dry_run, retry)?;
     if json {
         print_json(&p);
@@ -120,7 +120,7 @@ pub fn schedule(
 
 /// `upkeep finish`: the rest of an update after the release was copied over the tree.
 pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let progress = Progress::default();
     let interactive = std::io::stdin().is_terminal();
     let confirm = |plan: &Plan| {
@@ -167,7 +167,7 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
 
 /// `upkeep status`.
 pub fn status(root: &Path, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let st = update::status(&inst)?;
     if json {
         print_json(&st);
@@ -179,7 +179,7 @@ pub fn status(root: &Path, json: bool) -> Result<u8> {
 
 /// `upkeep resume`.
 pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let progress = Progress::default();
     let on_step = |step: Step, ms: Option<u64>| step_line(json, step, ms);
     let decision = if rerun_task {
@@ -227,6 +227,7 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
 
 /// `upkeep rollback`.
 pub fn rollback(root: &Path, json: bool) -> Result<u8> {
+    upkeep::site::owner::act_as_site_user(root)?;
     let (inst, warning) = Instance::open_lenient(root)?;
     if let Some(w) = warning {
         errln!("warning: {w}");
@@ -260,6 +261,7 @@ pub fn rollback(root: &Path, json: bool) -> Result<u8> {
 /// mistake there is named and does not stop them (they are what an emergency needs).
 fn gate_root(root: &Path) -> Result<std::path::PathBuf> {
     let root = Instance::root_of(root)?;
+    upkeep::site::owner::act_as_site_user(&root)?;
     if let Err(e @ Error::Config { .. }) = Instance::open(&root) {
         errln!("warning: {e} (the gate does not depend on it; fix it before the next update)");
     }
@@ -301,7 +303,7 @@ pub fn open(root: &Path) -> Result<u8> {
 
 /// `upkeep serve`.
 pub fn serve(root: &Path, listen: &str) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let sys = actix_web::rt::System::new();
     sys.block_on(async {
         let (server, addr) =
@@ -316,7 +318,7 @@ pub fn serve(root: &Path, listen: &str) -> Result<u8> {
 
 /// `upkeep user add`.
 pub fn user_add(root: &Path, name: &str) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let pw = read_new_password(name)?;
     accounts::add(&State::open(&inst.state_db())?, name, &pw)?;
     outln!("account {name} created");
@@ -325,7 +327,7 @@ pub fn user_add(root: &Path, name: &str) -> Result<u8> {
 
 /// `upkeep user passwd`.
 pub fn user_passwd(root: &Path, name: &str) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let pw = read_new_password(name)?;
     accounts::passwd(&State::open(&inst.state_db())?, name, &pw)?;
     outln!("password of {name} changed; its sessions were ended");

@@ -64,6 +64,11 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         ),
         None => None,
     };
+    // The key and the password file are read first (they may be root's to read); the rest is
+    // done as the site's user, so what init writes is the site's.
+    if root.is_dir() {
+        upkeep::site::owner::act_as_site_user(root)?;
+    }
     let r = init_mod::init(&init_mod::InitOptions {
         root,
         reference,
@@ -150,6 +155,10 @@ pub fn init(a: &InitArgs) -> Result<u8> {
 
 /// `upkeep fingerprint`.
 pub fn fingerprint(dir: &Path, json: bool) -> Result<u8> {
+    // In an instance, the stat cache in state.db is written: as the site's user.
+    if dir.join("upkeep.toml").is_file() {
+        upkeep::site::owner::act_as_site_user(dir)?;
+    }
     let (entries, skipped) = fp::fingerprint_dir(dir, json)?;
     if json {
         print_json(&entries);
@@ -176,7 +185,7 @@ pub fn fingerprint(dir: &Path, json: bool) -> Result<u8> {
 
 /// `upkeep check`: exit 10 when an update is available.
 pub fn check(root: &Path, json: bool) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let (d, latest) = check_mod::check(&inst)?;
     if json {
         print_json(&d);
@@ -232,7 +241,7 @@ pub fn stage(
     allow_downgrade: bool,
     json: bool,
 ) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let Some(source) = source else {
         return list_inbox(&inst, json);
     };
@@ -320,7 +329,7 @@ pub fn update(
     allow_task: &[String],
     json: bool,
 ) -> Result<u8> {
-    let inst = Instance::open(root)?;
+    let inst = super::site_instance(root)?;
     let allow_tasks = allow_task
         .iter()
         .map(|t| RelPath::parse(t.trim_start_matches("./")))
