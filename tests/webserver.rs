@@ -19,7 +19,11 @@ fn the_readme_nginx_snippet_honours_the_gate_and_the_refusals() {
     let server = block
         .replace("listen 80;", "listen {listen};")
         .replace("/var/www/site", root.to_str().unwrap());
-    let nginx = common::nginx::Nginx::start(&server, &w.path("nginx"));
+    // The lines include nginx's fastcgi_params, beside its configuration.
+    let tmp = w.path("nginx");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy("/etc/nginx/fastcgi_params", tmp.join("fastcgi_params")).unwrap();
+    let nginx = common::nginx::Nginx::start(&server, &tmp);
     let url = &nginx.url;
     let c = reqwest::blocking::Client::new();
     let get = |p: &str| c.get(format!("{url}{p}")).send().unwrap();

@@ -374,6 +374,11 @@ pub struct Config {
     /// cache can serve to the next site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// Addresses of the proxies in front of the panel whose `X-Forwarded-Host`,
+    /// `X-Forwarded-Proto` and `X-Forwarded-For` count (`["127.0.0.1"]` for nginx or Apache on
+    /// the same machine); none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Public keys whose signed triggers ("check now") start an unattended pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trigger_keys: Vec<String>,

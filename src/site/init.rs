@@ -93,6 +93,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         name: o.name.map(String::from),
         groups: o.groups.to_vec(),
         trigger_keys: Vec::new(),
+        trusted_proxies: Vec::new(),
         url: o.url.map(String::from),
         proxy: None,
         channel: o.channel.map(String::from),

@@ -2,7 +2,7 @@
 //! in the order of the spine: `fingerprint` and `check`, `stage`, the `plan`, `update` (close,
 //! swap, scan, migrate, run_once, reopen, rollback), `finish`, `init`, `auto` (unattended
 //! passes); `fleet` (the site's identity, its reports, triggers it accepts); `serve` (the live
-//! tree behind the gate) and `panel` (the control panel); `owner` (acting as the site's user).
+//! tree behind the gate) and `panel` (the control panel); `owner` (acting as the site's user); `web` (the web server's lines).
 
 pub mod auto;
 pub mod check;
@@ -19,3 +19,4 @@ pub mod serve;
 pub mod stage;
 pub mod state;
 pub mod update;
+pub mod web;

@@ -6,6 +6,7 @@ pub mod fault;
 pub mod fleet;
 pub mod nginx;
 pub mod panel;
+pub mod php;
 pub mod scenario;
 pub mod smtp;
 

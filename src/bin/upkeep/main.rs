@@ -298,6 +298,19 @@ fn site(cmd: SiteCommand) -> Result<u8> {
         SiteCommand::Rollback { root, json } => cmd::run::rollback(&root.root, json),
         SiteCommand::Close { root, message } => cmd::run::close(&root.root, &message),
         SiteCommand::Open { root } => cmd::run::open(&root.root),
+        SiteCommand::WebConfig {
+            server,
+            root,
+            server_name,
+            port,
+            php_fpm,
+            panel,
+        } => cmd::run::web_config(
+            server,
+            &root.root,
+            (server_name.as_deref(), port),
+            (php_fpm.as_deref(), &panel),
+        ),
         SiteCommand::Serve { root, listen } => cmd::run::serve(&root.root, &listen),
         SiteCommand::User(UserCommand::Add { name, root }) => cmd::run::user_add(&root.root, &name),
         SiteCommand::User(UserCommand::Passwd { name, root }) => {

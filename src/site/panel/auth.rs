@@ -40,10 +40,14 @@ pub(super) fn require(req: &HttpRequest, app: &super::AppState) -> Result<Sessio
     session(req, app).ok_or(Problem::Login)
 }
 
-fn origin_ok(req: &HttpRequest) -> bool {
+/// What the request says of the browser, through the proxies upkeep.toml trusts.
+fn seen(req: &HttpRequest, app: &super::AppState) -> crate::base::http::Seen {
+    crate::base::http::seen(req, &app.inst.config.trusted_proxies)
+}
+
+fn origin_ok(req: &HttpRequest, app: &super::AppState) -> bool {
     let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
-    let host = h("host").unwrap_or_default();
-    same_origin(h("origin"), h("referer"), host)
+    same_origin(h("origin"), h("referer"), &seen(req, app).host)
 }
 
 /// Logged in, same origin, and the form's CSRF token matches: the gate of every POST.
@@ -53,16 +57,10 @@ pub(super) fn require_post(
     token: &str,
 ) -> Result<Session, Problem> {
     let s = require(req, app)?;
-    if !origin_ok(req) || !same(token, &s.csrf) {
+    if !origin_ok(req, app) || !same(token, &s.csrf) {
         return Err(Problem::Forged(s));
     }
     Ok(s)
-}
-
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
 }
 
 pub(super) async fn login_page(req: HttpRequest, app: Data) -> HttpResponse {
@@ -73,11 +71,21 @@ pub(super) async fn login_page(req: HttpRequest, app: Data) -> HttpResponse {
 }
 
 pub(super) async fn login(req: HttpRequest, app: Data, form: web::Form<LoginForm>) -> Page {
-    if !origin_ok(&req) {
-        return Err(Problem::BadRequest("cross-origin login refused"));
+    if !origin_ok(&req, &app) {
+        let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        return Err(Problem::from(crate::Error::refused(
+            format!(
+                "cross-origin login refused: the browser sent it from {}, and this panel was asked for host {:?}",
+                h("origin")
+                    .or(h("referer"))
+                    .unwrap_or("nowhere (no Origin, no Referer)"),
+                seen(&req, &app).host
+            ),
+            "behind a proxy, pass the browser's host and port on: `proxy_set_header Host $http_host;` (nginx) or `ProxyPreserveHost On` (Apache), or name the proxy in trusted_proxies in upkeep.toml so its X-Forwarded-Host counts (`upkeep web-config` prints such lines)",
+        )));
     }
     let LoginForm { name, password } = form.into_inner();
-    let addr = peer(&req);
+    let addr = seen(&req, &app).client;
     let app2 = app.clone();
     // argon2 is deliberately slow: keep it off the event loop.
     let r =
@@ -91,7 +99,7 @@ pub(super) async fn login(req: HttpRequest, app: Data, form: web::Form<LoginForm
     };
     Ok(match r {
         Ok(s) => {
-            let secure = req.connection_info().scheme() == "https";
+            let secure = seen(&req, &app).https;
             let cookie = Cookie::build(COOKIE, s.id)
                 .path("/control")
                 .http_only(true)

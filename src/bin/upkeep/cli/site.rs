@@ -293,6 +293,34 @@ pub enum SiteCommand {
         listen: String,
     },
 
+    /// Print the web server's lines for this instance: nginx or Apache 2.4, with php-fpm.
+    ///
+    /// The gate covers every request the server answers, PHP included (a closed site answers
+    /// 503 with Retry-After everywhere but /control); upkeep's files, backups, hidden files and
+    /// PHP source are never served; /control goes to `upkeep serve` with the browser's host and
+    /// port. Put the lines in /etc/nginx/sites-available/ (or Apache's sites-available/),
+    /// enable them, reload the server.
+    WebConfig {
+        /// nginx or apache.
+        #[arg(value_enum)]
+        server: WebServer,
+        #[command(flatten)]
+        root: RootArg,
+        /// The site's name (server_name, ServerName) [default: the host of `url` in
+        /// upkeep.toml, else this machine's name].
+        #[arg(long, value_name = "NAME")]
+        server_name: Option<String>,
+        /// The port the web server listens on.
+        #[arg(long, value_name = "PORT", default_value_t = 80)]
+        port: u16,
+        /// php-fpm's socket [default: the one in /run/php/].
+        #[arg(long, value_name = "SOCKET")]
+        php_fpm: Option<String>,
+        /// Where `upkeep serve` listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        panel: String,
+    },
+
     /// Manage control-panel accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -323,4 +351,13 @@ fn time_of_day(s: &str) -> Result<String, String> {
     upkeep::site::config::parse_window(&format!("{s}-{s}"))
         .map(|_| s.to_string())
         .ok_or_else(|| format!("{s:?} is not a time of day: write HH:MM, for example 03:00"))
+}
+
+/// The web servers `web-config` writes for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebServer {
+    /// nginx with php-fpm.
+    Nginx,
+    /// Apache 2.4 with php-fpm (proxy_fcgi).
+    Apache,
 }

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use upkeep::{err, errln, outln};
+use upkeep::{err, errln, out, outln};
 
 use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result};
@@ -298,6 +298,48 @@ pub fn open(root: &Path) -> Result<u8> {
     }
     update::gate::open(&root)?;
     outln!("open");
+    Ok(0)
+}
+
+/// `upkeep web-config`.
+pub fn web_config(
+    server: crate::cli::WebServer,
+    root: &Path,
+    (server_name, port): (Option<&str>, u16),
+    (php_fpm, panel): (Option<&str>, &str),
+) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let from_url = inst.config.url.as_deref().and_then(|u| {
+        let rest = u.split_once("://")?.1;
+        Some(rest.split(['/', ':']).next()?.to_string())
+    });
+    let name = server_name
+        .map(String::from)
+        .or(from_url)
+        .unwrap_or_else(upkeep::site::fleet::identity::host_name);
+    let fpm = php_fpm.map(String::from).unwrap_or_else(|| {
+        std::fs::read_dir("/run/php")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .find(|p| p.ends_with("-fpm.sock"))
+            .unwrap_or_else(|| "/run/php/php-fpm.sock".into())
+    });
+    let c = upkeep::site::web::WebConfig {
+        root: &inst.root,
+        server_name: &name,
+        port,
+        php_fpm: &fpm,
+        panel,
+    };
+    out!(
+        "{}",
+        match server {
+            crate::cli::WebServer::Nginx => upkeep::site::web::nginx(&c),
+            crate::cli::WebServer::Apache => upkeep::site::web::apache(&c),
+        }
+    );
     Ok(0)
 }
 
