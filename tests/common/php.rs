@@ -39,6 +39,13 @@ pub fn stack_installed(apache: bool) -> bool {
 /// A process stopped with SIGTERM on drop (a master stops its workers).
 pub struct Daemon(Child);
 
+impl Daemon {
+    /// Stop `c` when dropped.
+    pub fn new(c: Child) -> Daemon {
+        Daemon(c)
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };

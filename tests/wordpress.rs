@@ -1,0 +1,413 @@
+//! A real CMS (issue 22): Debian's WordPress on a real MariaDB, php-fpm and nginx (the
+//! README's lines) with Apache beside it, the site owned by www-data, installed through its own
+//! wp-admin/install.php. A release made from it is published, and the update is run as the
+//! README says while a bounded request loop hits the site: only 200, 302 and 503 are answered,
+//! no PHP while closed, no source ever; owners and modes are kept; the operator's wp-config.php
+//! stays; the admin works after the update and after the rollback.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::php::{Daemon, apache, php_fpm_binary, stack_installed};
+use common::*;
+
+const WORDPRESS: &str = "/usr/share/wordpress";
+
+fn installed() -> bool {
+    if !stack_installed(true) {
+        return false;
+    }
+    if Path::new(WORDPRESS).is_dir() && Path::new("/usr/sbin/mariadbd").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "wordpress or mariadb-server is missing on CI"
+    );
+    eprintln!("skipped: Debian's wordpress or mariadb-server is not installed");
+    false
+}
+
+/// MariaDB on a scratch datadir and a free port, no grant tables (the test's own).
+fn mariadb(tmp: &Path) -> (Daemon, u16) {
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let o = Command::new("mariadb-install-db")
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = common::smtp::free_port();
+    let child = Command::new("/usr/sbin/mariadbd")
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-grant-tables",
+            "--bind-address=127.0.0.1",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", tmp.join("mysql.sock").display()))
+        .arg(format!("--port={port}"))
+        .arg(format!("--pid-file={}", tmp.join("mysql.pid").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon::new(child);
+    assert!(wait_port(port), "mariadbd did not start");
+    let o = Command::new("mariadb")
+        .arg(format!("--socket={}", tmp.join("mysql.sock").display()))
+        .args(["-e", "CREATE DATABASE wordpress"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (d, port)
+}
+
+/// php-fpm with a pool of www-data workers (a real site's), on `tmp/php.sock`.
+fn php_fpm_www(tmp: &Path) -> (Daemon, PathBuf) {
+    std::fs::create_dir_all(tmp).unwrap();
+    let sock = tmp.join("php.sock");
+    let t = tmp.display();
+    std::fs::write(
+        tmp.join("php-fpm.conf"),
+        format!(
+            "[global]\npid = {t}/php-fpm.pid\nerror_log = {t}/php-fpm.log\ndaemonize = no\n\
+             [wordpress]\nuser = www-data\ngroup = www-data\nlisten = {}\nlisten.mode = 0666\n\
+             pm = static\npm.max_children = 4\ncatch_workers_output = yes\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(php_fpm_binary().unwrap())
+        .args(["-F", "-y"])
+        .arg(tmp.join("php-fpm.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(sock.exists(), "php-fpm did not start");
+    (Daemon::new(child), sock)
+}
+
+/// Debian's WordPress tree, links followed (a release holds regular files only).
+fn copy_wordpress(to: &Path) {
+    let o = Command::new("cp")
+        .args(["-rL", WORDPRESS])
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn publish_dir(w: &World, dir: &Path, v: &str) {
+    ok(upkeep(&[
+        "publish",
+        dir.to_str().unwrap(),
+        "--version",
+        v,
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--key",
+        w.key.to_str().unwrap(),
+        "--no-compress",
+        "--deltas",
+        "0",
+    ]));
+}
+
+/// What the loop saw: answers by status, and whether any body was PHP source.
+#[derive(Default, Debug)]
+struct Seen {
+    statuses: std::collections::BTreeMap<u16, usize>,
+    source: Vec<String>,
+    php_while_closed: usize,
+}
+
+/// Hit `/`, `/wp-login.php` and `/wp-admin/` until `stop`, at most a minute, as sent to
+/// `host` (WordPress answers another host with a redirect to its own).
+fn request_loop(
+    base: String,
+    host: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut seen = Seen::default();
+        let t = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) && t.elapsed().as_secs() < 60 {
+            for p in ["", "wp-login.php", "wp-admin/"] {
+                let Ok(r) = c.get(format!("{base}{p}")).header("host", &host).send() else {
+                    *seen.statuses.entry(0).or_default() += 1;
+                    continue;
+                };
+                let status = r.status().as_u16();
+                let body = r.text().unwrap_or_default();
+                *seen.statuses.entry(status).or_default() += 1;
+                if body.contains("<?php") {
+                    seen.source.push(p.to_string());
+                }
+                // A 503 is the gate's maintenance page, never WordPress's own answer.
+                if status == 503 && !body.contains("We will be back in a moment") {
+                    seen.php_while_closed += 1;
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// Log into wp-admin and see the dashboard, through the server at `base`, as sent to `host`.
+fn admin_works(base: &str, host: &str) {
+    let c = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let _ = c
+        .get(format!("{base}wp-login.php"))
+        .header("host", host)
+        .send()
+        .unwrap();
+    let r = c
+        .post(format!("{base}wp-login.php"))
+        .header("host", host)
+        .form(&[
+            ("log", "admin"),
+            ("pwd", "a-long-admin-password"),
+            ("testcookie", "1"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 302, "login: {}", r.text().unwrap_or_default());
+    let page = c
+        .get(format!("{base}wp-admin/"))
+        .header("host", host)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().unwrap().contains("Dashboard"));
+}
+
+#[test]
+fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_503() {
+    if !installed() {
+        return;
+    }
+    let web = upkeep::base::users::user("www-data").unwrap();
+    let w = World::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_db, db_port) = mariadb(&w.path("mariadb"));
+    // Release 1.0.0 is Debian's WordPress; 1.1.0 bumps the version and changes real files.
+    let r1 = w.path("release-1.0.0");
+    copy_wordpress(&r1);
+    publish_dir(&w, &r1, "1.0.0");
+    let r2 = w.path("release-1.1.0");
+    copy_wordpress(&r2);
+    let version = r2.join("wp-includes/version.php");
+    let text = std::fs::read_to_string(&version).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("$wp_version"))
+        .unwrap()
+        .to_string();
+    std::fs::write(&version, text.replace(&old, "$wp_version = '6.1.99';")).unwrap();
+    for f in [
+        "wp-includes/functions.php",
+        "wp-admin/admin-footer.php",
+        "wp-login.php",
+    ] {
+        let mut s = std::fs::read_to_string(r2.join(f)).unwrap();
+        s.push_str("\n// upkeep test release 1.1.0\n");
+        std::fs::write(r2.join(f), s).unwrap();
+    }
+    std::fs::write(
+        r2.join("wp-includes/upkeep-new.php"),
+        "<?php // new in 1.1.0\n",
+    )
+    .unwrap();
+    std::fs::remove_file(r2.join("readme.html")).unwrap();
+    publish_dir(&w, &r2, "1.1.0");
+    let srv = w.reference();
+
+    // The site: WordPress as installed, with the operator's wp-config.php, www-data's.
+    let root = w.path("site");
+    copy_wordpress(&root);
+    let config = format!(
+        "<?php\ndefine('DB_NAME', 'wordpress');\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n\
+         define('DB_HOST', '127.0.0.1:{db_port}');\ndefine('DB_CHARSET', 'utf8mb4');\n$table_prefix = 'wp_';\n\
+         define('FS_METHOD', 'direct');\n\
+         define('WP_HOME', 'http://' . $_SERVER['HTTP_HOST']);\ndefine('WP_SITEURL', WP_HOME);\nif (!defined('ABSPATH')) define('ABSPATH', __DIR__ . '/');\n\
+         require_once ABSPATH . 'wp-settings.php';\n"
+    );
+    std::fs::write(root.join("wp-config.php"), config).unwrap();
+    for e in walkdir::WalkDir::new(&root) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
+    }
+    std::fs::set_permissions(
+        root.join("wp-config.php"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    ok(upkeep(&[
+        "init",
+        "--root",
+        root.to_str().unwrap(),
+        "--reference",
+        &srv.url,
+        "--public-key",
+        &w.pubkey(),
+        "--installed",
+        "1.0.0",
+    ]));
+    let (_fpm, sock) = php_fpm_www(&w.path("php"));
+    let panel = spawn_server(&["serve", "--root", root.to_str().unwrap()]);
+    let lines = |lang: &str| {
+        common::nginx::readme_block("## Behind nginx or Apache", lang)
+            .replace("/var/www/site", root.to_str().unwrap())
+            .replace("/run/php/php8.2-fpm.sock", sock.to_str().unwrap())
+            .replace(
+                "127.0.0.1:8000",
+                panel
+                    .url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/'),
+            )
+    };
+    let ntmp = w.path("nginx");
+    std::fs::create_dir_all(&ntmp).unwrap();
+    std::fs::copy("/etc/nginx/fastcgi_params", ntmp.join("fastcgi_params")).unwrap();
+    let nginx = common::nginx::Nginx::start(
+        &lines("nginx").replace("listen 80;", "listen {listen};"),
+        &ntmp,
+    );
+    let (_apache, apache_url) = apache(
+        &lines("apache").replace("<VirtualHost *:80>", "<VirtualHost *:{port}>"),
+        &w.path("apache"),
+    );
+    // WordPress installed through its own installer.
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .post(format!("{}wp-admin/install.php?step=2", nginx.url))
+        .form(&[
+            ("weblog_title", "Upkeep test"),
+            ("user_name", "admin"),
+            ("admin_password", "a-long-admin-password"),
+            ("admin_password2", "a-long-admin-password"),
+            ("pw_weak", "1"),
+            ("admin_email", "admin@example.org"),
+            ("blog_public", "0"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("Success"), "WordPress installed");
+    // WordPress answers at whichever address it is asked (WP_HOME follows the Host header).
+    let host_of = |u: &str| {
+        u.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let (host, apache_host) = (host_of(&nginx.url), host_of(&apache_url));
+    admin_works(&nginx.url, &host);
+
+    // The update, as the README says, while visitors come.
+    let site = Site::new(&root);
+    ok(site.run(&["stage", "--network"]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_ = request_loop(nginx.url.clone(), host.clone(), stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    site.update_yes();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = loop_.join().unwrap();
+    eprintln!("during the update: {seen:?}");
+    assert!(
+        seen.statuses.keys().all(|s| [200, 302, 503].contains(s)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.source.is_empty() && seen.php_while_closed == 0,
+        "{seen:?}"
+    );
+    let run = &site.status_json()["history"][0];
+    eprintln!(
+        "closed window of the WordPress update: {} ms",
+        run["closed_ms"]
+    );
+    assert!(
+        read_tree(&root)["wp-includes/version.php"]
+            .windows(7)
+            .any(|w| w == b"6.1.99'")
+    );
+    assert!(!root.join("readme.html").exists());
+    // The operator's wp-config.php, its owner and mode, and www-data's files.
+    assert!(
+        std::fs::read_to_string(root.join("wp-config.php"))
+            .unwrap()
+            .contains(&db_port.to_string())
+    );
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(root.join("wp-config.php")).unwrap();
+    assert_eq!((md.mode() & 0o777, md.uid()), (0o640, web.uid));
+    for f in [
+        "wp-includes/version.php",
+        "wp-includes/upkeep-new.php",
+        "wp-login.php",
+    ] {
+        assert_eq!(
+            std::fs::metadata(root.join(f)).unwrap().uid(),
+            web.uid,
+            "{f}"
+        );
+    }
+    admin_works(&nginx.url, &host);
+    admin_works(&apache_url, &apache_host);
+
+    // The rollback, through Apache this time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_ = request_loop(apache_url.clone(), apache_host.clone(), stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(site.run(&["rollback"]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = loop_.join().unwrap();
+    eprintln!("during the rollback: {seen:?}");
+    assert!(
+        seen.statuses.keys().all(|s| [200, 302, 503].contains(s)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.source.is_empty() && seen.php_while_closed == 0,
+        "{seen:?}"
+    );
+    assert_eq!(
+        read_tree(&root)["wp-includes/version.php"],
+        std::fs::read(r1.join("wp-includes/version.php")).unwrap()
+    );
+    assert!(root.join("readme.html").exists());
+    admin_works(&apache_url, &apache_host);
+}
