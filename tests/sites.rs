@@ -396,3 +396,28 @@ fn started_as_root_upkeep_works_as_the_sites_user_and_leaves_it_a_site_it_can_up
         format!("{0}\nupdate\n{0}\nrollback\n", web.uid)
     );
 }
+
+#[test]
+fn root_never_hands_the_sites_user_what_a_link_in_its_folders_points_to() {
+    if upkeep::base::users::euid() != 0 {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let web = upkeep::base::users::user("www-data").expect("Debian's www-data user");
+    let w = World::new();
+    let d1 = w.publish("1.0.0", &[("index.php", b"v1")]);
+    let srv = w.reference();
+    let root = w.instance("site", Some(&d1), &srv.url, &[]);
+    // The site's user (compromised, say) plants a link where upkeep's inbox is.
+    let precious = w.path("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("root-only"), "secret").unwrap();
+    std::fs::remove_dir_all(root.join("inbox")).unwrap();
+    std::os::unix::fs::symlink(&precious, root.join("inbox")).unwrap();
+    for e in walkdir::WalkDir::new(&root) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
+    }
+    let e = fails(upkeep(&["status", "--root", root.to_str().unwrap()]), 1);
+    assert!(e.contains("symbolic link"), "{e}");
+    assert_eq!(owner(&precious.join("root-only")).0, 0, "still root's");
+}

@@ -58,11 +58,22 @@ pub fn act_as_site_user(root: &Path) -> Result<Option<User>> {
     Ok(Some(user))
 }
 
-/// `path` and everything below it (not following links) owned by `user`.
+/// `path` and everything below it owned by `user`, never through a link: the site's user
+/// could plant `.upkeep -> /etc`, and root would then hand it /etc.
 fn give(path: &Path, user: &User) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
+    match std::fs::symlink_metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::refused(
+                format!(
+                    "{} is a symbolic link: upkeep started as root does not hand over what it points to",
+                    path.display()
+                ),
+                "replace the link with a real folder (or file) inside the instance",
+            ));
+        }
+        Ok(_) => {}
     }
     for e in walkdir::WalkDir::new(path) {
         let Ok(e) = e else { continue };
