@@ -159,16 +159,7 @@ fn publish_with_modes(
     for e in exec {
         std::fs::set_permissions(dir.join(e), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    ok(upkeep(&[
-        "publish",
-        dir.to_str().unwrap(),
-        "--version",
-        v,
-        "--repo",
-        w.repo.to_str().unwrap(),
-        "--key",
-        w.key.to_str().unwrap(),
-    ]));
+    w.publish_dir(&dir, v, &[]);
     dir
 }
 
@@ -228,10 +219,7 @@ fn owners_and_modes_are_kept_never_loosened_and_put_back_by_rollback() {
     let site = Site::new(w.instance("site", Some(&d1), &srv.url, &[]));
     let root = &site.root;
     // The site as a web server's user has it: files www-data's, a secret kept private.
-    for e in walkdir::WalkDir::new(root) {
-        let e = e.unwrap();
-        std::os::unix::fs::lchown(e.path(), Some(web.uid), Some(web.gid)).unwrap();
-    }
+    give_to(root, &web);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
         root.join("secret.php"),
@@ -327,19 +315,9 @@ fn started_as_root_upkeep_works_as_the_sites_user_and_leaves_it_a_site_it_can_up
     let root = w.path("site");
     std::fs::create_dir_all(&root).unwrap();
     copy_tree(&d1, &root);
-    for e in walkdir::WalkDir::new(&root) {
-        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
-    }
+    give_to(&root, &web);
     // Everything below as root, the way an operator's sudo runs it.
-    ok(upkeep(&[
-        "init",
-        "--root",
-        root.to_str().unwrap(),
-        "--reference",
-        &srv.url,
-        "--public-key",
-        &w.pubkey(),
-    ]));
+    w.init_at(&root, &srv.url, &[]);
     let site = Site::new(&root);
     set_config(
         &root,
@@ -414,9 +392,7 @@ fn root_never_hands_the_sites_user_what_a_link_in_its_folders_points_to() {
     std::fs::write(precious.join("root-only"), "secret").unwrap();
     std::fs::remove_dir_all(root.join("inbox")).unwrap();
     std::os::unix::fs::symlink(&precious, root.join("inbox")).unwrap();
-    for e in walkdir::WalkDir::new(&root) {
-        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
-    }
+    give_to(&root, &web);
     let e = fails(upkeep(&["status", "--root", root.to_str().unwrap()]), 1);
     assert!(e.contains("symbolic link"), "{e}");
     assert_eq!(owner(&precious.join("root-only")).0, 0, "still root's");

@@ -158,7 +158,7 @@ fn nginx_with_php_fpm_gates_every_request_and_serves_no_source() {
         return;
     }
     let (w, _srv, root, password) = php_site();
-    let (_fpm, sock) = php_fpm(&w.path("php"));
+    let (_fpm, sock) = php_fpm(&w.path("php"), None);
     let panel = spawn_server(&["serve", "--root", root.to_str().unwrap()]);
     let server = lines("nginx", &root, &sock, &panel.url).replace("listen 80;", "listen {listen};");
     let tmp = w.path("nginx");
@@ -174,7 +174,7 @@ fn apache_with_php_fpm_gates_every_request_and_serves_no_source() {
         return;
     }
     let (w, _srv, root, password) = php_site();
-    let (_fpm, sock) = php_fpm(&w.path("php"));
+    let (_fpm, sock) = php_fpm(&w.path("php"), None);
     let panel = spawn_server(&["serve", "--root", root.to_str().unwrap()]);
     let vhost = lines("apache", &root, &sock, &panel.url)
         .replace("<VirtualHost *:80>", "<VirtualHost *:{port}>");

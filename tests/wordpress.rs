@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::php::{Daemon, apache, php_fpm_binary, stack_installed};
+use common::php::{Daemon, apache, php_fpm, stack_installed};
 use common::*;
 
 const WORDPRESS: &str = "/usr/share/wordpress";
@@ -75,39 +75,6 @@ fn mariadb(tmp: &Path) -> (Daemon, u16) {
     (d, port)
 }
 
-/// php-fpm with a pool of www-data workers (a real site's), on `tmp/php.sock`.
-fn php_fpm_www(tmp: &Path) -> (Daemon, PathBuf) {
-    std::fs::create_dir_all(tmp).unwrap();
-    let sock = tmp.join("php.sock");
-    let t = tmp.display();
-    std::fs::write(
-        tmp.join("php-fpm.conf"),
-        format!(
-            "[global]\npid = {t}/php-fpm.pid\nerror_log = {t}/php-fpm.log\ndaemonize = no\n\
-             [wordpress]\nuser = www-data\ngroup = www-data\nlisten = {}\nlisten.mode = 0666\n\
-             pm = static\npm.max_children = 4\ncatch_workers_output = yes\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(php_fpm_binary().unwrap())
-        .args(["-F", "-y"])
-        .arg(tmp.join("php-fpm.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..500 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(sock.exists(), "php-fpm did not start");
-    (Daemon::new(child), sock)
-}
-
 /// Debian's WordPress tree, links followed (a release holds regular files only).
 fn copy_wordpress(to: &Path) {
     let o = Command::new("cp")
@@ -118,22 +85,6 @@ fn copy_wordpress(to: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn publish_dir(w: &World, dir: &Path, v: &str) {
-    ok(upkeep(&[
-        "publish",
-        dir.to_str().unwrap(),
-        "--version",
-        v,
-        "--repo",
-        w.repo.to_str().unwrap(),
-        "--key",
-        w.key.to_str().unwrap(),
-        "--no-compress",
-        "--deltas",
-        "0",
-    ]));
-}
-
 /// What the loop saw: answers by status, and whether any body was PHP source.
 #[derive(Default, Debug)]
 struct Seen {
@@ -142,41 +93,65 @@ struct Seen {
     php_while_closed: usize,
 }
 
-/// Hit `/`, `/wp-login.php` and `/wp-admin/` until `stop`, at most a minute, as sent to
-/// `host` (WordPress answers another host with a redirect to its own).
-fn request_loop(
-    base: String,
-    host: String,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Seen> {
-    std::thread::spawn(move || {
-        let c = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let mut seen = Seen::default();
-        let t = std::time::Instant::now();
-        while !stop.load(Ordering::Relaxed) && t.elapsed().as_secs() < 60 {
-            for p in ["", "wp-login.php", "wp-admin/"] {
-                let Ok(r) = c.get(format!("{base}{p}")).header("host", &host).send() else {
-                    *seen.statuses.entry(0).or_default() += 1;
-                    continue;
-                };
-                let status = r.status().as_u16();
-                let body = r.text().unwrap_or_default();
-                *seen.statuses.entry(status).or_default() += 1;
-                if body.contains("<?php") {
-                    seen.source.push(p.to_string());
+/// Do `work` while a client hits `/`, `/wp-login.php` and `/wp-admin/` through `base`, as
+/// sent to `host`: from a round before `work` to a round after it (at most a minute in all).
+/// Checks that only 200, 302 and 503 were answered, no PHP source, every 503 the gate's page.
+fn while_visited(base: &str, host: &str, work: impl FnOnce()) -> Seen {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (base, host) = (base.to_string(), host.to_string());
+    let visitor = {
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut seen = Seen::default();
+            let t = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) && t.elapsed().as_secs() < 60 {
+                for p in ["", "wp-login.php", "wp-admin/"] {
+                    let Ok(r) = c.get(format!("{base}{p}")).header("host", &host).send() else {
+                        *seen.statuses.entry(0).or_default() += 1;
+                        continue;
+                    };
+                    let status = r.status().as_u16();
+                    let body = r.text().unwrap_or_default();
+                    *seen.statuses.entry(status).or_default() += 1;
+                    if body.contains("<?php") {
+                        seen.source.push(p.to_string());
+                    }
+                    // A 503 is the gate's maintenance page, never WordPress's own answer.
+                    if status == 503 && !body.contains("We will be back in a moment") {
+                        seen.php_while_closed += 1;
+                    }
                 }
-                // A 503 is the gate's maintenance page, never WordPress's own answer.
-                if status == 503 && !body.contains("We will be back in a moment") {
-                    seen.php_while_closed += 1;
-                }
+                rounds.fetch_add(1, Ordering::Relaxed);
             }
+            seen
+        })
+    };
+    let wait_round = |after: usize| {
+        let t = std::time::Instant::now();
+        while rounds.load(Ordering::Relaxed) <= after && t.elapsed().as_secs() < 30 {
+            std::thread::yield_now();
         }
-        seen
-    })
+    };
+    wait_round(0);
+    work();
+    wait_round(rounds.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    let seen = visitor.join().unwrap();
+    assert!(
+        seen.statuses.keys().all(|s| [200, 302, 503].contains(s)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.source.is_empty() && seen.php_while_closed == 0,
+        "{seen:?}"
+    );
+    seen
 }
 
 /// Log into wp-admin and see the dashboard, through the server at `base`, as sent to `host`.
@@ -224,7 +199,7 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     // Release 1.0.0 is Debian's WordPress; 1.1.0 bumps the version and changes real files.
     let r1 = w.path("release-1.0.0");
     copy_wordpress(&r1);
-    publish_dir(&w, &r1, "1.0.0");
+    w.publish_dir(&r1, "1.0.0", &["--no-compress", "--deltas", "0"]);
     let r2 = w.path("release-1.1.0");
     copy_wordpress(&r2);
     let version = r2.join("wp-includes/version.php");
@@ -250,7 +225,7 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     )
     .unwrap();
     std::fs::remove_file(r2.join("readme.html")).unwrap();
-    publish_dir(&w, &r2, "1.1.0");
+    w.publish_dir(&r2, "1.1.0", &["--no-compress", "--deltas", "0"]);
     let srv = w.reference();
 
     // The site: WordPress as installed, with the operator's wp-config.php, www-data's.
@@ -264,26 +239,14 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
          require_once ABSPATH . 'wp-settings.php';\n"
     );
     std::fs::write(root.join("wp-config.php"), config).unwrap();
-    for e in walkdir::WalkDir::new(&root) {
-        std::os::unix::fs::lchown(e.unwrap().path(), Some(web.uid), Some(web.gid)).unwrap();
-    }
+    give_to(&root, &web);
     std::fs::set_permissions(
         root.join("wp-config.php"),
         std::fs::Permissions::from_mode(0o640),
     )
     .unwrap();
-    ok(upkeep(&[
-        "init",
-        "--root",
-        root.to_str().unwrap(),
-        "--reference",
-        &srv.url,
-        "--public-key",
-        &w.pubkey(),
-        "--installed",
-        "1.0.0",
-    ]));
-    let (_fpm, sock) = php_fpm_www(&w.path("php"));
+    w.init_at(&root, &srv.url, &["--installed", "1.0.0"]);
+    let (_fpm, sock) = php_fpm(&w.path("php"), Some("www-data"));
     let panel = spawn_server(&["serve", "--root", root.to_str().unwrap()]);
     let lines = |lang: &str| {
         common::nginx::readme_block("## Behind nginx or Apache", lang)
@@ -337,22 +300,10 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     // The update, as the README says, while visitors come.
     let site = Site::new(&root);
     ok(site.run(&["stage", "--network"]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let loop_ = request_loop(nginx.url.clone(), host.clone(), stop.clone());
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    site.update_yes();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let seen = loop_.join().unwrap();
+    let seen = while_visited(&nginx.url, &host, || {
+        site.update_yes();
+    });
     eprintln!("during the update: {seen:?}");
-    assert!(
-        seen.statuses.keys().all(|s| [200, 302, 503].contains(s)),
-        "{seen:?}"
-    );
-    assert!(
-        seen.source.is_empty() && seen.php_while_closed == 0,
-        "{seen:?}"
-    );
     let run = &site.status_json()["history"][0];
     eprintln!(
         "closed window of the WordPress update: {} ms",
@@ -388,22 +339,10 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     admin_works(&apache_url, &apache_host);
 
     // The rollback, through Apache this time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let loop_ = request_loop(apache_url.clone(), apache_host.clone(), stop.clone());
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    ok(site.run(&["rollback"]));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let seen = loop_.join().unwrap();
+    let seen = while_visited(&apache_url, &apache_host, || {
+        ok(site.run(&["rollback"]));
+    });
     eprintln!("during the rollback: {seen:?}");
-    assert!(
-        seen.statuses.keys().all(|s| [200, 302, 503].contains(s)),
-        "{seen:?}"
-    );
-    assert!(
-        seen.source.is_empty() && seen.php_while_closed == 0,
-        "{seen:?}"
-    );
     assert_eq!(
         read_tree(&root)["wp-includes/version.php"],
         std::fs::read(r1.join("wp-includes/version.php")).unwrap()

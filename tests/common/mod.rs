@@ -184,7 +184,13 @@ impl World {
     pub fn publish(&self, version: &str, files: &[(&str, &[u8])]) -> PathBuf {
         let dir = self.path(&format!("release-{version}"));
         write_tree(&dir, files);
-        ok(upkeep(&[
+        self.publish_dir(&dir, version, &[]);
+        dir
+    }
+
+    /// `upkeep publish DIR --version V` into the world's repository, plus `extra`.
+    pub fn publish_dir(&self, dir: &Path, version: &str, extra: &[&str]) {
+        let mut a = vec![
             "publish",
             dir.to_str().unwrap(),
             "--version",
@@ -193,8 +199,25 @@ impl World {
             self.repo.to_str().unwrap(),
             "--key",
             self.key.to_str().unwrap(),
-        ]));
-        dir
+        ];
+        a.extend_from_slice(extra);
+        ok(upkeep(&a));
+    }
+
+    /// `upkeep init --root ROOT --reference URL --public-key KEY.pub EXTRA...`.
+    pub fn init_at(&self, root: &Path, url: &str, extra: &[&str]) {
+        let pk = self.pubkey();
+        let mut a = vec![
+            "init",
+            "--root",
+            root.to_str().unwrap(),
+            "--reference",
+            url,
+            "--public-key",
+            &pk,
+        ];
+        a.extend_from_slice(extra);
+        ok(upkeep(&a));
     }
 
     /// `upkeep mirror --from FROM --to TO --public-key KEY.pub EXTRA...`.
@@ -289,18 +312,7 @@ impl World {
         if let Some(src) = from {
             copy_tree(src, &root);
         }
-        let mut args = vec![
-            "init",
-            "--root",
-            root.to_str().unwrap(),
-            "--reference",
-            url,
-            "--public-key",
-        ];
-        let pk = self.pubkey();
-        args.push(&pk);
-        args.extend_from_slice(extra);
-        ok(upkeep(&args));
+        self.init_at(&root, url, extra);
         root
     }
 }
@@ -468,4 +480,12 @@ pub fn alive(pid: &str) -> bool {
     // The state letter follows the command name in parentheses.
     let state = stat.rsplit(')').next().unwrap_or("").trim_start();
     !(state.starts_with('Z') || state.starts_with('X'))
+}
+
+/// Every entry below `root` (links themselves, not what they point to) given to `u`, as a
+/// site owned by the web server's user is.
+pub fn give_to(root: &Path, u: &upkeep::base::users::User) {
+    for e in walkdir::WalkDir::new(root) {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(u.uid), Some(u.gid)).unwrap();
+    }
 }

@@ -53,21 +53,28 @@ impl Drop for Daemon {
     }
 }
 
-/// php-fpm with one pool on `tmp/php.sock`, its workers as root (`-R`: the test's files are
-/// root's). Returns the daemon and the socket.
-pub fn php_fpm(tmp: &Path) -> (Daemon, PathBuf) {
+/// php-fpm with one pool on `tmp/php.sock`, its workers `user`'s (a real site's www-data), or
+/// root's with `None` (`-R`: the test's files are root's). Returns the daemon and the socket.
+pub fn php_fpm(tmp: &Path, user: Option<&str>) -> (Daemon, PathBuf) {
     std::fs::create_dir_all(tmp).unwrap();
     let sock = tmp.join("php.sock");
     let t = tmp.display();
+    let workers = user
+        .map(|u| format!("user = {u}\ngroup = {u}\n"))
+        .unwrap_or_default();
     let conf = format!(
         "[global]\npid = {t}/php-fpm.pid\nerror_log = {t}/php-fpm.log\ndaemonize = no\n\
-         [site]\nlisten = {}\nlisten.mode = 0666\npm = static\npm.max_children = 4\n\
+         [site]\n{workers}listen = {}\nlisten.mode = 0666\npm = static\npm.max_children = 4\n\
          catch_workers_output = yes\nclear_env = no\n",
         sock.display()
     );
     std::fs::write(tmp.join("php-fpm.conf"), conf).unwrap();
-    let child = Command::new(php_fpm_binary().expect("php-fpm is installed"))
-        .args(["-F", "-R", "-y"])
+    let mut cmd = Command::new(php_fpm_binary().expect("php-fpm is installed"));
+    if user.is_none() {
+        cmd.arg("-R");
+    }
+    let child = cmd
+        .args(["-F", "-y"])
         .arg(tmp.join("php-fpm.conf"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
