@@ -85,7 +85,12 @@ fn crash_anywhere_then_resume_or_rollback() {
             &[("UPKEEP_CRASH_AT", point)],
         );
         assert!(killed(&o), "{point}");
-        ok(upkeep(&["rollback", "--root", root.to_str().unwrap()]));
+        ok(upkeep(&[
+            "rollback",
+            "--yes",
+            "--root",
+            root.to_str().unwrap(),
+        ]));
         assert_old(&root);
     }
 }
@@ -123,7 +128,7 @@ fn a_crash_inside_rollback() {
     for p in ["rollback:begin", "rollback:files", "rollback:database"] {
         assert!(
             killed(&upkeep_env(
-                &["rollback", "--root", r],
+                &["rollback", "--yes", "--root", r],
                 &[("UPKEEP_CRASH_AT", p)]
             )),
             "{p}"
@@ -141,7 +146,7 @@ fn rollback_after_a_finished_run_and_a_new_staging() {
     let r = root.to_str().unwrap();
     ok(upkeep(&["update", "--root", r, "--yes"]));
     assert_new(&root);
-    ok(upkeep(&["rollback", "--root", r]));
+    ok(upkeep(&["rollback", "--yes", "--root", r]));
     assert_old(&root);
     // And forward again from the rolled-back state.
     ok(upkeep(&["stage", "--root", r, "--network"]));

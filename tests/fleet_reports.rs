@@ -108,7 +108,7 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
     assert_eq!(row(&st, "beta")["last"]["outcome"], "success");
     assert_eq!(st["releases"][0]["counters"]["success"], 2);
     // And a rollback.
-    ok(b.run(&["rollback"]));
+    ok(b.run(&["rollback", "--yes"]));
     let st = fleet_status(&w, &[]);
     assert_eq!(row(&st, "beta")["last"]["outcome"], "rolled_back");
     assert_eq!(row(&st, "beta")["version"], "1.0.0");

@@ -86,7 +86,7 @@ fn a_task_past_its_timeout_is_stopped_with_its_children_and_rollback_reopens() {
     assert!(!alive(&pid), "the task's child {pid} outlived the timeout");
     // The site is closed, but a command moves it back.
     assert!(!s.site.status_json()["gate"].is_null());
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert!(s.site.status_json()["gate"].is_null());
     assert_eq!(read(&s.site.root.join("index.html")), "v1");
 }
@@ -139,7 +139,7 @@ fn excluded_paths_are_never_touched_whatever_the_release_ships() {
     assert_eq!(read(&s.site.root.join("uploads/old.jpg")), "release 1 file");
     assert!(!s.site.root.join("uploads/photo.jpg.bak").exists());
     assert!(!s.site.root.join("uploads/old.jpg.bak").exists());
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(
         read(&s.site.root.join("uploads/photo.jpg")),
         "the site's own photo"
@@ -163,7 +163,7 @@ fn a_site_closed_by_the_operator_stays_closed_after_the_update_and_after_rollbac
     assert_eq!(st["gate"]["message"], "Closed for the audit");
     assert!(st["gate"]["run"].is_null());
     assert_eq!(read(&s.site.root.join("index.html")), "v2");
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(
         s.site.status_json()["gate"]["message"],
         "Closed for the audit"
@@ -304,7 +304,7 @@ fn a_folder_that_becomes_a_file_installs_and_rolls_back_exactly() {
     );
     s.site.update_yes();
     assert_eq!(read(&s.site.root.join("a")), "a is a file now");
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(read(&s.site.root.join("a/x.txt")), "x1");
     assert_eq!(read(&s.site.root.join("a/notes.txt")), "mine");
     let after = snapshot(&s.site.root);
@@ -327,7 +327,7 @@ fn a_file_that_becomes_a_folder_installs_and_rolls_back_exactly() {
     s.stage_next();
     s.site.update_yes();
     assert_eq!(read(&s.site.root.join("x/y.txt")), "inside the new folder");
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(read(&s.site.root.join("x")), "x was a file");
     assert_eq!(read(&s.site.root.join("index.html")), "v1");
 }
@@ -344,7 +344,7 @@ fn a_local_file_where_the_release_needs_a_folder_is_moved_aside_and_back() {
     assert_eq!(read(&s.site.root.join("docs/guide.html")), "guide");
     let aside = s.site.root.join(".upkeep/aside/run-1/displaced/docs");
     assert_eq!(read(&aside), "the operator's file named docs");
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(
         read(&s.site.root.join("docs")),
         "the operator's file named docs"
@@ -374,7 +374,7 @@ fn an_existing_bak_is_moved_aside_and_put_back_by_rollback() {
         read(&s.site.root.join(".upkeep/aside/run-1/bak/index.html.bak")),
         "the operator's own backup"
     );
-    ok(s.site.run(&["rollback"]));
+    ok(s.site.run(&["rollback", "--yes"]));
     assert_eq!(read(&s.site.root.join("index.html")), "v1");
     assert_eq!(
         read(&s.site.root.join("index.html.bak")),
@@ -404,12 +404,12 @@ fn a_local_edit_kept_as_bak_survives_the_next_update_and_a_second_rollback_is_re
         read(&site.root.join(".upkeep/aside/run-2/bak/index.html.bak")),
         "my local edit"
     );
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(read(&site.root.join("index.html")), "v2");
     assert_eq!(read(&site.root.join("index.html.bak")), "my local edit");
     // Run 1 cannot be undone exactly any more: refused, and nothing changes.
     let before = snapshot(&site.root);
-    let err = fails(site.run(&["rollback"]), 1);
+    let err = fails(site.run(&["rollback", "--yes"]), 1);
     assert!(err.contains("run 2 was already rolled back"), "{err}");
     assert!(err.contains("--allow-downgrade"), "{err}");
     assert_eq!(snapshot(&site.root), before);
@@ -496,7 +496,7 @@ fn a_sql_task_and_its_done_mark_roll_back_with_the_database() {
     };
     assert_eq!(rows(&db), 1);
     assert!(site.root.join("run_once/001-seed.sql.done").exists());
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(rows(&db), 0, "the database is back before the task");
     assert!(
         site.root.join("run_once/001-seed.sql").exists(),
@@ -828,7 +828,8 @@ fn a_crash_anywhere_in_a_displacing_swap_resumes_or_rolls_back_exactly() {
                 &[("UPKEEP_CRASH_AT", point)],
             );
             assert_eq!(o.status.signal(), Some(9), "{point}: {}", stderr(&o));
-            ok(upkeep(&[then, "--root", r]));
+            let yes: &[&str] = if then == "rollback" { &["--yes"] } else { &[] };
+            ok(upkeep(&[&[then, "--root", r], yes].concat()));
             let want = if then == "resume" { &new } else { &old };
             assert_eq!(&live(&root), want, "{point} then {then}");
         }
@@ -851,7 +852,7 @@ fn a_shell_task_keeps_its_done_mark_through_a_rollback_and_never_runs_twice() {
     let site = Site::new(w.instance("site", Some(&d1), &srv.url, &["--pending-tasks"]));
     site.stage_archive(&w.zip("1.1.0"));
     site.update_yes();
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     // What the task did outside the database is not undone, so it stays done.
     assert!(site.root.join("run_once/001-notify.sh.done").exists());
     site.stage_archive(&w.zip("1.1.1"));

@@ -71,7 +71,7 @@ fn the_operators_configuration_is_kept_the_dpkg_way() {
     // And the next check does not offer them again.
     let o = site.run(&["check"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(read(&root.join("config.php")), "<?php $db = 'mine';");
     assert_eq!(read(&root.join("index.php")), "v1");
 }
@@ -113,7 +113,7 @@ fn a_release_shipping_bak_and_done_files_publishes_installs_and_rolls_back_exact
         read(&root.join(".upkeep/aside/run-1/backup/a.module.bak")),
         "module 1"
     );
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(read_tree(root), before);
 }
 
@@ -130,7 +130,7 @@ fn backups_aside_leave_nothing_of_upkeeps_in_the_web_root() {
     assert_eq!(live.keys().collect::<Vec<_>>(), ["index.php"], "{live:?}");
     let aside = list_files(&site.root.join(".upkeep/aside/run-1/backup"));
     assert_eq!(aside, ["index.php.bak", "old.php.bak"]);
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(read(&site.root.join("index.php")), "v1");
     assert_eq!(read(&site.root.join("old.php")), "old");
 }
@@ -275,7 +275,7 @@ fn owners_and_modes_are_kept_never_loosened_and_put_back_by_rollback() {
         "new folders too"
     );
     assert_eq!(owner(&root.join("lib")), ids);
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(read(&root.join("secret.php")), "s1");
     assert_eq!(
         (
@@ -368,7 +368,7 @@ fn started_as_root_upkeep_works_as_the_sites_user_and_leaves_it_a_site_it_can_up
         String::from_utf8_lossy(&o.stderr)
     );
     // A rollback tells the caches too (PHP's opcache would serve the undone release).
-    ok(site.run(&["rollback"]));
+    ok(site.run(&["rollback", "--yes"]));
     assert_eq!(
         read(&root.join("hooks.txt")),
         format!("{0}\nupdate\n{0}\nrollback\n", web.uid)

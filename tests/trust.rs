@@ -378,7 +378,7 @@ fn a_closed_pipe_never_stops_a_run_nor_panics_a_command() {
         vec!["status", "--root", arg(&root)],
         vec!["status", "--root", arg(&root), "--json"],
         vec!["check", "--root", arg(&root)],
-        vec!["rollback", "--root", arg(&root)],
+        vec!["rollback", "--yes", "--root", arg(&root)],
     ] {
         let st = with_closed_pipes(&args);
         assert_ne!(st.code(), Some(101), "{args:?} panicked");
@@ -437,7 +437,7 @@ fn a_mistake_in_upkeep_toml_does_not_stop_close_open_or_rollback() {
     assert!(marker.exists(), "closed");
     ok(upkeep(&["open", "--root", arg(&root)]));
     assert!(!marker.exists(), "open");
-    let out = upkeep(&["rollback", "--root", arg(&root)]);
+    let out = upkeep(&["rollback", "--yes", "--root", arg(&root)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("smpt"), "the mistake is named");
     std::fs::write(root.join("upkeep.toml"), toml).unwrap();

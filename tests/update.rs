@@ -57,7 +57,7 @@ fn update_applies_everything_and_rollback_restores_exactly() {
         "staging emptied"
     );
 
-    ok(upkeep(&["rollback", "--root", &root_arg(&root)]));
+    ok(upkeep(&["rollback", "--yes", "--root", &root_arg(&root)]));
     assert_old(&root);
 }
 
@@ -207,7 +207,7 @@ fn a_failing_migration_stops_with_the_statement_and_rollback_restores() {
         e.contains("migration failed on") && e.contains("ADD COLUMN \"title\" TEXT NOT NULL"),
         "{e}"
     );
-    ok(upkeep(&["rollback", "--root", &root_arg(&root)]));
+    ok(upkeep(&["rollback", "--yes", "--root", &root_arg(&root)]));
     assert_eq!(std::fs::read(root.join("index.html")).unwrap(), b"v1");
     let db = rusqlite::Connection::open(site_db(&root)).unwrap();
     let n: i64 = db

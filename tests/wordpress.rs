@@ -340,7 +340,7 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
 
     // The rollback, through Apache this time.
     let seen = while_visited(&apache_url, &apache_host, || {
-        ok(site.run(&["rollback"]));
+        ok(site.run(&["rollback", "--yes"]));
     });
     eprintln!("during the rollback: {seen:?}");
     assert_eq!(

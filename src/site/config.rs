@@ -386,9 +386,10 @@ pub struct Config {
     pub reference: String,
     /// The publisher's public key (one line from `upkeep keygen`).
     pub public_key: String,
-    /// The site database (SQLite), relative to the root or absolute.
-    #[serde(default = "default_db")]
-    pub database: String,
+    /// The site database: `database = "PATH"` (SQLite, relative to the root or absolute), or
+    /// a `[database]` table (`url`, `keep_backups`).
+    #[serde(default)]
+    pub database: Database,
     /// Paths (relative, `dir/` for a folder) never fingerprinted nor touched.
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -430,9 +431,64 @@ fn default_db() -> String {
     ".upkeep/site.db".into()
 }
 
+fn default_keep_backups() -> usize {
+    3
+}
+
+/// The site database, as upkeep.toml names it: a path alone, or a table with its settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Database {
+    /// `database = ".upkeep/site.db"`.
+    Path(String),
+    /// `[database]`.
+    Table(DatabaseTable),
+}
+
+/// `[database]` in upkeep.toml.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseTable {
+    /// The database (an SQLite path, relative to the root or absolute).
+    #[serde(default = "default_db")]
+    pub url: String,
+    /// Copies taken before migrations (`.upkeep/backups/run-N.db`) kept, the newest; older
+    /// ones are removed after each successful run.
+    #[serde(default = "default_keep_backups")]
+    pub keep_backups: usize,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database::Path(default_db())
+    }
+}
+
+impl Database {
+    /// Where it is, as written.
+    pub fn url(&self) -> &str {
+        match self {
+            Database::Path(p) => p,
+            Database::Table(t) => &t.url,
+        }
+    }
+    /// How many pre-migration copies are kept.
+    pub fn keep_backups(&self) -> usize {
+        match self {
+            Database::Path(_) => default_keep_backups(),
+            Database::Table(t) => t.keep_backups,
+        }
+    }
+}
+
 impl Config {
     /// The rules serde cannot express, each message naming the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.database.keep_backups() == 0 {
+            return Err(
+                "[database] keep_backups = 0: the copy of the last run is what its rollback puts back; keep at least 1".into(),
+            );
+        }
         let name_ok = |n: &str| crate::documents::channel::valid_name(n);
         if let Some(g) = self.groups.iter().find(|g| !name_ok(g)) {
             return Err(format!(
@@ -723,7 +779,7 @@ impl Instance {
     }
     /// The site database path.
     pub fn database(&self) -> PathBuf {
-        let p = Path::new(&self.config.database);
+        let p = Path::new(self.config.database.url());
         if p.is_absolute() {
             p.to_path_buf()
         } else {

@@ -99,7 +99,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),
-        database: ".upkeep/site.db".into(),
+        database: Default::default(),
         exclude: Vec::new(),
         keep: Vec::new(),
         run_as: None,

@@ -289,13 +289,19 @@ fn site(cmd: SiteCommand) -> Result<u8> {
             json,
         } => cmd::run::finish(&root.root, installed.as_deref(), yes, json),
         SiteCommand::Status { root, json } => cmd::run::status(&root.root, json),
+        SiteCommand::Backup { root, json } => cmd::run::backup(&root.root, json),
         SiteCommand::Resume {
             root,
             rerun_task,
             skip_task,
             json,
         } => cmd::run::resume(&root.root, rerun_task, skip_task, json),
-        SiteCommand::Rollback { root, json } => cmd::run::rollback(&root.root, json),
+        SiteCommand::Rollback {
+            root,
+            yes,
+            restore_database,
+            json,
+        } => cmd::run::rollback(&root.root, yes, restore_database, json),
         SiteCommand::Close { root, message } => cmd::run::close(&root.root, &message),
         SiteCommand::Open { root } => cmd::run::open(&root.root),
         SiteCommand::WebConfig {

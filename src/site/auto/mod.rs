@@ -455,8 +455,9 @@ fn failed(inst: &Instance, out: &mut Pass, last_run: Option<i64>, e: Error) -> R
     drop(state);
     let ours = newest.filter(|r| Some(r.id) != last_run);
     match ours {
-        Some(run) if run.status.unfinished() => match update::rollback(inst) {
-            Ok(r) => {
+        Some(run) if run.status.unfinished() => match update::rollback(inst, &Default::default()) {
+            Ok(update::RolledBack { run: r, database }) => {
+                out.notes.push(database.describe());
                 out.decision = Verdict::RolledBack;
                 out.reason = format!(
                     "run {} failed at step {} and was rolled back: release {} is live again and the site open. What failed: {e}",
@@ -520,7 +521,8 @@ fn withdrawn(inst: &Instance, to: &str) -> Option<String> {
 
 /// Roll the interrupted run back and say so; `why` ends the sentence's first half.
 fn roll_back_interrupted(inst: &Instance, out: &mut Pass, why: &str) -> Result<()> {
-    let run = update::rollback(inst)?;
+    let update::RolledBack { run, database } = update::rollback(inst, &Default::default())?;
+    out.notes.push(database.describe());
     out.decision = Verdict::RolledBack;
     out.reason = format!(
         "interrupted run {} {why}; it was rolled back: release {} is live again",

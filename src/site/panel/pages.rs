@@ -10,7 +10,7 @@ use crate::documents::manifest::RelPath;
 use crate::site::plan::{Diff, Kind, Plan};
 use crate::site::stage::inbox;
 use crate::site::state::{JobKind, Run, RunStatus, Step, TaskState};
-use crate::site::update::Status;
+use crate::site::update::{DatabaseStep, Status};
 
 /// The wizard's steps, for the breadcrumb.
 const WIZARD: &[(&str, &str)] = &[
@@ -529,7 +529,7 @@ pub fn diff(s: &Session, path: &str, rows: Option<&[DiffRow]>) -> Markup {
 /// Steps 4 and 5: the run, live, then its summary; Resume and Rollback when it stopped.
 pub fn run(
     s: &Session,
-    run: Option<&Run>,
+    (run, database): (Option<&Run>, Option<&DatabaseStep>),
     interrupted: bool,
     preparing: bool,
     refused: Option<&(String, Option<String>)>,
@@ -623,6 +623,14 @@ pub fn run(
                     }
                     " "
                     (post_button(s, "/control/rollback", "Roll back to the previous release", "danger"))
+                    @if let Some(d) = database { p.muted { "Rolling back: " (d.describe()) } }
+                    @if let Some(DatabaseStep::Keep { copy, .. }) = database {
+                        @if !copy.is_empty() {
+                            form.inline method="post" action="/control/rollback" { (csrf(s))
+                                input type="hidden" name="restore_database" value="1";
+                                button.danger type="submit" { "Roll back and put the database copy back (discards those writes; they are saved first)" } }
+                        }
+                    }
                 }
             }
             @if !r.tasks.is_empty() {

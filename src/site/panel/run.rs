@@ -85,12 +85,24 @@ pub(super) async fn resume(req: HttpRequest, app: Data, form: web::Form<ResumeFo
     })
 }
 
-pub(super) async fn rollback(req: HttpRequest, app: Data, form: web::Form<CsrfForm>) -> Page {
+#[derive(Deserialize)]
+pub(super) struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    /// Put the database copy back even over writes made since (saved aside first).
+    #[serde(default)]
+    restore_database: Option<String>,
+}
+
+pub(super) async fn rollback(req: HttpRequest, app: Data, form: web::Form<RollbackForm>) -> Page {
     let s = require_post(&req, &app, &form.csrf)?;
-    start_job(&s, &app, JobKind::Rollback, |inst, _| {
-        around_run(inst, || update::rollback(inst))
+    let o = update::RollbackOptions {
+        restore_database: form.restore_database.is_some(),
+    };
+    start_job(&s, &app, JobKind::Rollback, move |inst, _| {
+        around_run(inst, || update::rollback(inst, &o))
             .0
-            .map(|r| format!("Run {} rolled back", r.id))
+            .map(|r| format!("Run {} rolled back; {}", r.run.id, r.database.describe()))
     })
 }
 
@@ -140,9 +152,15 @@ pub(super) async fn run_page(req: HttpRequest, app: Data) -> Page {
     let s = require(&req, &app)?;
     let (run, interrupted, preparing) = current_run(&app).for_session(&s)?;
     let refused = refused_start(&app, run.as_ref());
+    // What a rollback would do with the database, beside its button (none while busy).
+    let database = run
+        .as_ref()
+        .filter(|r| interrupted || (r.status.unfinished() && r.status != RunStatus::Running))
+        .and_then(|_| update::rollback::plan(&app.inst, &Default::default()).ok())
+        .map(|p| p.database);
     Ok(html(pages::run(
         &s,
-        run.as_ref(),
+        (run.as_ref(), database.as_ref()),
         interrupted,
         preparing,
         refused.as_ref(),

@@ -10,7 +10,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::base::crash;
-use crate::base::error::{DbContext, Error, Result};
+use crate::base::error::{DbContext, Error, IoContext, Result};
 
 /// Tables upkeep itself keeps in the site database.
 const OWN_TABLE: &str = "upkeep_run_once";
@@ -201,8 +201,10 @@ pub fn plan(db: &Path, fragments: &[Fragment]) -> Result<SchemaPlan> {
     Ok(plan)
 }
 
-/// Apply the plan in one transaction, then REINDEX, ANALYZE and PRAGMA optimize. A failing
-/// statement rolls everything back and is named in the error.
+/// Apply the plan in one transaction. A failing statement rolls everything back and is named
+/// in the error. Nothing else is done to the database: no REINDEX (its cost grows with the
+/// data, in the closed window, for indexes that CREATE INDEX builds whole anyway), no ANALYZE
+/// (its `sqlite_stat` tables would change the application's query plans behind its back).
 pub fn apply(db: &Path, plan: &SchemaPlan) -> Result<()> {
     let mut c = Connection::open(db).db(db)?;
     let tx = c.transaction().db(db)?;
@@ -214,11 +216,8 @@ pub fn apply(db: &Path, plan: &SchemaPlan) -> Result<()> {
             )
         })?;
     }
-    tx.execute_batch("REINDEX; ANALYZE;").db(db)?;
     crash::point("migrate:tx");
-    tx.commit().db(db)?;
-    c.execute_batch("PRAGMA optimize;").db(db)?;
-    Ok(())
+    tx.commit().db(db)
 }
 
 /// Copy the database with SQLite's backup API (a consistent copy even while it is in use).
@@ -226,6 +225,13 @@ pub fn backup(db: &Path, to: &Path) -> Result<()> {
     let c = Connection::open(db).db(db)?;
     let _ = std::fs::remove_file(to);
     c.backup(rusqlite::DatabaseName::Main, to, None).db(to)
+}
+
+/// Make a copy of the database readable by its owner only: it holds what the site holds
+/// (accounts, password hashes, visitors' data).
+pub fn private(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).ctx("chmod 0600", p)
 }
 
 /// Restore a copy made by [`backup`] over the database, page by page.

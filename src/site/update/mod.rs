@@ -7,6 +7,7 @@
 //! the steps, `rollback` undoes a run, `status` reports.
 
 pub mod after;
+pub mod backups;
 pub mod gate;
 pub mod migrate;
 pub mod prepare;
@@ -15,6 +16,7 @@ pub mod scan;
 pub mod status;
 pub mod swap;
 pub mod tasks;
+pub mod written;
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,7 @@ pub use crate::site::plan::Plan;
 use crate::site::state::State;
 pub use crate::site::state::{Run, RunStatus, Step, TaskState};
 pub use prepare::{preflight, prepare};
-pub use rollback::rollback;
+pub use rollback::{DatabaseStep, RollbackOptions, RollbackPlan, RolledBack, rollback};
 pub use status::{Status, status};
 
 /// How to run.
@@ -131,7 +133,8 @@ pub fn resume(inst: &Instance, o: &Options) -> Result<Run> {
     }
     if run.status == RunStatus::RollingBack {
         drop(lock);
-        return rollback(inst);
+        // Its recorded decision on the database holds (a decision to keep is made again).
+        return rollback(inst, &RollbackOptions::default()).map(|r| r.run);
     }
     state.set_run_status(run.id, RunStatus::Running, None)?;
     drive(inst, &mut state, run.id, o)
@@ -167,10 +170,16 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
                 if step == Step::Swap || step == Step::Health {
                     // Half swapped and closed, or swapped and broken: go straight back to the
                     // old release; nobody may be there to decide.
-                    return match rollback::rollback_run(inst, state, id) {
-                        Ok(_) => Err(Error::refused(
+                    return match rollback::rollback_run(
+                        inst,
+                        state,
+                        id,
+                        &RollbackOptions::default(),
+                    ) {
+                        Ok(r) => Err(Error::refused(
                             format!(
-                                "{text}\nthe run was undone: the previous release is back in place and the site is open again"
+                                "{text}\nthe run was undone: the previous release is back in place and the site is open again; {}",
+                                r.database.describe()
                             ),
                             format!(
                                 "{cause_hint}; then stage again (the staged files were used up) and run `upkeep update`"
@@ -220,6 +229,7 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
                     let dir = inst.own_dir(".upkeep/backups")?;
                     let copy = dir.join(format!("run-{}.db", run.id));
                     migrate::backup(&db, &copy)?;
+                    migrate::private(&copy)?;
                     copy.display().to_string()
                 } else {
                     String::new()
@@ -302,6 +312,15 @@ fn run_release(inst: &Instance, state: &State, run: &Run) -> Result<VerifiedMani
 /// The reopen step: record the new release, clear staging, drop the backups of the run before,
 /// open the gate, and write the closed window.
 fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
+    // The run's own changes to the database are done and the site is still closed: from here
+    // on, a write is a visitor's (or the operator's), which a rollback must not discard
+    // silently. Taken once: a resumed reopen may follow a hand-opened gate.
+    let key = rollback::mark_key(run.id);
+    if run.db_backup.is_some() && state.meta(&key)?.is_none() {
+        let m = written::mark(&inst.database())?;
+        state.set_meta(&key, &serde_json::to_string(&m).expect("serialises"))?;
+    }
+    backups::prune(inst, inst.config.database.keep_backups(), run.id)?;
     let target = run_release(inst, state, run)?;
     state.set_installed(&target)?;
     state.clear_staged()?;

@@ -1,20 +1,136 @@
-//! `upkeep rollback`: put back exactly the release before a run, however far the run got.
+//! `upkeep rollback`: put back exactly the release before a run, however far the run got, and
+//! its database only when that loses no write made since.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{clear_staging, gate, migrate, scan, swap};
+use serde::{Deserialize, Serialize};
+
+use super::{clear_staging, gate, migrate, scan, swap, written};
 use crate::base::crash;
 use crate::base::error::{Error, IoContext, Result};
 use crate::documents::manifest::RelPath;
 use crate::site::config::Instance;
 use crate::site::lock::InstanceLock;
+use crate::site::plan::Kind;
 use crate::site::state::{Run, RunStatus, State};
 
-/// `upkeep rollback`: put back exactly the release before the last run.
-pub fn rollback(inst: &Instance) -> Result<Run> {
-    let _lock = InstanceLock::acquire(inst, "rollback")?;
-    let mut state = State::open(&inst.state_db())?;
+/// What a rollback does with the site database. Decided with the site closed, so that no
+/// visitor's write lands between the decision and the act.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum DatabaseStep {
+    /// The run changed no database (it stopped before migrate).
+    Untouched,
+    /// Nothing was written since the update: the copy taken before migrate goes back, exactly.
+    Restore {
+        /// The copy.
+        copy: String,
+    },
+    /// Nothing was written since the update, which created the database: it is removed.
+    Remove,
+    /// Written since the site reopened: kept as it is. The schema the update added is a
+    /// superset the previous code runs on; the copy stays in `.upkeep/backups/`.
+    Keep {
+        /// When it was last written (or why that is not known).
+        written: String,
+        /// What a restore would discard, table by table.
+        changes: Vec<String>,
+        /// The copy taken before migrate ("" when there was no database).
+        copy: String,
+    },
+    /// `--restore-database` over writes: the database as it is is saved to `saved_to`, then
+    /// the copy taken before migrate goes back (or the database is removed).
+    Discard {
+        /// When it was last written.
+        written: String,
+        /// What is discarded, table by table.
+        changes: Vec<String>,
+        /// Where the discarded database is kept.
+        saved_to: String,
+    },
+}
+
+impl DatabaseStep {
+    /// One sentence for the operator.
+    pub fn describe(&self) -> String {
+        let listed = |changes: &[String]| match changes {
+            [] => "no rows added: rows were changed or deleted in place".to_string(),
+            c => c.join("; "),
+        };
+        match self {
+            DatabaseStep::Untouched => "the database: not touched by the run".into(),
+            DatabaseStep::Restore { copy } => format!(
+                "the database: nothing was written since the update; the copy taken before it goes back ({copy})"
+            ),
+            DatabaseStep::Remove => {
+                "the database: the update created it and nothing was written since; it is removed"
+                    .into()
+            }
+            DatabaseStep::Keep {
+                written,
+                changes,
+                copy,
+            } => format!(
+                "the database: kept as it is, because it was written since the site reopened (last at {written}; {}). The tables and columns the update added stay; the previous release runs on them{}",
+                listed(changes),
+                match copy.as_str() {
+                    "" => String::new(),
+                    c => format!(
+                        ". The copy taken before the update stays in {c} (`upkeep backup` says how to put it back by hand)"
+                    ),
+                }
+            ),
+            DatabaseStep::Discard {
+                written,
+                changes,
+                saved_to,
+            } => format!(
+                "the database: the copy taken before the update goes back, DISCARDING what was written since the site reopened (last at {written}; {}). The database as it is now is saved first to {saved_to}",
+                listed(changes)
+            ),
+        }
+    }
+}
+
+/// What `upkeep rollback` will do, shown before it does it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackPlan {
+    /// The run undone.
+    pub run: i64,
+    /// The release that goes back (`None`: a fresh instance).
+    pub from: Option<String>,
+    /// The release undone.
+    pub to: String,
+    /// Files put back from their backup (replaced or removed by the run).
+    pub put_back: usize,
+    /// Files the run added, removed.
+    pub removed: usize,
+    /// What happens to the database (decided again, the site closed, when it runs).
+    pub database: DatabaseStep,
+    /// Shell tasks that ran: what they did is not undone, and they do not run again.
+    pub shell_tasks: Vec<RelPath>,
+}
+
+/// How to roll back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RollbackOptions {
+    /// Put back the copy of the database taken before the update even when it was written
+    /// since (what was written is saved aside first).
+    pub restore_database: bool,
+}
+
+/// What a rollback did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolledBack {
+    /// The run, now rolled back.
+    pub run: Run,
+    /// What was done with the database.
+    pub database: DatabaseStep,
+}
+
+/// The run a rollback undoes, or why there is none that can be undone exactly.
+fn run_to_undo(inst: &Instance, state: &State) -> Result<Run> {
     let Some(run) = state.run_to_roll_back()? else {
         return Err(Error::refused(
             "there is no run to roll back",
@@ -39,15 +155,148 @@ pub fn rollback(inst: &Instance) -> Result<Run> {
             ),
         ));
     }
+    Ok(run)
+}
+
+/// What `upkeep rollback` would do now, changing nothing.
+pub fn plan(inst: &Instance, o: &RollbackOptions) -> Result<RollbackPlan> {
+    // A busy instance says so before a plan that would be stale by the time it is approved.
+    let _lock = InstanceLock::acquire(inst, "rollback")?;
+    let state = State::open(&inst.state_db())?;
+    let run = run_to_undo(inst, &state)?;
+    let count = |k: &[Kind]| {
+        run.plan
+            .actions
+            .iter()
+            .filter(|a| k.contains(&a.kind))
+            .count()
+    };
+    Ok(RollbackPlan {
+        run: run.id,
+        from: run.from.clone(),
+        to: run.to.clone(),
+        put_back: count(&[Kind::Replace, Kind::Remove, Kind::Displace]),
+        removed: count(&[Kind::Add]),
+        database: database_step(inst, &state, &run, o, false)?,
+        shell_tasks: run
+            .tasks
+            .iter()
+            .filter(|t| t.state.completed() && !t.name.as_str().ends_with(".sql"))
+            .map(|t| t.name.clone())
+            .collect(),
+    })
+}
+
+/// `upkeep rollback`: put back exactly the release before the last run.
+pub fn rollback(inst: &Instance, o: &RollbackOptions) -> Result<RolledBack> {
+    let _lock = InstanceLock::acquire(inst, "rollback")?;
+    let mut state = State::open(&inst.state_db())?;
+    let run = run_to_undo(inst, &state)?;
     // A task the interrupted runner started may still be running: not while its run is undone.
     let timeout = std::time::Duration::from_secs(inst.config.tasks.timeout_secs);
     for line in super::tasks::settle_interrupted(&state, run.id, timeout)? {
         crate::errln!("{line}");
     }
-    rollback_run(inst, &mut state, run.id)
+    rollback_run(inst, &mut state, run.id, o)
 }
 
-pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Result<Run> {
+/// Where state.db keeps the mark of the database taken when run `run` had made its own
+/// changes (see [`written`]).
+pub(super) fn mark_key(run: i64) -> String {
+    format!("db_mark:{run}")
+}
+
+/// When the database was written after run `run` made its own changes, and what was added
+/// since; `None` when it was not. A run that reopened the site without a mark (recorded by an
+/// older upkeep) counts as written: nothing says it was not.
+fn written_since_run(
+    inst: &Instance,
+    state: &State,
+    run: &Run,
+) -> Result<Option<(String, Vec<String>)>> {
+    let db = inst.database();
+    match state.meta(&mark_key(run.id))? {
+        Some(m) => {
+            let m: written::Mark = serde_json::from_str(&m)
+                .map_err(|e| Error::msg(format!("the database mark of run {}: {e}", run.id)))?;
+            Ok(written::written_since(&db, &m).map(|when| {
+                let changes = match db.exists() {
+                    true => written::changes(&db, &m).unwrap_or_default(),
+                    false => vec!["the database is gone".into()],
+                };
+                (when, changes)
+            }))
+        }
+        None if run.closed_ms.is_some() => Ok(Some((
+            "unknown: the run reopened the site before upkeep recorded writes".into(),
+            Vec::new(),
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Decide what the rollback of `run` does with the database; with `stamp`, name the file a
+/// discarded database is saved to as of now.
+fn database_step(
+    inst: &Instance,
+    state: &State,
+    run: &Run,
+    o: &RollbackOptions,
+    stamp: bool,
+) -> Result<DatabaseStep> {
+    let Some(copy) = run.db_backup.clone() else {
+        return Ok(DatabaseStep::Untouched);
+    };
+    let Some((written, changes)) = written_since_run(inst, state, run)? else {
+        return Ok(match copy.as_str() {
+            "" => DatabaseStep::Remove,
+            _ => DatabaseStep::Restore { copy },
+        });
+    };
+    if !o.restore_database {
+        return Ok(DatabaseStep::Keep {
+            written,
+            changes,
+            copy,
+        });
+    }
+    let when = if stamp {
+        crate::base::clock::now_text().replace([':', '-'], "")
+    } else {
+        "TIME".into()
+    };
+    let saved_to = inst
+        .root
+        .join(".upkeep/backups")
+        .join(format!("run-{}-discarded-{when}.db", run.id));
+    Ok(DatabaseStep::Discard {
+        written,
+        changes,
+        saved_to: saved_to.display().to_string(),
+    })
+}
+
+/// Save the database as it is before a rollback discards it.
+fn save_discarded(inst: &Instance, to: &Path) -> Result<()> {
+    let db = inst.database();
+    if !db.exists() {
+        return Ok(());
+    }
+    inst.own_dir(".upkeep/backups")?;
+    // Whole or not at all: a rollback resumed after a crash takes a file there as saved.
+    let part = PathBuf::from(format!("{}.partial", to.display()));
+    migrate::backup(&db, &part)?;
+    migrate::private(&part)?;
+    std::fs::rename(&part, to).ctx("rename", &part)?;
+    crate::base::fsutil::sync_dir(to.parent().expect("in .upkeep/backups"))
+}
+
+pub(super) fn rollback_run(
+    inst: &Instance,
+    state: &mut State,
+    id: i64,
+    o: &RollbackOptions,
+) -> Result<RolledBack> {
     let run = state.run(id)?;
     let swapped = run.status == RunStatus::Done || run.step.swapped();
     state.set_run_status(id, RunStatus::RollingBack, run.error.as_deref())?;
@@ -57,6 +306,26 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         "Restoring the previous release. We will be back in a moment.",
         Some(id),
     )?;
+    // Decided once the gate is closed: no visitor writes between this and the restore. A
+    // rollback resumed after a crash finds its decision recorded, the database perhaps
+    // already restored (which a second look would take for a write).
+    let key = format!("rollback_db:{id}");
+    let recorded: Option<DatabaseStep> = match state.meta(&key)? {
+        Some(d) => Some(
+            serde_json::from_str(&d)
+                .map_err(|e| Error::msg(format!("the recorded rollback of run {id}: {e}")))?,
+        ),
+        None => None,
+    };
+    let database = match recorded {
+        // Keeping touched nothing: deciding again is safe, and follows a new --restore-database.
+        Some(d) if !matches!(d, DatabaseStep::Keep { .. }) => d,
+        _ => {
+            let d = database_step(inst, state, &run, o, true)?;
+            state.set_meta(&key, &serde_json::to_string(&d).expect("serialises"))?;
+            d
+        }
+    };
     if swapped {
         // Every action was applied: staging holds nothing of this run (maybe a newer staging).
         clear_staging(inst)?;
@@ -69,9 +338,17 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         .collect();
     // An SQL task's done-mark goes back with the database: the copy taken before migrate
     // predates the task, so after the rollback it is pending again (invariant 5, both ways).
-    // A shell task keeps its mark: what it did outside the database is not undone, and it must
+    // A database kept keeps the task's work and its mark in `upkeep_run_once`, like a shell
+    // task, which keeps its mark: what it did outside the database is not undone, and it must
     // not run a second time.
-    for t in done_tasks.iter().filter(|t| t.as_str().ends_with(".sql")) {
+    let db_back = matches!(
+        database,
+        DatabaseStep::Restore { .. } | DatabaseStep::Remove | DatabaseStep::Discard { .. }
+    );
+    for t in done_tasks
+        .iter()
+        .filter(|t| db_back && t.as_str().ends_with(".sql"))
+    {
         let (live, done) = (
             t.under(&inst.root),
             t.with_suffix(crate::documents::manifest::relpath::DONE)
@@ -88,19 +365,27 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         &done_tasks,
     )?;
     crash::point("rollback:files");
-    match run.db_backup.as_deref() {
-        Some("") => {
-            let db = inst.database();
-            for p in [
-                db.clone(),
-                PathBuf::from(format!("{}-wal", db.display())),
-                PathBuf::from(format!("{}-shm", db.display())),
-            ] {
-                let _ = std::fs::remove_file(p);
+    if let DatabaseStep::Discard { saved_to, .. } = &database
+        && !Path::new(saved_to).exists()
+    {
+        save_discarded(inst, Path::new(saved_to))?;
+        crash::point("rollback:saved");
+    }
+    if db_back {
+        match run.db_backup.as_deref() {
+            Some("") => {
+                let db = inst.database();
+                for p in [
+                    db.clone(),
+                    PathBuf::from(format!("{}-wal", db.display())),
+                    PathBuf::from(format!("{}-shm", db.display())),
+                ] {
+                    let _ = std::fs::remove_file(p);
+                }
             }
+            Some(copy) => migrate::restore(Path::new(copy), &inst.database())?,
+            None => {}
         }
-        Some(copy) => migrate::restore(std::path::Path::new(copy), &inst.database())?,
-        None => {}
     }
     crash::point("rollback:database");
     let mut exts = Vec::new();
@@ -128,5 +413,8 @@ pub(super) fn rollback_run(inst: &Instance, state: &mut State, id: i64) -> Resul
         state.record_hooks(id, &hooks)?;
     }
     state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
-    state.run(id)
+    Ok(RolledBack {
+        run: state.run(id)?,
+        database,
+    })
 }

@@ -256,12 +256,35 @@ pub enum SiteCommand {
         json: bool,
     },
 
-    /// Put back exactly the release before the last run (files from NAME.bak, added files
-    /// removed, the database from the copy taken before migrate); the site is closed meanwhile.
+    /// Put back exactly the release before the last run: files from NAME.bak, added files
+    /// removed, the database from the copy taken before migrate when nothing was written to it
+    /// since. It shows what it will do and asks first; the site is closed meanwhile.
+    ///
+    /// A database written since the site reopened (a post, an order, a visitor's comment) is
+    /// kept as it is, with the tables and columns the update added, which the previous release
+    /// runs on. `--restore-database` puts the copy back anyway, after saving the database as
+    /// it is to .upkeep/backups/run-N-discarded-TIME.db.
     Rollback {
         #[command(flatten)]
         root: RootArg,
+        /// Roll back without asking (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Put back the copy of the database taken before the update even if it was written
+        /// since; what it discards is saved aside first.
+        #[arg(long)]
+        restore_database: bool,
         /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List the database copies in .upkeep/backups/ (taken before each migration, and those a
+    /// rollback saved before discarding writes) and say how to put one back by hand.
+    Backup {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

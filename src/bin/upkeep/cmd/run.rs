@@ -225,36 +225,159 @@ pub fn resume(root: &Path, rerun_task: bool, skip_task: bool, json: bool) -> Res
     Ok(0)
 }
 
-/// `upkeep rollback`.
-pub fn rollback(root: &Path, json: bool) -> Result<u8> {
+/// `upkeep rollback`: show what it will do (files, database), then do it after a yes (or with
+/// `--yes`).
+pub fn rollback(root: &Path, yes: bool, restore_database: bool, json: bool) -> Result<u8> {
     upkeep::site::owner::act_as_site_user(root)?;
     let (inst, warning) = Instance::open_lenient(root)?;
     if let Some(w) = warning {
         errln!("warning: {w}");
     }
-    let run = super::site::reported(&inst, json, || update::rollback(&inst))?;
+    let o = update::RollbackOptions { restore_database };
+    let plan = update::rollback::plan(&inst, &o)?;
+    if json {
+        errln!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("serialises")
+        );
+    } else {
+        print_rollback_plan(&inst, &plan);
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::refused(
+                "not rolled back: no terminal to confirm on",
+                format!(
+                    "to roll back as shown, run `upkeep rollback --root {} --yes{}`",
+                    inst.root.display(),
+                    if restore_database {
+                        " --restore-database"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        err!(
+            "roll back run {}? the site will be closed meanwhile [y/N] ",
+            plan.run
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Error::refused(
+                "not rolled back",
+                "run it again and answer y, or pass --yes",
+            ));
+        }
+    }
+    let done = super::site::reported(&inst, json, || update::rollback(&inst, &o))?;
+    let run = &done.run;
     if run.plan.finish && !json {
         outln!(
             "this run finished an update copied by hand: the database and the tasks are back as before it, the copied files stay"
         );
     }
     if json {
-        print_json(&run);
-    } else {
-        let gate = match update::gate::closed(&inst.root) {
-            Some(c) => format!(
-                "the site stays closed, as it was closed by hand since {} (`upkeep open` opens it)",
-                c.since
-            ),
-            None => "the site is open".into(),
-        };
-        outln!(
-            "rolled back run {}: release {} is installed again; {gate}",
-            run.id,
-            run.from.as_deref().unwrap_or("(none: fresh instance)")
-        );
+        print_json(&done);
+        return Ok(0);
+    }
+    let gate = match update::gate::closed(&inst.root) {
+        Some(c) => format!(
+            "the site stays closed, as it was closed by hand since {} (`upkeep open` opens it)",
+            c.since
+        ),
+        None => "the site is open".into(),
+    };
+    outln!(
+        "rolled back run {}: release {} is installed again; {gate}",
+        run.id,
+        run.from.as_deref().unwrap_or("(none: fresh instance)")
+    );
+    if done.database != plan.database {
+        // Decided again with the site closed: a write came in after the plan was shown.
+        outln!("{}", done.database.describe());
     }
     Ok(0)
+}
+
+/// `upkeep backup`: the database copies, and how to put one back by hand.
+pub fn backup(root: &Path, json: bool) -> Result<u8> {
+    let inst = Instance::open(root)?;
+    let list = update::backups::list(&inst)?;
+    if json {
+        print_json(&list);
+        return Ok(0);
+    }
+    let keep = inst.config.database.keep_backups();
+    if list.is_empty() {
+        outln!(
+            "no database copies in {} yet: one is taken before each migration",
+            inst.root.join(".upkeep/backups").display()
+        );
+        return Ok(0);
+    }
+    let state = State::open(&inst.state_db())?;
+    for b in &list {
+        let what = match state.run(b.run) {
+            Ok(r) if b.discarded => format!(
+                "what the rollback of run {} ({} -> {}) discarded",
+                r.id,
+                r.from.as_deref().unwrap_or("none"),
+                r.to
+            ),
+            Ok(r) => format!(
+                "before run {} migrated ({} -> {})",
+                r.id,
+                r.from.as_deref().unwrap_or("none"),
+                r.to
+            ),
+            Err(_) => format!("run {} (no longer recorded)", b.run),
+        };
+        outln!(
+            "{}  {:>10}  {}  {what}",
+            b.written,
+            upkeep::base::fsutil::human_bytes(b.bytes),
+            b.path.display()
+        );
+    }
+    outln!();
+    outln!(
+        "the {keep} newest copies taken before migrations are kept ([database] keep_backups); those a rollback saved stay until you remove them"
+    );
+    outln!("to put one back by hand (here the newest), with the site closed:");
+    let newest = &list.last().expect("not empty").path;
+    for l in update::backups::restore_hint(&inst, newest) {
+        outln!("  {l}");
+    }
+    Ok(0)
+}
+
+fn print_rollback_plan(inst: &Instance, p: &update::RollbackPlan) {
+    outln!(
+        "rollback of run {} ({} -> {}): release {} goes back",
+        p.run,
+        p.from.as_deref().unwrap_or("none"),
+        p.to,
+        p.from.as_deref().unwrap_or("(none: a fresh instance)")
+    );
+    outln!(
+        "  files: {} put back from their backups, {} the run added removed",
+        p.put_back,
+        p.removed
+    );
+    outln!("  {}", p.database.describe());
+    if let update::DatabaseStep::Keep { copy, .. } = &p.database
+        && !copy.is_empty()
+    {
+        outln!(
+            "  to put that copy back instead, discarding those writes (saved aside first): upkeep rollback --root {} --restore-database",
+            inst.root.display()
+        );
+    }
+    for t in &p.shell_tasks {
+        outln!("  task {t}: ran; what it did is not undone (it will not run again)");
+    }
 }
 
 /// The root of an instance for `close` and `open`, which need nothing of upkeep.toml: a

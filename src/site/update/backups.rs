@@ -1,0 +1,107 @@
+//! The database copies in `.upkeep/backups/`: `run-N.db`, taken before run N migrated, and
+//! `run-N-discarded-TIME.db`, the database as it was when a rollback of run N put a copy back
+//! over writes (`--restore-database`). The first are pruned to `[database] keep_backups`
+//! after each run; the second only ever by the operator.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::base::error::Result;
+use crate::site::config::Instance;
+
+/// One copy.
+#[derive(Clone, Debug, Serialize)]
+pub struct Backup {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The run it belongs to.
+    pub run: i64,
+    /// Saved by a rollback that discarded it, rather than taken before a migration.
+    pub discarded: bool,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was written (RFC 3339).
+    pub written: String,
+}
+
+fn parse(name: &str) -> Option<(i64, bool)> {
+    let rest = name.strip_prefix("run-")?.strip_suffix(".db")?;
+    match rest.split_once("-discarded-") {
+        Some((n, _)) => Some((n.parse().ok()?, true)),
+        None => Some((rest.parse().ok()?, false)),
+    }
+}
+
+/// The copies, oldest run first.
+pub fn list(inst: &Instance) -> Result<Vec<Backup>> {
+    let dir = inst.root.join(".upkeep/backups");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Backup> = rd
+        .flatten()
+        .filter_map(|e| {
+            let (run, discarded) = parse(e.file_name().to_str()?)?;
+            let m = e.metadata().ok()?;
+            Some(Backup {
+                path: e.path(),
+                run,
+                discarded,
+                bytes: m.len(),
+                written: m
+                    .modified()
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.run, a.discarded, &a.path).cmp(&(b.run, b.discarded, &b.path)));
+    Ok(out)
+}
+
+/// Remove the pre-migration copies beyond the newest `keep` (never that of run `current`,
+/// which its rollback needs). Returns what it removed.
+pub fn prune(inst: &Instance, keep: usize, current: i64) -> Result<Vec<PathBuf>> {
+    let taken: Vec<Backup> = list(inst)?.into_iter().filter(|b| !b.discarded).collect();
+    let mut removed = Vec::new();
+    let excess = taken.len().saturating_sub(keep.max(1));
+    for b in taken.iter().take(excess).filter(|b| b.run != current) {
+        if std::fs::remove_file(&b.path).is_ok() {
+            removed.push(b.path.clone());
+        }
+    }
+    Ok(removed)
+}
+
+/// How to put copy `b` back by hand, in the commands an operator types.
+pub fn restore_hint(inst: &Instance, b: &Path) -> Vec<String> {
+    let root = inst.root.display();
+    let db = inst.database();
+    vec![
+        format!("upkeep close --root {root}"),
+        format!(
+            "sqlite3 {} \".backup '{}.before-restore'\"   # keep what is there now",
+            db.display(),
+            db.display()
+        ),
+        format!("sqlite3 {} \".restore '{}'\"", db.display(), b.display()),
+        format!("upkeep open --root {root}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn names() {
+        assert_eq!(parse("run-12.db"), Some((12, false)));
+        assert_eq!(
+            parse("run-3-discarded-20261201T101010Z.db"),
+            Some((3, true))
+        );
+        assert_eq!(parse("run-x.db"), None);
+        assert_eq!(parse("notes.txt"), None);
+    }
+}
