@@ -223,3 +223,37 @@ fn old_copies_are_pruned_to_keep_backups_which_is_at_least_one() {
     let err = fails(site.run(&["status"]), 2);
     assert!(err.contains("keep_backups = 0"), "{err}");
 }
+
+/// `kill -9` at each point of a rollback that discards writes: resumed, it saves them once and
+/// restores the copy, whatever point it died at.
+#[test]
+fn a_rollback_killed_while_discarding_finishes_with_the_writes_saved() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Scenario::new();
+    for point in ["rollback:saved", "rollback:files", "rollback:database"] {
+        let site = Site::new(s.site(&point.replace(':', "-")));
+        site.update_yes();
+        visitor_writes(&site.root, "Written after the update");
+        let r = site.root.to_str().unwrap();
+        let o = upkeep_env(
+            &["rollback", "--yes", "--restore-database", "--root", r],
+            &[("UPKEEP_CRASH_AT", point)],
+        );
+        assert_eq!(o.status.signal(), Some(9), "{point}: {}", stderr(&o));
+        // Resumed without the flag: the decision recorded with the site closed holds.
+        ok(site.run(&["resume"]));
+        assert_old(&site.root);
+        let saved: Vec<_> = std::fs::read_dir(site.root.join(".upkeep/backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("-discarded-"))
+            .collect();
+        assert_eq!(saved.len(), 1, "{point}: {saved:?}");
+        let c =
+            rusqlite::Connection::open(site.root.join(".upkeep/backups").join(&saved[0])).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM pages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2, "{point}: the discarded database holds the write");
+    }
+}
