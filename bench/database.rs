@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use upkeep::site::update::written;
+use upkeep::site::database::sqlite::written;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -62,7 +62,8 @@ fn a_row_written_after_the_update_survives_the_rollback() {
         said.contains("kept as it is, because it was written since the site reopened"),
         "{said}"
     );
-    assert!(said.contains("; pages: 1 row added)"), "{said}");
+    assert!(said.contains("reopened (last at "), "{said}");
+    assert!(said.contains("): pages: 1 row added."), "{said}");
     assert!(said.contains("--restore-database"), "{said}");
     assert!(said.contains("no terminal to confirm on"), "{said}");
     assert_eq!(

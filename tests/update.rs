@@ -39,7 +39,8 @@ fn update_applies_everything_and_rollback_restores_exactly() {
     assert_eq!(
         steps,
         [
-            "close", "swap", "scan", "migrate", "run_once", "reopen", "hooks", "health"
+            "backup", "schema", "close", "swap", "scan", "migrate", "run_once", "reopen", "hooks",
+            "health"
         ]
     );
     let task = run["tasks"]

@@ -449,13 +449,32 @@ pub enum Database {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseTable {
-    /// The database (an SQLite path, relative to the root or absolute).
+    /// The database: an SQLite path (relative to the root or absolute),
+    /// `mysql://USER@HOST:PORT/NAME` or `postgresql://USER@HOST:PORT/NAME`.
     #[serde(default = "default_db")]
     pub url: String,
-    /// Copies taken before migrations (`.upkeep/backups/run-N.db`) kept, the newest; older
-    /// ones are removed after each successful run.
+    /// A file holding the server's password (mode 0600); else `UPKEEP_DATABASE_PASSWORD`.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Copies taken before migrations kept in `.upkeep/backups/`, the newest; older ones are
+    /// removed when a run reopens.
     #[serde(default = "default_keep_backups")]
     pub keep_backups: usize,
+    /// How long one schema statement waits for a lock another connection holds, in seconds.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_secs: u64,
+    /// How many times such a statement is tried again (with a growing pause) before the run
+    /// stops, the site still open.
+    #[serde(default = "default_lock_retries")]
+    pub lock_retries: u32,
+}
+
+fn default_lock_timeout() -> u64 {
+    5
+}
+
+fn default_lock_retries() -> u32 {
+    4
 }
 
 impl Default for Database {
@@ -465,6 +484,19 @@ impl Default for Database {
 }
 
 impl Database {
+    /// The settings, the defaults filled in for a bare path.
+    pub fn settings(&self) -> DatabaseTable {
+        match self {
+            Database::Path(p) => DatabaseTable {
+                url: p.clone(),
+                password_file: None,
+                keep_backups: default_keep_backups(),
+                lock_timeout_secs: default_lock_timeout(),
+                lock_retries: default_lock_retries(),
+            },
+            Database::Table(t) => t.clone(),
+        }
+    }
     /// Where it is, as written.
     pub fn url(&self) -> &str {
         match self {
@@ -474,16 +506,14 @@ impl Database {
     }
     /// How many pre-migration copies are kept.
     pub fn keep_backups(&self) -> usize {
-        match self {
-            Database::Path(_) => default_keep_backups(),
-            Database::Table(t) => t.keep_backups,
-        }
+        self.settings().keep_backups
     }
 }
 
 impl Config {
     /// The rules serde cannot express, each message naming the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        crate::site::database::target::parse(self.database.url(), Path::new("/"))?;
         if self.database.keep_backups() == 0 {
             return Err(
                 "[database] keep_backups = 0: the copy of the last run is what its rollback puts back; keep at least 1".into(),
@@ -777,13 +807,44 @@ impl Instance {
         })?;
         Ok(self.root.join(rel))
     }
-    /// The site database path.
-    pub fn database(&self) -> PathBuf {
-        let p = Path::new(self.config.database.url());
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.root.join(p)
+    /// The site database: its engine and address, with its password read (from
+    /// `password_file`, else `UPKEEP_DATABASE_PASSWORD`).
+    pub fn database_target(&self) -> Result<crate::site::database::Target> {
+        use crate::site::database::{Target, target};
+        let settings = self.config.database.settings();
+        let mut t = target::parse(&settings.url, &self.root).map_err(|reason| Error::Config {
+            file: self.root.join("upkeep.toml"),
+            reason,
+        })?;
+        if let Target::Mysql(s) | Target::Postgres(s) = &mut t {
+            let file = settings.password_file.as_ref().map(|f| {
+                let p = Path::new(f);
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    self.root.join(p)
+                }
+            });
+            s.password = target::password(file.as_deref())?;
+        }
+        Ok(t)
+    }
+    /// The site database, ready to be asked (see [`crate::site::database`]).
+    pub fn database(&self) -> Result<Box<dyn crate::site::database::SiteDatabase>> {
+        let s = self.config.database.settings();
+        crate::site::database::open(
+            self.database_target()?,
+            crate::site::database::Settings {
+                lock_timeout: std::time::Duration::from_secs(s.lock_timeout_secs),
+                lock_retries: s.lock_retries,
+            },
+        )
+    }
+    /// The SQLite file, when the site database is one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match crate::site::database::target::parse(self.config.database.url(), &self.root) {
+            Ok(crate::site::database::Target::Sqlite(p)) => Some(p),
+            _ => None,
         }
     }
     /// True when a path is excluded by `upkeep.toml`.

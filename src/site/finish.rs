@@ -12,7 +12,7 @@ use crate::site::fingerprint::diff_live;
 use crate::site::lock::InstanceLock;
 use crate::site::plan::Plan;
 use crate::site::state::{Run, State};
-use crate::site::update::{self, migrate, prepare, scan, tasks};
+use crate::site::update::{self, prepare, scan, tasks};
 
 /// Which release the live tree is: the newest published release whose every file matches
 /// (`installed` names it instead).
@@ -72,10 +72,16 @@ pub fn finish(inst: &Instance, installed: Option<&str>, o: &update::Options) -> 
     let extensions = scan::find(inst, &target, &|_| false)?;
     let mut found = tasks::find(inst, &target, &extensions)?;
     let allowed_tasks = tasks::allow(inst, &mut found, o.allow_tasks)?;
-    let schema = migrate::plan(
-        &inst.database(),
-        &prepare::fragments(inst, &target, &extensions, &|_| false)?,
-    )?;
+    let mut db = inst.database()?;
+    let engine = db.engine();
+    let schema = db.plan(&prepare::fragments(
+        inst,
+        engine,
+        &target,
+        &extensions,
+        &|_| false,
+    )?)?;
+    drop(db);
     let plan = Plan {
         from: state.installed_version()?,
         to: target.version().to_string(),

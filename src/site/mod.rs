@@ -7,6 +7,7 @@
 pub mod auto;
 pub mod check;
 pub mod config;
+pub mod database;
 pub mod fingerprint;
 pub mod finish;
 pub mod fleet;

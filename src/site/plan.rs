@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+pub use crate::site::database::SchemaPlan;
 use serde::{Deserialize, Serialize};
 
 use std::path::Path;
@@ -194,15 +195,6 @@ pub struct Action {
     pub backup_aside: bool,
 }
 
-/// The statements that bring a database to the declared schema, and what it has beyond it.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct SchemaPlan {
-    /// CREATE TABLE / ALTER TABLE ADD COLUMN / CREATE INDEX statements, in order.
-    pub statements: Vec<String>,
-    /// Tables and columns in the database but not in the schema (reported, never dropped).
-    pub extra: Vec<String>,
-}
-
 /// What an `extension.toml` declares.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Extension {
@@ -213,9 +205,15 @@ pub struct Extension {
     pub name: String,
     /// Its version.
     pub version: String,
-    /// SQL DDL fragment, relative to the folder.
+    /// SQL DDL fragment for SQLite, relative to the folder.
     #[serde(default)]
     pub schema: Option<String>,
+    /// The same for MariaDB/MySQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_mysql: Option<String>,
+    /// The same for PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_postgresql: Option<String>,
     /// Folder of run_once tasks, relative to the folder.
     #[serde(default)]
     pub run_once: Option<String>,
@@ -225,6 +223,15 @@ pub struct Extension {
 }
 
 impl Extension {
+    /// Its schema fragment for `engine`, as extension.toml names it.
+    pub fn schema_for(&self, engine: crate::site::database::Engine) -> Option<&String> {
+        use crate::site::database::Engine;
+        match engine {
+            Engine::Sqlite => self.schema.as_ref(),
+            Engine::Mysql => self.schema_mysql.as_ref(),
+            Engine::Postgres => self.schema_postgresql.as_ref(),
+        }
+    }
     /// The folder as text: "" for the root.
     pub fn folder(&self) -> &str {
         self.path.as_ref().map(RelPath::as_str).unwrap_or_default()

@@ -207,7 +207,10 @@ pub fn print_plan(plan: &Plan) {
         "in run_once/ but not tasks (only .sh and .sql run; these never will)",
         plan.not_tasks.iter().map(|t| t.to_string()).collect(),
     );
-    section("schema changes", plan.schema.statements.clone());
+    section(
+        "schema changes",
+        plan.schema.statements.iter().map(|s| s.line()).collect(),
+    );
     section(
         "database objects not in the schema (kept)",
         plan.schema.extra.clone(),

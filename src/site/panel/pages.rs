@@ -467,7 +467,7 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
                 ul { @for t in &plan.foreign_tasks { li { code { (t) } " "
                     a href=(review_href(&allow_field(plan, Some(t), None))) { "allow it to run" } } } }
             }
-            @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st) "\n" } } }
+            @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st.line()) "\n" } } }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }
         },
     )

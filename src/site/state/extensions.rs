@@ -36,6 +36,9 @@ impl State {
                     name: r.get(1)?,
                     version: r.get(2)?,
                     schema: r.get(3)?,
+                    // Shown by status only; a run reads its extensions from its plan.
+                    schema_mysql: None,
+                    schema_postgresql: None,
                     run_once: r.get(4)?,
                     local: false,
                 })

@@ -65,6 +65,7 @@ macro_rules! text_enum {
 mod accounts;
 mod extensions;
 mod jobs;
+mod journal;
 mod kept;
 mod manifests;
 mod nonces;
@@ -80,7 +81,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::base::error::{DbContext, IoContext, Result};
 
 /// Bumped whenever SCHEMA changes (its statements are idempotent).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +112,8 @@ CREATE TABLE IF NOT EXISTS mail_queue(id INTEGER PRIMARY KEY, created_at TEXT NO
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
 CREATE TABLE IF NOT EXISTS report_queue(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+CREATE TABLE IF NOT EXISTS db_journal(run_id INTEGER NOT NULL, part TEXT NOT NULL, seq INTEGER NOT NULL,
+    sql TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY(run_id, part, seq));
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '', started_at TEXT NOT NULL, finished_at TEXT);
 ";

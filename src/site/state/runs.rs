@@ -12,6 +12,10 @@ use crate::site::plan::Plan;
 text_enum! {
     /// A step of a run after review, in order, and `Done` once it reopened.
     pub enum Step {
+        /// A server database is copied with its engine's tool (the site still open).
+        Backup = "backup",
+        /// The schema changes that do not break the running code (site still open).
+        Schema = "schema",
         /// The gate closes.
         Close = "close",
         /// Staged files take the place of live ones.
@@ -43,7 +47,12 @@ impl Step {
 
     /// Whether a run at this step has finished its swap (the whole new tree is live).
     pub fn swapped(self) -> bool {
-        !matches!(self, Step::Close | Step::Swap)
+        !matches!(self, Step::Backup | Step::Schema | Step::Close | Step::Swap)
+    }
+
+    /// Whether a run at this step has closed the site (or would have, had it got there).
+    pub fn closed(self) -> bool {
+        !matches!(self, Step::Backup | Step::Schema | Step::Close)
     }
 }
 
@@ -234,7 +243,7 @@ impl State {
                 params![
                     plan.from,
                     plan.to,
-                    Step::Close,
+                    Step::Backup,
                     RunStatus::Running,
                     now_text(),
                     plan.keep_modified,
@@ -559,6 +568,8 @@ mod tests {
 
     #[test]
     fn steps_in_order() {
+        assert_eq!(Step::Backup.next(), Step::Schema);
+        assert_eq!(Step::Schema.next(), Step::Close);
         assert_eq!(Step::Close.next(), Step::Swap);
         assert_eq!(Step::RunOnce.next(), Step::Reopen);
         assert_eq!(Step::Reopen.next(), Step::Hooks);

@@ -1,5 +1,6 @@
-//! The database copies in `.upkeep/backups/`: `run-N.db`, taken before run N migrated, and
-//! `run-N-discarded-TIME.db`, the database as it was when a rollback of run N put a copy back
+//! The database copies in `.upkeep/backups/`: `run-N.db` (SQLite), `run-N.sql` (mysqldump) or
+//! `run-N.pgdump` (pg_dump), taken before run N changed the database, and
+//! `run-N-discarded-TIME.*`, the database as it was when a rollback of run N put a copy back
 //! over writes (`--restore-database`). The first are pruned to `[database] keep_backups`
 //! after each run; the second only ever by the operator.
 
@@ -26,7 +27,10 @@ pub struct Backup {
 }
 
 fn parse(name: &str) -> Option<(i64, bool)> {
-    let rest = name.strip_prefix("run-")?.strip_suffix(".db")?;
+    let rest = name.strip_prefix("run-")?;
+    let rest = [".db", ".sql", ".pgdump"]
+        .iter()
+        .find_map(|ext| rest.strip_suffix(ext))?;
     match rest.split_once("-discarded-") {
         Some((n, _)) => Some((n.parse().ok()?, true)),
         None => Some((rest.parse().ok()?, false)),
@@ -76,18 +80,56 @@ pub fn prune(inst: &Instance, keep: usize, current: i64) -> Result<Vec<PathBuf>>
 
 /// How to put copy `b` back by hand, in the commands an operator types.
 pub fn restore_hint(inst: &Instance, b: &Path) -> Vec<String> {
+    use crate::site::database::Target;
+    use crate::site::database::target::{Address, Server};
     let root = inst.root.display();
-    let db = inst.database();
-    vec![
-        format!("upkeep close --root {root}"),
-        format!(
-            "sqlite3 {} \".backup '{}.before-restore'\"   # keep what is there now",
-            db.display(),
-            db.display()
-        ),
-        format!("sqlite3 {} \".restore '{}'\"", db.display(), b.display()),
-        format!("upkeep open --root {root}"),
-    ]
+    let copy = b.display();
+    let client = |s: &Server, tool: &str, socket_flag: &str| -> String {
+        match &s.address {
+            Address::Tcp(h, p) => format!("{tool} -h {h} -p {p} -U {}", s.user),
+            Address::Socket(d) => format!("{tool} {socket_flag} {} -U {}", d.display(), s.user),
+        }
+    };
+    let middle = match inst.database_target() {
+        Ok(Target::Sqlite(db)) => vec![
+            format!(
+                "sqlite3 {} \".backup '{}.before-restore'\"   # keep what is there now",
+                db.display(),
+                db.display()
+            ),
+            format!("sqlite3 {} \".restore '{copy}'\"", db.display()),
+        ],
+        Ok(Target::Mysql(s)) => {
+            let who = match &s.address {
+                Address::Tcp(h, p) => format!("-h {h} -P {p} -u {}", s.user),
+                Address::Socket(d) => format!("-S {} -u {}", d.display(), s.user),
+            };
+            vec![
+                format!(
+                    "mariadb-dump {who} -p --single-transaction --routines --triggers {} > before-restore.sql   # keep what is there now",
+                    s.name
+                ),
+                format!("mariadb {who} -p {} < {copy}", s.name),
+            ]
+        }
+        Ok(Target::Postgres(s)) => vec![
+            format!(
+                "{} -Fc -d {} -f before-restore.pgdump   # keep what is there now",
+                client(&s, "pg_dump", "-h"),
+                s.name
+            ),
+            format!(
+                "{} --clean --if-exists --single-transaction -d {} {copy}",
+                client(&s, "pg_restore", "-h"),
+                s.name
+            ),
+        ],
+        Err(e) => vec![format!("(upkeep.toml's database: {e})")],
+    };
+    let mut out = vec![format!("upkeep close --root {root}")];
+    out.extend(middle);
+    out.push(format!("upkeep open --root {root}"));
+    out
 }
 
 #[cfg(test)]
@@ -101,6 +143,12 @@ mod tests {
             parse("run-3-discarded-20261201T101010Z.db"),
             Some((3, true))
         );
+        assert_eq!(parse("run-4.sql"), Some((4, false)));
+        assert_eq!(
+            parse("run-5-discarded-20261201T101010Z.pgdump"),
+            Some((5, true))
+        );
+        assert_eq!(parse("run-6.sql.partial"), None);
         assert_eq!(parse("run-x.db"), None);
         assert_eq!(parse("notes.txt"), None);
     }

@@ -16,7 +16,6 @@ pub mod scan;
 pub mod status;
 pub mod swap;
 pub mod tasks;
-pub mod written;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use crate::base::progress::Progress;
 use crate::documents::manifest::relpath::{MANIFEST_NAME, SIGNATURE_NAME};
 use crate::documents::manifest::{RelPath, VerifiedManifest};
 use crate::site::config::Instance;
+use crate::site::database::Phase;
 use crate::site::lock::InstanceLock;
 pub use crate::site::plan::Plan;
 use crate::site::state::State;
@@ -202,7 +202,21 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
 
 fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Result<()> {
     crash::point(&format!("{}:before", run.step));
+    let fresh_plan = |db: &mut dyn crate::site::database::SiteDatabase| {
+        let release = run_release(inst, state, run)?;
+        db.plan(&prepare::fragments(
+            inst,
+            db.engine(),
+            &release,
+            &run.plan.extensions,
+            &|_| false,
+        )?)
+    };
     match run.step {
+        Step::Backup => migrate::backup_step(inst, state, run)?,
+        Step::Schema => {
+            migrate::schema_step(inst, state, run, Phase::Open, &fresh_plan)?;
+        }
         Step::Close => {
             gate::close(
                 &inst.root,
@@ -213,6 +227,11 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
                 Some(run.id),
             )?;
             state.mark_closed(run.id)?;
+            // From here to reopen, only upkeep writes to a server's database.
+            if run.db_backup.is_some() {
+                let mut db = inst.database()?;
+                migrate::take_mark(db.as_mut(), state, run.id, migrate::MarkPoint::Close)?;
+            }
         }
         Step::Swap => swap::apply(
             inst,
@@ -223,26 +242,24 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
         // The plan found the extensions of the release before the site closed.
         Step::Scan => state.record_extensions(&run.plan.extensions)?,
         Step::Migrate => {
-            let db = inst.database();
-            if run.db_backup.is_none() {
-                let copy = if db.exists() {
-                    let dir = inst.own_dir(".upkeep/backups")?;
-                    let copy = dir.join(format!("run-{}.db", run.id));
-                    migrate::backup(&db, &copy)?;
-                    migrate::private(&copy)?;
-                    copy.display().to_string()
+            let mut db = inst.database()?;
+            // SQLite's copy is taken here, closed: milliseconds, and no visitor writes
+            // meanwhile. A server's was taken in the backup step.
+            if db.engine() == crate::site::database::Engine::Sqlite && run.db_backup.is_none() {
+                let name = db.backup_name(run.id);
+                let copy = if db.exists()? {
+                    migrate::copy_to(inst, db.as_mut(), &name)?
+                        .display()
+                        .to_string()
                 } else {
                     String::new()
                 };
                 crash::point("migrate:backup");
                 state.set_db_backup(run.id, &copy)?;
             }
-            if let Some(parent) = db.parent() {
-                std::fs::create_dir_all(parent).ctx("create folder", parent)?;
-            }
-            let release = run_release(inst, state, run)?;
-            let fragments = prepare::fragments(inst, &release, &run.plan.extensions, &|_| false)?;
-            migrate::apply(&db, &migrate::plan(&db, &fragments)?)?;
+            drop(db);
+            let run = state.run(run.id)?;
+            migrate::schema_step(inst, state, &run, Phase::Closed, &fresh_plan)?;
         }
         Step::RunOnce => {
             let release = run_release(inst, state, run)?;
@@ -314,11 +331,10 @@ fn run_release(inst: &Instance, state: &State, run: &Run) -> Result<VerifiedMani
 fn reopen(inst: &Instance, state: &State, run: &Run) -> Result<()> {
     // The run's own changes to the database are done and the site is still closed: from here
     // on, a write is a visitor's (or the operator's), which a rollback must not discard
-    // silently. Taken once: a resumed reopen may follow a hand-opened gate.
-    let key = rollback::mark_key(run.id);
-    if run.db_backup.is_some() && state.meta(&key)?.is_none() {
-        let m = written::mark(&inst.database())?;
-        state.set_meta(&key, &serde_json::to_string(&m).expect("serialises"))?;
+    // silently.
+    if run.db_backup.is_some() {
+        let mut db = inst.database()?;
+        migrate::take_mark(db.as_mut(), state, run.id, migrate::MarkPoint::Reopen)?;
     }
     backups::prune(inst, inst.config.database.keep_backups(), run.id)?;
     let target = run_release(inst, state, run)?;

@@ -5,25 +5,28 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
-use super::{migrate, scan, tasks};
+use super::{scan, tasks};
 use crate::base::error::{Error, Result};
 use crate::base::fsutil::{device_of, free_bytes, human_bytes};
 use crate::documents::manifest::relpath::BAK;
 use crate::documents::manifest::{RelPath, VerifiedManifest, digest};
 use crate::site::config::{Backups, Instance};
+use crate::site::database::{Engine, Fragment};
 use crate::site::fingerprint::diff_live;
 use crate::site::plan::{Action, Kind, Plan};
 use crate::site::state::State;
 
-/// The schema `release` declares: its `schema.sql` and its extensions' fragments, read from
-/// staging for the files `staged` says are about to be installed (else from the live tree),
-/// each checked against the signed manifest (an operator's own extension is read as it is).
+/// The schema `release` declares for `engine`: its `schema.sql` (or `schema.mysql.sql`,
+/// `schema.postgresql.sql`) and its extensions' fragments, read from staging for the files
+/// `staged` says are about to be installed (else from the live tree), each checked against the
+/// signed manifest (an operator's own extension is read as it is).
 pub(crate) fn fragments(
     inst: &Instance,
+    engine: Engine,
     release: &VerifiedManifest,
     exts: &[scan::Extension],
     staged: &dyn Fn(&RelPath) -> bool,
-) -> Result<Vec<migrate::Fragment>> {
+) -> Result<Vec<Fragment>> {
     let read_signed = |rel: &RelPath, what: &str| -> Result<Option<String>> {
         let Some(e) = release.entry(rel) else {
             return Ok(None);
@@ -48,15 +51,17 @@ pub(crate) fn fragments(
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     };
     let mut out = Vec::new();
-    let main = RelPath::parse("schema.sql")?;
+    let main = RelPath::parse(engine.schema_file())?;
     if let Some(sql) = read_signed(&main, "the release's schema")? {
-        out.push(migrate::Fragment {
-            source: "schema.sql".into(),
+        out.push(Fragment {
+            source: engine.schema_file().into(),
             sql,
         });
     }
     for e in exts {
-        let Some(s) = &e.schema else { continue };
+        let Some(s) = e.schema_for(engine) else {
+            continue;
+        };
         let rel = e.resolve_rel(s)?;
         let sql = if e.local {
             String::from_utf8_lossy(&scan::read_beneath(&inst.root, &rel)?).into_owned()
@@ -75,7 +80,7 @@ pub(crate) fn fragments(
                 }
             }
         };
-        out.push(migrate::Fragment {
+        out.push(Fragment {
             source: format!("{rel} ({})", e.name),
             sql,
         });
@@ -248,7 +253,9 @@ pub fn prepare(
     let exts = scan::find(inst, &target, &staged)?;
     let mut found = tasks::find(inst, &target, &exts)?;
     let allowed_tasks = tasks::allow(inst, &mut found, allow_tasks)?;
-    let schema = migrate::plan(&inst.database(), &fragments(inst, &target, &exts, &staged)?)?;
+    let mut db = inst.database()?;
+    let engine = db.engine();
+    let schema = db.plan(&fragments(inst, engine, &target, &exts, &staged)?)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))
@@ -283,14 +290,12 @@ pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
         inst.check_own_dir(own)?;
     }
     inst.check_staging_folder()?;
-    let db = inst.database();
-    let db_size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-    let need = db_size + (16 << 20);
+    let need = 16 << 20;
     let free = free_bytes(&inst.root)?;
     if free < need {
         return Err(Error::refused(
             format!(
-                "not enough free disk on {}: {} free, {} needed (database copy for rollback plus a margin)",
+                "not enough free disk on {}: {} free, {} needed at least",
                 inst.root.display(),
                 human_bytes(free),
                 human_bytes(need)
@@ -333,5 +338,7 @@ pub fn preflight(inst: &Instance, plan: &Plan) -> Result<()> {
             ));
         }
     }
-    migrate::integrity(&db)
+    // Reachable, sound, its copy's tools there and room for the copy: refused now, while
+    // nothing has changed.
+    inst.database()?.check(&inst.root.join(".upkeep/backups"))
 }

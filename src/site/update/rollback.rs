@@ -2,15 +2,17 @@
 //! its database only when that loses no write made since.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{clear_staging, gate, migrate, scan, swap, written};
+use super::migrate::{self, MarkPoint};
+use super::{clear_staging, gate, scan, swap};
 use crate::base::crash;
 use crate::base::error::{Error, IoContext, Result};
 use crate::documents::manifest::RelPath;
 use crate::site::config::Instance;
+use crate::site::database::{Engine, SiteDatabase};
 use crate::site::lock::InstanceLock;
 use crate::site::plan::Kind;
 use crate::site::state::{Run, RunStatus, State};
@@ -29,10 +31,18 @@ pub enum DatabaseStep {
     },
     /// Nothing was written since the update, which created the database: it is removed.
     Remove,
-    /// Written since the site reopened: kept as it is. The schema the update added is a
-    /// superset the previous code runs on; the copy stays in `.upkeep/backups/`.
+    /// Nothing but the update's own schema statements changed the database (no task wrote
+    /// to it, no visitor wrote since it reopened): each is taken back (DROP of what it
+    /// added), which loses nothing and takes no copy back.
+    Undo {
+        /// How many statements.
+        statements: usize,
+    },
+    /// Written by visitors during the update, or since the site reopened: kept as it is.
+    /// The schema the update added is a superset the previous code runs on; the copy stays in
+    /// `.upkeep/backups/`.
     Keep {
-        /// When it was last written (or why that is not known).
+        /// When and how it was written ("since the site reopened (last at T)").
         written: String,
         /// What a restore would discard, table by table.
         changes: Vec<String>,
@@ -67,12 +77,15 @@ impl DatabaseStep {
                 "the database: the update created it and nothing was written since; it is removed"
                     .into()
             }
+            DatabaseStep::Undo { statements } => format!(
+                "the database: only the update's {statements} schema change(s) touched it; each is taken back (what it added is dropped), nothing else changes"
+            ),
             DatabaseStep::Keep {
                 written,
                 changes,
                 copy,
             } => format!(
-                "the database: kept as it is, because it was written since the site reopened (last at {written}; {}). The tables and columns the update added stay; the previous release runs on them{}",
+                "the database: kept as it is, because it was written {written}: {}. The tables and columns the update added stay; the previous release runs on them{}",
                 listed(changes),
                 match copy.as_str() {
                     "" => String::new(),
@@ -86,7 +99,7 @@ impl DatabaseStep {
                 changes,
                 saved_to,
             } => format!(
-                "the database: the copy taken before the update goes back, DISCARDING what was written since the site reopened (last at {written}; {}). The database as it is now is saved first to {saved_to}",
+                "the database: the copy taken before the update goes back, DISCARDING what was written {written}: {}. The database as it is now is saved first to {saved_to}",
                 listed(changes)
             ),
         }
@@ -200,39 +213,59 @@ pub fn rollback(inst: &Instance, o: &RollbackOptions) -> Result<RolledBack> {
     rollback_run(inst, &mut state, run.id, o)
 }
 
-/// Where state.db keeps the mark of the database taken when run `run` had made its own
-/// changes (see [`written`]).
-pub(super) fn mark_key(run: i64) -> String {
-    format!("db_mark:{run}")
+/// What was written to the database of `run` by anyone but upkeep (`written`: when and how,
+/// with the rows), and whether upkeep's own closed-phase work (tasks, rebuilds) wrote data.
+struct Writes {
+    visitors: Option<(String, Vec<String>)>,
+    upkeep_data: bool,
 }
 
-/// When the database was written after run `run` made its own changes, and what was added
-/// since; `None` when it was not. A run that reopened the site without a mark (recorded by an
-/// older upkeep) counts as written: nothing says it was not.
-fn written_since_run(
-    inst: &Instance,
-    state: &State,
-    run: &Run,
-) -> Result<Option<(String, Vec<String>)>> {
-    let db = inst.database();
-    match state.meta(&mark_key(run.id))? {
+fn writes(db: &mut dyn SiteDatabase, state: &State, run: &Run) -> Result<Writes> {
+    let backup = migrate::load_mark(state, run.id, MarkPoint::Backup)?;
+    let close = migrate::load_mark(state, run.id, MarkPoint::Close)?;
+    let reopen = migrate::load_mark(state, run.id, MarkPoint::Reopen)?;
+    let mut visitors = None;
+    match &reopen {
         Some(m) => {
-            let m: written::Mark = serde_json::from_str(&m)
-                .map_err(|e| Error::msg(format!("the database mark of run {}: {e}", run.id)))?;
-            Ok(written::written_since(&db, &m).map(|when| {
-                let changes = match db.exists() {
-                    true => written::changes(&db, &m).unwrap_or_default(),
-                    false => vec!["the database is gone".into()],
-                };
-                (when, changes)
-            }))
+            if let Some(w) = db.written_since(m)? {
+                visitors = Some((
+                    format!("since the site reopened (last at {})", w.when),
+                    w.changes,
+                ));
+            }
         }
-        None if run.closed_ms.is_some() => Ok(Some((
-            "unknown: the run reopened the site before upkeep recorded writes".into(),
-            Vec::new(),
-        ))),
-        None => Ok(None),
+        // A run that reopened the site without a mark (recorded by an older upkeep): nothing
+        // says it was not written.
+        None if run.closed_ms.is_some() => {
+            visitors = Some((
+                "since the site reopened, perhaps (the run predates upkeep's marks)".into(),
+                Vec::new(),
+            ));
+        }
+        None => {}
     }
+    // A server's copy was taken with the site open: writes between it and the close are in
+    // the database, not in the copy.
+    if visitors.is_none()
+        && let (Some(b), Some(c)) = (&backup, &close)
+        && db.written_between(b, c)?
+    {
+        visitors = Some((
+            "by visitors while the update prepared, between its copy and the close".into(),
+            Vec::new(),
+        ));
+    }
+    let upkeep_data = match (db.engine(), &close, &reopen) {
+        (Engine::Sqlite, _, _) => true,
+        (_, Some(c), Some(r)) => db.written_between(c, r)?,
+        (_, Some(c), None) => db.written_since(c)?.is_some(),
+        // Stopped before the close: only the open-phase schema statements ran.
+        (_, None, _) => false,
+    };
+    Ok(Writes {
+        visitors,
+        upkeep_data,
+    })
 }
 
 /// Decide what the rollback of `run` does with the database; with `stamp`, name the file a
@@ -247,10 +280,22 @@ fn database_step(
     let Some(copy) = run.db_backup.clone() else {
         return Ok(DatabaseStep::Untouched);
     };
-    let Some((written, changes)) = written_since_run(inst, state, run)? else {
-        return Ok(match copy.as_str() {
-            "" => DatabaseStep::Remove,
-            _ => DatabaseStep::Restore { copy },
+    let mut db = inst.database()?;
+    let w = writes(db.as_mut(), state, run)?;
+    let Some((written, changes)) = w.visitors else {
+        if db.engine() == Engine::Sqlite {
+            return Ok(match copy.as_str() {
+                "" => DatabaseStep::Remove,
+                _ => DatabaseStep::Restore { copy },
+            });
+        }
+        if w.upkeep_data {
+            return Ok(DatabaseStep::Restore { copy });
+        }
+        let n = migrate::applied(state, run)?.len();
+        return Ok(match n {
+            0 => DatabaseStep::Untouched,
+            statements => DatabaseStep::Undo { statements },
         });
     };
     if !o.restore_database {
@@ -265,30 +310,20 @@ fn database_step(
     } else {
         "TIME".into()
     };
+    let ext = db
+        .backup_name(run.id)
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_string())
+        .unwrap_or_else(|| "db".into());
     let saved_to = inst
         .root
         .join(".upkeep/backups")
-        .join(format!("run-{}-discarded-{when}.db", run.id));
+        .join(format!("run-{}-discarded-{when}.{ext}", run.id));
     Ok(DatabaseStep::Discard {
         written,
         changes,
         saved_to: saved_to.display().to_string(),
     })
-}
-
-/// Save the database as it is before a rollback discards it.
-fn save_discarded(inst: &Instance, to: &Path) -> Result<()> {
-    let db = inst.database();
-    if !db.exists() {
-        return Ok(());
-    }
-    inst.own_dir(".upkeep/backups")?;
-    // Whole or not at all: a rollback resumed after a crash takes a file there as saved.
-    let part = PathBuf::from(format!("{}.partial", to.display()));
-    migrate::backup(&db, &part)?;
-    migrate::private(&part)?;
-    std::fs::rename(&part, to).ctx("rename", &part)?;
-    crate::base::fsutil::sync_dir(to.parent().expect("in .upkeep/backups"))
 }
 
 pub(super) fn rollback_run(
@@ -368,23 +403,32 @@ pub(super) fn rollback_run(
     if let DatabaseStep::Discard { saved_to, .. } = &database
         && !Path::new(saved_to).exists()
     {
-        save_discarded(inst, Path::new(saved_to))?;
+        let mut db = inst.database()?;
+        if db.exists()? {
+            let name = Path::new(saved_to)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("discarded.db");
+            migrate::copy_to(inst, db.as_mut(), name)?;
+        }
         crash::point("rollback:saved");
     }
     if db_back {
         match run.db_backup.as_deref() {
             Some("") => {
-                let db = inst.database();
-                for p in [
-                    db.clone(),
-                    PathBuf::from(format!("{}-wal", db.display())),
-                    PathBuf::from(format!("{}-shm", db.display())),
-                ] {
-                    let _ = std::fs::remove_file(p);
+                if let Some(p) = inst.sqlite_path() {
+                    migrate::remove_sqlite(&p);
                 }
             }
-            Some(copy) => migrate::restore(Path::new(copy), &inst.database())?,
+            Some(copy) => inst.database()?.restore(Path::new(copy))?,
             None => {}
+        }
+    }
+    if let DatabaseStep::Undo { .. } = &database {
+        let mut db = inst.database()?;
+        for st in migrate::applied(state, &run)? {
+            db.undo(&st)?;
+            crash::point("rollback:undo");
         }
     }
     crash::point("rollback:database");

@@ -11,12 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::scan::Extension;
-use crate::base::clock::{now_secs, now_text};
+use crate::base::clock::now_secs;
 use crate::base::crash;
-use crate::base::error::{DbContext, Error, IoContext, Result};
+use crate::base::error::{Error, IoContext, Result};
 use crate::documents::manifest::relpath::{DONE, is_reserved_name};
 use crate::documents::manifest::{RelPath, Sha256, VerifiedManifest};
 use crate::site::config::Instance;
@@ -158,10 +156,6 @@ pub fn allow(inst: &Instance, found: &mut Found, names: &[RelPath]) -> Result<Ve
     Ok(out)
 }
 
-fn ensure_own_table(c: &Connection, db: &Path) -> Result<()> {
-    c.execute_batch("CREATE TABLE IF NOT EXISTS upkeep_run_once(name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, run_id INTEGER, done_at TEXT NOT NULL)").db(db)
-}
-
 fn mark_done_file(path: &Path) -> Result<()> {
     let done = PathBuf::from(format!("{}{DONE}", path.display()));
     std::fs::rename(path, &done).ctx("rename", path)?;
@@ -249,7 +243,7 @@ pub fn run_all(
     decision: Decision,
     timeout: Duration,
 ) -> Result<Vec<RelPath>> {
-    let db = inst.database();
+    let mut db = None;
     let mut ran = Vec::new();
     let pending = plan.tasks.iter().filter(|t| !done(inst, t));
     for (n, name) in pending.enumerate() {
@@ -276,32 +270,24 @@ pub fn run_all(
         }
         let sha = sha.to_hex();
         if name.as_str().ends_with(".sql") {
-            let mut c = Connection::open(&db).db(&db)?;
-            ensure_own_table(&c, &db)?;
-            let already: Option<String> = c
-                .query_row(
-                    "SELECT sha256 FROM upkeep_run_once WHERE name = ?1",
-                    [name.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .db(&db)?;
-            if already.as_deref() != Some(sha.as_str()) {
+            let db = match &mut db {
+                Some(db) => db,
+                None => db.insert(inst.database()?),
+            };
+            if db.task_done(name.as_str())?.as_deref() != Some(sha.as_str()) {
                 let sql = String::from_utf8_lossy(&bytes).into_owned();
-                let tx = c.transaction().db(&db)?;
-                if let Err(e) = tx.execute_batch(&sql) {
-                    drop(tx);
+                let mut journal =
+                    super::migrate::StateJournal::new(state, run, format!("task:{name}"));
+                let task = crate::site::database::SqlTask {
+                    name: name.as_str(),
+                    sha256: &sha,
+                    sql: &sql,
+                    run,
+                };
+                if let Err(e) = db.run_task(&task, &mut journal) {
                     state.set_task(run, name, TaskState::Failed, Some(&e.to_string()), None)?;
-                    return Err(Error::refused(
-                        format!(
-                            "run_once task {name} failed: {e}\nits changes to the database were undone"
-                        ),
-                        "the site stays closed: fix the cause, then `upkeep resume` runs it again (or `upkeep rollback`)",
-                    ));
+                    return Err(e);
                 }
-                tx.execute("INSERT OR REPLACE INTO upkeep_run_once(name, sha256, run_id, done_at) VALUES(?1, ?2, ?3, ?4)", params![name.as_str(), sha, run, now_text()])
-                    .db(&db)?;
-                tx.commit().db(&db)?;
             }
             crash::point(&format!("run_once:{n}:ran"));
             mark_done_file(&path)?;

@@ -81,6 +81,14 @@ pub fn mark(db: &Path) -> Result<Mark> {
     })
 }
 
+/// Whether the database changed from mark `a` to mark `b`.
+pub fn between(a: &Mark, b: &Mark) -> bool {
+    // An empty log that came or went is no write (a connection opening or closing it).
+    let empty = |s: Option<Stat>| s.is_none_or(|s| s.size == 0);
+    let wal_same = b.wal == a.wal || (empty(b.wal) && empty(a.wal));
+    !(b.db == a.db && wal_same)
+}
+
 /// `None` when `db` is as `m` recorded it, else when it last changed (RFC 3339).
 pub fn written_since(db: &Path, m: &Mark) -> Option<String> {
     let now = Mark {
@@ -88,10 +96,7 @@ pub fn written_since(db: &Path, m: &Mark) -> Option<String> {
         wal: stat(&wal(db)),
         tables: Vec::new(),
     };
-    // An empty log that came or went is no write (a connection opening or closing it).
-    let empty = |s: Option<Stat>| s.is_none_or(|s| s.size == 0);
-    let wal_same = now.wal == m.wal || (empty(now.wal) && empty(m.wal));
-    if now.db == m.db && wal_same {
+    if !between(m, &now) {
         return None;
     }
     let newest = [now.db, now.wal]
