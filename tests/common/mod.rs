@@ -4,6 +4,7 @@
 
 pub mod fault;
 pub mod fleet;
+pub mod mariadb;
 pub mod nginx;
 pub mod panel;
 pub mod php;

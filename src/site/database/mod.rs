@@ -5,8 +5,10 @@
 //! task with its done-mark.
 
 pub mod ddl;
+pub mod mysql;
 pub mod sqlite;
 pub mod target;
+pub mod tools;
 
 use std::path::Path;
 
@@ -130,7 +132,7 @@ impl From<StatementForm> for Statement {
 /// A write found after a mark.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
-    /// When, as far as the engine tells (RFC 3339), or why that is not known.
+    /// When, as far as the engine tells ("last at T"), or why it may have been ("perhaps: ...").
     pub when: String,
     /// What, table by table ("wp_posts: 1 row added").
     pub changes: Vec<String>,
@@ -247,13 +249,14 @@ pub struct Settings {
 }
 
 /// The site database at `target`, ready to be asked.
-pub fn open(target: Target, _settings: Settings) -> Result<Box<dyn SiteDatabase>> {
+pub fn open(target: Target, settings: Settings) -> Result<Box<dyn SiteDatabase>> {
     Ok(match target {
         Target::Sqlite(p) => Box::new(sqlite::Sqlite::new(p)),
-        Target::Mysql(_) | Target::Postgres(_) => {
+        Target::Mysql(s) => Box::new(mysql::Mysql::new(s, settings)),
+        Target::Postgres(_) => {
             return Err(crate::base::error::Error::refused(
-                "this upkeep does not speak to database servers yet",
-                "use an SQLite database",
+                "this upkeep does not speak to PostgreSQL yet",
+                "use MariaDB/MySQL or SQLite",
             ));
         }
     })

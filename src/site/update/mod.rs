@@ -202,6 +202,17 @@ pub(crate) fn drive(inst: &Instance, state: &mut State, id: i64, o: &Options) ->
 
 fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Result<()> {
     crash::point(&format!("{}:before", run.step));
+    // Before the swap the release's schema files are in staging, after it live.
+    let staged = |p: &RelPath| {
+        !run.step.swapped()
+            && run.plan.actions.iter().any(|a| {
+                &a.path == p
+                    && matches!(
+                        a.kind,
+                        crate::site::plan::Kind::Add | crate::site::plan::Kind::Replace
+                    )
+            })
+    };
     let fresh_plan = |db: &mut dyn crate::site::database::SiteDatabase| {
         let release = run_release(inst, state, run)?;
         db.plan(&prepare::fragments(
@@ -209,7 +220,7 @@ fn run_step(inst: &Instance, state: &mut State, run: &Run, o: &Options) -> Resul
             db.engine(),
             &release,
             &run.plan.extensions,
-            &|_| false,
+            &staged,
         )?)
     };
     match run.step {

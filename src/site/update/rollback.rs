@@ -228,10 +228,7 @@ fn writes(db: &mut dyn SiteDatabase, state: &State, run: &Run) -> Result<Writes>
     match &reopen {
         Some(m) => {
             if let Some(w) = db.written_since(m)? {
-                visitors = Some((
-                    format!("since the site reopened (last at {})", w.when),
-                    w.changes,
-                ));
+                visitors = Some((format!("since the site reopened ({})", w.when), w.changes));
             }
         }
         // A run that reopened the site without a mark (recorded by an older upkeep): nothing

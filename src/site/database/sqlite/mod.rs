@@ -98,7 +98,7 @@ impl SiteDatabase for Sqlite {
         let m: written::Mark = serde_json::from_value(mark.clone())
             .map_err(|e| Error::msg(format!("a database mark in state.db: {e}")))?;
         Ok(written::written_since(&self.path, &m).map(|when| Written {
-            when,
+            when: format!("last at {when}"),
             changes: match self.path.exists() {
                 true => written::changes(&self.path, &m).unwrap_or_default(),
                 false => vec!["the database is gone".into()],
