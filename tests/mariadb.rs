@@ -313,6 +313,7 @@ fn mariadb_kill_anywhere_in_the_database_steps_then_resume_or_rollback() {
     for (i, point) in points.iter().enumerate() {
         // Both ways at every point would double the time: alternate, each point once.
         let then = if i % 2 == 0 { "resume" } else { "rollback" };
+        eprintln!("kill -9 at {point}, then {then}");
         let site = reset(&s, &format!("crash-{i}"));
         let r = site.root.to_str().unwrap();
         let o = upkeep_env(

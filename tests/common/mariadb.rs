@@ -42,6 +42,8 @@ impl Mariadb {
                 "--auth-root-authentication-method=normal",
             ])
             .arg(format!("--datadir={}", data.display()))
+            // Concurrent bootstraps sharing /tmp lose each other's temporary tables.
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -51,6 +53,7 @@ impl Mariadb {
             .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
             .arg(format!("--pid-file={}", tmp.join("mysql.pid").display()))
             .arg("--innodb-buffer-pool-size=32M")

@@ -8,6 +8,7 @@ pub mod mariadb;
 pub mod nginx;
 pub mod panel;
 pub mod php;
+pub mod postgres;
 pub mod scenario;
 pub mod smtp;
 

@@ -156,6 +156,27 @@ pub fn check_declared(sql: &str, engine: Engine) -> Result<Vec<String>, String> 
     Ok(statements)
 }
 
+/// The table each declared statement creates (`None` for an index), beside its text.
+pub fn tables_created(statements: &[String], engine: Engine) -> Vec<Option<String>> {
+    let d = dialect(engine);
+    statements
+        .iter()
+        .map(|s| match Parser::parse_sql(d.as_ref(), s).ok()?.first()? {
+            Statement::CreateTable(t) => t.name.0.last().map(|p| match p {
+                // PostgreSQL folds an unquoted name to lower case.
+                sqlparser::ast::ObjectNamePart::Identifier(i)
+                    if engine == Engine::Postgres && i.quote_style.is_none() =>
+                {
+                    i.value.to_lowercase()
+                }
+                sqlparser::ast::ObjectNamePart::Identifier(i) => i.value.clone(),
+                other => other.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether a statement changes the schema (MySQL commits it at once, whatever transaction
 /// is open): its first word is CREATE, ALTER, DROP, RENAME or TRUNCATE.
 pub fn is_ddl(statement: &str, engine: Engine) -> bool {

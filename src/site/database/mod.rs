@@ -6,6 +6,7 @@
 
 pub mod ddl;
 pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 pub mod target;
 pub mod tools;
@@ -253,11 +254,6 @@ pub fn open(target: Target, settings: Settings) -> Result<Box<dyn SiteDatabase>>
     Ok(match target {
         Target::Sqlite(p) => Box::new(sqlite::Sqlite::new(p)),
         Target::Mysql(s) => Box::new(mysql::Mysql::new(s, settings)),
-        Target::Postgres(_) => {
-            return Err(crate::base::error::Error::refused(
-                "this upkeep does not speak to PostgreSQL yet",
-                "use MariaDB/MySQL or SQLite",
-            ));
-        }
+        Target::Postgres(s) => Box::new(postgres::Postgres::new(s, settings)),
     })
 }
