@@ -215,7 +215,7 @@ fn a_release_whose_index_answers_500_is_rolled_back_by_an_unattended_pass() {
 }
 
 #[test]
-fn restart_hooks_run_after_reopen_and_a_hanging_one_is_stopped_and_reported() {
+fn restart_hooks_run_before_reopen_and_a_hanging_one_is_stopped_and_reported() {
     let w = World::new();
     let (_srv, site) = site_with(
         &w,
@@ -234,17 +234,21 @@ fn restart_hooks_run_after_reopen_and_a_hanging_one_is_stopped_and_reported() {
         "auto",
         "after",
         &format!(
-            "[\"echo reloading; cat index.html > {}\", \"echo oops >&2; exit 3\", \"sleep 30\"]",
+            "[\"echo reloading; cat index.html .upkeep/gate-closed > {}\", \"echo oops >&2; exit 3\", \"sleep 30\"]",
             marker.display()
         ),
     );
     set_config(&site.root, "auto", "after_timeout", "\"1s\"");
     ok(site.run(&["stage", "--network"]));
     let out = site.update_yes();
-    // The hook saw the new tree: it ran after the swap, with the site open again.
-    assert_eq!(
-        std::fs::read_to_string(&marker).unwrap(),
-        "<h1>Welcome</h1> v2"
+    // The hook saw the new tree, the site still closed: it ran after the swap, before the
+    // first visitor could meet a cache of the old code.
+    let seen = std::fs::read_to_string(&marker).unwrap();
+    assert!(seen.starts_with("<h1>Welcome</h1> v2{"), "{seen}");
+    assert!(seen.contains("\"run\":1"), "the run's closure: {seen}");
+    assert!(
+        upkeep::site::update::gate::closed(&site.root).is_none(),
+        "open after"
     );
     assert!(out.contains("hook"), "{out}");
     let st = site.status_json();

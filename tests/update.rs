@@ -39,7 +39,7 @@ fn update_applies_everything_and_rollback_restores_exactly() {
     assert_eq!(
         steps,
         [
-            "backup", "schema", "close", "swap", "scan", "migrate", "run_once", "reopen", "hooks",
+            "backup", "schema", "close", "swap", "scan", "migrate", "run_once", "hooks", "reopen",
             "health"
         ]
     );

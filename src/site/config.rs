@@ -255,8 +255,9 @@ pub struct Auto {
     pub on_modified: OnModified,
     /// Stage a held or postponed release ahead, so the window is spent on the swap only.
     pub stage_ahead: bool,
-    /// Restart hooks: shell commands run after every run reopens the site (before the health
-    /// check), each within `after_timeout`.
+    /// Restart hooks: shell commands run after every change of code (an update's tasks, a
+    /// rollback's files), the site still closed, then the site reopens and the health check
+    /// runs; each within `after_timeout`.
     pub after: Vec<String>,
     /// How long one restart hook may run before it is killed.
     pub after_timeout: Span,

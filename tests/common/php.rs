@@ -53,26 +53,41 @@ impl Drop for Daemon {
     }
 }
 
-/// php-fpm with one pool on `tmp/php.sock`, its workers `user`'s (a real site's www-data), or
-/// root's with `None` (`-R`: the test's files are root's). Returns the daemon and the socket.
+/// php-fpm with one pool on `tmp/php.sock`: with `user`, the whole daemon runs as that user
+/// (a site's own pool, which the site's restart hook can reload with `kill -USR2` on
+/// `tmp/php-fpm.pid`); with `None`, as root with `-R` (the test's files are root's). Returns
+/// the daemon and the socket.
 pub fn php_fpm(tmp: &Path, user: Option<&str>) -> (Daemon, PathBuf) {
     std::fs::create_dir_all(tmp).unwrap();
     let sock = tmp.join("php.sock");
     let t = tmp.display();
-    let workers = user
-        .map(|u| format!("user = {u}\ngroup = {u}\n"))
-        .unwrap_or_default();
+    // A reload lets the workers finish what they serve (the README's advice).
     let conf = format!(
         "[global]\npid = {t}/php-fpm.pid\nerror_log = {t}/php-fpm.log\ndaemonize = no\n\
-         [site]\n{workers}listen = {}\nlisten.mode = 0666\npm = static\npm.max_children = 4\n\
+         process_control_timeout = 10s\n\
+         [site]\nlisten = {}\nlisten.mode = 0666\npm = static\npm.max_children = 4\n\
          catch_workers_output = yes\nclear_env = no\n",
         sock.display()
     );
     std::fs::write(tmp.join("php-fpm.conf"), conf).unwrap();
-    let mut cmd = Command::new(php_fpm_binary().expect("php-fpm is installed"));
-    if user.is_none() {
-        cmd.arg("-R");
-    }
+    let fpm = php_fpm_binary().expect("php-fpm is installed");
+    let mut cmd = match user {
+        Some(u) => {
+            let who = upkeep::base::users::user(u).unwrap();
+            std::os::unix::fs::chown(tmp, Some(who.uid), Some(who.gid)).unwrap();
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={u}"))
+                .arg(format!("--regid={u}"))
+                .args(["--init-groups", "--"])
+                .arg(fpm);
+            c
+        }
+        None => {
+            let mut c = Command::new(fpm);
+            c.arg("-R");
+            c
+        }
+    };
     let child = cmd
         .args(["-F", "-y"])
         .arg(tmp.join("php-fpm.conf"))

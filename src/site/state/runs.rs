@@ -26,10 +26,12 @@ text_enum! {
         Migrate = "migrate",
         /// The release's run_once tasks run.
         RunOnce = "run_once",
+        /// The restart hooks (`auto.after`: reload php-fpm, clear a cache) run, the site still
+        /// closed, so that the first request after the reopen meets the new code and not what
+        /// a cache (PHP's opcache) kept of the old.
+        Hooks = "hooks",
         /// The gate opens and the new release is recorded as installed.
         Reopen = "reopen",
-        /// The restart hooks (`auto.after`) run.
-        Hooks = "hooks",
         /// The health check (`[auto.health]`); a failure rolls the run back.
         Health = "health",
         /// Nothing left.
@@ -571,8 +573,9 @@ mod tests {
         assert_eq!(Step::Backup.next(), Step::Schema);
         assert_eq!(Step::Schema.next(), Step::Close);
         assert_eq!(Step::Close.next(), Step::Swap);
-        assert_eq!(Step::RunOnce.next(), Step::Reopen);
-        assert_eq!(Step::Reopen.next(), Step::Hooks);
+        assert_eq!(Step::RunOnce.next(), Step::Hooks);
+        assert_eq!(Step::Hooks.next(), Step::Reopen);
+        assert_eq!(Step::Reopen.next(), Step::Health);
         assert_eq!(Step::Health.next(), Step::Done);
         assert_eq!(Step::Done.next(), Step::Done);
         assert!(!Step::Swap.swapped() && Step::Scan.swapped() && Step::Done.swapped());

@@ -1,6 +1,7 @@
-//! After the site reopens: the restart hooks (`auto.after`: reload php-fpm, clear a cache),
-//! then the health check (`[auto.health]`). The hooks come first so that the check sees the
-//! application as visitors will, after its restart.
+//! After the new code is in place: the restart hooks (`auto.after`: reload php-fpm, clear a
+//! cache), run before the site reopens so that no visitor meets a cache of the old code; then,
+//! the site open, the health check (`[auto.health]`), which sees the application as visitors
+//! do, after its restart.
 
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
