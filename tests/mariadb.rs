@@ -31,6 +31,12 @@ const V2: &[(&str, &[u8])] = &[
         "run_once/001-fill.sql",
         b"UPDATE pages SET slug = LOWER(title);\nINSERT INTO tags(name) VALUES ('hello');\n",
     ),
+    // DDL in a task: MySQL commits it statement by statement, so each is journalled; the
+    // INSERT between them must take effect once whatever the crash.
+    (
+        "run_once/002-approve.sql",
+        b"ALTER TABLE comments ADD COLUMN approved TINYINT NOT NULL DEFAULT 0;\nINSERT INTO tags(name) VALUES ('world');\nCREATE INDEX comments_approved ON comments(approved);\n",
+    ),
 ];
 
 /// The site's tables as 1.0.0 left them: pages, and the visitors' comments (which no release
@@ -124,10 +130,15 @@ fn updated(db: &Mariadb) {
     assert!(t.contains("pages\tslug\tvarchar(100)"), "{t}");
     assert!(t.contains("pages\tpages_body"), "{t}");
     assert!(t.contains("1\tHome\tWelcome\thome"), "{t}");
-    assert_eq!(db.sql("site", "SELECT name FROM tags"), "hello\n");
+    assert!(t.contains("comments\tapproved\ttinyint"), "{t}");
+    assert!(t.contains("comments\tcomments_approved"), "{t}");
     assert_eq!(
-        db.sql("site", "SELECT name FROM upkeep_run_once"),
-        "run_once/001-fill.sql\n"
+        db.sql("site", "SELECT name FROM tags ORDER BY id"),
+        "hello\nworld\n"
+    );
+    assert_eq!(
+        db.sql("site", "SELECT name FROM upkeep_run_once ORDER BY name"),
+        "run_once/001-fill.sql\nrun_once/002-approve.sql\n"
     );
 }
 
@@ -172,6 +183,14 @@ fn mariadb_plan_update_rollback_and_a_visitors_row() {
     assert!(
         body["holds"].as_str().unwrap().contains("writes wait"),
         "{body}"
+    );
+    let notes = plan["task_notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = notes[0].as_str().unwrap();
+    assert!(
+        note.starts_with("run_once/002-approve.sql holds 2 DDL statement(s)")
+            && note.contains("cannot be undone by a transaction"),
+        "{note}"
     );
     let tags = find("CREATE TABLE `tags`");
     assert_eq!(tags["undo"], "DROP TABLE IF EXISTS `tags`;");
@@ -218,7 +237,7 @@ fn mariadb_plan_update_rollback_and_a_visitors_row() {
     assert!(t.contains("First!"), "{t}");
     assert!(t.contains("pages\tslug"), "{t}");
     // And with --restore-database: the dump goes back, what it discards saved first.
-    s.db.sql("site", "DELETE FROM comments; DELETE FROM pages WHERE title = 'After'; ALTER TABLE pages DROP COLUMN slug, DROP INDEX pages_title, DROP INDEX pages_body; DROP TABLE tags; DELETE FROM upkeep_run_once;");
+    s.db.sql("site", "DELETE FROM comments; DELETE FROM pages WHERE title = 'After'; ALTER TABLE pages DROP COLUMN slug, DROP INDEX pages_title, DROP INDEX pages_body; ALTER TABLE comments DROP INDEX comments_approved, DROP COLUMN approved; DROP TABLE tags; DELETE FROM upkeep_run_once;");
     assert_eq!(schema_and_rows(&s.db), s.baseline);
     site.stage_archive(&s.w.zip("1.1.0"));
     site.update_yes();
@@ -297,9 +316,16 @@ fn mariadb_kill_anywhere_in_the_database_steps_then_resume_or_rollback() {
         .unwrap()
         .lines()
         .filter(|p| {
-            ["backup:", "schema:", "migrate:", "run_once:", "reopen:"]
-                .iter()
-                .any(|k| p.starts_with(k))
+            [
+                "backup:",
+                "schema:",
+                "migrate:",
+                "run_once:",
+                "task:",
+                "reopen:",
+            ]
+            .iter()
+            .any(|k| p.starts_with(k))
         })
         .map(String::from)
         .collect();
@@ -307,6 +333,7 @@ fn mariadb_kill_anywhere_in_the_database_steps_then_resume_or_rollback() {
         "backup:copied",
         "schema:open:0:started",
         "schema:closed:0:done",
+        "task:run_once/002-approve.sql:1:started",
     ] {
         assert!(points.iter().any(|p| p == must), "{must} in {points:?}");
     }

@@ -3,25 +3,35 @@
 //! wp-admin/install.php. A release made from it is published, and the update is run as the
 //! README says while a bounded request loop hits the site: only 200, 302 and 503 are answered,
 //! no PHP while closed, no source ever; owners and modes are kept; the operator's wp-config.php
-//! stays; the admin works after the update and after the rollback.
+//! stays; the admin works after the update and after the rollback. The site database is the
+//! MariaDB WordPress uses, named in upkeep.toml as `mysql://`: release 1.1.0 raises WordPress's
+//! database version and ships the database upgrade as a shell task, so the rollback's plan
+//! says the task changed it and `--restore-database` brings back a database 1.0.0 runs on.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::php::{Daemon, apache, php_fpm, stack_installed};
+use common::mariadb::Mariadb;
+use common::php::{apache, php_fpm, stack_installed};
 use common::*;
 
 const WORDPRESS: &str = "/usr/share/wordpress";
+const PASSWORD: &str = "wp's pass";
+
+/// WordPress's own database upgrade, as wp-admin/upgrade.php runs it.
+const UPGRADE_TASK: &str = r#"#!/bin/sh
+exec php -d display_errors=stderr -r '$_SERVER["HTTP_HOST"] = "localhost"; define("WP_INSTALLING", true); require "./wp-load.php"; require_once ABSPATH . "wp-admin/includes/upgrade.php"; wp_upgrade(); echo "db_version ", get_option("db_version"), "\n";'
+"#;
 
 fn installed() -> bool {
     if !stack_installed(true) {
         return false;
     }
-    if Path::new(WORDPRESS).is_dir() && Path::new("/usr/sbin/mariadbd").exists() {
+    if Path::new(WORDPRESS).is_dir() && common::mariadb::installed() {
         return true;
     }
     assert!(
@@ -30,49 +40,6 @@ fn installed() -> bool {
     );
     eprintln!("skipped: Debian's wordpress or mariadb-server is not installed");
     false
-}
-
-/// MariaDB on a scratch datadir and a free port, no grant tables (the test's own).
-fn mariadb(tmp: &Path) -> (Daemon, u16) {
-    let data = tmp.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let o = Command::new("mariadb-install-db")
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--skip-test-db",
-            "--auth-root-authentication-method=normal",
-        ])
-        .arg(format!("--datadir={}", data.display()))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let port = common::smtp::free_port();
-    let child = Command::new("/usr/sbin/mariadbd")
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--skip-grant-tables",
-            "--bind-address=127.0.0.1",
-        ])
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", tmp.join("mysql.sock").display()))
-        .arg(format!("--port={port}"))
-        .arg(format!("--pid-file={}", tmp.join("mysql.pid").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon::new(child);
-    assert!(wait_port(port), "mariadbd did not start");
-    let o = Command::new("mariadb")
-        .arg(format!("--socket={}", tmp.join("mysql.sock").display()))
-        .args(["-e", "CREATE DATABASE wordpress"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (d, port)
 }
 
 /// Debian's WordPress tree, links followed (a release holds regular files only).
@@ -182,7 +149,12 @@ fn admin_works(base: &str, host: &str) {
         .header("host", host)
         .send()
         .unwrap();
-    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.status(),
+        200,
+        "wp-admin/ answered {:?}",
+        page.headers().get("location")
+    );
     assert!(page.text().unwrap().contains("Dashboard"));
 }
 
@@ -195,7 +167,9 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     let w = World::new();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(w.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (_db, db_port) = mariadb(&w.path("mariadb"));
+    let db = Mariadb::start(&w.path("mariadb"));
+    let db_port = db.port;
+    db.site_database("wordpress", PASSWORD);
     // Release 1.0.0 is Debian's WordPress; 1.1.0 bumps the version and changes real files.
     let r1 = w.path("release-1.0.0");
     copy_wordpress(&r1);
@@ -209,7 +183,22 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
         .find(|l| l.starts_with("$wp_version"))
         .unwrap()
         .to_string();
-    std::fs::write(&version, text.replace(&old, "$wp_version = '6.1.99';")).unwrap();
+    let old_db = text
+        .lines()
+        .find(|l| l.starts_with("$wp_db_version"))
+        .unwrap()
+        .to_string();
+    let db_version: u64 = old_db
+        .trim_start_matches("$wp_db_version = ")
+        .trim_end_matches(';')
+        .parse()
+        .unwrap();
+    let new_text = text
+        .replace(&old, "$wp_version = '6.1.99';")
+        .replace(&old_db, &format!("$wp_db_version = {};", db_version + 1));
+    std::fs::write(&version, new_text).unwrap();
+    std::fs::create_dir_all(r2.join("run_once")).unwrap();
+    std::fs::write(r2.join("run_once/001-wp-upgrade.sh"), UPGRADE_TASK).unwrap();
     for f in [
         "wp-includes/functions.php",
         "wp-admin/admin-footer.php",
@@ -232,7 +221,7 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     let root = w.path("site");
     copy_wordpress(&root);
     let config = format!(
-        "<?php\ndefine('DB_NAME', 'wordpress');\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n\
+        "<?php\ndefine('DB_NAME', 'wordpress');\ndefine('DB_USER', 'wordpress');\ndefine('DB_PASSWORD', 'wp\\'s pass');\n\
          define('DB_HOST', '127.0.0.1:{db_port}');\ndefine('DB_CHARSET', 'utf8mb4');\n$table_prefix = 'wp_';\n\
          define('FS_METHOD', 'direct');\n\
          define('WP_HOME', 'http://' . $_SERVER['HTTP_HOST']);\ndefine('WP_SITEURL', WP_HOME);\nif (!defined('ABSPATH')) define('ABSPATH', __DIR__ . '/');\n\
@@ -245,8 +234,44 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
         std::fs::Permissions::from_mode(0o640),
     )
     .unwrap();
-    w.init_at(&root, &srv.url, &["--installed", "1.0.0"]);
+    // The password file is the site user's, as upkeep reads it acting as that user.
+    let pass = w.path("db.pass");
+    std::fs::write(&pass, PASSWORD).unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&pass, Some(web.uid), Some(web.gid)).unwrap();
+    w.init_at(
+        &root,
+        &srv.url,
+        &[
+            "--installed",
+            "1.0.0",
+            "--database",
+            &format!("mysql://wordpress@127.0.0.1:{db_port}/wordpress"),
+            "--database-password-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    let db_version_now = || {
+        db.sql(
+            "wordpress",
+            "SELECT option_value FROM wp_options WHERE option_name = 'db_version'",
+        )
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+    };
     let (_fpm, sock) = php_fpm(&w.path("php"), Some("www-data"));
+    // The site's restart hook, as the README says: php-fpm reloaded before the reopen, so its
+    // opcache serves no old file after the swap (nor a new one after the rollback).
+    set_config(
+        &root,
+        "auto",
+        "after",
+        &format!(
+            "[\"kill -USR2 $(cat {})\"]",
+            w.path("php/php-fpm.pid").display()
+        ),
+    );
     let panel = spawn_server(&["serve", "--root", root.to_str().unwrap()]);
     let lines = |lang: &str| {
         common::nginx::readme_block("## Behind nginx or Apache", lang)
@@ -315,6 +340,16 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
             .any(|w| w == b"6.1.99'")
     );
     assert!(!root.join("readme.html").exists());
+    // The task ran WordPress's own upgrade on the real database.
+    assert!(
+        root.join("run_once/001-wp-upgrade.sh.done").exists(),
+        "{run}"
+    );
+    assert_eq!(db_version_now(), db_version + 1, "{run}");
+    assert!(
+        root.join("run_once/001-wp-upgrade.sh.done").exists(),
+        "the task is marked done"
+    );
     // The operator's wp-config.php, its owner and mode, and www-data's files.
     assert!(
         std::fs::read_to_string(root.join("wp-config.php"))
@@ -338,9 +373,29 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     admin_works(&nginx.url, &host);
     admin_works(&apache_url, &apache_host);
 
-    // The rollback, through Apache this time.
+    let copy = root.join(".upkeep/backups/run-1.sql");
+    assert!(
+        std::fs::read_to_string(&copy)
+            .unwrap()
+            .contains(&format!("'db_version','{db_version}'")),
+        "the dump taken before the update holds 1.0.0's database version"
+    );
+
+    // The admin logged in since: the database was written, so a rollback would keep it, and
+    // its plan says the upgrade task changed it and how to have the copy back instead.
+    let o = site.run(&["rollback"]);
+    assert_eq!(o.status.code(), Some(1), "no terminal: only the plan");
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    eprintln!("the rollback's plan:\n{said}");
+    assert!(said.contains("kept as it is"), "{said}");
+    assert!(said.contains("run_once/001-wp-upgrade.sh"), "{said}");
+    assert!(said.contains("--restore-database"), "{said}");
+    assert_eq!(db_version_now(), db_version + 1, "the plan changes nothing");
+
+    // The rollback with the copy, through Apache this time.
     let seen = while_visited(&apache_url, &apache_host, || {
-        ok(site.run(&["rollback", "--yes"]));
+        let said = ok(site.run(&["rollback", "--yes", "--restore-database"]));
+        assert!(said.contains("DISCARDING what was written"), "{said}");
     });
     eprintln!("during the rollback: {seen:?}");
     assert_eq!(
@@ -348,5 +403,6 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
         std::fs::read(r1.join("wp-includes/version.php")).unwrap()
     );
     assert!(root.join("readme.html").exists());
+    assert_eq!(db_version_now(), db_version, "1.0.0's database is back");
     admin_works(&apache_url, &apache_host);
 }

@@ -48,6 +48,8 @@ pub struct Initialised {
     pub admin_password: Option<String>,
     /// The site's fleet identity (made now: a random id and a site key).
     pub site: crate::site::fleet::identity::Identity,
+    /// The site database, as reached now ("MariaDB 10.11 at 127.0.0.1:3306/wordpress").
+    pub database: String,
 }
 
 /// Options for [`init`].
@@ -73,6 +75,46 @@ pub struct InitOptions<'a> {
     pub channel: Option<&'a str>,
     /// The site's own address (where triggers go).
     pub url: Option<&'a str>,
+    /// The site database (`mysql://`, `postgresql://` or an SQLite path); default
+    /// `.upkeep/site.db`.
+    pub database: Option<&'a str>,
+    /// The file holding the database server's password (mode 0600).
+    pub database_password_file: Option<&'a str>,
+}
+
+/// The `database` setting from init's options: a bare path for SQLite alone, a table when
+/// there is more to say.
+fn database_setting(o: &InitOptions) -> Result<crate::site::config::Database> {
+    use crate::site::config::Database;
+    let Some(url) = o.database else {
+        if o.database_password_file.is_some() {
+            return Err(Error::refused(
+                "--database-password-file without --database: the password is for a database server",
+                "add --database mysql://USER@HOST/NAME (or postgresql://...)",
+            ));
+        }
+        return Ok(Database::default());
+    };
+    let server = !matches!(
+        crate::site::database::target::parse(url, o.root)
+            .map_err(|e| Error::refused(e, "see the README's \"The database\" section"))?,
+        crate::site::database::Target::Sqlite(_)
+    );
+    Ok(match (server, o.database_password_file) {
+        (false, None) => Database::Path(url.to_string()),
+        (false, Some(_)) => {
+            return Err(Error::refused(
+                "--database-password-file with an SQLite database: SQLite has no password",
+                "drop --database-password-file",
+            ));
+        }
+        (true, f) => {
+            let mut t = Database::default().settings();
+            t.url = url.to_string();
+            t.password_file = f.map(String::from);
+            Database::Table(t)
+        }
+    })
 }
 
 /// Make `root` an instance.
@@ -99,7 +141,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         channel: o.channel.map(String::from),
         reference: o.reference.to_string(),
         public_key: key.to_text(),
-        database: Default::default(),
+        database: database_setting(o)?,
         exclude: Vec::new(),
         keep: Vec::new(),
         run_as: None,
@@ -112,6 +154,18 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         mail: Default::default(),
     };
     let inst = Instance::with_config(root.clone(), config)?;
+    // A server database is reached now, so that a wrong address, account or password is told
+    // at init and not at the first update.
+    let database = {
+        let mut db = inst.database()?;
+        if db.engine() != crate::site::database::Engine::Sqlite && !db.exists()? {
+            return Err(Error::refused(
+                format!("{}: no such database on the server", db.describe()),
+                "create it (or name the application's database in --database), then run init again",
+            ));
+        }
+        db.describe()
+    };
     let remote = Remote::new(&inst.config.reference, &inst.key, &inst.config.network)?;
     let ptr = block_on(remote.pointer())?;
 
@@ -178,6 +232,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         tasks_marked_done,
         admin_password: generated,
         site,
+        database,
     })
 }
 

@@ -318,6 +318,10 @@ pub struct Plan {
     pub allowed_tasks: Vec<AllowedTask>,
     /// Schema changes.
     pub schema: SchemaPlan,
+    /// What the operator should know of a task before approving ("run_once/002.sql holds
+    /// DDL, which MySQL cannot undo by a transaction").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_notes: Vec<String>,
     /// Bytes of the files to install.
     pub bytes: u64,
     /// Files in run_once folders that are not tasks (neither `.sh` nor `.sql`): never run.

@@ -141,6 +141,8 @@ pub fn run(listen: &str, dir: Option<&Path>) -> Result<()> {
         groups: &[],
         channel: None,
         url: None,
+        database: None,
+        database_password_file: None,
     })?;
     let password = r.admin_password.unwrap_or_default();
     let inst = Instance::open(&site)?;

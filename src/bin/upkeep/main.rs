@@ -207,6 +207,8 @@ fn site(cmd: SiteCommand) -> Result<u8> {
             channel,
             enroll,
             url,
+            database,
+            database_password_file,
             json,
         } => cmd::site::init(&cmd::site::InitArgs {
             root: &root,
@@ -220,6 +222,8 @@ fn site(cmd: SiteCommand) -> Result<u8> {
             channel: channel.as_deref(),
             enroll: enroll.as_deref(),
             url: url.as_deref(),
+            database: database.as_deref(),
+            database_password_file: database_password_file.as_deref(),
             json,
         }),
         SiteCommand::Fingerprint { dir, json } => cmd::site::fingerprint(&dir, json),

@@ -207,6 +207,7 @@ pub fn print_plan(plan: &Plan) {
         "in run_once/ but not tasks (only .sh and .sql run; these never will)",
         plan.not_tasks.iter().map(|t| t.to_string()).collect(),
     );
+    section("about the tasks", plan.task_notes.clone());
     section(
         "schema changes",
         plan.schema.statements.iter().map(|s| s.line()).collect(),

@@ -671,27 +671,60 @@ impl SiteDatabase for Mysql {
                 .map_err(|e| self.err("mark the task done", e))?;
             return tx.commit().map_err(|e| self.err("commit", e));
         }
+        // DDL commits on its own, so each statement is journalled. A data statement among
+        // them commits in one transaction with a mark of its own in upkeep's table: found
+        // begun after a crash, the mark says whether it took effect (an INSERT run twice
+        // would add its rows twice).
+        let step_mark = |i: usize| format!("{}#{}", task.name, i + 1);
         for (i, s) in statements.iter().enumerate() {
-            match journal.get(i)? {
-                Some(Progress::Done) => continue,
-                Some(Progress::Started) => {
-                    // Begun by a runner that died: run again, and "already there" means it
-                    // had taken effect.
-                    match c.query_drop(s) {
-                        Ok(()) => {}
-                        Err(e) if code(&e).is_some_and(|c| ALREADY.contains(&c)) => {}
-                        Err(e) => return Err(failed(&e, false)),
+            let progress = journal.get(i)?;
+            if progress == Some(Progress::Done) {
+                continue;
+            }
+            if progress.is_none() {
+                journal.set(i, s, Progress::Started)?;
+            }
+            if ddl::is_ddl(s, Engine::Mysql) {
+                match c.query_drop(s) {
+                    Ok(()) => {}
+                    // Begun by a runner that died: "already there" means it took effect.
+                    Err(e)
+                        if progress.is_some() && code(&e).is_some_and(|c| ALREADY.contains(&c)) => {
                     }
+                    Err(e) => return Err(failed(&e, false)),
                 }
-                None => {
-                    journal.set(i, s, Progress::Started)?;
-                    c.query_drop(s).map_err(|e| failed(&e, false))?;
+            } else {
+                let done: Option<String> = c
+                    .exec_first(
+                        format!("SELECT sha256 FROM {OWN_TABLE} WHERE name = ?"),
+                        (step_mark(i),),
+                    )
+                    .map_err(|e| self.err("read a task's mark", e))?;
+                if done.is_none() {
+                    let mut tx = c
+                        .start_transaction(mysql::TxOpts::default())
+                        .map_err(|e| self.err("begin", e))?;
+                    tx.query_drop(s).map_err(|e| failed(&e, false))?;
+                    tx.exec_drop(&mark, (step_mark(i), task.sha256, task.run, now_text()))
+                        .map_err(|e| self.err("mark the statement done", e))?;
+                    tx.commit().map_err(|e| self.err("commit", e))?;
                 }
             }
             journal.set(i, s, Progress::Done)?;
         }
-        c.exec_drop(&mark, (task.name, task.sha256, task.run, now_text()))
-            .map_err(|e| self.err("mark the task done", e))
+        let mut tx = c
+            .start_transaction(mysql::TxOpts::default())
+            .map_err(|e| self.err("begin", e))?;
+        tx.exec_drop(&mark, (task.name, task.sha256, task.run, now_text()))
+            .map_err(|e| self.err("mark the task done", e))?;
+        for i in 0..statements.len() {
+            tx.exec_drop(
+                format!("DELETE FROM {OWN_TABLE} WHERE name = ?"),
+                (step_mark(i),),
+            )
+            .map_err(|e| self.err("clear the statements' marks", e))?;
+        }
+        tx.commit().map_err(|e| self.err("commit", e))
     }
 
     fn check(&mut self, backups: &Path) -> Result<()> {

@@ -468,6 +468,10 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
                     a href=(review_href(&allow_field(plan, Some(t), None))) { "allow it to run" } } } }
             }
             @if !plan.schema.statements.is_empty() { h2 { "Schema changes" } pre { @for st in &plan.schema.statements { (st.line()) "\n" } } }
+            @if !plan.task_notes.is_empty() {
+                h2 { "About the tasks" }
+                ul { @for n in &plan.task_notes { li { (n) } } }
+            }
             @if !plan.schema.extra.is_empty() { (path_list("In the database but not in the schema (kept)", &plan.schema.extra)) }
         },
     )

@@ -88,6 +88,39 @@ pub(crate) fn fragments(
     Ok(out)
 }
 
+/// What the plan says of the SQL tasks about to run, beyond their names: on MySQL, a task
+/// holding DDL cannot be undone by a transaction (the server commits each such statement on
+/// its own), so its statements are journalled one by one.
+fn task_notes(
+    inst: &Instance,
+    engine: Engine,
+    tasks: &[RelPath],
+    staged: &dyn Fn(&RelPath) -> bool,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    if engine != Engine::Mysql {
+        return Ok(notes);
+    }
+    for t in tasks.iter().filter(|t| t.as_str().ends_with(".sql")) {
+        let dir = match staged(t) {
+            true => inst.staging(),
+            false => inst.root.clone(),
+        };
+        let sql = String::from_utf8_lossy(&scan::read_beneath(&dir, t)?).into_owned();
+        let statements = crate::site::database::ddl::split(&sql, engine).unwrap_or_default();
+        let n = statements
+            .iter()
+            .filter(|s| crate::site::database::ddl::is_ddl(s, engine))
+            .count();
+        if n > 0 {
+            notes.push(format!(
+                "{t} holds {n} DDL statement(s) (CREATE, ALTER, DROP...), which MySQL commits one by one: the task cannot be undone by a transaction. Each statement is journalled, so an interrupted task goes on at its next statement, and a rollback puts back the copy taken before the update"
+            ));
+        }
+    }
+    Ok(notes)
+}
+
 /// Compute the plan for the staged release. All the slow work happens here, before anything
 /// closes: the live tree is fingerprinted and every staged file is hashed again. `allow_tasks`
 /// names tasks not from the release that the operator allows to run.
@@ -256,6 +289,7 @@ pub fn prepare(
     let mut db = inst.database()?;
     let engine = db.engine();
     let schema = db.plan(&fragments(inst, engine, &target, &exts, &staged)?)?;
+    let task_notes = task_notes(inst, engine, &found.tasks, &staged)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))
@@ -274,6 +308,7 @@ pub fn prepare(
         foreign_tasks: found.foreign,
         allowed_tasks,
         schema,
+        task_notes,
         bytes,
         extensions: exts,
         kept_aside,

@@ -48,6 +48,10 @@ pub enum DatabaseStep {
         changes: Vec<String>,
         /// The copy taken before migrate ("" when there was no database).
         copy: String,
+        /// The update's own tasks that wrote to it while the site was closed (a shell task
+        /// running the application's database upgrade): their changes stay too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<String>,
     },
     /// `--restore-database` over writes: the database as it is is saved to `saved_to`, then
     /// the copy taken before migrate goes back (or the database is removed).
@@ -84,9 +88,17 @@ impl DatabaseStep {
                 written,
                 changes,
                 copy,
+                tasks,
             } => format!(
-                "the database: kept as it is, because it was written {written}: {}. The tables and columns the update added stay; the previous release runs on them{}",
+                "the database: kept as it is, because it was written {written}: {}. The tables and columns the update added stay; the previous release runs on them{}{}",
                 listed(changes),
+                match tasks.as_slice() {
+                    [] => String::new(),
+                    t => format!(
+                        ". But the update's task(s) {} changed it while the site was closed, and that stays too: if the previous release cannot run on what they did (an application's database upgrade), restore the copy taken before the update instead (this database is saved first)",
+                        t.join(", ")
+                    ),
+                },
                 match copy.as_str() {
                     "" => String::new(),
                     c => format!(
@@ -296,10 +308,22 @@ fn database_step(
         });
     };
     if !o.restore_database {
+        // Only tasks that wrote: an engine that can tell says whether the closed phase wrote
+        // data; SQLite cannot, so every task that ran is named.
+        let tasks = match w.upkeep_data {
+            true => run
+                .tasks
+                .iter()
+                .filter(|t| t.state.completed())
+                .map(|t| t.name.to_string())
+                .collect(),
+            false => Vec::new(),
+        };
         return Ok(DatabaseStep::Keep {
             written,
             changes,
             copy,
+            tasks,
         });
     }
     let when = if stamp {
@@ -442,9 +466,9 @@ pub(super) fn rollback_run(
     state.record_extensions(&exts)?;
     state.clear_staged()?;
     clear_staging(inst)?;
-    gate::reopen_after_run(&inst.root)?;
     // The code changed back: the restart hooks tell the caches that serve it (PHP's opcache
-    // would go on serving the release just undone). Kept beside the run's own, marked.
+    // would go on serving the release just undone), before the site reopens. Kept beside the
+    // run's own, marked.
     if !inst.config.auto.after.is_empty() {
         let mut hooks = state.run(id)?.hooks;
         for mut h in super::after::run_hooks(inst, &super::shell_env(inst, &run, "rollback"))? {
@@ -453,6 +477,7 @@ pub(super) fn rollback_run(
         }
         state.record_hooks(id, &hooks)?;
     }
+    gate::reopen_after_run(&inst.root)?;
     state.set_run_status(id, RunStatus::RolledBack, run.error.as_deref())?;
     Ok(RolledBack {
         run: state.run(id)?,

@@ -61,6 +61,15 @@ pub enum SiteCommand {
         /// This site's address, where `upkeep serve` takes triggers (for `upkeep push`).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// The application's database: `mysql://USER@HOST:PORT/NAME` (MariaDB, MySQL),
+        /// `postgresql://USER@HOST:PORT/NAME` (`?sslmode=require`, `?host=/run/postgresql`
+        /// for a socket), or an SQLite file (default `.upkeep/site.db`). Reached now, to check it.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// The file holding the database server's password (mode 0600, readable by the
+        /// site's user); else the environment's UPKEEP_DATABASE_PASSWORD. Never in the URL.
+        #[arg(long, value_name = "FILE")]
+        database_password_file: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -34,6 +34,8 @@ pub struct InitArgs<'a> {
     pub channel: Option<&'a str>,
     pub enroll: Option<&'a str>,
     pub url: Option<&'a str>,
+    pub database: Option<&'a str>,
+    pub database_password_file: Option<&'a str>,
     pub json: bool,
 }
 
@@ -50,6 +52,8 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         channel,
         enroll,
         url,
+        database,
+        database_password_file,
         json,
     } = *a;
     let key_text = std::fs::read_to_string(public_key).ctx("read public key", public_key)?;
@@ -80,11 +84,14 @@ pub fn init(a: &InitArgs) -> Result<u8> {
         groups,
         channel,
         url,
+        database,
+        database_password_file,
     })?;
     if json {
         print_json(&r);
     } else {
         outln!("initialised instance {}", r.root.display());
+        outln!("site database: {}", r.database);
         match &r.identified {
             init_mod::Identified::Given { version } => {
                 outln!("installed release: {version} (as given)")
