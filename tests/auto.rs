@@ -126,7 +126,7 @@ fn an_allowed_release_is_staged_and_applied_and_reported() {
     // The next pass has nothing to do, and on-change sends nothing about it.
     let out = auto(&c.site, 0);
     assert!(
-        out.contains("NOTHING: up to date with release 1.1.0"),
+        out.contains("NOTHING TO DO: up to date with release 1.1.0"),
         "{out}"
     );
     assert!(c.mails().len() <= 1);

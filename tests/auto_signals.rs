@@ -247,7 +247,7 @@ fn a_site_busy_beyond_max_postpone_is_updated_anyway_and_says_so() {
     set_config(&site.root, "auto.busy", "max_postpone", "\"1h\"");
     let out = auto(&site, 3);
     assert!(
-        out.contains("after 1h of postponing it goes ahead anyway"),
+        out.contains("after 1 h of postponing it goes ahead anyway"),
         "{out}"
     );
     set_config(&site.root, "auto.busy", "max_postpone", "\"0s\"");
@@ -257,7 +257,7 @@ fn a_site_busy_beyond_max_postpone_is_updated_anyway_and_says_so() {
         out.contains("visitors are active (`true` exited 0: busy), but release 1.1.0 has waited"),
         "{out}"
     );
-    assert!(out.contains("max_postpone = 0s: going ahead"), "{out}");
+    assert!(out.contains("max_postpone = 0 s: going ahead"), "{out}");
     assert_eq!(index(&site), "v2");
 }
 

@@ -343,7 +343,7 @@ async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
     let src = c.source().await.unwrap();
     assert!(src.contains("wave 1 of 2"), "{src}");
     assert!(
-        src.contains("<td>tester</td>") && src.contains("<td>shop</td>"),
+        src.contains(">tester</a></td>") && src.contains(">shop</a></td>"),
         "{src}"
     );
     assert!(
@@ -361,6 +361,20 @@ async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
     click_text(&c, "button", "Halt").await;
     wait_text(&c, "checkout broken on 1.1.0 (halted by publisher)").await;
     shots.take(&c, "halted").await;
+    // A site's timeline: every report it sent, newest first.
+    c.find(Locator::LinkText("tester"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "History (2 reports)").await;
+    let src = c.source().await.unwrap();
+    assert!(
+        src.contains("updated") && src.contains("installing") && src.contains("1.0.0 → 1.1.0"),
+        "{src}"
+    );
+    shots.take(&c, "site").await;
     c.close().await.unwrap();
     let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
         "rollout",

@@ -79,7 +79,7 @@ fn a_rollout_reaches_the_test_group_then_half_then_everyone() {
     let out =
         ok(f.w.promote("1.1.0", "stable", &["--waves", "test,50%,100%"]));
     assert!(
-        out.contains("channel stable: release 1.1.0 (Active), waves [test] → 50% → 100%"),
+        out.contains("channel stable: release 1.1.0 (active), waves [test] → 50% → 100%"),
         "{out}"
     );
     assert!(out.contains("stay on: 1.0.0"), "{out}");

@@ -63,6 +63,12 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
         row(&st, "alpha")["last"].is_null(),
         "enrolled, nothing reported yet"
     );
+    assert_eq!(
+        row(&st, "alpha")["version"],
+        "1.0.0",
+        "the release init identified, from the enrolment on"
+    );
+    assert!(row(&st, "alpha")["last_seen_secs"].is_i64());
 
     let out = stdout(&a.run(&["auto"]));
     assert!(out.contains("report: 1 sent to the reference"), "{out}");
@@ -98,7 +104,7 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
         "--repo",
         w.repo.to_str().unwrap(),
     ]));
-    assert!(text.contains("alpha") && text.contains("success"), "{text}");
+    assert!(text.contains("alpha") && text.contains("updated"), "{text}");
 
     // A manual run is reported too: beta updates by hand.
     ok(b.run(&["stage", "--network"]));
@@ -113,6 +119,64 @@ fn enrolled_sites_report_every_pass_and_run_and_the_table_follows() {
     assert_eq!(row(&st, "beta")["last"]["outcome"], "rolled_back");
     assert_eq!(row(&st, "beta")["version"], "1.0.0");
     assert_eq!(st["releases"][0]["counters"]["rolled_back"], 1);
+
+    // Its next pass is held by its policy: the rollback stays counted, and in its history.
+    assert_eq!(b.run(&["auto"]).status.code(), Some(3));
+    let st = fleet_status(&w, &[]);
+    assert_eq!(row(&st, "beta")["last"]["outcome"], "held");
+    let c = &st["releases"][0];
+    assert_eq!(c["counters"]["rolled_back"], 1, "{c}");
+    assert_eq!(c["counters"]["held"], 0, "{c}");
+    assert_eq!(c["failures"][0]["site"], "beta", "{c}");
+    let text = ok(upkeep(&[
+        "fleet",
+        "status",
+        "--repo",
+        w.repo.to_str().unwrap(),
+    ]));
+    assert!(
+        text.contains("channel stable: release 1.1.0")
+            && text.contains("1 on it, 1 rolled back")
+            && text.contains("beta rolled back at"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('{') && !text.contains("rolled_back"),
+        "{text}"
+    );
+    let history: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "fleet",
+        "status",
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--site",
+        "beta",
+        "--json",
+    ])))
+    .unwrap();
+    let outcomes: Vec<&str> = history["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["report"]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["held", "rolled_back", "success", "held"],
+        "{history}"
+    );
+    let text = ok(upkeep(&[
+        "fleet",
+        "status",
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--site",
+        "beta",
+    ]));
+    assert!(
+        text.contains("beta (") && text.contains("rolled back") && text.contains("1.0.0 -> 1.1.0"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -119,7 +119,7 @@ fn a_three_wave_rollout_advances_on_good_reports_and_survives_a_restart() {
     for s in &sites {
         let out = pass(s);
         assert!(
-            out.contains("NOTHING: up to date with release 1.0.0"),
+            out.contains("NOTHING TO DO: up to date with release 1.0.0"),
             "{out}"
         );
     }
@@ -229,7 +229,7 @@ fn a_failing_release_is_halted_by_its_threshold_before_anyone_outside_the_first_
     for (s, b) in sites.iter().zip(&before) {
         let out = pass(s);
         assert!(
-            out.contains("NOTHING: up to date with release 1.0.0"),
+            out.contains("NOTHING TO DO: up to date with release 1.0.0"),
             "{out}"
         );
         let check: serde_json::Value =

@@ -268,7 +268,7 @@ fn restart_hooks_run_before_reopen_and_a_hanging_one_is_stopped_and_reported() {
         hooks[2]["output"]
             .as_str()
             .unwrap()
-            .contains("stopped after 1s"),
+            .contains("stopped after 1 s"),
         "{}",
         hooks[2]
     );

@@ -238,6 +238,17 @@ pub enum RolloutState {
     Complete,
 }
 
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutState::Active => "active",
+            RolloutState::Paused => "paused",
+            RolloutState::Halted => "halted",
+            RolloutState::Complete => "complete",
+        })
+    }
+}
+
 /// A channel pointer: which release the channel offers, to which waves so far, and what the
 /// sites outside them stay on. Signed by an online key.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -51,6 +51,20 @@ impl Outcome {
         .find(|o| o.word() == s)
     }
 
+    /// The words a person reads (`fleet status`, the fleet page).
+    pub fn words(self) -> &'static str {
+        match self {
+            Outcome::Downloading => "downloading",
+            Outcome::Installing => "installing",
+            Outcome::Success => "updated",
+            Outcome::UpToDate => "up to date",
+            Outcome::Failure => "failed",
+            Outcome::RolledBack => "rolled back",
+            Outcome::Held => "held",
+            Outcome::Postponed => "postponed",
+        }
+    }
+
     /// The stored word.
     pub fn word(self) -> &'static str {
         match self {
@@ -135,6 +149,9 @@ pub struct Enrolment {
     /// Where its `upkeep serve` takes triggers (for `upkeep push`).
     #[serde(default)]
     pub url: Option<String>,
+    /// The release it has (as `init` identified it), shown from the moment it enrols.
+    #[serde(default)]
+    pub installed: Option<String>,
 }
 
 /// Longest site name a reference keeps.
@@ -174,21 +191,27 @@ fn check_fields(
     Ok(())
 }
 
+/// Versions a site names are release versions (semver), short.
+fn check_versions(versions: &[(&str, &Option<String>)]) -> Result<(), String> {
+    for (what, v) in versions {
+        if let Some(v) = v
+            && (v.len() > 64 || crate::documents::manifest::parse_version(v).is_err())
+        {
+            return Err(format!("{what} must be a release version (semver)"));
+        }
+    }
+    Ok(())
+}
+
 impl Report {
     /// What a reference checks before it keeps a report, beside its signature and number.
     pub fn check(&self) -> Result<(), String> {
         check_fields(&self.name, &self.groups, &self.channel, self.url.as_deref())?;
-        for (what, v) in [
+        check_versions(&[
             ("installed", &self.installed),
             ("from", &self.from),
             ("to", &self.to),
-        ] {
-            if let Some(v) = v
-                && (v.len() > 64 || crate::documents::manifest::parse_version(v).is_err())
-            {
-                return Err(format!("{what} must be a release version (semver)"));
-            }
-        }
+        ])?;
         if let Some(s) = &self.failed_step
             && (s.len() > 32 || !s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         {
@@ -207,6 +230,7 @@ impl Report {
 impl Enrolment {
     /// What a reference checks before it enrols a site, beside its token and key.
     pub fn check(&self) -> Result<(), String> {
-        check_fields(&self.name, &self.groups, &self.channel, self.url.as_deref())
+        check_fields(&self.name, &self.groups, &self.channel, self.url.as_deref())?;
+        check_versions(&[("installed", &self.installed)])
     }
 }

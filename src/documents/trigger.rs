@@ -155,7 +155,7 @@ pub fn accept(
             format!(
                 "the trigger was signed at {}, more than {} from this site's clock: stale or replayed",
                 t.at,
-                humantime::format_duration(MAX_SKEW)
+                crate::base::clock::span_words(MAX_SKEW)
             ),
         )));
     }

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL, seq INTEGER NOT NULL,
     received_at INTEGER NOT NULL, outcome TEXT NOT NULL, to_version TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
+CREATE TABLE IF NOT EXISTS outcomes(site_id TEXT NOT NULL, release TEXT NOT NULL, outcome TEXT NOT NULL,
+    seq INTEGER NOT NULL, received_at INTEGER NOT NULL, PRIMARY KEY(site_id, release));
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
@@ -87,13 +89,20 @@ pub struct SiteRow {
 pub const REPORTS_PER_MINUTE: i64 = 30;
 /// Reports kept per site, the newest; older ones are dropped as new ones come.
 pub const REPORTS_KEPT: i64 = 1000;
+/// Reports older than this are dropped as new ones come (what happened to each release, per
+/// site, stays: see [`FleetDb::outcomes`]).
+pub const REPORTS_MAX_AGE_DAYS: i64 = 400;
+
+/// What each site last said about one release (a failure stays until the site succeeds or
+/// tries again: a later "held" does not hide it).
+pub type Outcomes = std::collections::HashMap<String, Outcome>;
 
 /// An open fleet database.
 pub struct FleetDb {
     conn: Connection,
     path: PathBuf,
-    /// [`REPORTS_PER_MINUTE`] and [`REPORTS_KEPT`] (tests lower them).
-    limits: (i64, i64),
+    /// [`REPORTS_PER_MINUTE`], [`REPORTS_KEPT`] and [`REPORTS_MAX_AGE_DAYS`] in seconds.
+    limits: (i64, i64, i64),
 }
 
 fn token_hash(token: &str) -> String {
@@ -109,16 +118,40 @@ impl FleetDb {
             .db(path)?;
         conn.execute_batch(crate::base::nonces::NONCE_TABLE)
             .db(path)?;
-        Ok(FleetDb {
+        let db = FleetDb {
             conn,
             path: path.to_path_buf(),
-            limits: (REPORTS_PER_MINUTE, REPORTS_KEPT),
-        })
+            limits: (
+                REPORTS_PER_MINUTE,
+                REPORTS_KEPT,
+                REPORTS_MAX_AGE_DAYS * 86_400,
+            ),
+        };
+        // A database from before `outcomes`: what its kept reports say, once.
+        if db.meta("outcomes_from_reports")?.is_none() {
+            db.conn
+                .execute_batch(
+                    "INSERT OR IGNORE INTO outcomes(site_id, release, outcome, seq, received_at)
+                     SELECT site_id, to_version, outcome, seq, received_at FROM reports r
+                     WHERE to_version IS NOT NULL AND id = (SELECT max(id) FROM reports
+                         WHERE site_id = r.site_id AND to_version = r.to_version)",
+                )
+                .db(path)?;
+            db.set_meta("outcomes_from_reports", &now_text())?;
+        }
+        Ok(db)
     }
 
     /// Other limits of reports per site: per minute, and kept.
     pub fn with_limits(mut self, per_minute: i64, kept: i64) -> Self {
-        self.limits = (per_minute, kept);
+        self.limits.0 = per_minute;
+        self.limits.1 = kept;
+        self
+    }
+
+    /// Keep a site's reports this many days at most (and [`REPORTS_KEPT`] at most).
+    pub fn with_max_age_days(mut self, days: i64) -> Self {
+        self.limits.2 = days.max(1) * 86_400;
         self
     }
 
@@ -191,7 +224,7 @@ impl FleetDb {
             None => {
                 self.conn
                     .execute(
-                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url, version, last_seen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                         params![
                             e.site_id,
                             e.public_key,
@@ -199,7 +232,9 @@ impl FleetDb {
                             serde_json::to_string(&e.groups).expect("strings serialise"),
                             e.channel,
                             now_text(),
-                            e.url
+                            e.url,
+                            e.installed,
+                            now_secs()
                         ],
                     )
                     .db(&self.path)?;
@@ -261,7 +296,7 @@ impl FleetDb {
             return Ok(Err(refuse(400, format!("report refused: {why}"))));
         }
         let now = now_secs();
-        let (per_minute, kept) = self.limits;
+        let (per_minute, kept, max_age) = self.limits;
         let lately: i64 = self
             .conn
             .query_row(
@@ -299,6 +334,33 @@ impl FleetDb {
             .db(&self.path)?;
         self.conn
             .execute(
+                "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
+                params![report.site_id, now - max_age],
+            )
+            .db(&self.path)?;
+        if let Some(release) = &report.to {
+            // What happened to the release stays counted: a failure is replaced by what the
+            // site does with the release next (it tries again, it succeeds), not by its
+            // policy holding it back.
+            self.conn
+                .execute(
+                    "INSERT INTO outcomes(site_id, release, outcome, seq, received_at) VALUES(?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(site_id, release) DO UPDATE SET outcome = excluded.outcome,
+                         seq = excluded.seq, received_at = excluded.received_at
+                     WHERE NOT (outcomes.outcome IN ('failure', 'rolled_back')
+                         AND excluded.outcome IN ('held', 'postponed'))",
+                    params![
+                        report.site_id,
+                        release,
+                        report.outcome.word(),
+                        report.seq as i64,
+                        now
+                    ],
+                )
+                .db(&self.path)?;
+        }
+        self.conn
+            .execute(
                 "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1",
                 params![
                     report.site_id,
@@ -316,6 +378,55 @@ impl FleetDb {
             )
             .db(&self.path)?;
         Ok(Ok(report))
+    }
+
+    /// What each site last said about `release` (see [`Outcomes`]).
+    pub fn outcomes(&self, release: &str) -> Result<Outcomes> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT site_id, outcome FROM outcomes WHERE release = ?1")
+            .db(&self.path)?;
+        let rows = st
+            .query_map([release], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .db(&self.path)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, o)| Outcome::parse(&o).map(|o| (id, o)))
+            .collect())
+    }
+
+    /// The site named `who` (its name or its id), if enrolled.
+    pub fn find_site(&self, who: &str) -> Result<Option<SiteRow>> {
+        Ok(self
+            .sites()?
+            .into_iter()
+            .find(|s| s.id == who || s.name == who))
+    }
+
+    /// A site's kept reports, newest first, at most `limit`, each with when it was received
+    /// (seconds since the epoch).
+    pub fn history(&self, site_id: &str, limit: usize) -> Result<Vec<(i64, Report)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT received_at, data FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .db(&self.path)?;
+        let rows = st
+            .query_map(params![site_id, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .db(&self.path)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(at, d)| serde_json::from_str(&d).ok().map(|r| (at, r)))
+            .collect())
     }
 
     /// Every enrolled site, by name, with its last report whole.
@@ -375,6 +486,40 @@ impl FleetDb {
     }
 }
 
+/// The sites on `channel` whose last word about `release` is a failure, each with its latest
+/// report about it (the step and the reason), even when passes on other releases came since.
+pub fn failures(
+    db: &FleetDb,
+    sites: &[SiteRow],
+    channel: &str,
+    release: &str,
+    about: &Outcomes,
+) -> Result<Vec<(SiteRow, Report)>> {
+    let mut out = Vec::new();
+    for s in sites.iter().filter(|s| s.channel == channel) {
+        if s.version.as_deref() == Some(release)
+            || !matches!(
+                about.get(&s.id),
+                Some(Outcome::Failure | Outcome::RolledBack)
+            )
+        {
+            continue;
+        }
+        let rep = db
+            .history(&s.id, REPORTS_KEPT as usize)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| {
+                r.to.as_deref() == Some(release)
+                    && matches!(r.outcome, Outcome::Failure | Outcome::RolledBack)
+            });
+        if let Some(r) = rep {
+            out.push((s.clone(), r));
+        }
+    }
+    Ok(out)
+}
+
 /// Per-release counters, in the spirit of Mender's deployment statistics.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
@@ -398,17 +543,23 @@ pub struct Counters {
     pub silent: usize,
 }
 
-/// The counters of `release` over `sites` (those on its channel): a site silent for longer
-/// than `silent_after` after saying it started counts as silent.
-pub fn counters(release: &str, sites: &[&SiteRow], silent_after: i64) -> Counters {
+/// The counters of `release` over `sites` (those on its channel), by what each site last said
+/// about it (`about`, from [`FleetDb::outcomes`]; a site's later passes on another release do
+/// not wipe a failure): a site silent for longer than `silent_after` after saying it started
+/// counts as silent.
+pub fn counters(
+    release: &str,
+    sites: &[&SiteRow],
+    about: &Outcomes,
+    silent_after: i64,
+) -> Counters {
     let mut c = Counters::default();
     for s in sites {
         if s.version.as_deref() == Some(release) {
             c.success += 1;
             continue;
         }
-        let about = s.outcome.filter(|_| s.to.as_deref() == Some(release));
-        let Some(outcome) = about else {
+        let Some(&outcome) = about.get(&s.id) else {
             c.pending += 1;
             continue;
         };
@@ -487,6 +638,7 @@ mod tests {
             groups: Vec::new(),
             channel: "stable".into(),
             url: None,
+            installed: Some("1.0.0".into()),
         })
         .unwrap()
         .unwrap();

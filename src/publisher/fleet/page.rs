@@ -10,7 +10,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
 use super::Fleet;
-use super::db::{FleetDb, SiteRow, counters};
+use super::db::{FleetDb, Outcomes, SiteRow, counters};
 use super::rollout::{Move, read_channel, rollout};
 use crate::base::accounts::{self, LoginError, Session, same, same_origin};
 use crate::documents::channel::{ChannelPointer, RolloutState, SiteView, first_wave};
@@ -25,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
         .route("/rollout", web::post().to(control))
+        .route("/site/{id}", web::get().to(site_page))
         .route("/static/app.css", web::get().to(css));
 }
 
@@ -287,11 +288,82 @@ async fn control(
 fn outcome_badge(o: Option<Outcome>) -> Markup {
     let (class, word) = match o {
         None => ("badge", "none yet"),
-        Some(o @ (Outcome::Success | Outcome::UpToDate)) => ("badge ok", o.word()),
-        Some(o @ (Outcome::Failure | Outcome::RolledBack)) => ("badge bad", o.word()),
-        Some(o) => ("badge warn", o.word()),
+        Some(o @ (Outcome::Success | Outcome::UpToDate)) => ("badge ok", o.words()),
+        Some(o @ (Outcome::Failure | Outcome::RolledBack)) => ("badge bad", o.words()),
+        Some(o) => ("badge warn", o.words()),
     };
-    html! { span class=(class) { (word.replace('_', " ")) } }
+    html! { span class=(class) { (word) } }
+}
+
+/// When a report was received, as UTC text.
+fn when(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+    )
+    .to_string()
+}
+
+/// One site's timeline: every report kept, newest first.
+async fn site_page(req: HttpRequest, f: web::Data<Fleet>, id: web::Path<String>) -> HttpResponse {
+    let Some(s) = session(&req, &f) else {
+        return see_other("/fleet/login");
+    };
+    let f2 = f.clone();
+    let id = id.into_inner();
+    let data = web::block(move || {
+        with_db(&f2, |db| {
+            let Some(site) = db.find_site(&id)? else {
+                return Ok(None);
+            };
+            let history = db.history(&site.id, 500)?;
+            Ok(Some((site, history)))
+        })
+    })
+    .await;
+    let (site, history) = match data {
+        Ok(Ok(Some(d))) => d,
+        Ok(Ok(None)) => {
+            return page_response(
+                StatusCode::NOT_FOUND,
+                layout(
+                    "No such site",
+                    Some(&s),
+                    html! { h1 { "No such site" } p { a href="/fleet" { "Back to the fleet" } } },
+                ),
+            );
+        }
+        _ => {
+            return page_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                html! { "the fleet database could not be read" },
+            );
+        }
+    };
+    page_response(
+        StatusCode::OK,
+        layout(
+            &site.name,
+            Some(&s),
+            html! {
+                h1 { (site.name) }
+                p.muted { "id " code { (site.id) } " · channel " (site.channel)
+                    @if !site.groups.is_empty() { " · groups " (site.groups.join(", ")) }
+                    " · release " (site.version.as_deref().unwrap_or("unknown")) " · last heard of " (ago(site.last_seen_secs)) }
+                h2 { "History (" (history.len()) " reports)" }
+                table { thead { tr { th { "Received" } th { "Result" } th { "Release" } th { "Step" } th { "Closed" } th { "Fetched" } th { "Why" } } }
+                tbody { @for (at, r) in &history { tr {
+                    td { (when(*at)) }
+                    td { (outcome_badge(Some(r.outcome))) }
+                    td { (r.from.as_deref().unwrap_or("-")) " → " (r.to.as_deref().unwrap_or("-")) }
+                    td { (r.failed_step.clone().unwrap_or_default()) }
+                    td { @if let Some(ms) = r.closed_ms { (ms) " ms" } }
+                    td { @if let Some(b) = r.bytes_fetched { (crate::base::fsutil::human_bytes(b)) } }
+                    td { (r.reason.chars().take(500).collect::<String>()) }
+                } } } }
+                p { a href="/fleet" { "Back to the fleet" } }
+            },
+        ),
+    )
 }
 
 fn ago(secs: Option<i64>) -> String {
@@ -299,12 +371,20 @@ fn ago(secs: Option<i64>) -> String {
         None => "never".into(),
         Some(s) => format!(
             "{} ago",
-            humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64))
+            crate::base::clock::span_words(std::time::Duration::from_secs(s.max(0) as u64))
         ),
     }
 }
 
-fn channel_card(s: &Session, p: &ChannelPointer, sites: &[SiteRow], pilot: bool) -> Markup {
+/// One channel's rollout: `about` is what each site last said about its release, and
+/// `failures` each failed site's report about it (kept after the site's later passes).
+fn channel_card(
+    s: &Session,
+    p: &ChannelPointer,
+    sites: &[SiteRow],
+    (about, failures): (&Outcomes, &[(SiteRow, crate::documents::report::Report)]),
+    pilot: bool,
+) -> Markup {
     let on: Vec<&SiteRow> = sites.iter().filter(|r| r.channel == p.channel).collect();
     let wave_of = |r: &SiteRow| {
         first_wave(
@@ -315,14 +395,7 @@ fn channel_card(s: &Session, p: &ChannelPointer, sites: &[SiteRow], pilot: bool)
             },
         )
     };
-    let c = counters(&p.release, &on, 3600);
-    let failed: Vec<&&SiteRow> = on
-        .iter()
-        .filter(|r| {
-            r.to.as_deref() == Some(p.release.as_str())
-                && matches!(r.outcome, Some(Outcome::Failure | Outcome::RolledBack))
-        })
-        .collect();
+    let c = counters(&p.release, &on, about, 3600);
     html! {
         div.card {
             h2 { "Channel " (p.channel) ": release " (p.release) }
@@ -352,13 +425,13 @@ fn channel_card(s: &Session, p: &ChannelPointer, sites: &[SiteRow], pilot: bool)
             p { "pending " (c.pending) " · downloading " (c.downloading) " · installing " (c.installing)
                 " · success " (c.success) " · failure " (c.failure) " · rolled back " (c.rolled_back)
                 " · held " (c.held) " · postponed " (c.postponed) " · silent " (c.silent) }
-            @if !failed.is_empty() {
-                h3 { "Failures (" (failed.len()) ")" }
+            @if !failures.is_empty() {
+                h3 { "Failures (" (failures.len()) ")" }
                 table { thead { tr { th { "Site" } th { "Result" } th { "Step" } th { "Message" } } }
-                tbody { @for r in &failed { tr {
-                    td { (r.name) } td { (outcome_badge(r.outcome)) }
-                    td { (r.last.as_ref().and_then(|l| l.failed_step.clone()).unwrap_or_default()) }
-                    td { (r.last.as_ref().map(|l| l.reason.chars().take(300).collect::<String>()).unwrap_or_default()) }
+                tbody { @for (r, rep) in failures { tr {
+                    td { a href={"/fleet/site/" (r.id)} { (r.name) } } td { (outcome_badge(Some(rep.outcome))) }
+                    td { (rep.failed_step.clone().unwrap_or_default()) }
+                    td { (rep.reason.chars().take(300).collect::<String>()) }
                 } } } }
             }
             @if pilot {
@@ -387,10 +460,18 @@ async fn page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
     let f2 = f.clone();
     let data = web::block(move || {
         let sites = with_db(&f2, |db| db.sites())?;
-        let ptrs: Vec<ChannelPointer> = super::rollout::channels(&f2.repo)
+        let mut ptrs = Vec::new();
+        for p in super::rollout::channels(&f2.repo)
             .iter()
             .filter_map(|c| read_channel(&f2.repo, c).ok().flatten())
-            .collect();
+        {
+            let (about, failures) = with_db(&f2, |db| {
+                let about = db.outcomes(&p.release)?;
+                let failures = super::db::failures(db, &sites, &p.channel, &p.release, &about)?;
+                Ok((about, failures))
+            })?;
+            ptrs.push((p, about, failures));
+        }
         Ok::<_, crate::base::error::Error>((sites, ptrs))
     })
     .await;
@@ -410,11 +491,11 @@ async fn page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
                 h1 { "Fleet" }
                 p.muted { (sites.len()) " enrolled sites" }
                 @if ptrs.is_empty() { p.muted { "No channel yet: " code { "upkeep promote VERSION --channel NAME ..." } } }
-                @for p in &ptrs { (channel_card(&s, p, &sites, pilot)) }
+                @for (p, about, failures) in &ptrs { (channel_card(&s, p, &sites, (about, failures), pilot)) }
                 h2 { "Sites" }
                 table { thead { tr { th { "Site" } th { "Groups" } th { "Channel" } th { "Version" } th { "Last" } th { "Seen" } th { "Closed" } } }
                 tbody { @for r in &sites { tr {
-                    td { (r.name) } td { (r.groups.join(", ")) } td { (r.channel) }
+                    td { a href={"/fleet/site/" (r.id)} { (r.name) } } td { (r.groups.join(", ")) } td { (r.channel) }
                     td { (r.version.as_deref().unwrap_or("-")) }
                     td { (outcome_badge(r.outcome)) }
                     td { (ago(r.last_seen_secs)) }

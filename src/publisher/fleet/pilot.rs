@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::db::{FleetDb, SiteRow, counters};
+use super::db::{FleetDb, Outcomes, SiteRow, counters};
 use super::rollout::{Move, read_channel, rollout};
 use crate::base::error::Result;
 use crate::documents::channel::{ChannelPointer, RolloutState, SiteView, Threshold, first_wave};
@@ -42,10 +42,12 @@ fn secs_since(rfc3339: &str, now: SystemTime) -> Option<u64> {
 }
 
 /// Decide for one rollout. Failures (failed, rolled back, silent) are counted over every site
-/// the rollout has reached; successes for advancing, over the current wave only.
+/// the rollout has reached; successes for advancing, over the current wave only; each site by
+/// what it last said about the release (`about`).
 pub fn decide(
     p: &ChannelPointer,
     sites: &[SiteRow],
+    about: &Outcomes,
     silent_after: Duration,
     now: SystemTime,
 ) -> Decision {
@@ -69,7 +71,7 @@ pub fn decide(
         .filter(|(_, w)| w.is_some_and(|w| w <= p.wave))
         .map(|(s, _)| *s)
         .collect();
-    let c = counters(&p.release, &reached, silent_after.as_secs() as i64);
+    let c = counters(&p.release, &reached, about, silent_after.as_secs() as i64);
     let failures = c.failure + c.rolled_back + c.silent;
     let decided = failures + c.success;
     if matches!(p.state, RolloutState::Active | RolloutState::Paused) && failures > 0 {
@@ -90,7 +92,7 @@ pub fn decide(
             .filter(|(_, w)| *w == Some(p.wave))
             .map(|(s, _)| *s)
             .collect();
-        let ok = counters(&p.release, &current, silent_after.as_secs() as i64).success;
+        let ok = counters(&p.release, &current, about, silent_after.as_secs() as i64).success;
         // A wave without enrolled sites needs no reports, only its time.
         let enough = ok >= (p.min_reports as usize).min(current.len());
         let waited = secs_since(&p.wave_started, now).unwrap_or(0) >= p.every_secs;
@@ -100,7 +102,7 @@ pub fn decide(
                 p.wave + 1,
                 p.waves[p.wave],
                 current.len(),
-                humantime::format_duration(Duration::from_secs(p.every_secs))
+                crate::base::clock::span_words(Duration::from_secs(p.every_secs))
             ));
         }
     }
@@ -122,12 +124,12 @@ impl Pilot {
         };
         // A halted or complete rollout needs no reports: only its expiry matters.
         let settled = matches!(p.state, RolloutState::Halted | RolloutState::Complete);
-        let sites = if settled {
-            Vec::new()
+        let (sites, about) = if settled {
+            (Vec::new(), Outcomes::new())
         } else {
-            db.sites_on(channel)?
+            (db.sites_on(channel)?, db.outcomes(&p.release)?)
         };
-        let m = match decide(&p, &sites, self.silent_after, SystemTime::now()) {
+        let m = match decide(&p, &sites, &about, self.silent_after, SystemTime::now()) {
             Decision::Stay => return Ok(None),
             Decision::Halt(why) => (Move::Halt(why.clone()), format!("halted: {why}")),
             Decision::Advance(why) => (Move::Advance, format!("advanced: {why}")),
@@ -135,7 +137,7 @@ impl Pilot {
         };
         let after = rollout(&self.repo, channel, &self.key, &m.0)?;
         Ok(Some(format!(
-            "channel {channel}, release {}: {} (now wave {} of {}, {:?})",
+            "channel {channel}, release {}: {} (now wave {} of {}, {})",
             after.release,
             m.1,
             after.wave + 1,
@@ -209,6 +211,12 @@ mod tests {
         }
     }
 
+    fn about(rows: &[SiteRow]) -> Outcomes {
+        rows.iter()
+            .filter_map(|s| s.outcome.map(|o| (s.id.clone(), o)))
+            .collect()
+    }
+
     #[test]
     fn halts_past_the_threshold_advances_on_success_and_refreshes_1() {
         let waves = vec![Wave::Group("test".into()), Wave::Share(10_000)];
@@ -219,38 +227,58 @@ mod tests {
             site("a", &["test"], Some(Outcome::Success)),
             site("b", &[], None),
         ];
-        assert!(matches!(decide(&p, &ok, quiet, now), Decision::Advance(_)));
+        assert!(matches!(
+            decide(&p, &ok, &about(&ok), quiet, now),
+            Decision::Advance(_)
+        ));
         let bad = [
             site("a", &["test"], Some(Outcome::RolledBack)),
             site("b", &[], None),
         ];
-        assert!(matches!(decide(&p, &bad, quiet, now), Decision::Halt(w) if w.contains("1 of 1")));
+        assert!(
+            matches!(decide(&p, &bad, &about(&bad), quiet, now), Decision::Halt(w) if w.contains("1 of 1"))
+        );
         // A failure outside the waves reached so far does not count.
         let outside = [
             site("a", &["test"], None),
             site("b", &[], Some(Outcome::Failure)),
         ];
-        assert_eq!(decide(&p, &outside, quiet, now), Decision::Stay);
+        assert_eq!(
+            decide(&p, &outside, &about(&outside), quiet, now),
+            Decision::Stay
+        );
         // 1 failure in 30 is under 5%.
         let p = ptr(waves.clone(), 1, Threshold::Share(500));
         let mut many: Vec<SiteRow> = (0..29)
             .map(|i| site(&format!("s{i}"), &[], Some(Outcome::Success)))
             .collect();
         many.push(site("x", &[], Some(Outcome::Failure)));
-        assert!(!matches!(decide(&p, &many, quiet, now), Decision::Halt(_)));
+        assert!(!matches!(
+            decide(&p, &many, &about(&many), quiet, now),
+            Decision::Halt(_)
+        ));
         many.push(site("y", &[], Some(Outcome::Installing)));
         assert!(
-            matches!(decide(&p, &many, Duration::ZERO, now), Decision::Halt(w) if w.contains("1 silent"))
+            matches!(decide(&p, &many, &about(&many), Duration::ZERO, now), Decision::Halt(w) if w.contains("1 silent"))
         );
         // Not enough time in the wave yet.
         let mut p = ptr(waves, 0, Threshold::Count(1));
         p.every_secs = 3600;
-        assert_eq!(decide(&p, &ok, quiet, now), Decision::Stay);
+        assert_eq!(decide(&p, &ok, &about(&ok), quiet, now), Decision::Stay);
         // Half the validity left: sign again.
         let waiting = [site("a", &["test"], None)];
-        assert_eq!(decide(&p, &waiting, quiet, now), Decision::Stay);
         assert_eq!(
-            decide(&p, &waiting, quiet, now + Duration::from_secs(50_000)),
+            decide(&p, &waiting, &about(&waiting), quiet, now),
+            Decision::Stay
+        );
+        assert_eq!(
+            decide(
+                &p,
+                &waiting,
+                &about(&waiting),
+                quiet,
+                now + Duration::from_secs(50_000)
+            ),
             Decision::Refresh
         );
     }

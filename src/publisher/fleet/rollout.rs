@@ -220,7 +220,7 @@ pub fn promote(p: &Promote) -> Result<ChannelPointer> {
             if new_v <= old_v && o.state != RolloutState::Halted {
                 return Err(Error::refused(
                     format!(
-                        "channel {} already offers release {} (state {:?}); {} is not newer",
+                        "channel {} already offers release {} (state {}); {} is not newer",
                         p.channel, o.release, o.state, p.version
                     ),
                     "to stop a bad release use `upkeep rollout halt`; to continue one, `upkeep rollout resume`",
@@ -348,7 +348,7 @@ pub fn rollout(repo_dir: &Path, name: &str, key: &SecretKey, m: &Move) -> Result
         Move::Pause(reason) => {
             if ptr.state != RolloutState::Active {
                 return refuse(format!(
-                    "the rollout of {} is {:?}, not active",
+                    "the rollout of {} is {}, not active",
                     ptr.release, ptr.state
                 ));
             }
@@ -358,7 +358,7 @@ pub fn rollout(repo_dir: &Path, name: &str, key: &SecretKey, m: &Move) -> Result
         Move::Resume => {
             if !matches!(ptr.state, RolloutState::Paused | RolloutState::Halted) {
                 return refuse(format!(
-                    "the rollout of {} is {:?}: nothing to resume",
+                    "the rollout of {} is {}: nothing to resume",
                     ptr.release, ptr.state
                 ));
             }

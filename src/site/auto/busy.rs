@@ -56,7 +56,7 @@ fn command(inst: &Instance, b: &Busy, cmd: &str) -> Reading {
             busy: true,
             what: format!(
                 "`{cmd}` did not finish within {}: counted as busy",
-                humantime::format_duration(b.timeout.0)
+                crate::base::clock::span_words(b.timeout.0)
             ),
         },
         Err(e) => Reading {

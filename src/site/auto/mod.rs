@@ -48,7 +48,7 @@ impl Verdict {
     /// The word printed and used in reports.
     pub fn word(self) -> &'static str {
         match self {
-            Verdict::Nothing => "NOTHING",
+            Verdict::Nothing => "NOTHING TO DO",
             Verdict::Updated => "UPDATED",
             Verdict::Held => "HELD",
             Verdict::Postponed => "POSTPONED",
@@ -428,8 +428,8 @@ fn busy(inst: &Instance, out: &mut Pass, version: &str) -> Result<bool> {
         out.notes.push(format!(
             "visitors are active ({}), but release {version} has waited {} since the first busy pass, not less than auto.busy.max_postpone = {}: going ahead",
             reading.what,
-            humantime::format_duration(std::time::Duration::from_secs(waited.as_secs())),
-            humantime::format_duration(b.max_postpone.0)
+            crate::base::clock::span_words(std::time::Duration::from_secs(waited.as_secs())),
+            crate::base::clock::span_words(b.max_postpone.0)
         ));
         return Ok(false);
     }
@@ -437,7 +437,7 @@ fn busy(inst: &Instance, out: &mut Pass, version: &str) -> Result<bool> {
     out.reason = format!(
         "the site is busy ({}): postponed; after {} of postponing it goes ahead anyway",
         reading.what,
-        humantime::format_duration(b.max_postpone.0)
+        crate::base::clock::span_words(b.max_postpone.0)
     );
     Ok(true)
 }

@@ -45,11 +45,18 @@ impl Facts {
         let facts = Facts {
             from: run.from.clone(),
             to: Some(run.to.clone()),
-            failed_step: (outcome != Outcome::Success).then(|| run.step.to_string()),
-            reason: run
-                .error
-                .clone()
-                .unwrap_or_else(|| format!("run {} {}", run.id, run.status)),
+            // A finished run undone later failed at no step.
+            failed_step: (outcome != Outcome::Success
+                && run.step != crate::site::state::Step::Done)
+                .then(|| run.step.to_string()),
+            reason: run.error.clone().unwrap_or_else(|| match run.status {
+                RunStatus::RolledBack => format!(
+                    "run {} was rolled back by the operator (`upkeep rollback` or the panel)",
+                    run.id
+                ),
+                RunStatus::Done => format!("run {} finished", run.id),
+                _ => format!("run {} stopped at step {}", run.id, run.step),
+            }),
             closed_ms: run.closed_ms,
             bytes_fetched: None,
             modified: run.plan.modified.len(),
@@ -98,6 +105,7 @@ pub fn enroll(inst: &Instance, token: &str) -> Result<identity::Identity> {
         groups: me.groups.clone(),
         channel: me.channel.clone(),
         url: inst.config.url.clone(),
+        installed: crate::site::state::State::open(&inst.state_db())?.installed_version()?,
     };
     let url = endpoint(inst, "enroll");
     let c = client(inst)?;

@@ -33,7 +33,7 @@ pub fn run_hooks(inst: &Instance, env: &[(String, String)]) -> Result<Vec<HookRe
         if exit_code.is_none() {
             output.push_str(&format!(
                 "\n[upkeep: stopped after {} (auto.after_timeout)]\n",
-                humantime::format_duration(timeout)
+                crate::base::clock::span_words(timeout)
             ));
         }
         if output.len() > MAX_OUTPUT {

@@ -77,7 +77,7 @@ pub fn policy(inst: &Instance) -> String {
         parts.push(format!(
             "wait while busy ({}; at most {})",
             sig.join(", "),
-            humantime::format_duration(a.busy.max_postpone.0)
+            crate::base::clock::span_words(a.busy.max_postpone.0)
         ));
     }
     if let Some(u) = &a.health.url {

@@ -337,7 +337,11 @@ pub enum FleetAction {
         #[arg(long)]
         passwd: bool,
     },
-    /// One row per enrolled site, and per-release counters for each channel.
+    /// One row per enrolled site, and per-release counters for each channel; with --site, one
+    /// site's history.
+    ///
+    /// A release's counters count what each site last did with it: a site that rolled it back
+    /// stays counted "rolled back" after its next pass, until it installs the release.
     Status {
         /// The repository folder.
         #[arg(long, value_name = "REPO")]
@@ -345,6 +349,10 @@ pub enum FleetAction {
         /// The fleet database [default: REPO.fleet.db].
         #[arg(long, value_name = "FILE")]
         fleet_db: Option<PathBuf>,
+        /// One site's timeline instead (its name or id): every report kept, newest first, with
+        /// the outcome, releases, failed step, closed window, bytes and reason.
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
         /// Only sites of this group.
         #[arg(long, value_name = "G")]
         group: Option<String>,

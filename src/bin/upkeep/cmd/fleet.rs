@@ -53,7 +53,7 @@ fn print_rollout(p: &upkeep::documents::channel::ChannelPointer) {
         })
         .collect();
     outln!(
-        "channel {}: release {} ({:?}{}), waves {}",
+        "channel {}: release {} ({}{}), waves {}",
         p.channel,
         p.release,
         p.state,
@@ -72,7 +72,7 @@ fn print_rollout(p: &upkeep::documents::channel::ChannelPointer) {
     );
     outln!(
         "  rules: at least {} in a wave, {} successful report(s), halt at {} failures; signed {}, valid until {}",
-        humantime::format_duration(std::time::Duration::from_secs(p.every_secs)),
+        upkeep::base::clock::span_words(std::time::Duration::from_secs(p.every_secs)),
         p.min_reports,
         p.halt_on_failure,
         p.date,
@@ -245,7 +245,7 @@ pub fn push(
                     None => outln!(
                         "{:<24} no report within {}",
                         one_line(name),
-                        humantime::format_duration(timeout)
+                        upkeep::base::clock::span_words(timeout)
                     ),
                 }
             }
@@ -320,19 +320,23 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
             errln!(
                 "valid for {} site(s) during {}: on each site, `upkeep enroll --root DIR {t}` (or `upkeep init ... --enroll {t}`)",
                 uses,
-                humantime::format_duration(expires)
+                upkeep::base::clock::span_words(expires)
             );
             Ok(0)
         }
         A::Status {
             repo,
             fleet_db,
+            site,
             group,
             channel,
             silent_after,
             json,
         } => {
             let db = open(&repo, &fleet_db)?;
+            if let Some(who) = site {
+                return site_history(&db, &who, json);
+            }
             let rows: Vec<_> = db
                 .sites()?
                 .into_iter()
@@ -355,13 +359,20 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 });
                 if let Some(r) = release {
                     let on: Vec<_> = rows.iter().filter(|s| &s.channel == c).collect();
+                    let about = db.outcomes(&r)?;
                     per.push(serde_json::json!({
                         "channel": c,
                         "release": r,
                         "rollout": ptr.as_ref().map(|p| serde_json::json!({
                             "state": p.state, "wave": p.wave + 1, "waves": p.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
                         })),
-                        "counters": counters(&r, &on, silent_after.as_secs() as i64),
+                        "counters": counters(&r, &on, &about, silent_after.as_secs() as i64),
+                        "failures": upkeep::publisher::fleet::db::failures(&db, &rows, c, &r, &about)?
+                            .into_iter()
+                            .map(|(s, rep)| serde_json::json!({
+                                "site": s.name, "outcome": rep.outcome, "failed_step": rep.failed_step, "reason": rep.reason,
+                            }))
+                            .collect::<Vec<_>>(),
                     }));
                 }
             }
@@ -395,11 +406,11 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                     s.groups.join(","),
                     s.channel,
                     s.version.as_deref().unwrap_or("-"),
-                    last.map(|r| r.outcome.word()).unwrap_or("-"),
+                    last.map(|r| r.outcome.words()).unwrap_or("-"),
                     s.last_seen_secs
                         .map(|t| format!(
                             "{} ago",
-                            humantime::format_duration(std::time::Duration::from_secs(
+                            upkeep::base::clock::span_words(std::time::Duration::from_secs(
                                 t.max(0) as u64
                             ))
                         ))
@@ -410,14 +421,135 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
                 );
             }
             for p in &per {
+                outln!();
+                let rollout = match &p["rollout"] {
+                    serde_json::Value::Null => String::new(),
+                    r => format!(
+                        ", rollout {} at wave {} of {}",
+                        r["state"].as_str().unwrap_or_default(),
+                        r["wave"],
+                        r["waves"].as_array().map_or(0, |w| w.len())
+                    ),
+                };
                 outln!(
-                    "channel {} release {}: {}",
+                    "channel {}: release {}{rollout}",
                     p["channel"].as_str().unwrap_or_default(),
                     p["release"].as_str().unwrap_or_default(),
-                    p["counters"]
                 );
+                outln!("  {}", counter_words(&p["counters"]));
+                for f in p["failures"].as_array().into_iter().flatten() {
+                    outln!(
+                        "  {} {} at {}: {}",
+                        one_line(f["site"].as_str().unwrap_or_default()),
+                        f["outcome"].as_str().unwrap_or_default().replace('_', " "),
+                        f["failed_step"].as_str().unwrap_or("-"),
+                        one_line(
+                            &f["reason"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .chars()
+                                .take(200)
+                                .collect::<String>()
+                        )
+                    );
+                }
             }
             Ok(0)
         }
     }
+}
+
+/// A release's counters as a line a person reads: the non-zero ones, in the order of a run.
+fn counter_words(c: &serde_json::Value) -> String {
+    let words = [
+        ("success", "on it"),
+        ("pending", "pending"),
+        ("downloading", "downloading"),
+        ("installing", "installing"),
+        ("failure", "failed"),
+        ("rolled_back", "rolled back"),
+        ("silent", "silent"),
+        ("held", "held"),
+        ("postponed", "postponed"),
+    ];
+    let parts: Vec<String> = words
+        .iter()
+        .filter_map(|(k, w)| match c[*k].as_u64() {
+            Some(n) if n > 0 => Some(format!("{n} {w}")),
+            _ => None,
+        })
+        .collect();
+    match parts.is_empty() {
+        true => "no site yet".into(),
+        false => parts.join(", "),
+    }
+}
+
+/// `fleet status --site NAME`: one site's reports, newest first.
+fn site_history(db: &upkeep::publisher::fleet::db::FleetDb, who: &str, json: bool) -> Result<u8> {
+    let Some(site) = db.find_site(who)? else {
+        return Err(Error::refused(
+            format!("no enrolled site is named {who}"),
+            "see the names with `upkeep fleet status --repo REPO`",
+        ));
+    };
+    let history = db.history(
+        &site.id,
+        upkeep::publisher::fleet::db::REPORTS_KEPT as usize,
+    )?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            site: &'a upkeep::publisher::fleet::db::SiteRow,
+            reports: Vec<serde_json::Value>,
+        }
+        print_json(&Out {
+            site: &site,
+            reports: history
+                .iter()
+                .map(|(at, r)| serde_json::json!({"received_at": at, "report": r}))
+                .collect(),
+        });
+        return Ok(0);
+    }
+    outln!(
+        "{} ({}), channel {}, release {}: {} report(s) kept",
+        one_line(&site.name),
+        site.id,
+        site.channel,
+        site.version.as_deref().unwrap_or("unknown"),
+        history.len()
+    );
+    outln!(
+        "{:<20} {:<12} {:<17} {:<9} {:>8} {:>9}  why",
+        "received",
+        "result",
+        "release",
+        "step",
+        "closed",
+        "fetched"
+    );
+    for (at, r) in &history {
+        outln!(
+            "{:<20} {:<12} {:<17} {:<9} {:>8} {:>9}  {}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs((*at).max(0) as u64)
+            ),
+            r.outcome.words(),
+            format!(
+                "{} -> {}",
+                r.from.as_deref().unwrap_or("-"),
+                r.to.as_deref().unwrap_or("-")
+            ),
+            r.failed_step.as_deref().unwrap_or("-"),
+            r.closed_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "-".into()),
+            r.bytes_fetched
+                .map(upkeep::base::fsutil::human_bytes)
+                .unwrap_or_else(|| "-".into()),
+            one_line(&r.reason.chars().take(200).collect::<String>())
+        );
+    }
+    Ok(0)
 }

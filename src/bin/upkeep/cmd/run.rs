@@ -110,7 +110,7 @@ pub fn schedule(
         outln!(
             "enabled {timer}: a pass runs daily at {} (plus up to {} of random delay); see `systemctl list-timers {timer}`",
             s.at,
-            humantime::format_duration(random_delay)
+            upkeep::base::clock::span_words(random_delay)
         );
     } else {
         outln!("now run: systemctl daemon-reload && systemctl enable --now {timer}");
