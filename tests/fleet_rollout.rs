@@ -257,3 +257,101 @@ fn a_failing_release_is_halted_by_its_threshold_before_anyone_outside_the_first_
     assert_eq!(c["success"], 0, "{st}");
     drop(srv);
 }
+
+#[test]
+fn sites_behind_an_nginx_mirror_and_a_leaf_enrol_report_and_count_at_the_publisher() {
+    let w = World::new();
+    w.publish("1.0.0", &[("index.html", b"v1")]);
+    w.publish("1.1.0", &[("index.html", b"v2")]);
+    let r = Ref::new(w);
+    let srv = r.start();
+    // The publisher signs where the fleet reports into the delegation, which mirrors carry.
+    let out = ok(upkeep(&[
+        "delegate",
+        "--repo",
+        r.w.repo.to_str().unwrap(),
+        "--key",
+        r.w.key.to_str().unwrap(),
+        "--online-key-pub",
+        &format!("{}.pub", r.w.online_key()),
+        "--reports",
+        &srv.url,
+    ]));
+    assert!(out.contains(&format!("report to {}", srv.url)), "{out}");
+    r.promote("1.1.0", &["--waves", "100%", "--every", "0s"]);
+    let t = token(&r.w, 2);
+
+    // A hub copied by `upkeep mirror`, served by nginx with the README's lines, and a leaf
+    // (`upkeep reference --mirror-from` the nginx) with a fleet database of its own.
+    let rel_pub = format!("{}.pub", r.w.key.display());
+    let hub = r.w.path("hub");
+    ok(upkeep(&[
+        "mirror",
+        "--from",
+        &srv.url,
+        "--to",
+        hub.to_str().unwrap(),
+        "--public-key",
+        &rel_pub,
+    ]));
+    let nginx = common::nginx::Nginx::serve_mirror(&hub, &r.w.path("nginx"));
+    let trigger = r.w.path("trigger.key");
+    ok(upkeep(&["keygen", "--out", trigger.to_str().unwrap()]));
+    let leaf = r.w.path("leaf");
+    let leaf_srv = spawn_server(&[
+        "reference",
+        "--repo",
+        leaf.to_str().unwrap(),
+        "--mirror-from",
+        &nginx.url,
+        "--public-key",
+        &rel_pub,
+        "--trigger-key",
+        &format!("{}.pub", trigger.display()),
+    ]);
+    let synced = leaf.join("channels/stable.json");
+    let t0 = std::time::Instant::now();
+    while !synced.exists() && t0.elapsed().as_secs() < 30 {
+        std::thread::yield_now();
+    }
+    assert!(synced.exists(), "the leaf synced at start");
+
+    // Each enrols and reports at the address the delegation names (nginx alone answers 404).
+    let behind_nginx = r.site("behind-nginx", &nginx.url, &t, None);
+    let behind_leaf = r.site("behind-leaf", &leaf_srv.url, &t, None);
+    for s in [&behind_nginx, &behind_leaf] {
+        let out = pass(s);
+        assert!(out.contains("UPDATED"), "{out}");
+        assert!(out.contains("report: 1 sent to the reference"), "{out}");
+        assert_eq!(installed(s), "1.1.0");
+    }
+    let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "fleet",
+        "status",
+        "--repo",
+        r.w.repo.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let names: Vec<&str> = st["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["behind-leaf", "behind-nginx"], "{st}");
+    assert_eq!(st["releases"][0]["counters"]["success"], 2, "{st}");
+    // The origin's pilot counted both: the single-wave rollout is complete.
+    assert_eq!(r.rollout()["state"], "complete");
+    // The leaf's own fleet database enrolled nobody: the fleet is not split.
+    let leaf_st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
+        "fleet",
+        "status",
+        "--repo",
+        leaf.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(leaf_st["sites"].as_array().unwrap().len(), 0, "{leaf_st}");
+    drop(srv);
+}

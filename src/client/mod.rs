@@ -701,6 +701,12 @@ impl Remote {
         Ok(Some(d))
     }
 
+    /// Where the publisher signed that sites enrol and report (`None`: at the reference
+    /// itself, as before; or the repository delegates nothing).
+    pub async fn reports_url(&self) -> Result<Option<String>> {
+        Ok(self.delegation().await?.and_then(|d| d.reports))
+    }
+
     /// The release `site` is offered on `channel`: by the channel's signed pointer and its
     /// waves when the repository has that channel, else (for `stable` only) the latest release.
     pub async fn offered(&self, site: &SiteView<'_>, channel: &str) -> Result<Target> {

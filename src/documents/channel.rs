@@ -60,6 +60,11 @@ pub struct Delegation {
     pub date: String,
     /// After this, sites refuse it: the release key must sign it again (a yearly ceremony).
     pub expires: String,
+    /// Where sites enrol and send their reports (the publisher's `upkeep reference`, base
+    /// URL), whichever mirror they fetch the repository from: signed here so that a mirror
+    /// cannot send a fleet's reports elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<String>,
 }
 
 /// One wave of a rollout: the sites of a group, or a share of all sites.

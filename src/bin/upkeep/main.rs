@@ -162,7 +162,8 @@ fn publisher(cmd: PublisherCommand) -> Result<u8> {
             key,
             online_key_pub,
             expires,
-        } => cmd::fleet::delegate(&repo, &key, &online_key_pub, expires),
+            reports,
+        } => cmd::fleet::delegate(&repo, &key, &online_key_pub, expires, reports.as_deref()),
         PublisherCommand::Promote {
             version,
             channel,

@@ -57,7 +57,16 @@ pub fn delegate(
     release_key: &SecretKey,
     online: &[PublicKey],
     valid_for: Duration,
+    reports: Option<&str>,
 ) -> Result<Delegation> {
+    if let Some(u) = reports
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(Error::refused(
+            format!("--reports {u:?} is not an http:// or https:// URL"),
+            "give the base URL of the `upkeep reference` that keeps the fleet, e.g. https://ref.example/",
+        ));
+    }
     if !repo_dir.join(repo::POINTER).exists() {
         return Err(Error::refused(
             format!(
@@ -75,6 +84,7 @@ pub fn delegate(
         online_keys: online.iter().map(|k| k.to_text()).collect(),
         date: rfc3339(now),
         expires: rfc3339(now + valid_for),
+        reports: reports.map(|u| u.trim_end_matches('/').to_string() + "/"),
     };
     write_signed(repo_dir, DELEGATION, DELEGATION_SIG, &d, release_key)?;
     Ok(d)

@@ -76,11 +76,32 @@ pub fn enrolled(inst: &Instance) -> Result<bool> {
         .is_some())
 }
 
+/// Where the site enrols and reports: the address the publisher signed into the repository's
+/// delegation (so a site behind a mirror reaches the publisher's reference), remembered for
+/// when the repository cannot be read; else the reference itself.
 fn endpoint(inst: &Instance, path: &str) -> String {
-    format!(
-        "{}/fleet/{path}",
-        inst.config.reference.trim_end_matches('/')
-    )
+    let state = State::open(&inst.state_db()).ok();
+    let signed =
+        crate::client::Remote::new(&inst.config.reference, &inst.key, &inst.config.network)
+            .and_then(|r| block_on(r.reports_url()));
+    let base = match (signed, &state) {
+        (Ok(Some(u)), Some(st)) => {
+            let _ = st.set_meta("reports_url", &u);
+            u
+        }
+        (Ok(Some(u)), None) => u,
+        (Ok(None), Some(st)) => {
+            let _ = st.del_meta("reports_url");
+            inst.config.reference.clone()
+        }
+        (Err(_), Some(st)) => st
+            .meta("reports_url")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| inst.config.reference.clone()),
+        _ => inst.config.reference.clone(),
+    };
+    format!("{}/fleet/{path}", base.trim_end_matches('/'))
 }
 
 /// The client for enrolment and reports: through the same proxy as the site's other requests.
@@ -124,6 +145,14 @@ pub fn enroll(inst: &Instance, token: &str) -> Result<identity::Identity> {
         url: url.clone(),
         reason,
     })?;
+    if status.as_u16() == 404 || status.as_u16() == 405 {
+        return Err(Error::refused(
+            format!(
+                "{url} answered {status}: it does not take enrolments (a mirror served by a plain web server, or not an `upkeep reference`)"
+            ),
+            "ask the publisher to sign the fleet's address into the repository (`upkeep delegate ... --reports https://REFERENCE/`), which mirrors carry; the token is not the problem",
+        ));
+    }
     if !status.is_success() {
         return Err(Error::refused(
             format!(

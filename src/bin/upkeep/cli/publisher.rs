@@ -44,6 +44,11 @@ pub enum PublisherCommand {
         /// How long sites accept the delegation.
         #[arg(long, value_name = "SPAN", default_value = "365d", value_parser = humantime::parse_duration)]
         expires: std::time::Duration,
+        /// Where sites enrol and report: the base URL of the `upkeep reference` that keeps the
+        /// fleet. Signed into the delegation, which mirrors copy, so that sites fetching from
+        /// any mirror (nginx, a leaf) report to the publisher.
+        #[arg(long, value_name = "URL")]
+        reports: Option<String>,
     },
 
     /// Start rolling a published release out on a channel, wave by wave.

@@ -16,6 +16,7 @@ pub fn delegate(
     key: &Path,
     online: &[std::path::PathBuf],
     expires: std::time::Duration,
+    reports: Option<&str>,
 ) -> Result<u8> {
     let release = SecretKey::load(key)?;
     let keys = online
@@ -25,7 +26,7 @@ pub fn delegate(
             PublicKey::parse(&text)
         })
         .collect::<Result<Vec<_>>>()?;
-    let d = upkeep::publisher::fleet::rollout::delegate(repo, &release, &keys, expires)?;
+    let d = upkeep::publisher::fleet::rollout::delegate(repo, &release, &keys, expires, reports)?;
     outln!(
         "delegated {} online key(s) ({}) until {}: {}",
         keys.len(),
@@ -36,6 +37,9 @@ pub fn delegate(
         d.expires,
         repo.join(upkeep::documents::channel::DELEGATION).display()
     );
+    if let Some(r) = &d.reports {
+        outln!("sites enrol and report to {r}, whichever mirror they fetch from");
+    }
     Ok(0)
 }
 
