@@ -422,3 +422,74 @@ fn a_failing_task_is_rolled_back_in_the_same_pass() {
         assert!(m.body.contains("cannot migrate"), "{}", m.body);
     }
 }
+
+#[test]
+fn webhooks_get_the_pass_signed_and_one_refused_goes_with_the_next_pass() {
+    let c = case();
+    // A receiver down for its first request, and a second hook that takes everything.
+    let (down, up) = (
+        common::webhook::Receiver::start(1),
+        common::webhook::Receiver::start(0),
+    );
+    let secret = c.w.path("hook.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = c.site.root.join("upkeep.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!(
+        "\n[[notify]]\nurl = \"{}\"\nsecret_file = \"{}\"\n\n[[notify]]\nurl = \"{}\"\nreport = \"always\"\n",
+        down.url,
+        secret.display(),
+        up.url
+    ));
+    std::fs::write(&toml, text).unwrap();
+
+    let out = auto(&c.site, 0);
+    assert!(out.contains("UPDATED"), "{out}");
+    assert!(
+        out.contains("webhooks: 1 sent;")
+            && out.contains(&format!("{}: the receiver answered 503", down.url))
+            && out.contains("waiting in state.db for the next pass"),
+        "{out}"
+    );
+    assert_eq!(down.received().len(), 0);
+    assert_eq!(up.received().len(), 1);
+
+    // The next pass has nothing to do: on-change queues nothing, but the waiting one goes.
+    let out = auto(&c.site, 0);
+    assert!(out.contains("NOTHING TO DO"), "{out}");
+    let got = down.received();
+    assert_eq!(got.len(), 1, "{out}");
+    let body = got[0]["body"].as_str().unwrap();
+    let event: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["event"], "pass");
+    assert_eq!(event["site"], "shop");
+    assert_eq!(event["pass"]["decision"], "updated");
+    assert_eq!(event["pass"]["to"], "1.1.0");
+    assert_eq!(event["text"], "[upkeep] SUCCESS shop: 1.0.0 -> 1.1.0");
+    assert_eq!(
+        got[0]["headers"]["x-upkeep-signature-256"],
+        upkeep::site::auto::notify::sign(b"s3cret", body.as_bytes()),
+        "signed with the secret, over the exact body"
+    );
+    // report = "always": the second hook had both passes, unsigned.
+    let all = up.received();
+    assert_eq!(all.len(), 2);
+    assert!(all[1]["headers"]["x-upkeep-signature-256"].is_null());
+    let second: serde_json::Value = serde_json::from_str(all[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(second["pass"]["decision"], "nothing");
+
+    // A secret others can read is refused, and the delivery waits.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("hook.secret\"\n", "hook.secret\"\nreport = \"always\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let out = auto(&c.site, 0);
+    assert!(
+        out.contains("hook.secret: the webhook secret is readable by others"),
+        "{out}"
+    );
+    assert_eq!(down.received().len(), 1, "nothing unsigned went out");
+}

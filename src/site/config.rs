@@ -426,6 +426,32 @@ pub struct Config {
     /// Mail reports.
     #[serde(default)]
     pub mail: Mail,
+    /// Webhooks: each pass's report, as signed JSON, to chat and incident tools
+    /// (`[[notify]] url = "https://..." secret_file = "/etc/upkeep/hook.secret"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+}
+
+/// `[[notify]]`: one webhook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where the report is POSTed (http:// or https://).
+    pub url: String,
+    /// A file holding the shared secret (mode 0600) the body is signed with
+    /// (`X-Upkeep-Signature-256: sha256=HMAC`); unsigned without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// Which passes are sent, as for mail.
+    #[serde(default)]
+    pub report: Report,
+    /// How long one delivery may take.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: Span,
+}
+
+fn default_notify_timeout() -> Span {
+    Span(std::time::Duration::from_secs(10))
 }
 
 fn default_db() -> String {
@@ -514,6 +540,14 @@ impl Database {
 impl Config {
     /// The rules serde cannot express, each message naming the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        for n in &self.notify {
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                return Err(format!(
+                    "[[notify]] url = {:?}: a webhook is an http:// or https:// URL",
+                    n.url
+                ));
+            }
+        }
         crate::site::database::target::parse(self.database.url(), Path::new("/"))?;
         if self.database.keep_backups() == 0 {
             return Err(

@@ -152,6 +152,7 @@ pub fn init(o: &InitOptions) -> Result<Initialised> {
         tasks: Tasks::default(),
         auto: Default::default(),
         mail: Default::default(),
+        notify: Vec::new(),
     };
     let inst = Instance::with_config(root.clone(), config)?;
     // A server database is reached now, so that a wrong address, account or password is told

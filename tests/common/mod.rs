@@ -11,6 +11,7 @@ pub mod php;
 pub mod postgres;
 pub mod scenario;
 pub mod smtp;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

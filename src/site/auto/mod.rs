@@ -10,6 +10,7 @@
 
 pub mod busy;
 pub mod mail;
+pub mod notify;
 pub mod schedule;
 
 use serde::Serialize;
@@ -85,6 +86,9 @@ pub struct Pass {
     pub mail: Option<String>,
     /// What happened to the fleet report (enrolled sites).
     pub report: Option<String>,
+    /// What happened to the webhooks (`[[notify]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
     /// The release offered is urgent (a security release, said by the release key).
     pub urgent: bool,
     /// Bytes this pass fetched from the network, as they came (deltas and compressed objects
@@ -164,6 +168,7 @@ pub fn pass(inst: &Instance, dry_run: bool, retry: bool) -> Result<Pass> {
         run: None,
         mail: None,
         report: None,
+        notify: None,
         urgent: false,
         bytes_staged: None,
         dry_run,
@@ -197,11 +202,15 @@ pub fn pass(inst: &Instance, dry_run: bool, retry: bool) -> Result<Pass> {
         Ok(m) => m,
         Err(e) => Some(format!("mail: not queued ({e})")),
     };
+    out.notify = match notify::report(inst, &out, previous.as_ref()) {
+        Ok(n) => n,
+        Err(e) => Some(format!("webhooks: not queued ({e})")),
+    };
     out.report = match fleet_report(inst, &out) {
         Ok(r) => r,
         Err(e) => Some(format!("report: not queued ({e})")),
     };
-    if out.mail.is_some() || out.report.is_some() {
+    if out.mail.is_some() || out.report.is_some() || out.notify.is_some() {
         state.update_pass(id, &json(&out))?;
     }
     Ok(out)

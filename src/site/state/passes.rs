@@ -133,6 +133,56 @@ impl State {
         Ok(())
     }
 
+    /// Put a webhook delivery in the queue (the newest [`KEEP_MAIL`] are kept).
+    pub fn queue_notify(&self, url: &str, body: &str) -> Result<()> {
+        self.in_transaction(|| {
+            self.conn
+                .execute(
+                    "INSERT INTO notify_queue(created_at, url, body) VALUES(?1, ?2, ?3)",
+                    params![now_text(), url, body],
+                )
+                .db(&self.path)?;
+            self.conn
+                .execute(
+                    "DELETE FROM notify_queue WHERE id <= (SELECT max(id) FROM notify_queue) - ?1",
+                    [KEEP_MAIL],
+                )
+                .db(&self.path)?;
+            Ok(())
+        })
+    }
+
+    /// Webhook deliveries waiting, oldest first: id, url, body, attempts.
+    pub fn queued_notify(&self) -> Result<Vec<(i64, String, String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, url, body, attempts FROM notify_queue ORDER BY id")
+            .db(&self.path)?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .db(&self.path)?
+            .collect::<rusqlite::Result<_>>()
+            .db(&self.path)
+    }
+
+    /// A webhook delivery went out.
+    pub fn notify_sent(&self, id: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM notify_queue WHERE id = ?1", [id])
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// A webhook delivery could not go out this time.
+    pub fn notify_failed(&self, id: i64, error: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE notify_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
     /// The next report number (1, 2, ...): the reference refuses a number it has seen.
     pub fn next_report_seq(&self) -> Result<u64> {
         let n = self

@@ -42,6 +42,9 @@ pub fn auto(root: &Path, dry_run: bool, retry: bool, json: bool) -> Result<u8> {
     if let Some(m) = &p.mail {
         outln!("{m}");
     }
+    if let Some(n) = &p.notify {
+        outln!("{n}");
+    }
     if let Some(r) = &p.report {
         outln!("{r}");
     }
