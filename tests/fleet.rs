@@ -137,7 +137,7 @@ fn a_rollout_reaches_the_test_group_then_half_then_everyone() {
         assert_eq!(check(s).0, 10);
     }
     let out = f.rollout("advance", &[]);
-    assert!(out.contains("(Complete)"), "{out}");
+    assert!(out.contains("(complete)"), "{out}");
     let s = &others[0];
     let (_, d) = check(s);
     assert!(
@@ -163,7 +163,7 @@ fn a_halted_rollout_sends_every_site_not_yet_updated_back_to_the_release_before(
     ok(tester.run(&["stage", "--network"]));
     tester.update_yes();
     let out = f.rollout("halt", &["--reason", "logins fail on 1.1.0"]);
-    assert!(out.contains("(Halted: logins fail on 1.1.0)"), "{out}");
+    assert!(out.contains("(halted: logins fail on 1.1.0)"), "{out}");
     // The other site is held on 1.0.0, and says why; staging finds nothing to fetch.
     let (code, d) = check(&other);
     assert_eq!(code, 0);

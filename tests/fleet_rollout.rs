@@ -96,7 +96,24 @@ fn a_three_wave_rollout_advances_on_good_reports_and_survives_a_restart() {
     let w = World::new();
     w.publish("1.0.0", &[("index.html", b"v1")]);
     w.publish("1.1.0", &[("index.html", b"v2")]);
-    let r = Ref::new(w);
+    let mut r = Ref::new(w);
+    // A webhook down for its first delivery, told of the failed site and of the halt.
+    let hook = common::webhook::Receiver::start(1);
+    let secret = r.w.path("hook.secret");
+    std::fs::write(&secret, "publisher secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    r.args.extend(
+        [
+            "--notify",
+            &hook.url,
+            "--notify-secret-file",
+            secret.to_str().unwrap(),
+            "--tick",
+            "1s",
+        ]
+        .map(String::from),
+    );
     let srv = r.start();
     let t = token(&r.w, 10);
     let tester = r.site("tester", &srv.url, &t, Some("test"));
@@ -191,7 +208,24 @@ fn a_failing_release_is_halted_by_its_threshold_before_anyone_outside_the_first_
             ),
         ],
     );
-    let r = Ref::new(w);
+    let mut r = Ref::new(w);
+    // A webhook down for its first delivery, told of the failed site and of the halt.
+    let hook = common::webhook::Receiver::start(1);
+    let secret = r.w.path("hook.secret");
+    std::fs::write(&secret, "publisher secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    r.args.extend(
+        [
+            "--notify",
+            &hook.url,
+            "--notify-secret-file",
+            secret.to_str().unwrap(),
+            "--tick",
+            "1s",
+        ]
+        .map(String::from),
+    );
     let srv = r.start();
     let t = token(&r.w, 10);
     let tester = r.site("tester", &srv.url, &t, Some("test"));
@@ -255,6 +289,45 @@ fn a_failing_release_is_halted_by_its_threshold_before_anyone_outside_the_first_
     let c = &st["releases"][0]["counters"];
     assert_eq!(c["rolled_back"], 1, "{st}");
     assert_eq!(c["success"], 0, "{st}");
+
+    // The webhook: refused once, then both events in order, signed, within the retries.
+    let t0 = std::time::Instant::now();
+    while hook.received().len() < 2 && t0.elapsed().as_secs() < 30 {
+        std::thread::yield_now();
+    }
+    let got = hook.received();
+    let events: Vec<serde_json::Value> = got
+        .iter()
+        .map(|g| serde_json::from_str(g["body"].as_str().unwrap()).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["site_failed", "rollout_halted"], "{events:?}");
+    assert_eq!(events[0]["site"], "tester");
+    assert_eq!(events[0]["release"], "1.1.0");
+    assert!(
+        events[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("tester rolled back release 1.1.0")
+    );
+    assert!(
+        events[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 1 reporting sites failed")
+    );
+    for g in &got {
+        assert_eq!(
+            g["headers"]["x-upkeep-signature-256"],
+            upkeep::base::webhook::sign(
+                b"publisher secret",
+                g["body"].as_str().unwrap().as_bytes()
+            )
+        );
+    }
     drop(srv);
 }
 

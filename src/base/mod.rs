@@ -13,3 +13,4 @@ pub mod progress;
 pub mod shell;
 pub mod text;
 pub mod users;
+pub mod webhook;

@@ -34,6 +34,7 @@ pub fn start(
     fleet: Option<(
         crate::publisher::fleet::db::FleetDb,
         Option<crate::publisher::fleet::pilot::Pilot>,
+        crate::publisher::fleet::Notify,
     )>,
     tick: std::time::Duration,
     extra: Option<ExtraRoutes>,
@@ -42,24 +43,33 @@ pub fn start(
         dir: dir.to_path_buf(),
         cache: MemCache::default(),
     });
-    let fleet = fleet.map(|(db, pilot)| {
+    let fleet = fleet.map(|(db, pilot, notify)| {
         web::Data::new(crate::publisher::fleet::Fleet {
             db: std::sync::Mutex::new(db),
             pilot,
             repo: dir.to_path_buf(),
             last_steer: Default::default(),
+            notify,
         })
     });
     // With an online key, rollouts are steered at start and then on a timer (time-based
-    // advances, silent sites, pointer refreshes), besides after each report.
-    if let Some(f) = fleet.clone().filter(|f| f.pilot.is_some()) {
+    // advances, silent sites, pointer refreshes), besides after each report; the webhooks due
+    // go on the same timer.
+    if let Some(f) = fleet
+        .clone()
+        .filter(|f| f.pilot.is_some() || !f.notify.urls.is_empty())
+    {
         actix_web::rt::spawn(async move {
             let mut every =
                 actix_web::rt::time::interval(tick.max(std::time::Duration::from_secs(1)));
             loop {
                 every.tick().await;
                 let f = f.clone();
-                let _ = web::block(move || f.steer_all()).await;
+                let _ = web::block(move || {
+                    f.steer_all();
+                    f.deliver_due();
+                })
+                .await;
             }
         });
     }

@@ -1,5 +1,5 @@
 //! A real HTTP receiver on loopback for webhooks: Python's http.server, writing each request it
-//! takes (headers and body) to a file the tests read back, answering 503 to the first `refuse`
+//! takes (headers and body) to a file the tests read back (renamed into place whole), answering 503 to the first `refuse`
 //! requests (a receiver that is down for a while).
 
 use std::path::PathBuf;
@@ -15,9 +15,11 @@ class H(http.server.BaseHTTPRequestHandler):
         seen[0] += 1
         if seen[0] <= refuse:
             self.send_response(503); self.end_headers(); return
-        n = len(os.listdir(out))
-        with open(os.path.join(out, '%04d.json' % n), 'w') as f:
+        n = len([x for x in os.listdir(out) if x.endswith('.json')])
+        path = os.path.join(out, '%04d.json' % n)
+        with open(path + '.part', 'w') as f:
             json.dump({'headers': {k.lower(): v for k, v in self.headers.items()}, 'body': body.decode()}, f)
+        os.rename(path + '.part', path)
         self.send_response(204); self.end_headers()
     def log_message(self, *a): pass
 http.server.HTTPServer(('127.0.0.1', port), H).serve_forever()
@@ -65,6 +67,7 @@ impl Receiver {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
         files

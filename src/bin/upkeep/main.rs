@@ -96,11 +96,17 @@ fn publisher(cmd: PublisherCommand) -> Result<u8> {
             downstream,
             downstream_key,
             mirror_zips,
+            notify,
+            notify_secret_file,
         } => cmd::publisher::reference(
             &repo,
             &listen,
             fleet_db.as_deref(),
-            online_key.as_deref(),
+            (
+                online_key.as_deref(),
+                &notify,
+                notify_secret_file.as_deref(),
+            ),
             (silent_after, tick),
             mirror_from.as_deref().map(|from| cmd::publisher::LeafArgs {
                 from,

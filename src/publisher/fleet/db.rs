@@ -29,7 +29,28 @@ CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
 CREATE TABLE IF NOT EXISTS outcomes(site_id TEXT NOT NULL, release TEXT NOT NULL, outcome TEXT NOT NULL,
     seq INTEGER NOT NULL, received_at INTEGER NOT NULL, PRIMARY KEY(site_id, release));
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_queue(id INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, url TEXT NOT NULL,
+    body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);
 ";
+
+/// A webhook delivery waiting in the fleet database.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its row.
+    pub id: i64,
+    /// The receiver.
+    pub url: String,
+    /// The JSON.
+    pub body: String,
+    /// Tries so far.
+    pub attempts: i64,
+    /// Whether its next try is due now.
+    pub due: bool,
+}
+
+/// Webhook deliveries kept waiting, the newest (a receiver down for days does not grow the
+/// database without end).
+const NOTIFY_KEPT: i64 = 1000;
 
 /// The default place of a repository's fleet database: beside it (`/srv/repo` ->
 /// `/srv/repo.fleet.db`).
@@ -586,6 +607,69 @@ impl crate::base::accounts::AccountStore for FleetDb {
 }
 
 impl FleetDb {
+    /// Queue a webhook delivery, due now.
+    pub fn queue_notify(&self, url: &str, body: &str) -> Result<()> {
+        let now = now_secs();
+        self.conn
+            .execute(
+                "INSERT INTO notify_queue(created_at, url, body, next_at) VALUES(?1, ?2, ?3, ?1)",
+                params![now, url, body],
+            )
+            .db(&self.path)?;
+        self.conn
+            .execute(
+                "DELETE FROM notify_queue WHERE id <= (SELECT max(id) FROM notify_queue) - ?1",
+                [NOTIFY_KEPT],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// Deliveries waiting, oldest first.
+    pub fn queued_notify(&self) -> Result<Vec<Delivery>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, url, body, attempts, next_at <= ?1 FROM notify_queue ORDER BY id LIMIT 500",
+            )
+            .db(&self.path)?;
+        st.query_map([now_secs()], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                body: r.get(2)?,
+                attempts: r.get(3)?,
+                due: r.get(4)?,
+            })
+        })
+        .db(&self.path)?
+        .collect::<rusqlite::Result<_>>()
+        .db(&self.path)
+    }
+
+    /// A delivery was taken.
+    pub fn notify_sent(&self, id: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM notify_queue WHERE id = ?1", [id])
+            .db(&self.path)?;
+        Ok(())
+    }
+
+    /// A delivery was not taken: tried again after a pause that doubles each time (2 s, 4 s,
+    /// ... at most 10 minutes).
+    pub fn notify_failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
+        let pause = 2i64
+            .saturating_pow(attempts.clamp(0, 20) as u32 + 1)
+            .min(600);
+        self.conn
+            .execute(
+                "UPDATE notify_queue SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+                params![id, error, now_secs() + pause],
+            )
+            .db(&self.path)?;
+        Ok(())
+    }
+
     /// A value kept by the reference (when it last took a trigger, ...).
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         self.conn

@@ -116,9 +116,41 @@ pub fn decide(
     Decision::Stay
 }
 
+/// What steering did to a channel.
+#[derive(Debug)]
+pub struct Steered {
+    /// In a line, for the log.
+    pub line: String,
+    /// `rollout_halted`, `wave_advanced`, `rollout_complete`, or `None` for a refresh (no
+    /// news for anyone).
+    pub event: Option<&'static str>,
+    /// The channel.
+    pub channel: String,
+    /// Its release.
+    pub release: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Steered {
+    /// The webhooks' event, when it is news.
+    pub fn event(&self) -> Option<super::Event> {
+        Some(super::Event {
+            event: self.event?,
+            channel: self.channel.clone(),
+            release: self.release.clone(),
+            text: format!("[upkeep] {}", self.line),
+            site: None,
+            failed_step: None,
+            reason: self.reason.clone(),
+            at: crate::base::clock::now_text(),
+        })
+    }
+}
+
 impl Pilot {
-    /// Steer one channel; returns what was done, in a line.
-    pub fn steer(&self, db: &FleetDb, channel: &str) -> Result<Option<String>> {
+    /// Steer one channel; returns what was done.
+    pub fn steer(&self, db: &FleetDb, channel: &str) -> Result<Option<Steered>> {
         let Some(p) = read_channel(&self.repo, channel)? else {
             return Ok(None);
         };
@@ -129,25 +161,37 @@ impl Pilot {
         } else {
             (db.sites_on(channel)?, db.outcomes(&p.release)?)
         };
-        let m = match decide(&p, &sites, &about, self.silent_after, SystemTime::now()) {
+        let (m, said, why) = match decide(&p, &sites, &about, self.silent_after, SystemTime::now())
+        {
             Decision::Stay => return Ok(None),
-            Decision::Halt(why) => (Move::Halt(why.clone()), format!("halted: {why}")),
-            Decision::Advance(why) => (Move::Advance, format!("advanced: {why}")),
-            Decision::Refresh => (Move::Refresh(None), "refreshed".to_string()),
+            Decision::Halt(why) => (Move::Halt(why.clone()), format!("halted: {why}"), why),
+            Decision::Advance(why) => (Move::Advance, format!("advanced: {why}"), why),
+            Decision::Refresh => (Move::Refresh(None), "refreshed".to_string(), String::new()),
         };
-        let after = rollout(&self.repo, channel, &self.key, &m.0)?;
-        Ok(Some(format!(
-            "channel {channel}, release {}: {} (now wave {} of {}, {})",
-            after.release,
-            m.1,
-            after.wave + 1,
-            after.waves.len(),
-            after.state
-        )))
+        let after = rollout(&self.repo, channel, &self.key, &m)?;
+        let event = match (&m, after.state) {
+            (Move::Halt(_), _) => Some("rollout_halted"),
+            (Move::Advance, RolloutState::Complete) => Some("rollout_complete"),
+            (Move::Advance, _) => Some("wave_advanced"),
+            _ => None,
+        };
+        Ok(Some(Steered {
+            line: format!(
+                "channel {channel}, release {}: {said} (now wave {} of {}, {})",
+                after.release,
+                after.wave + 1,
+                after.waves.len(),
+                after.state
+            ),
+            event,
+            channel: channel.to_string(),
+            release: after.release.clone(),
+            reason: why,
+        }))
     }
 
     /// Steer every channel of the repository.
-    pub fn steer_all(&self, db: &FleetDb) -> Result<Vec<String>> {
+    pub fn steer_all(&self, db: &FleetDb) -> Result<Vec<Steered>> {
         let mut done = Vec::new();
         for name in super::rollout::channels(&self.repo) {
             if let Some(line) = self.steer(db, &name)? {

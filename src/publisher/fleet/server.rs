@@ -98,11 +98,38 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             }
             due
         };
+        if let Ok(rep) = &r
+            && matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack)
+        {
+            fleet.tell(
+                &db,
+                &super::Event {
+                    event: "site_failed",
+                    channel: rep.channel.clone(),
+                    release: rep.to.clone().unwrap_or_default(),
+                    text: format!(
+                        "[upkeep] {} {} release {}",
+                        crate::base::text::one_line(&rep.name),
+                        rep.outcome.words(),
+                        rep.to.as_deref().unwrap_or("-")
+                    ),
+                    site: Some(rep.name.clone()),
+                    failed_step: rep.failed_step.clone(),
+                    reason: rep.reason.clone(),
+                    at: crate::base::clock::now_text(),
+                },
+            );
+        }
         if let (Ok(rep), Some(p)) = (&r, &fleet.pilot)
             && due(rep)
         {
             match p.steer(&db, &rep.channel) {
-                Ok(Some(line)) => crate::errln!("rollout: {line}"),
+                Ok(Some(s)) => {
+                    crate::errln!("rollout: {}", s.line);
+                    if let Some(e) = s.event() {
+                        fleet.tell(&db, &e);
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => crate::errln!("rollout: could not steer channel {}: {e}", rep.channel),
             }

@@ -202,6 +202,15 @@ pub enum PublisherCommand {
         /// Mirror the release zips too (see `upkeep mirror --zips`).
         #[arg(long, requires = "mirror_from")]
         mirror_zips: bool,
+        /// A webhook told of rollout moves (halted, wave advanced, complete) and of each site
+        /// that fails or rolls back (repeatable): signed JSON, queued in the fleet database and
+        /// tried again with a growing pause until it is taken.
+        #[arg(long = "notify", value_name = "URL")]
+        notify: Vec<String>,
+        /// The shared secret the webhooks' bodies are signed with (mode 0600):
+        /// `X-Upkeep-Signature-256: sha256=HMAC`.
+        #[arg(long, value_name = "FILE", requires = "notify")]
+        notify_secret_file: Option<PathBuf>,
     },
 
     /// Make or refresh a mirror of a repository (from `upkeep reference` or any static server).

@@ -167,10 +167,24 @@ pub fn reference(
     repo: &Path,
     listen: &str,
     fleet_db: Option<&Path>,
-    online_key: Option<&Path>,
+    (online_key, notify, notify_secret): (Option<&Path>, &[String], Option<&Path>),
     (silent_after, tick): (std::time::Duration, std::time::Duration),
     leaf: Option<LeafArgs>,
 ) -> Result<u8> {
+    for u in notify {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(Error::refused(
+                format!("--notify {u:?} is not an http:// or https:// URL"),
+                "give the receiver's address, e.g. https://chat.example.org/hooks/upkeep",
+            ));
+        }
+    }
+    let notify = upkeep::publisher::fleet::Notify {
+        urls: notify.to_vec(),
+        secret: notify_secret
+            .map(upkeep::base::webhook::read_secret)
+            .transpose()?,
+    };
     if leaf.is_some() {
         std::fs::create_dir_all(repo).ctx("create folder", repo)?;
     }
@@ -225,7 +239,7 @@ pub fn reference(
     };
     // The files are served whatever happens to the fleet database: sites update without it.
     let fleet = match upkeep::publisher::fleet::db::FleetDb::open(&db_path) {
-        Ok(db) => Some((db, pilot)),
+        Ok(db) => Some((db, pilot, notify)),
         Err(e) => {
             errln!("warning: no fleet endpoints (site enrolment and reports): {e}");
             None
