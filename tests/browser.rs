@@ -252,7 +252,14 @@ async fn staging_interrupted_then_resumed_in_a_new_browser() {
 fn fleet_user(repo: &std::path::Path, name: &str, password: &str) {
     use std::io::Write;
     let mut child = std::process::Command::new(BIN)
-        .args(["fleet", "user", name, "--repo", repo.to_str().unwrap()])
+        .args([
+            "fleet",
+            "user",
+            "add",
+            name,
+            "--repo",
+            repo.to_str().unwrap(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -375,6 +382,15 @@ async fn the_fleet_page_shows_the_rollout_and_halts_it_in_chromium() {
         "{src}"
     );
     shots.take(&c, "site").await;
+    // A new channel promoted from the page, as `upkeep promote` would.
+    c.goto(&format!("{base}/fleet")).await.unwrap();
+    for (id, value) in [("promote-channel", "beta"), ("promote-waves", "100%")] {
+        let e = c.find(Locator::Id(id)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(value).await.unwrap();
+    }
+    click_text(&c, "button", "Promote").await;
+    wait_text(&c, "Channel beta: release 1.1.0").await;
     c.close().await.unwrap();
     let st: serde_json::Value = serde_json::from_str(&ok(upkeep(&[
         "rollout",

@@ -25,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
         .route("/rollout", web::post().to(control))
+        .route("/promote", web::post().to(promote))
         .route("/site/{id}", web::get().to(site_page))
         .route("/static/app.css", web::get().to(css));
 }
@@ -113,7 +114,7 @@ fn login_form(msg: Option<&str>) -> Markup {
                 input id="password" name="password" type="password" autocomplete="current-password" required;
                 p { button type="submit" { "Log in" } }
             }
-            p.muted { "Accounts: " code { "upkeep fleet user NAME --repo REPO" } }
+            p.muted { "Accounts: " code { "upkeep fleet user add NAME --repo REPO" } }
         },
     )
 }
@@ -202,6 +203,116 @@ async fn logout(req: HttpRequest, f: web::Data<Fleet>, form: web::Form<CsrfForm>
         .finish()
 }
 
+/// A form that moves a rollout: a session, this page's token and origin, and an online key to
+/// sign with; else the page that says which is missing.
+fn may_steer<'f>(
+    req: &HttpRequest,
+    f: &'f Fleet,
+    csrf: &str,
+) -> std::result::Result<(Session, &'f super::pilot::Pilot), Box<HttpResponse>> {
+    let Some(s) = session(req, f) else {
+        return Err(Box::new(see_other("/fleet/login")));
+    };
+    if !origin_ok(req) || !same(csrf, &s.csrf) {
+        return Err(Box::new(page_response(
+            StatusCode::FORBIDDEN,
+            layout(
+                "Refused",
+                Some(&s),
+                html! { h1 { "Refused" } p { "This form did not come from this page (its token or origin is wrong). Reload the fleet page and try again." } },
+            ),
+        )));
+    }
+    let Some(pilot) = &f.pilot else {
+        return Err(Box::new(page_response(
+            StatusCode::CONFLICT,
+            layout(
+                "No online key",
+                Some(&s),
+                html! { h1 { "No online key" } p { "This server holds no online key, so it cannot sign a channel pointer. Start it with " code { "--online-key FILE" } ", or use " code { "upkeep rollout" } " where the key is." } },
+            ),
+        )));
+    };
+    Ok((s, pilot))
+}
+
+fn refused(s: &Session, status: StatusCode, why: &str) -> HttpResponse {
+    page_response(
+        status,
+        layout(
+            "Refused",
+            Some(s),
+            html! { h1 { "Refused" } p { (why) } p { a href="/fleet" { "Back to the fleet" } } },
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct PromoteForm {
+    #[serde(default)]
+    csrf: String,
+    channel: String,
+    version: String,
+    waves: String,
+    every: String,
+    halt_on_failure: String,
+    min_reports: String,
+}
+
+/// Start a rollout from the page, as `upkeep promote` does.
+async fn promote(
+    req: HttpRequest,
+    f: web::Data<Fleet>,
+    form: web::Form<PromoteForm>,
+) -> HttpResponse {
+    let (s, _) = match may_steer(&req, &f, &form.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let form = form.into_inner();
+    let parsed = (|| {
+        let waves = crate::documents::channel::parse_waves(form.waves.trim())?;
+        let every = humantime::parse_duration(form.every.trim())
+            .map_err(|e| format!("time in a wave {:?}: {e}", form.every))?;
+        let halt: crate::documents::channel::Threshold = form.halt_on_failure.trim().parse()?;
+        let min: u32 = form
+            .min_reports
+            .trim()
+            .parse()
+            .map_err(|_| format!("successes a wave needs {:?}: a number", form.min_reports))?;
+        Ok::<_, String>((waves, every, halt, min))
+    })();
+    let (waves, every, halt, min) = match parsed {
+        Ok(p) => p,
+        Err(why) => return refused(&s, StatusCode::BAD_REQUEST, &why),
+    };
+    let f2 = f.clone();
+    let r = web::block(move || {
+        let _db = f2.db.lock().unwrap_or_else(|e| e.into_inner());
+        let pilot = f2.pilot.as_ref().expect("checked above");
+        super::rollout::promote(&super::rollout::Promote {
+            repo: &pilot.repo,
+            channel: form.channel.trim(),
+            version: form.version.trim(),
+            key: &pilot.key,
+            waves,
+            every,
+            halt_on_failure: halt,
+            min_reports: min,
+            ttl: std::time::Duration::from_secs(86_400),
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(_)) => see_other("/fleet"),
+        Ok(Err(e)) => refused(&s, StatusCode::CONFLICT, &e.to_string()),
+        Err(_) => page_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            html! { "the release could not be promoted" },
+        ),
+    }
+}
+
 #[derive(Deserialize)]
 struct ControlForm {
     #[serde(default)]
@@ -217,28 +328,9 @@ async fn control(
     f: web::Data<Fleet>,
     form: web::Form<ControlForm>,
 ) -> HttpResponse {
-    let Some(s) = session(&req, &f) else {
-        return see_other("/fleet/login");
-    };
-    if !origin_ok(&req) || !same(&form.csrf, &s.csrf) {
-        return page_response(
-            StatusCode::FORBIDDEN,
-            layout(
-                "Refused",
-                Some(&s),
-                html! { h1 { "Refused" } p { "This form did not come from this page (its token or origin is wrong). Reload the fleet page and try again." } },
-            ),
-        );
-    }
-    let Some(pilot) = &f.pilot else {
-        return page_response(
-            StatusCode::CONFLICT,
-            layout(
-                "No online key",
-                Some(&s),
-                html! { h1 { "No online key" } p { "This server holds no online key, so it cannot sign a channel pointer. Start it with " code { "--online-key FILE" } ", or use " code { "upkeep rollout" } " where the key is." } },
-            ),
-        );
+    let (s, pilot) = match may_steer(&req, &f, &form.csrf) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
     let reason = form.reason.trim();
     let by = |what: &str| {
@@ -282,6 +374,33 @@ async fn control(
             StatusCode::INTERNAL_SERVER_ERROR,
             html! { "the rollout could not be changed" },
         ),
+    }
+}
+
+/// The form that starts a rollout (the server holds an online key).
+fn promote_card(s: &Session, releases: &[String]) -> Markup {
+    html! {
+        div.card {
+            h2 { "Promote a release" }
+            form method="post" action="/fleet/promote" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="promote-version" { "Release" }
+                select id="promote-version" name="version" {
+                    @for v in releases.iter().rev() { option value=(v) { (v) } }
+                }
+                label for="promote-channel" { "Channel" }
+                input id="promote-channel" type="text" name="channel" value="stable";
+                label for="promote-waves" { "Waves (groups and rising shares, ending at 100%)" }
+                input id="promote-waves" type="text" name="waves" value="test,10%,50%,100%";
+                label for="promote-every" { "Least time in a wave" }
+                input id="promote-every" type="text" name="every" value="24h";
+                label for="promote-halt" { "Halt on failures (a share, 5%, or a count, 3)" }
+                input id="promote-halt" type="text" name="halt_on_failure" value="5%";
+                label for="promote-min" { "Successful reports a wave needs" }
+                input id="promote-min" type="text" name="min_reports" value="1";
+                p { button type="submit" { "Promote" } }
+            }
+        }
     }
 }
 
@@ -472,10 +591,15 @@ async fn page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
             })?;
             ptrs.push((p, about, failures));
         }
-        Ok::<_, crate::base::error::Error>((sites, ptrs))
+        let releases = std::fs::read(f2.repo.join(crate::documents::repo::POINTER))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::documents::manifest::Pointer>(&b).ok())
+            .map(|p| p.releases)
+            .unwrap_or_default();
+        Ok::<_, crate::base::error::Error>((sites, ptrs, releases))
     })
     .await;
-    let Ok(Ok((sites, ptrs))) = data else {
+    let Ok(Ok((sites, ptrs, releases))) = data else {
         return page_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             html! { "the fleet database could not be read" },
@@ -492,6 +616,7 @@ async fn page(req: HttpRequest, f: web::Data<Fleet>) -> HttpResponse {
                 p.muted { (sites.len()) " enrolled sites" }
                 @if ptrs.is_empty() { p.muted { "No channel yet: " code { "upkeep promote VERSION --channel NAME ..." } } }
                 @for (p, about, failures) in &ptrs { (channel_card(&s, p, &sites, (about, failures), pilot)) }
+                @if pilot { (promote_card(&s, &releases)) }
                 h2 { "Sites" }
                 table { thead { tr { th { "Site" } th { "Groups" } th { "Channel" } th { "Version" } th { "Last" } th { "Seen" } th { "Closed" } } }
                 tbody { @for r in &sites { tr {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use publisher::{FleetAction, KeyRole, PublisherCommand, RolloutAction};
+pub use publisher::{FleetAction, FleetUserCommand, KeyRole, PublisherCommand, RolloutAction};
 pub use site::{SiteCommand, UserCommand, WebServer};
 
 /// Keep a web application's files up to date from a signed reference server.

@@ -335,22 +335,13 @@ pub enum FleetAction {
         #[arg(long, value_name = "SPAN", default_value = "7d", value_parser = humantime::parse_duration)]
         expires: std::time::Duration,
     },
-    /// Create an account for the fleet page (`/fleet` on the reference), or change its password.
+    /// Accounts of the fleet page (`/fleet` on the reference), as `upkeep user` manages the
+    /// panel's.
     ///
-    /// The password is asked twice on a terminal, or read from standard input.
-    User {
-        /// Account name.
-        name: String,
-        /// The repository folder.
-        #[arg(long, value_name = "REPO")]
-        repo: PathBuf,
-        /// The fleet database [default: REPO.fleet.db].
-        #[arg(long, value_name = "FILE")]
-        fleet_db: Option<PathBuf>,
-        /// Change the password of an existing account (its sessions end).
-        #[arg(long)]
-        passwd: bool,
-    },
+    /// The password is asked twice on a terminal, or read from standard input
+    /// (`echo "$PW" | upkeep fleet user add alice --repo /srv/repo`).
+    #[command(subcommand)]
+    User(FleetUserCommand),
     /// One row per enrolled site, and per-release counters for each channel; with --site, one
     /// site's history.
     ///
@@ -380,6 +371,36 @@ pub enum FleetAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `upkeep fleet user ...`.
+#[derive(Subcommand, Debug)]
+pub enum FleetUserCommand {
+    /// Create an account.
+    Add {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        db: FleetDbArgs,
+    },
+    /// Change an account's password (its sessions end).
+    Passwd {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        db: FleetDbArgs,
+    },
+}
+
+/// Where the fleet database is.
+#[derive(clap::Args, Debug)]
+pub struct FleetDbArgs {
+    /// The repository folder.
+    #[arg(long, value_name = "REPO")]
+    pub repo: PathBuf,
+    /// The fleet database [default: REPO.fleet.db].
+    #[arg(long, value_name = "FILE")]
+    pub fleet_db: Option<PathBuf>,
 }
 
 /// What a key signs.

@@ -293,13 +293,13 @@ pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
         FleetDb::open(&super::publisher::fleet_db_outside(repo, &p)?)
     };
     match action {
-        A::User {
-            name,
-            repo,
-            fleet_db,
-            passwd,
-        } => {
-            let db = open(&repo, &fleet_db)?;
+        A::User(op) => {
+            use crate::cli::FleetUserCommand as U;
+            let (name, db, passwd) = match op {
+                U::Add { name, db } => (name, db, false),
+                U::Passwd { name, db } => (name, db, true),
+            };
+            let db = open(&db.repo, &db.fleet_db)?;
             let pw = super::run::read_new_password(&name)?;
             if passwd {
                 accounts::passwd(&db, &name, &pw)?;
