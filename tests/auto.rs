@@ -470,7 +470,7 @@ fn webhooks_get_the_pass_signed_and_one_refused_goes_with_the_next_pass() {
     assert_eq!(event["text"], "[upkeep] SUCCESS shop: 1.0.0 -> 1.1.0");
     assert_eq!(
         got[0]["headers"]["x-upkeep-signature-256"],
-        upkeep::base::webhook::sign(b"s3cret", body.as_bytes()),
+        upkeep::client::webhook::sign(b"s3cret", body.as_bytes()),
         "signed with the secret, over the exact body"
     );
     // report = "always": the second hook had both passes, unsigned.

@@ -322,7 +322,7 @@ fn a_failing_release_is_halted_by_its_threshold_before_anyone_outside_the_first_
     for g in &got {
         assert_eq!(
             g["headers"]["x-upkeep-signature-256"],
-            upkeep::base::webhook::sign(
+            upkeep::client::webhook::sign(
                 b"publisher secret",
                 g["body"].as_str().unwrap().as_bytes()
             )

@@ -615,9 +615,13 @@ fn peer_text_reaches_the_publishers_terminal_without_escape_sequences() {
     // A server's answer, as `enroll` shows it.
     let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hostile.local_addr().unwrap().port();
+    // It answers whatever it is asked (the site first looks for the fleet's signed address).
     std::thread::spawn(move || {
         use std::io::{Read, Write};
-        if let Ok((mut c, _)) = hostile.accept() {
+        for _ in 0..4 {
+            let Ok((mut c, _)) = hostile.accept() else {
+                break;
+            };
             let mut buf = [0u8; 4096];
             let _ = c.read(&mut buf);
             let body = "no\x1b[2J\x1b]0;owned\x07 way";

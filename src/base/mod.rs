@@ -13,4 +13,3 @@ pub mod progress;
 pub mod shell;
 pub mod text;
 pub mod users;
-pub mod webhook;

@@ -3,6 +3,7 @@
 //! (`fetch` brings the objects).
 
 pub mod fetch;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

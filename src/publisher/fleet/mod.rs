@@ -122,8 +122,12 @@ impl Fleet {
                 down.push(url);
                 continue;
             }
-            let r =
-                crate::base::webhook::deliver(&client, &url, self.notify.secret.as_deref(), &body);
+            let r = crate::client::webhook::deliver(
+                &client,
+                &url,
+                self.notify.secret.as_deref(),
+                &body,
+            );
             let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
             let _ = match r {
                 Ok(()) => db.notify_sent(id),

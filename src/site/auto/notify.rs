@@ -1,5 +1,5 @@
 //! Webhooks (`[[notify]]`): each unattended pass's report as JSON, POSTed to chat and incident
-//! tools, signed with the hook's secret ([`crate::base::webhook`]). Deliveries are queued in
+//! tools, signed with the hook's secret ([`crate::client::webhook`]). Deliveries are queued in
 //! state.db first and sent oldest first; one the receiver does not take (no answer, a status
 //! other than 2xx) waits and goes with the next pass, like mail.
 
@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Pass, mail};
 use crate::base::error::Result;
-use crate::base::webhook;
+use crate::client::webhook;
 use crate::site::config::{Instance, Notify};
 use crate::site::fleet::identity::site_name;
 use crate::site::state::State;

@@ -182,7 +182,7 @@ pub fn reference(
     let notify = upkeep::publisher::fleet::Notify {
         urls: notify.to_vec(),
         secret: notify_secret
-            .map(upkeep::base::webhook::read_secret)
+            .map(upkeep::client::webhook::read_secret)
             .transpose()?,
     };
     if leaf.is_some() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::{block_on, describe};
 use crate::base::error::{Error, IoContext, Result};
 
 /// The header that carries the signature.
@@ -46,7 +47,7 @@ pub fn deliver(
     secret: Option<&[u8]>,
     body: &str,
 ) -> std::result::Result<(), String> {
-    crate::client::block_on(async {
+    block_on(async {
         let mut r = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -58,7 +59,7 @@ pub fn deliver(
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| crate::client::describe(&e))?;
+            .map_err(|e| describe(&e))?;
         match r.status() {
             s if s.is_success() => Ok(()),
             s => Err(format!("the receiver answered {s}")),
