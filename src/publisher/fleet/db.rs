@@ -334,8 +334,10 @@ impl FleetDb {
                 ),
             )));
         }
-        self.conn
-            .execute(
+        // One commit for the report, its trimming, what it says of its release and the site's
+        // row: a commit costs more than the writes themselves.
+        let tx = self.conn.unchecked_transaction().db(&self.path)?;
+        tx.execute(
                 "INSERT INTO reports(site_id, seq, received_at, outcome, to_version, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     report.site_id,
@@ -347,24 +349,21 @@ impl FleetDb {
                 ],
             )
             .db(&self.path)?;
-        self.conn
-            .execute(
+        tx.execute(
                 "DELETE FROM reports WHERE site_id = ?1 AND id <= (SELECT id FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
                 params![report.site_id, kept],
             )
             .db(&self.path)?;
-        self.conn
-            .execute(
-                "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
-                params![report.site_id, now - max_age],
-            )
-            .db(&self.path)?;
+        tx.execute(
+            "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
+            params![report.site_id, now - max_age],
+        )
+        .db(&self.path)?;
         if let Some(release) = &report.to {
             // What happened to the release stays counted: a failure is replaced by what the
             // site does with the release next (it tries again, it succeeds), not by its
             // policy holding it back.
-            self.conn
-                .execute(
+            tx.execute(
                     "INSERT INTO outcomes(site_id, release, outcome, seq, received_at) VALUES(?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(site_id, release) DO UPDATE SET outcome = excluded.outcome,
                          seq = excluded.seq, received_at = excluded.received_at
@@ -380,8 +379,7 @@ impl FleetDb {
                 )
                 .db(&self.path)?;
         }
-        self.conn
-            .execute(
+        tx.execute(
                 "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1",
                 params![
                     report.site_id,
@@ -398,6 +396,7 @@ impl FleetDb {
                 ],
             )
             .db(&self.path)?;
+        tx.commit().db(&self.path)?;
         Ok(Ok(report))
     }
 
