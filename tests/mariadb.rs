@@ -61,30 +61,13 @@ fn setup(tmp_name: &str) -> Setup {
     let d1 = w.publish("1.0.0", V1);
     w.publish("1.1.0", V2);
     let srv = w.reference();
-    let template = w.instance("template", Some(&d1), &srv.url, &[]);
-    let pass = w.path("db.pass");
-    std::fs::write(&pass, PASSWORD).unwrap();
-    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let toml = template.join("upkeep.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("database = \".upkeep/site.db\"\n", "");
-    std::fs::write(
-        &toml,
-        format!(
-            "{text}\n[database]\nurl = \"mysql://site@127.0.0.1:{}/site\"\npassword_file = \"{}\"\nlock_timeout_secs = 1\nlock_retries = 1\n",
-            db.port,
-            pass.display()
-        ),
-    )
-    .unwrap();
-    ok(upkeep(&[
-        "stage",
-        "--root",
-        template.to_str().unwrap(),
-        "--archive",
-        w.zip("1.1.0").to_str().unwrap(),
-    ]));
+    let template = w.server_db_template(
+        &d1,
+        &srv.url,
+        &format!("mysql://site@127.0.0.1:{}/site", db.port),
+        PASSWORD,
+        "1.1.0",
+    );
     let baseline = schema_and_rows(&db);
     Setup {
         db,

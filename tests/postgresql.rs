@@ -51,30 +51,16 @@ fn setup() -> Setup {
     let d1 = w.publish("1.0.0", V1);
     w.publish("1.1.0", V2);
     let srv = w.reference();
-    let template = w.instance("template", Some(&d1), &srv.url, &[]);
-    let pass = w.path("db.pass");
-    std::fs::write(&pass, PASSWORD).unwrap();
-    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let toml = template.join("upkeep.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("database = \".upkeep/site.db\"\n", "");
-    std::fs::write(
-        &toml,
-        format!(
-            "{text}\n[database]\nurl = \"postgresql://site@127.0.0.1:{}/site?sslmode=disable\"\npassword_file = \"{}\"\nlock_timeout_secs = 1\nlock_retries = 1\n",
-            db.port,
-            pass.display()
+    let template = w.server_db_template(
+        &d1,
+        &srv.url,
+        &format!(
+            "postgresql://site@127.0.0.1:{}/site?sslmode=disable",
+            db.port
         ),
-    )
-    .unwrap();
-    ok(upkeep(&[
-        "stage",
-        "--root",
-        template.to_str().unwrap(),
-        "--archive",
-        w.zip("1.1.0").to_str().unwrap(),
-    ]));
+        PASSWORD,
+        "1.1.0",
+    );
     let mut s = Setup {
         db,
         w,

@@ -207,6 +207,43 @@ impl World {
         ok(upkeep(&a));
     }
 
+    /// An instance of `installed` whose site database is on a server (`url`, its password in a
+    /// 0600 file), giving up on a held lock after one retry of 1 s, with release `staged` staged.
+    pub fn server_db_template(
+        &self,
+        installed: &Path,
+        reference: &str,
+        url: &str,
+        password: &str,
+        staged: &str,
+    ) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let template = self.instance("template", Some(installed), reference, &[]);
+        let pass = self.path("db.pass");
+        std::fs::write(&pass, password).unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let toml = template.join("upkeep.toml");
+        let text = std::fs::read_to_string(&toml)
+            .unwrap()
+            .replace("database = \".upkeep/site.db\"\n", "");
+        std::fs::write(
+            &toml,
+            format!(
+                "{text}\n[database]\nurl = \"{url}\"\npassword_file = \"{}\"\nlock_timeout_secs = 1\nlock_retries = 1\n",
+                pass.display()
+            ),
+        )
+        .unwrap();
+        ok(upkeep(&[
+            "stage",
+            "--root",
+            template.to_str().unwrap(),
+            "--archive",
+            self.zip(staged).to_str().unwrap(),
+        ]));
+        template
+    }
+
     /// `upkeep init --root ROOT --reference URL --public-key KEY.pub EXTRA...`.
     pub fn init_at(&self, root: &Path, url: &str, extra: &[&str]) {
         let pk = self.pubkey();

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS reports(id INTEGER PRIMARY KEY, site_id TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS reports_site ON reports(site_id, id);
 CREATE TABLE IF NOT EXISTS outcomes(site_id TEXT NOT NULL, release TEXT NOT NULL, outcome TEXT NOT NULL,
     seq INTEGER NOT NULL, received_at INTEGER NOT NULL, PRIMARY KEY(site_id, release));
+CREATE INDEX IF NOT EXISTS outcomes_release ON outcomes(release);
+CREATE INDEX IF NOT EXISTS reports_about ON reports(site_id, to_version, id);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notify_queue(id INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, url TEXT NOT NULL,
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);
@@ -421,10 +423,21 @@ impl FleetDb {
 
     /// The site named `who` (its name or its id), if enrolled.
     pub fn find_site(&self, who: &str) -> Result<Option<SiteRow>> {
-        Ok(self
-            .sites()?
-            .into_iter()
-            .find(|s| s.id == who || s.name == who))
+        Ok(self.rows(true, Some(Only::Site(who)))?.into_iter().next())
+    }
+
+    /// The newest report of a site about `release` that says it failed or rolled back.
+    pub fn failure_about(&self, site_id: &str, release: &str) -> Result<Option<Report>> {
+        let data: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT data FROM reports WHERE site_id = ?1 AND to_version = ?2 AND outcome IN ('failure', 'rolled_back') ORDER BY id DESC LIMIT 1",
+                params![site_id, release],
+                |r| r.get(0),
+            )
+            .optional()
+            .db(&self.path)?;
+        Ok(data.and_then(|d| serde_json::from_str(&d).ok()))
     }
 
     /// A site's kept reports, newest first, at most `limit`, each with when it was received
@@ -456,18 +469,18 @@ impl FleetDb {
 
     /// The sites on `channel`, without their reports' text: what the pilot counts.
     pub fn sites_on(&self, channel: &str) -> Result<Vec<SiteRow>> {
-        self.rows(false, Some(channel))
+        self.rows(false, Some(Only::Channel(channel)))
     }
 
-    fn rows(&self, whole: bool, channel: Option<&str>) -> Result<Vec<SiteRow>> {
+    fn rows(&self, whole: bool, only: Option<Only>) -> Result<Vec<SiteRow>> {
         let sql = format!(
             "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to, url, last_seq FROM sites {}",
             if whole { "last_report" } else { "NULL" },
             // The pilot counts; only people need the rows in order.
-            if channel.is_some() {
-                "WHERE channel = ?1"
-            } else {
-                "ORDER BY name, id"
+            match only {
+                Some(Only::Channel(_)) => "WHERE channel = ?1",
+                Some(Only::Site(_)) => "WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+                None => "ORDER BY name, id",
             }
         );
         let mut st = self.conn.prepare_cached(&sql).db(&self.path)?;
@@ -495,8 +508,8 @@ impl FleetDb {
                 last_seq: r.get(10)?,
             })
         };
-        let rows = match channel {
-            Some(c) => st.query_map([c], map),
+        let rows = match only {
+            Some(Only::Channel(c) | Only::Site(c)) => st.query_map([c], map),
             None => st.query_map([], map),
         }
         .db(&self.path)?
@@ -525,19 +538,20 @@ pub fn failures(
         {
             continue;
         }
-        let rep = db
-            .history(&s.id, REPORTS_KEPT as usize)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .find(|r| {
-                r.to.as_deref() == Some(release)
-                    && matches!(r.outcome, Outcome::Failure | Outcome::RolledBack)
-            });
-        if let Some(r) = rep {
+        if let Some(r) = db.failure_about(&s.id, release)? {
             out.push((s.clone(), r));
         }
     }
     Ok(out)
+}
+
+/// Which sites [`FleetDb::rows`] reads.
+#[derive(Clone, Copy)]
+enum Only<'a> {
+    /// Those on a channel.
+    Channel(&'a str),
+    /// One, by id or name.
+    Site(&'a str),
 }
 
 /// Per-release counters, in the spirit of Mender's deployment statistics.

@@ -33,16 +33,21 @@ pub fn report(
     previous: Option<&serde_json::Value>,
 ) -> Result<Option<String>> {
     let state = State::open(&inst.state_db())?;
-    for n in &inst.config.notify {
-        if mail::wanted(n.report, p, previous) {
-            let (subject, _) = mail::compose(inst, p);
-            let body = serde_json::to_string(&Event {
-                event: "pass",
-                site: site_name(inst),
-                text: subject,
-                pass: p,
-            })
-            .expect("an event serialises");
+    let wanting: Vec<&Notify> = inst
+        .config
+        .notify
+        .iter()
+        .filter(|n| mail::wanted(n.report, p, previous))
+        .collect();
+    if !wanting.is_empty() {
+        let body = serde_json::to_string(&Event {
+            event: "pass",
+            site: site_name(inst),
+            text: mail::compose(inst, p).0,
+            pass: p,
+        })
+        .expect("an event serialises");
+        for n in wanting {
             state.queue_notify(&n.url, &body)?;
         }
     }
@@ -52,7 +57,7 @@ pub fn report(
     }
     let (mut sent, mut waiting) = (0, Vec::new());
     for (id, url, body, _) in &queue {
-        // A hook removed from upkeep.toml since: its deliveries go unsigned nowhere.
+        // A hook removed from upkeep.toml since: its deliveries are dropped.
         let Some(n) = inst.config.notify.iter().find(|n| &n.url == url) else {
             state.notify_sent(*id)?;
             continue;

@@ -249,6 +249,60 @@ pub struct Settings {
     pub lock_retries: u32,
 }
 
+/// What one try of a schema statement gave.
+pub(crate) enum Try {
+    /// It ran.
+    Done,
+    /// It waited its lock timeout for a lock another connection holds; the words say how
+    /// ("for a lock another connection holds on the table: ...").
+    Locked(String),
+    /// It failed otherwise: the server's words.
+    Failed(String),
+}
+
+impl Settings {
+    /// Run a schema statement with `run`, tried again with a growing pause (0.5 s, 1 s, ...)
+    /// while another connection holds the lock it needs, `lock_retries` times; then a refusal
+    /// that says where to look for the holder (`holders`: the engine's view of connections).
+    pub(crate) fn with_lock_retries(
+        &self,
+        sql: &str,
+        holders: &str,
+        mut run: impl FnMut() -> Try,
+    ) -> Result<()> {
+        let mut pause = std::time::Duration::from_millis(500);
+        let mut attempt = 0;
+        loop {
+            match run() {
+                Try::Done => return Ok(()),
+                Try::Locked(_) if attempt < self.lock_retries => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Try::Locked(how) => {
+                    return Err(crate::base::error::Error::refused(
+                        format!(
+                            "{sql}\nwaited {} times {} s {how}",
+                            attempt + 1,
+                            self.lock_timeout.as_secs()
+                        ),
+                        format!(
+                            "find the connection that holds it ({holders}), let it finish, then `upkeep resume`; or `upkeep rollback`"
+                        ),
+                    ));
+                }
+                Try::Failed(e) => {
+                    return Err(crate::base::error::Error::refused(
+                        format!("the statement failed:\n  {sql}\n  {e}"),
+                        "fix the cause, then `upkeep resume` goes on from this statement; or `upkeep rollback` takes back those that ran",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// The site database at `target`, ready to be asked.
 pub fn open(target: Target, settings: Settings) -> Result<Box<dyn SiteDatabase>> {
     Ok(match target {

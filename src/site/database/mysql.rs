@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::target::{Address, Engine, Server};
 use super::{
     Fragment, Journal, Phase, Progress, SchemaPlan, Settings, SiteDatabase, SqlTask, Statement,
-    Written, ddl, tools,
+    Try, Written, ddl, tools,
 };
 use crate::base::clock::now_text;
 use crate::base::error::{Error, Result};
@@ -217,33 +217,17 @@ impl Mysql {
     }
 
     fn execute(&self, c: &mut Conn, sql: &str) -> Result<()> {
-        let mut pause = Duration::from_millis(500);
-        for attempt in 0..=self.settings.lock_retries {
-            match c.query_drop(sql) {
-                Ok(()) => return Ok(()),
-                Err(e) if code(&e) == Some(LOCK_WAIT_TIMEOUT) => {
-                    if attempt == self.settings.lock_retries {
-                        return Err(Error::refused(
-                            format!(
-                                "{sql}\nwaited {} times {} s for a lock another connection holds on the table: {e}",
-                                attempt + 1,
-                                self.settings.lock_timeout.as_secs()
-                            ),
-                            "find the connection that holds it (SHOW PROCESSLIST: a long transaction, a backup), let it finish, then `upkeep resume`; or `upkeep rollback`",
-                        ));
-                    }
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                }
-                Err(e) => {
-                    return Err(Error::refused(
-                        format!("the statement failed:\n  {sql}\n  {e}"),
-                        "fix the cause, then `upkeep resume` goes on from this statement; or `upkeep rollback` takes back those that ran",
-                    ));
-                }
-            }
-        }
-        unreachable!("the loop returns")
+        self.settings.with_lock_retries(
+            sql,
+            "SHOW PROCESSLIST: a long transaction, a backup",
+            || match c.query_drop(sql) {
+                Ok(()) => Try::Done,
+                Err(e) if code(&e) == Some(LOCK_WAIT_TIMEOUT) => Try::Locked(format!(
+                    "for a lock another connection holds on the table: {e}"
+                )),
+                Err(e) => Try::Failed(e.to_string()),
+            },
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::target::{Address, Engine, Server, Tls};
 use super::{
     Fragment, Journal, Phase, Progress, SchemaPlan, Settings, SiteDatabase, SqlTask, Statement,
-    Written, ddl, tools,
+    Try, Written, ddl, tools,
 };
 use crate::base::clock::now_text;
 use crate::base::error::{Error, Result};
@@ -314,33 +314,17 @@ impl Postgres {
     }
 
     fn run_with_retries(&self, c: &mut Client, sql: &str) -> Result<()> {
-        let mut pause = Duration::from_millis(500);
-        for attempt in 0..=self.settings.lock_retries {
-            match c.batch_execute(sql) {
-                Ok(()) => return Ok(()),
-                Err(e) if state(&e) == Some(LOCK_NOT_AVAILABLE) => {
-                    if attempt == self.settings.lock_retries {
-                        return Err(Error::refused(
-                            format!(
-                                "{sql}\nwaited {} times {} s (lock_timeout) for a lock another connection holds on the table",
-                                attempt + 1,
-                                self.settings.lock_timeout.as_secs()
-                            ),
-                            "find the connection that holds it (pg_stat_activity: a long transaction, an idle one in transaction), let it finish, then `upkeep resume`; or `upkeep rollback`",
-                        ));
-                    }
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                }
-                Err(e) => {
-                    return Err(Error::refused(
-                        format!("the statement failed:\n  {sql}\n  {}", self.err("run", e)),
-                        "fix the cause, then `upkeep resume` goes on from this statement; or `upkeep rollback` takes back those that ran",
-                    ));
-                }
-            }
-        }
-        unreachable!("the loop returns")
+        self.settings.with_lock_retries(
+            sql,
+            "pg_stat_activity: a long transaction, an idle one in transaction",
+            || match c.batch_execute(sql) {
+                Ok(()) => Try::Done,
+                Err(e) if state(&e) == Some(LOCK_NOT_AVAILABLE) => Try::Locked(
+                    "(lock_timeout) for a lock another connection holds on the table".into(),
+                ),
+                Err(e) => Try::Failed(self.err("run", e).to_string()),
+            },
+        )
     }
 
     fn pgpass(&self) -> Result<tempfile::NamedTempFile> {

@@ -86,7 +86,9 @@ fn endpoint(inst: &Instance, path: &str) -> String {
             .and_then(|r| block_on(r.reports_url()));
     let base = match (signed, &state) {
         (Ok(Some(u)), Some(st)) => {
-            let _ = st.set_meta("reports_url", &u);
+            if st.meta("reports_url").ok().flatten().as_deref() != Some(u.as_str()) {
+                let _ = st.set_meta("reports_url", &u);
+            }
             u
         }
         (Ok(Some(u)), None) => u,
