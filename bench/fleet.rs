@@ -22,19 +22,80 @@ use std::time::Instant;
 use upkeep::documents::manifest::SecretKey;
 use util::up;
 
-/// `upkeep reference` on a free loopback port holding the online key; its base URL (no slash).
-fn reference(bin: &Path, repo: &Path, online: &Path) -> (util::Kill, String) {
-    let (server, port) = util::reference(
-        bin,
-        &[
-            "--repo",
-            repo.to_str().unwrap(),
-            "--online-key",
-            online.to_str().unwrap(),
-        ],
-        "127.0.0.1:0",
-    );
+/// `upkeep reference` on a free loopback port holding the online key, on the fleet database
+/// `db` (the default file when `None`); its base URL (no slash).
+fn reference(bin: &Path, repo: &Path, online: &Path, db: Option<&str>) -> (util::Kill, String) {
+    let mut args = vec![
+        "--repo",
+        repo.to_str().unwrap(),
+        "--online-key",
+        online.to_str().unwrap(),
+    ];
+    if let Some(db) = db {
+        args.extend(["--fleet-db", db]);
+    }
+    let (server, port) = util::reference(bin, &args, "127.0.0.1:0");
     (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// A PostgreSQL server of its own on a scratch folder (as the postgres user: it refuses root),
+/// trusting loopback; stopped on drop. Its URL for `--fleet-db`.
+fn postgres(dir: &Path) -> (util::Kill, String) {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt-get install postgresql)")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|p| p.join("postgres").exists())
+        .expect("a postgres binary");
+    let data = dir.join("pg");
+    std::fs::create_dir_all(&data).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    let as_pg = || {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .env("HOME", "/tmp");
+        c
+    };
+    let o = as_pg()
+        .arg(bin.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(data.join("data"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = util::free_port();
+    let child = as_pg()
+        .arg(bin.join("postgres"))
+        .arg("-D")
+        .arg(data.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(&data)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "shared_buffers=256MB",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    util::wait_port(port);
+    (
+        util::Kill(child),
+        format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -46,8 +107,13 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// POST every body to `url` with `conc` requests in flight; returns (seconds, failures).
-async fn blast(url: String, bodies: Vec<(Vec<u8>, Option<String>)>, conc: usize) -> (f64, usize) {
+/// POST every body to one of `urls` (in turn) with `conc` requests in flight; returns
+/// (seconds, failures).
+async fn blast(
+    urls: Vec<String>,
+    bodies: Vec<(Vec<u8>, Option<String>)>,
+    conc: usize,
+) -> (f64, usize) {
     let client = reqwest::Client::new();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
@@ -55,12 +121,12 @@ async fn blast(url: String, bodies: Vec<(Vec<u8>, Option<String>)>, conc: usize)
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (client, bodies, next, failed, url) = (
+        let (client, bodies, next, failed, urls) = (
             client.clone(),
             bodies.clone(),
             next.clone(),
             failed.clone(),
-            url.clone(),
+            urls.clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -69,7 +135,7 @@ async fn blast(url: String, bodies: Vec<(Vec<u8>, Option<String>)>, conc: usize)
                     break;
                 };
                 let mut r = client
-                    .post(&url)
+                    .post(&urls[i % urls.len()])
                     .header("content-type", "application/json")
                     .body(body.clone());
                 if let Some(s) = sig {
@@ -97,6 +163,17 @@ fn main() {
         .find(|w| w[0] == "--sites")
         .and_then(|w| w[1].parse().ok())
         .unwrap_or(10_000);
+    let value = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    let engine = value("--db").unwrap_or_else(|| "sqlite".into());
+    let servers: usize = value("--servers").and_then(|v| v.parse().ok()).unwrap_or(1);
+    assert!(
+        matches!(engine.as_str(), "sqlite" | "postgresql"),
+        "--db sqlite or --db postgresql"
+    );
+    assert!(
+        servers == 1 || engine == "postgresql",
+        "several servers share a fleet only on PostgreSQL: --db postgresql --servers {servers}"
+    );
     let bin = std::env::current_dir()
         .unwrap()
         .join("target/release/upkeep");
@@ -125,6 +202,12 @@ fn main() {
         .unwrap();
     let p = |n: &str| tmp.path().join(n);
     let (key, online, repo) = (p("release.key"), p("online.key"), p("repo"));
+    let pg = (engine == "postgresql").then(|| postgres(tmp.path()));
+    let db = pg.as_ref().map(|p| p.1.clone());
+    let db_args: Vec<&str> = match &db {
+        Some(u) => vec!["--fleet-db", u],
+        None => vec![],
+    };
     up(&bin, &["keygen", "--out", key.to_str().unwrap()]);
     up(
         &bin,
@@ -185,21 +268,25 @@ fn main() {
             "5%",
         ],
     );
-    let token = up(
-        &bin,
-        &[
-            "fleet",
-            "token",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--uses",
-            &sites.to_string(),
-        ],
-    );
+    let uses = sites.to_string();
+    let mut token_args = vec![
+        "fleet",
+        "token",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--uses",
+        &uses,
+    ];
+    token_args.extend(&db_args);
+    let token = up(&bin, &token_args);
     let token = token.trim().to_string();
 
-    let (server, base) = reference(&bin, &repo, &online);
-    let pid = server.0.id();
+    let refs: Vec<(util::Kill, String)> = (0..servers)
+        .map(|_| reference(&bin, &repo, &online, db.as_deref()))
+        .collect();
+    let pid = refs[0].0.0.id();
+    let urls =
+        |path: &str| -> Vec<String> { refs.iter().map(|(_, b)| format!("{b}{path}")).collect() };
     let rss_idle = rss_kib(pid);
 
     // Sites: an id and a key each; 1% in group "test".
@@ -259,25 +346,24 @@ fn main() {
         .build()
         .unwrap();
     let conc = 32;
-    let (t_enrol, f_enrol) = rt.block_on(blast(format!("{base}/fleet/enroll"), enrol, conc));
-    let (t_r1, f_r1) = rt.block_on(blast(format!("{base}/fleet/report"), round1, conc));
-    let (t_r2, f_r2) = rt.block_on(blast(format!("{base}/fleet/report"), round2, conc));
+    let (t_enrol, f_enrol) = rt.block_on(blast(urls("/fleet/enroll"), enrol, conc));
+    let (t_r1, f_r1) = rt.block_on(blast(urls("/fleet/report"), round1, conc));
+    let (t_r2, f_r2) = rt.block_on(blast(urls("/fleet/report"), round2, conc));
     let rss_after = rss_kib(pid);
 
     let mut status_ms = Vec::new();
     let mut rows = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let out = up(
-            &bin,
-            &[
-                "fleet",
-                "status",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--json",
-            ],
-        );
+        let mut a = vec![
+            "fleet",
+            "status",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--json",
+        ];
+        a.extend(&db_args);
+        let out = up(&bin, &a);
         status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         rows = v["sites"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -296,12 +382,28 @@ fn main() {
         ],
     ))
     .unwrap();
-    drop(server);
+    drop(refs);
+    drop(pg);
 
     let rate = |n: usize, t: f64| format!("{:.0}/s", n as f64 / t);
+    let (name, title, how) = match (engine.as_str(), servers) {
+        ("sqlite", _) => (
+            "fleet".to_string(),
+            "one reference".to_string(),
+            format!("--sites {sites}"),
+        ),
+        (_, n) => (
+            format!("fleet-postgresql-{n}"),
+            format!(
+                "{n} reference{} on one PostgreSQL",
+                if n == 1 { "" } else { "s" }
+            ),
+            format!("--sites {sites} --db postgresql --servers {n}"),
+        ),
+    };
     let section = format!(
-        "<!-- fleet -->\n## Fleet: one reference, {sites} enrolled sites\n\n\
-         `bash bench/run --fleet` ({}), release build, loopback, {conc} requests in flight from one client thread,\n\
+        "<!-- {name} -->\n## Fleet: {title}, {sites} enrolled sites\n\n\
+         `bash bench/run --fleet {how}` ({}), release build, loopback, {conc} requests in flight from one client thread (in turn to each server),\n\
          the reference holding the online key (the rollout steered after every failure and, at most every 200 ms, after successes, as in production).\n\n\
          | measure | figure | target |\n|---|---|---|\n\
          | enrolments (POST /fleet/enroll) | {} ({} failed) | |\n\
@@ -310,7 +412,7 @@ fn main() {
          | `fleet status --json`, {rows} sites (median of 5, whole command) | {:.0} ms | under 200 ms |\n\
          | reference memory (RSS), idle / after {sites} sites and {} reports | {} MiB / {} MiB | |\n\
          | rollout after the second round | wave {} of 4, {} | |\n\
-         <!-- /fleet -->\n",
+         <!-- /{name} -->\n",
         chrono::Local::now().format("%Y-%m-%d"),
         rate(sites, t_enrol),
         f_enrol,
@@ -325,7 +427,7 @@ fn main() {
         rollout["wave"].as_u64().unwrap_or(0) + 1,
         rollout["state"].as_str().unwrap_or("?"),
     );
-    write_section("fleet", &section);
+    write_section(&name, &section);
 }
 
 /// Replace the section between `<!-- NAME -->` and `<!-- /NAME -->` of bench/RESULTS.md (or
@@ -404,7 +506,7 @@ fn rollout_bench(bin: &Path, n: usize) {
             &format!("{}.pub", online.display()),
         ],
     );
-    let (server, base) = reference(bin, &repo, &online);
+    let (server, base) = reference(bin, &repo, &online, None);
     let token = up(
         bin,
         &["fleet", "token", "--repo", r, "--uses", &n.to_string()],

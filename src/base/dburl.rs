@@ -44,8 +44,9 @@ impl Engine {
 pub enum Address {
     /// Host and port.
     Tcp(String, u16),
-    /// A unix socket (MySQL: the socket file; PostgreSQL: the folder that holds it).
-    Socket(PathBuf),
+    /// A unix socket (MySQL: the socket file; PostgreSQL: the folder that holds it), and the
+    /// port (PostgreSQL names its socket by it: `.s.PGSQL.5432`).
+    Socket(PathBuf, u16),
 }
 
 /// PostgreSQL's `sslmode`, as far as upkeep goes: it always verifies a certificate it is
@@ -92,7 +93,7 @@ impl Server {
     pub fn display(&self) -> String {
         match &self.address {
             Address::Tcp(h, p) => format!("{}@{h}:{p}/{}", self.user, self.name),
-            Address::Socket(s) => format!("{}@{}/{}", self.user, s.display(), self.name),
+            Address::Socket(s, _) => format!("{}@{}/{}", self.user, s.display(), self.name),
         }
     }
 }
@@ -209,7 +210,7 @@ pub fn parse(url: &str, root: &Path) -> std::result::Result<Target, String> {
         let v = decode(v, k)?;
         match (engine, k) {
             (Engine::Mysql, "socket") | (Engine::Postgres, "host") if v.starts_with('/') => {
-                address = Address::Socket(PathBuf::from(v));
+                address = Address::Socket(PathBuf::from(v), port);
             }
             (Engine::Postgres, "sslmode") => {
                 tls = match v.as_str() {
@@ -300,7 +301,10 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(s.address, Address::Socket("/run/mysqld/mysqld.sock".into()));
+        assert_eq!(
+            s.address,
+            Address::Socket("/run/mysqld/mysqld.sock".into(), 3306)
+        );
         let t = parse(
             "postgresql://app@db.example:6432/app?sslmode=verify-full",
             root,
@@ -311,7 +315,9 @@ mod tests {
         assert_eq!(s.tls, Tls::On);
         assert_eq!(s.address, Address::Tcp("db.example".into(), 6432));
         let s = server(parse("postgresql://app@/app?host=/run/postgresql", root).unwrap());
-        assert_eq!(s.address, Address::Socket("/run/postgresql".into()));
+        assert_eq!(s.address, Address::Socket("/run/postgresql".into(), 5432));
+        let s = server(parse("postgresql://app@localhost:6543/app?host=/tmp/pg", root).unwrap());
+        assert_eq!(s.address, Address::Socket("/tmp/pg".into(), 6543));
         for bad in [
             "mysql://wp:secret@localhost/wp",
             "mysql://localhost/wp",

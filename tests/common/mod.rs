@@ -88,9 +88,15 @@ pub fn spawn_server(args: &[&str]) -> Server {
 /// Start `upkeep ARGS --listen ADDR` (a fixed port: a server coming back where sites expect
 /// it) and read the URL it prints.
 pub fn spawn_server_on(args: &[&str], listen: &str) -> Server {
+    spawn_server_env(args, listen, &[])
+}
+
+/// [`spawn_server_on`] with extra environment variables.
+pub fn spawn_server_env(args: &[&str], listen: &str, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .args(args)
         .args(["--listen", listen])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

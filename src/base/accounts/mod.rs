@@ -237,21 +237,16 @@ pub fn end_session(state: &impl AccountStore, id: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    use crate::base::sql::{Lite, Sql};
+
+    impl AccountStore for Lite {}
+
     /// A database holding nothing but the account tables.
-    struct Store(rusqlite::Connection, std::path::PathBuf);
-
-    impl AccountStore for Store {
-        fn db(&self) -> (&rusqlite::Connection, &std::path::Path) {
-            (&self.0, &self.1)
-        }
-    }
-
-    fn store() -> (tempfile::TempDir, Store) {
+    fn store() -> (tempfile::TempDir, Lite) {
         let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("s.db");
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(ACCOUNT_TABLES).unwrap();
-        (d, Store(conn, path))
+        let db = Lite::open(&d.path().join("s.db")).unwrap();
+        db.batch(ACCOUNT_TABLES).unwrap();
+        (d, db)
     }
 
     #[test]

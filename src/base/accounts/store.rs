@@ -1,13 +1,11 @@
 //! Accounts, sessions and failed logins: the tables `accounts`, `sessions` and
-//! `login_failures`, in any SQLite database that holds them. The rules (hashing, throttling,
+//! `login_failures`, in any database of upkeep's own that holds them (SQLite or PostgreSQL). The rules (hashing, throttling,
 //! expiry) live with the accounts module above this one.
 
-use std::path::Path;
-
-use rusqlite::{Connection, OptionalExtension, params};
-
+use crate::args;
 use crate::base::clock::now_text;
-use crate::base::error::{DbContext, Result};
+use crate::base::error::Result;
+use crate::base::sql::Sql;
 
 /// A logged-in operator.
 #[derive(Clone, Debug)]
@@ -39,148 +37,110 @@ CREATE TABLE IF NOT EXISTS login_failures(key TEXT NOT NULL, at INTEGER NOT NULL
 ";
 
 /// Accounts, sessions and failed logins, stored in a database with [`ACCOUNT_TABLES`].
-pub trait AccountStore {
-    /// The connection and the file it is on (for error messages).
-    fn db(&self) -> (&Connection, &Path);
-
+pub trait AccountStore: Sql + Sized {
     /// The password hash of an account.
     fn account_hash(&self, name: &str) -> Result<Option<String>> {
-        self.db()
-            .0
-            .query_row("SELECT hash FROM accounts WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .db(self.db().1)
+        Ok(self
+            .row("SELECT hash FROM accounts WHERE name = ?1", args![name])?
+            .map(|mut r| r[0].text()))
     }
 
     /// Create an account; false when the name is taken.
     fn insert_account(&self, name: &str, hash: &str) -> Result<bool> {
-        let n = self
-            .db()
-            .0
-            .execute(
-                "INSERT OR IGNORE INTO accounts(name, hash, created_at) VALUES(?1, ?2, ?3)",
-                params![name, hash, now_text()],
-            )
-            .db(self.db().1)?;
+        let n = self.run(
+            "INSERT INTO accounts(name, hash, created_at) VALUES(?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![name, hash, &now_text()],
+        )?;
         Ok(n == 1)
     }
 
     /// Replace an account's hash and end its sessions; false when there is no such account.
     fn set_account_hash(&self, name: &str, hash: &str) -> Result<bool> {
-        let tx = self.db().0.unchecked_transaction().db(self.db().1)?;
-        let n = tx
-            .execute(
+        self.tx(|| {
+            let n = self.run(
                 "UPDATE accounts SET hash = ?2 WHERE name = ?1",
-                params![name, hash],
-            )
-            .db(self.db().1)?;
-        tx.execute("DELETE FROM sessions WHERE account = ?1", [name])
-            .db(self.db().1)?;
-        tx.commit().db(self.db().1)?;
-        Ok(n == 1)
+                args![name, hash],
+            )?;
+            self.run("DELETE FROM sessions WHERE account = ?1", args![name])?;
+            Ok(n == 1)
+        })
     }
 
     /// Forget failures older than `before`.
     fn prune_failures(&self, before: i64) -> Result<()> {
-        self.db()
-            .0
-            .execute("DELETE FROM login_failures WHERE at < ?1", [before])
-            .db(self.db().1)?;
+        self.run("DELETE FROM login_failures WHERE at < ?1", args![before])?;
         Ok(())
     }
 
     /// The failures recorded for `key`.
     fn failures(&self, key: &str) -> Result<FailureCount> {
-        self.db()
-            .0
-            .query_row(
-                "SELECT count(*), max(at) FROM login_failures WHERE key = ?1",
-                [key],
-                |r| {
-                    Ok(FailureCount {
-                        count: r.get(0)?,
-                        last_at: r.get(1)?,
-                    })
-                },
-            )
-            .db(self.db().1)
+        let r = self.row(
+            "SELECT count(*), max(at) FROM login_failures WHERE key = ?1",
+            args![key],
+        )?;
+        Ok(r.map(|r| FailureCount {
+            count: r[0].int(),
+            last_at: r[1].opt_int(),
+        })
+        .unwrap_or_default())
     }
 
     /// Record a failure for `key` at `at`.
     fn add_failure(&self, key: &str, at: i64) -> Result<()> {
-        self.db()
-            .0
-            .execute(
-                "INSERT INTO login_failures(key, at) VALUES(?1, ?2)",
-                params![key, at],
-            )
-            .db(self.db().1)?;
+        self.run(
+            "INSERT INTO login_failures(key, at) VALUES(?1, ?2)",
+            args![key, at],
+        )?;
         Ok(())
     }
 
     /// Forget the failures of `key`.
     fn clear_failures(&self, key: &str) -> Result<()> {
-        self.db()
-            .0
-            .execute("DELETE FROM login_failures WHERE key = ?1", [key])
-            .db(self.db().1)?;
+        self.run("DELETE FROM login_failures WHERE key = ?1", args![key])?;
         Ok(())
     }
 
     /// Record a new session started at `at`.
     fn insert_session(&self, s: &Session, at: i64) -> Result<()> {
-        self.db().0
-            .execute(
-                "INSERT INTO sessions(id, account, csrf, created_at, seen_at) VALUES(?1, ?2, ?3, ?4, ?4)",
-                params![s.id, s.account, s.csrf, at],
-            )
-            .db(self.db().1)?;
+        self.run(
+            "INSERT INTO sessions(id, account, csrf, created_at, seen_at) VALUES(?1, ?2, ?3, ?4, ?4)",
+            args![&s.id, &s.account, &s.csrf, at],
+        )?;
         Ok(())
     }
 
     /// A session with when it was created and last seen.
     fn session_row(&self, id: &str) -> Result<Option<(Session, i64, i64)>> {
-        self.db()
-            .0
-            .query_row(
+        Ok(self
+            .row(
                 "SELECT account, csrf, created_at, seen_at FROM sessions WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok((
-                        Session {
-                            id: id.to_string(),
-                            account: r.get(0)?,
-                            csrf: r.get(1)?,
-                        },
-                        r.get(2)?,
-                        r.get(3)?,
-                    ))
-                },
-            )
-            .optional()
-            .db(self.db().1)
+                args![id],
+            )?
+            .map(|mut r| {
+                (
+                    Session {
+                        id: id.to_string(),
+                        account: r[0].text(),
+                        csrf: r[1].text(),
+                    },
+                    r[2].int(),
+                    r[3].int(),
+                )
+            }))
     }
 
     /// A session was used at `at`.
     fn touch_session(&self, id: &str, at: i64) -> Result<()> {
-        self.db()
-            .0
-            .execute(
-                "UPDATE sessions SET seen_at = ?2 WHERE id = ?1",
-                params![id, at],
-            )
-            .db(self.db().1)?;
+        self.run(
+            "UPDATE sessions SET seen_at = ?2 WHERE id = ?1",
+            args![id, at],
+        )?;
         Ok(())
     }
 
     /// End a session.
     fn delete_session(&self, id: &str) -> Result<()> {
-        self.db()
-            .0
-            .execute("DELETE FROM sessions WHERE id = ?1", [id])
-            .db(self.db().1)?;
+        self.run("DELETE FROM sessions WHERE id = ?1", args![id])?;
         Ok(())
     }
 }

@@ -4,19 +4,26 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::Digest;
 
+use crate::args;
 use crate::base::clock::{now_secs, now_text};
-use crate::base::error::{DbContext, Error, Result};
+use crate::base::dburl::Server;
+use crate::base::error::{Error, Result};
+use crate::base::sql::{Arg, Lite, Pg, Row, Sql};
 use crate::documents::manifest::PublicKey;
 use crate::documents::report::{Enrolment, Outcome, Report};
 
-const SCHEMA: &str = "
+const PRAGMAS: &str = "
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 PRAGMA busy_timeout=5000;
+";
+
+/// The tables, in SQLite's words; PostgreSQL's are these with 64-bit integers (see
+/// [`pg_schema`]).
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens(hash TEXT PRIMARY KEY, created_at TEXT NOT NULL,
     expires_at INTEGER NOT NULL, uses_left INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sites(id TEXT PRIMARY KEY, public_key TEXT NOT NULL, name TEXT NOT NULL,
@@ -120,12 +127,76 @@ pub const REPORTS_MAX_AGE_DAYS: i64 = 400;
 /// tries again: a later "held" does not hide it).
 pub type Outcomes = std::collections::HashMap<String, Outcome>;
 
+/// Where a fleet database is: an SQLite file (the default, beside the repository), or a
+/// PostgreSQL database that several reference servers share.
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// A file.
+    File(PathBuf),
+    /// A server (its password read already).
+    Server(Server),
+}
+
+impl Place {
+    /// For messages (never the password).
+    pub fn display(&self) -> String {
+        match self {
+            Place::File(p) => p.display().to_string(),
+            Place::Server(s) => format!("postgresql://{}", s.display()),
+        }
+    }
+}
+
+/// Where the fleet's PostgreSQL URL and password come from, for the hint of a failed login.
+pub const SERVER_HINT: &str = "check --fleet-db postgresql://USER@HOST:PORT/NAME, its password (in the file UPKEEP_FLEET_DB_PASSWORD_FILE names, mode 0600, or in UPKEEP_FLEET_DB_PASSWORD), pg_hba.conf and that the server runs";
+
+/// PostgreSQL's tables: SQLite's, with 64-bit integers (a row id is a `BIGSERIAL`).
+fn pg_schema(sqlite: &str) -> String {
+    sqlite
+        .replace("INTEGER PRIMARY KEY,", "BIGSERIAL PRIMARY KEY,")
+        .replace("INTEGER", "BIGINT")
+}
+
+/// The engine under a fleet database.
+enum Store {
+    Lite(Lite),
+    Pg(Box<Pg>),
+}
+
+impl Store {
+    fn sql(&self) -> &dyn Sql {
+        match self {
+            Store::Lite(l) => l,
+            Store::Pg(p) => &**p,
+        }
+    }
+}
+
+/// The advisory lock a reference server holds while it steers the rollouts of a fleet on
+/// PostgreSQL (any number fixed for upkeep: `b"upkeep:p"` read as a number; the next one
+/// guards the creation of the tables).
+pub const PILOT_LOCK: i64 = 0x7570_6b65_6570_3a70;
+
 /// An open fleet database.
 pub struct FleetDb {
-    conn: Connection,
-    path: PathBuf,
+    store: Store,
     /// [`REPORTS_PER_MINUTE`], [`REPORTS_KEPT`] and [`REPORTS_MAX_AGE_DAYS`] in seconds.
     limits: (i64, i64, i64),
+}
+
+impl Sql for FleetDb {
+    fn run(&self, sql: &str, args: &[Arg]) -> Result<u64> {
+        self.store.sql().run(sql, args)
+    }
+    fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        self.store.sql().rows(sql, args)
+    }
+    fn batch(&self, sql: &str) -> Result<()> {
+        self.store.sql().batch(sql)
+    }
+    fn is_postgres(&self) -> bool {
+        matches!(self.store, Store::Pg(_))
+    }
 }
 
 fn token_hash(token: &str) -> String {
@@ -133,36 +204,78 @@ fn token_hash(token: &str) -> String {
 }
 
 impl FleetDb {
-    /// Open (and create) the database.
+    /// Open (and create) the database in a file.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).db(path)?;
-        conn.execute_batch(SCHEMA).db(path)?;
-        conn.execute_batch(crate::base::accounts::ACCOUNT_TABLES)
-            .db(path)?;
-        conn.execute_batch(crate::base::nonces::NONCE_TABLE)
-            .db(path)?;
+        Self::open_at(&Place::File(path.to_path_buf()))
+    }
+
+    /// Open (and create) the database where `place` says.
+    pub fn open_at(place: &Place) -> Result<Self> {
+        let tables = format!(
+            "{SCHEMA}{}{}",
+            crate::base::accounts::ACCOUNT_TABLES,
+            crate::base::nonces::NONCE_TABLE
+        );
+        let store = match place {
+            Place::File(path) => {
+                let l = Lite::open(path)?;
+                l.batch(PRAGMAS)?;
+                l.batch(&tables)?;
+                Store::Lite(l)
+            }
+            Place::Server(server) => {
+                let pg = Pg::connect(server.clone(), SERVER_HINT)?;
+                // Two servers starting together: one creates the tables, the other waits.
+                pg.tx(|| {
+                    pg.rows(
+                        "SELECT 1 FROM (SELECT pg_advisory_xact_lock(?1)) l",
+                        args![PILOT_LOCK + 1],
+                    )?;
+                    pg.batch(&pg_schema(&tables))
+                })?;
+                Store::Pg(Box::new(pg))
+            }
+        };
         let db = FleetDb {
-            conn,
-            path: path.to_path_buf(),
+            store,
             limits: (
                 REPORTS_PER_MINUTE,
                 REPORTS_KEPT,
                 REPORTS_MAX_AGE_DAYS * 86_400,
             ),
         };
-        // A database from before `outcomes`: what its kept reports say, once.
+        // A database from before `outcomes` (only ever SQLite): what its kept reports say, once.
         if db.meta("outcomes_from_reports")?.is_none() {
-            db.conn
-                .execute_batch(
+            if !db.is_postgres() {
+                db.batch(
                     "INSERT OR IGNORE INTO outcomes(site_id, release, outcome, seq, received_at)
                      SELECT site_id, to_version, outcome, seq, received_at FROM reports r
                      WHERE to_version IS NOT NULL AND id = (SELECT max(id) FROM reports
                          WHERE site_id = r.site_id AND to_version = r.to_version)",
-                )
-                .db(path)?;
+                )?;
+            }
             db.set_meta("outcomes_from_reports", &now_text())?;
         }
         Ok(db)
+    }
+
+    /// Run `steer` as the one reference server steering the fleet's rollouts at this moment.
+    /// On SQLite the file is one server's. On PostgreSQL, several servers share the fleet and
+    /// any of them steers (after a report it took, on its timer), each holding the fleet's
+    /// advisory lock for that time, in a transaction with what it queues for the webhooks: a
+    /// second waits, then reads the channel the first left, so a halt or an advance happens
+    /// once; a server that dies while steering lets the lock go with its connection.
+    pub fn steering<T>(&self, steer: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.is_postgres() {
+            return steer();
+        }
+        self.tx(|| {
+            self.row(
+                "SELECT 1 FROM (SELECT pg_advisory_xact_lock(?1)) l",
+                args![PILOT_LOCK],
+            )?;
+            steer()
+        })
     }
 
     /// Other limits of reports per site: per minute, and kept.
@@ -184,12 +297,15 @@ impl FleetDb {
         let mut raw = [0u8; 20];
         getrandom::getrandom(&mut raw).map_err(|e| Error::msg(format!("no random source: {e}")))?;
         let token = format!("upkeep-enrol-{}", hex::encode(raw));
-        self.conn
-            .execute(
-                "INSERT INTO tokens(hash, created_at, expires_at, uses_left) VALUES(?1, ?2, ?3, ?4)",
-                params![token_hash(&token), now_text(), now_secs() + valid_secs as i64, uses],
-            )
-            .db(&self.path)?;
+        self.run(
+            "INSERT INTO tokens(hash, created_at, expires_at, uses_left) VALUES(?1, ?2, ?3, ?4)",
+            args![
+                &token_hash(&token),
+                &now_text(),
+                now_secs() + valid_secs as i64,
+                i64::from(uses)
+            ],
+        )?;
         Ok(token)
     }
 
@@ -208,68 +324,51 @@ impl FleetDb {
             return Ok(Err(refuse(400, format!("enrolment refused: {why}"))));
         }
         let hash = token_hash(&e.token);
-        let tok: Option<(i64, i64)> = self
-            .conn
-            .query_row(
-                "SELECT expires_at, uses_left FROM tokens WHERE hash = ?1",
-                [&hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .db(&self.path)?;
-        match tok {
-            Some((exp, uses)) if exp > now_secs() && uses > 0 => {}
-            Some(_) => {
-                return Ok(Err(refuse(
-                    401,
-                    "this enrolment token is used up or expired: ask the publisher for a new one (`upkeep fleet token`)",
-                )));
+        let groups = serde_json::to_string(&e.groups).expect("strings serialise");
+        // One transaction, the token's use counted only if it is left: two servers taking the
+        // last use of a token at once enrol one site, not two.
+        self.tx(|| {
+            let used = self.run(
+                "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ?1 AND uses_left > 0 AND expires_at > ?2",
+                args![&hash, now_secs()],
+            )?;
+            if used == 0 {
+                let known = self.row("SELECT 1 FROM tokens WHERE hash = ?1", args![&hash])?;
+                return Ok(Err(match known {
+                    Some(_) => refuse(
+                        401,
+                        "this enrolment token is used up or expired: ask the publisher for a new one (`upkeep fleet token`)",
+                    ),
+                    None => refuse(401, "unknown enrolment token"),
+                }));
             }
-            None => return Ok(Err(refuse(401, "unknown enrolment token"))),
-        }
-        let known: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT public_key FROM sites WHERE id = ?1",
-                [&e.site_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .db(&self.path)?;
-        match known {
-            Some(k) if k == e.public_key => {}
-            Some(_) => {
-                return Ok(Err(refuse(
-                    409,
-                    format!("site id {} is already enrolled with another key", e.site_id),
-                )));
+            self.run(
+                "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url, version, last_seen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
+                args![
+                    &e.site_id,
+                    &e.public_key,
+                    &e.name,
+                    &groups,
+                    &e.channel,
+                    &now_text(),
+                    &e.url,
+                    &e.installed,
+                    now_secs()
+                ],
+            )?;
+            let key = self
+                .row("SELECT public_key FROM sites WHERE id = ?1", args![&e.site_id])?
+                .map(|mut r| r[0].text());
+            if key.as_deref() != Some(e.public_key.as_str()) {
+                // Nothing of this try is kept, the token's use neither.
+                return Err(Error::msg(format!("\u{0}409 site id {} is already enrolled with another key", e.site_id)));
             }
-            None => {
-                self.conn
-                    .execute(
-                        "INSERT INTO sites(id, public_key, name, groups, channel, enrolled_at, url, version, last_seen) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        params![
-                            e.site_id,
-                            e.public_key,
-                            e.name,
-                            serde_json::to_string(&e.groups).expect("strings serialise"),
-                            e.channel,
-                            now_text(),
-                            e.url,
-                            e.installed,
-                            now_secs()
-                        ],
-                    )
-                    .db(&self.path)?;
-            }
-        }
-        self.conn
-            .execute(
-                "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ?1",
-                [&hash],
-            )
-            .db(&self.path)?;
-        Ok(Ok(()))
+            Ok(Ok(()))
+        })
+        .or_else(|err| match err.to_string().split_once("\u{0}409 ") {
+            Some((_, why)) => Ok(Err(refuse(409, why))),
+            None => Err(err),
+        })
     }
 
     /// Take a report: signed by the enrolled site's key, newer than any before from that site.
@@ -278,21 +377,17 @@ impl FleetDb {
             Ok(r) => r,
             Err(e) => return Ok(Err(refuse(400, format!("not a report: {e}")))),
         };
-        let site: Option<(String, i64)> = self
-            .conn
-            .query_row(
-                "SELECT public_key, last_seq FROM sites WHERE id = ?1",
-                [&report.site_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .db(&self.path)?;
-        let Some((key, last_seq)) = site else {
+        let site = self.row(
+            "SELECT public_key, last_seq FROM sites WHERE id = ?1",
+            args![&report.site_id],
+        )?;
+        let Some(mut site) = site else {
             return Ok(Err(refuse(
                 401,
                 "unknown site: enrol it first (`upkeep enroll`)",
             )));
         };
+        let (key, last_seq) = (site[0].text(), site[1].int());
         let key = PublicKey::parse(&key)?;
         if key.verify(body, sig, "report").is_err() {
             return Ok(Err(refuse(
@@ -300,34 +395,21 @@ impl FleetDb {
                 "the report is not signed by this site's key",
             )));
         }
-        if report.seq as i64 == last_seq {
-            return Ok(Err(refuse(
-                409,
-                format!("report {} was already received", report.seq),
-            )));
-        }
-        if (report.seq as i64) < last_seq {
-            return Ok(Err(refuse(
-                409,
-                format!(
-                    "report {} is older than the last one received ({last_seq}): refused as a possible replay (a site's reports are numbered in order)",
-                    report.seq
-                ),
-            )));
+        let seq = report.seq as i64;
+        if let Some(r) = out_of_order(seq, last_seq) {
+            return Ok(Err(r));
         }
         if let Err(why) = report.check() {
             return Ok(Err(refuse(400, format!("report refused: {why}"))));
         }
         let now = now_secs();
         let (per_minute, kept, max_age) = self.limits;
-        let lately: i64 = self
-            .conn
-            .query_row(
+        let lately = self
+            .row(
                 "SELECT count(*) FROM reports WHERE site_id = ?1 AND received_at > ?2",
-                params![report.site_id, now - 60],
-                |r| r.get(0),
-            )
-            .db(&self.path)?;
+                args![&report.site_id, now - 60],
+            )?
+            .map_or(0, |r| r[0].int());
         if lately >= per_minute {
             return Ok(Err(refuse(
                 429,
@@ -336,143 +418,139 @@ impl FleetDb {
                 ),
             )));
         }
+        let text = String::from_utf8_lossy(body);
+        let groups = serde_json::to_string(&report.groups).expect("strings serialise");
         // One commit for the report, its trimming, what it says of its release and the site's
-        // row: a commit costs more than the writes themselves.
-        let tx = self.conn.unchecked_transaction().db(&self.path)?;
-        tx.execute(
+        // row: a commit costs more than the writes themselves. The site's row moves first and
+        // only forward, so that of two servers taking the same report at once one keeps it.
+        self.tx(|| {
+            let moved = self.run(
+                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1 AND last_seq < ?2",
+                args![
+                    &report.site_id,
+                    seq,
+                    now,
+                    &report.installed,
+                    &*text,
+                    &report.name,
+                    &groups,
+                    &report.channel,
+                    report.outcome.word(),
+                    &report.to,
+                    &report.url
+                ],
+            )?;
+            if moved == 0 {
+                return Ok(false);
+            }
+            self.run(
                 "INSERT INTO reports(site_id, seq, received_at, outcome, to_version, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    report.site_id,
-                    report.seq as i64,
+                args![
+                    &report.site_id,
+                    seq,
                     now,
                     report.outcome.word(),
-                    report.to,
-                    String::from_utf8_lossy(body)
+                    &report.to,
+                    &*text
                 ],
-            )
-            .db(&self.path)?;
-        tx.execute(
+            )?;
+            self.run(
                 "DELETE FROM reports WHERE site_id = ?1 AND id <= (SELECT id FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                params![report.site_id, kept],
-            )
-            .db(&self.path)?;
-        tx.execute(
-            "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
-            params![report.site_id, now - max_age],
-        )
-        .db(&self.path)?;
-        if let Some(release) = &report.to {
-            // What happened to the release stays counted: a failure is replaced by what the
-            // site does with the release next (it tries again, it succeeds), not by its
-            // policy holding it back.
-            tx.execute(
+                args![&report.site_id, kept],
+            )?;
+            self.run(
+                "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
+                args![&report.site_id, now - max_age],
+            )?;
+            if let Some(release) = &report.to {
+                // What happened to the release stays counted: a failure is replaced by what
+                // the site does with the release next (it tries again, it succeeds), not by
+                // its policy holding it back.
+                self.run(
                     "INSERT INTO outcomes(site_id, release, outcome, seq, received_at) VALUES(?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(site_id, release) DO UPDATE SET outcome = excluded.outcome,
                          seq = excluded.seq, received_at = excluded.received_at
                      WHERE NOT (outcomes.outcome IN ('failure', 'rolled_back')
                          AND excluded.outcome IN ('held', 'postponed'))",
-                    params![
-                        report.site_id,
-                        release,
-                        report.outcome.word(),
-                        report.seq as i64,
-                        now
-                    ],
-                )
-                .db(&self.path)?;
-        }
-        tx.execute(
-                "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1",
-                params![
-                    report.site_id,
-                    report.seq as i64,
-                    now,
-                    report.installed,
-                    String::from_utf8_lossy(body),
-                    report.name,
-                    serde_json::to_string(&report.groups).expect("strings serialise"),
-                    report.channel,
-                    report.outcome.word(),
-                    report.to,
-                    report.url
-                ],
-            )
-            .db(&self.path)?;
-        tx.commit().db(&self.path)?;
-        Ok(Ok(report))
+                    args![&report.site_id, release, report.outcome.word(), seq, now],
+                )?;
+            }
+            Ok(true)
+        })
+        .and_then(|kept| {
+            if kept {
+                return Ok(Ok(report));
+            }
+            // Another server took a report of this site between the check and now.
+            let last = self
+                .row(
+                    "SELECT last_seq FROM sites WHERE id = ?1",
+                    args![&report.site_id],
+                )?
+                .map_or(0, |r| r[0].int());
+            Ok(Err(out_of_order(seq, last)
+                .unwrap_or_else(|| refuse(409, "the report crossed another: send it again"))))
+        })
     }
 
     /// What each site last said about `release` (see [`Outcomes`]).
     pub fn outcomes(&self, release: &str) -> Result<Outcomes> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT site_id, outcome FROM outcomes WHERE release = ?1")
-            .db(&self.path)?;
-        let rows = st
-            .query_map([release], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .db(&self.path)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db(&self.path)?;
-        Ok(rows
+        Ok(self
+            .rows(
+                "SELECT site_id, outcome FROM outcomes WHERE release = ?1",
+                args![release],
+            )?
             .into_iter()
-            .filter_map(|(id, o)| Outcome::parse(&o).map(|o| (id, o)))
+            .filter_map(|mut r| Outcome::parse(&r[1].text()).map(|o| (r[0].text(), o)))
             .collect())
     }
 
     /// The site named `who` (its name or its id), if enrolled.
     pub fn find_site(&self, who: &str) -> Result<Option<SiteRow>> {
-        Ok(self.rows(true, Some(Only::Site(who)))?.into_iter().next())
+        Ok(self
+            .site_rows(true, Some(Only::Site(who)))?
+            .into_iter()
+            .next())
     }
 
     /// The newest report of a site about `release` that says it failed or rolled back.
     pub fn failure_about(&self, site_id: &str, release: &str) -> Result<Option<Report>> {
-        let data: Option<String> = self
-            .conn
-            .query_row(
+        Ok(self
+            .row(
                 "SELECT data FROM reports WHERE site_id = ?1 AND to_version = ?2 AND outcome IN ('failure', 'rolled_back') ORDER BY id DESC LIMIT 1",
-                params![site_id, release],
-                |r| r.get(0),
-            )
-            .optional()
-            .db(&self.path)?;
-        Ok(data.and_then(|d| serde_json::from_str(&d).ok()))
+                args![site_id, release],
+            )?
+            .and_then(|mut r| serde_json::from_str(&r[0].text()).ok()))
     }
 
     /// A site's kept reports, newest first, at most `limit`, each with when it was received
     /// (seconds since the epoch).
     pub fn history(&self, site_id: &str, limit: usize) -> Result<Vec<(i64, Report)>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        Ok(self
+            .rows(
                 "SELECT received_at, data FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .db(&self.path)?;
-        let rows = st
-            .query_map(params![site_id, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
-            .db(&self.path)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db(&self.path)?;
-        Ok(rows
+                args![site_id, limit as i64],
+            )?
             .into_iter()
-            .filter_map(|(at, d)| serde_json::from_str(&d).ok().map(|r| (at, r)))
+            .filter_map(|mut r| {
+                serde_json::from_str(&r[1].text())
+                    .ok()
+                    .map(|rep| (r[0].int(), rep))
+            })
             .collect())
     }
 
     /// Every enrolled site, by name, with its last report whole.
     pub fn sites(&self) -> Result<Vec<SiteRow>> {
-        self.rows(true, None)
+        self.site_rows(true, None)
     }
 
     /// The sites on `channel`, without their reports' text: what the pilot counts.
     pub fn sites_on(&self, channel: &str) -> Result<Vec<SiteRow>> {
-        self.rows(false, Some(Only::Channel(channel)))
+        self.site_rows(false, Some(Only::Channel(channel)))
     }
 
-    fn rows(&self, whole: bool, only: Option<Only>) -> Result<Vec<SiteRow>> {
+    fn site_rows(&self, whole: bool, only: Option<Only>) -> Result<Vec<SiteRow>> {
         let sql = format!(
             "SELECT id, name, groups, channel, version, {}, last_seen, last_outcome, last_to, url, last_seq FROM sites {}",
             if whole { "last_report" } else { "NULL" },
@@ -483,40 +561,50 @@ impl FleetDb {
                 None => "ORDER BY name, id",
             }
         );
-        let mut st = self.conn.prepare_cached(&sql).db(&self.path)?;
-        let now = now_secs();
-        let map = |r: &rusqlite::Row| {
-            let groups: String = r.get(2)?;
-            let last: Option<String> = r.get(5)?;
-            let seen: Option<i64> = r.get(6)?;
-            let outcome: Option<String> = r.get(7)?;
-            Ok(SiteRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                groups: if groups == "[]" {
-                    Vec::new()
-                } else {
-                    serde_json::from_str(&groups).unwrap_or_default()
-                },
-                channel: r.get(3)?,
-                version: r.get(4)?,
-                outcome: outcome.as_deref().and_then(Outcome::parse),
-                to: r.get(8)?,
-                last: last.and_then(|l| serde_json::from_str(&l).ok()),
-                last_seen_secs: seen.map(|s| now - s),
-                url: r.get(9)?,
-                last_seq: r.get(10)?,
-            })
-        };
         let rows = match only {
-            Some(Only::Channel(c) | Only::Site(c)) => st.query_map([c], map),
-            None => st.query_map([], map),
-        }
-        .db(&self.path)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .db(&self.path)?;
-        Ok(rows)
+            Some(Only::Channel(c) | Only::Site(c)) => self.rows(&sql, args![c])?,
+            None => self.rows(&sql, &[])?,
+        };
+        let now = now_secs();
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let groups = r[2].text();
+                SiteRow {
+                    id: r[0].text(),
+                    name: r[1].text(),
+                    groups: if groups == "[]" {
+                        Vec::new()
+                    } else {
+                        serde_json::from_str(&groups).unwrap_or_default()
+                    },
+                    channel: r[3].text(),
+                    version: r[4].opt_text(),
+                    outcome: r[7].opt_text().as_deref().and_then(Outcome::parse),
+                    to: r[8].opt_text(),
+                    last: r[5].opt_text().and_then(|l| serde_json::from_str(&l).ok()),
+                    last_seen_secs: r[6].opt_int().map(|s| now - s),
+                    url: r[9].opt_text(),
+                    last_seq: r[10].int(),
+                }
+            })
+            .collect())
     }
+}
+
+/// Why a report numbered `seq` is refused after `last`, if it is.
+fn out_of_order(seq: i64, last: i64) -> Option<Refusal> {
+    if seq == last {
+        return Some(refuse(409, format!("report {seq} was already received")));
+    }
+    (seq < last).then(|| {
+        refuse(
+            409,
+            format!(
+                "report {seq} is older than the last one received ({last}): refused as a possible replay (a site's reports are numbered in order)"
+            ),
+        )
+    })
 }
 
 /// The sites on `channel` whose last word about `release` is a failure, each with its latest
@@ -612,59 +700,57 @@ pub fn counters(
     c
 }
 
-/// The fleet page's accounts and sessions live here, with the same rules as the panel's.
-impl crate::base::accounts::AccountStore for FleetDb {
-    fn db(&self) -> (&Connection, &Path) {
-        (&self.conn, &self.path)
-    }
-}
+/// The fleet page's accounts and sessions live here, with the same rules as the panel's (on
+/// PostgreSQL, a login on one reference server holds on the others).
+impl crate::base::accounts::AccountStore for FleetDb {}
 
 impl FleetDb {
     /// Queue a webhook delivery, due now.
     pub fn queue_notify(&self, url: &str, body: &str) -> Result<()> {
         let now = now_secs();
-        self.conn
-            .execute(
-                "INSERT INTO notify_queue(created_at, url, body, next_at) VALUES(?1, ?2, ?3, ?1)",
-                params![now, url, body],
-            )
-            .db(&self.path)?;
-        self.conn
-            .execute(
-                "DELETE FROM notify_queue WHERE id <= (SELECT max(id) FROM notify_queue) - ?1",
-                [NOTIFY_KEPT],
-            )
-            .db(&self.path)?;
+        self.run(
+            "INSERT INTO notify_queue(created_at, url, body, next_at) VALUES(?1, ?2, ?3, ?1)",
+            args![now, url, body],
+        )?;
+        self.run(
+            "DELETE FROM notify_queue WHERE id <= (SELECT max(id) FROM notify_queue) - ?1",
+            args![NOTIFY_KEPT],
+        )?;
         Ok(())
     }
 
     /// Deliveries waiting, oldest first.
     pub fn queued_notify(&self) -> Result<Vec<Delivery>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        Ok(self
+            .rows(
                 "SELECT id, url, body, attempts, next_at <= ?1 FROM notify_queue ORDER BY id LIMIT 500",
-            )
-            .db(&self.path)?;
-        st.query_map([now_secs()], |r| {
-            Ok(Delivery {
-                id: r.get(0)?,
-                url: r.get(1)?,
-                body: r.get(2)?,
-                attempts: r.get(3)?,
-                due: r.get(4)?,
+                args![now_secs()],
+            )?
+            .into_iter()
+            .map(|mut r| Delivery {
+                id: r[0].int(),
+                url: r[1].text(),
+                body: r[2].text(),
+                attempts: r[3].int(),
+                due: r[4].int() != 0,
             })
-        })
-        .db(&self.path)?
-        .collect::<rusqlite::Result<_>>()
-        .db(&self.path)
+            .collect())
+    }
+
+    /// Take a due delivery for this server to try: false when another server sharing the
+    /// fleet took it first. Taken, it is not due again for half a minute, longer than a try
+    /// lasts (a server that dies while trying it leaves it to the others then).
+    pub fn claim_notify(&self, id: i64) -> Result<bool> {
+        let now = now_secs();
+        Ok(self.run(
+            "UPDATE notify_queue SET next_at = ?2 WHERE id = ?1 AND next_at <= ?3",
+            args![id, now + 30, now],
+        )? == 1)
     }
 
     /// A delivery was taken.
     pub fn notify_sent(&self, id: i64) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM notify_queue WHERE id = ?1", [id])
-            .db(&self.path)?;
+        self.run("DELETE FROM notify_queue WHERE id = ?1", args![id])?;
         Ok(())
     }
 
@@ -674,31 +760,26 @@ impl FleetDb {
         let pause = 2i64
             .saturating_pow(attempts.clamp(0, 20) as u32 + 1)
             .min(600);
-        self.conn
-            .execute(
-                "UPDATE notify_queue SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
-                params![id, error, now_secs() + pause],
-            )
-            .db(&self.path)?;
+        self.run(
+            "UPDATE notify_queue SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+            args![id, error, now_secs() + pause],
+        )?;
         Ok(())
     }
 
     /// A value kept by the reference (when it last took a trigger, ...).
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .db(&self.path)
+        Ok(self
+            .row("SELECT value FROM meta WHERE key = ?1", args![key])?
+            .map(|mut r| r[0].text()))
     }
 
     /// Keep a value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-                [key, value],
-            )
-            .db(&self.path)?;
+        self.run(
+            "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            args![key, value],
+        )?;
         Ok(())
     }
 }
@@ -706,8 +787,7 @@ impl FleetDb {
 /// A mirror taking triggers remembers them here.
 impl crate::documents::trigger::Ledger for FleetDb {
     fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
-        let (conn, path) = crate::base::accounts::AccountStore::db(self);
-        crate::base::nonces::use_nonce_in(conn, path, nonce, now, forget)
+        crate::base::nonces::use_nonce_in(self, nonce, now, forget)
     }
     fn meta(&self, key: &str) -> Result<Option<String>> {
         FleetDb::meta(self, key)
@@ -755,9 +835,10 @@ mod tests {
     }
 
     fn rows(db: &FleetDb) -> i64 {
-        db.conn
-            .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+        db.row("SELECT count(*) FROM reports", &[])
             .unwrap()
+            .unwrap()[0]
+            .int()
     }
 
     #[test]
@@ -779,10 +860,11 @@ mod tests {
             db.accept(&b, &s).unwrap().unwrap();
         }
         assert_eq!(rows(&db), 5, "the newest five are kept");
-        let newest: i64 = db
-            .conn
-            .query_row("SELECT max(seq) FROM reports", [], |r| r.get(0))
-            .unwrap();
+        let newest = db
+            .row("SELECT max(seq) FROM reports", &[])
+            .unwrap()
+            .unwrap()[0]
+            .int();
         assert_eq!(newest, 12);
     }
 }

@@ -20,8 +20,9 @@ pub struct Fleet {
     pub pilot: Option<pilot::Pilot>,
     /// The repository folder (its channels, for the fleet page).
     pub repo: std::path::PathBuf,
-    /// When each channel was last steered after a report.
-    pub last_steer: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// When each channel was last steered after a report, and what that took.
+    pub last_steer:
+        Mutex<std::collections::HashMap<String, (std::time::Instant, std::time::Duration)>>,
     /// Webhooks told of rollout moves and failed sites.
     pub notify: Notify,
 }
@@ -65,13 +66,19 @@ impl Fleet {
     pub fn steer_all(&self) {
         let Some(p) = &self.pilot else { return };
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        match p.steer_all(&db) {
+        let r = db.steering(|| {
+            let done = p.steer_all(&db)?;
+            for s in &done {
+                if let Some(e) = s.event() {
+                    self.tell(&db, &e);
+                }
+            }
+            Ok(done)
+        });
+        match r {
             Ok(done) => {
                 for s in done {
                     crate::errln!("rollout: {}", s.line);
-                    if let Some(e) = s.event() {
-                        self.tell(&db, &e);
-                    }
                 }
             }
             Err(e) => crate::errln!("rollout: could not steer: {e}"),
@@ -118,7 +125,11 @@ impl Fleet {
         {
             // One receiver down does not hold the others back; its own deliveries keep their
             // order (one waiting for its retry holds back those after it).
-            if down.contains(&url) || !now {
+            let mine = || {
+                let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+                db.claim_notify(id).unwrap_or(false)
+            };
+            if down.contains(&url) || !now || !mine() {
                 down.push(url);
                 continue;
             }

@@ -13,6 +13,8 @@ use crate::documents::report::{MAX_REPORT, Outcome, SIGNATURE_HEADER};
 /// so a bad release halts at the report that crosses the threshold. Other reports (installing,
 /// held, up to date...) move nothing: the timer sees them.
 const STEER_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// ... and no sooner than this many times what the last steer of the channel took.
+const STEER_COST_SHARE: u32 = 5;
 
 /// Register the endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
@@ -89,12 +91,16 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             }
             let mut last = fleet.last_steer.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
+            // A steer reads every site of the channel: in a large fleet it costs more than
+            // 200 ms, so successes steer at most a fifth of the time (the timer and the next
+            // failure catch up).
             let due = failed
-                || last
-                    .get(&rep.channel)
-                    .is_none_or(|t| now.duration_since(*t) >= STEER_EVERY);
+                || last.get(&rep.channel).is_none_or(|(t, cost)| {
+                    now.duration_since(*t) >= STEER_EVERY.max(*cost * STEER_COST_SHARE)
+                });
             if due {
-                last.insert(rep.channel.clone(), now);
+                let cost = last.get(&rep.channel).map(|l| l.1).unwrap_or_default();
+                last.insert(rep.channel.clone(), (now, cost));
             }
             due
         };
@@ -123,13 +129,24 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
         if let (Ok(rep), Some(p)) = (&r, &fleet.pilot)
             && due(rep)
         {
-            match p.steer(&db, &rep.channel) {
-                Ok(Some(s)) => {
-                    crate::errln!("rollout: {}", s.line);
-                    if let Some(e) = s.event() {
-                        fleet.tell(&db, &e);
-                    }
+            let t0 = std::time::Instant::now();
+            let steered = db.steering(|| {
+                let s = p.steer(&db, &rep.channel)?;
+                if let Some(e) = s.as_ref().and_then(|s| s.event()) {
+                    fleet.tell(&db, &e);
                 }
+                Ok(s)
+            });
+            if let Some(l) = fleet
+                .last_steer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&rep.channel)
+            {
+                l.1 = t0.elapsed();
+            }
+            match steered {
+                Ok(Some(s)) => crate::errln!("rollout: {}", s.line),
                 Ok(None) => {}
                 Err(e) => crate::errln!("rollout: could not steer channel {}: {e}", rep.channel),
             }

@@ -9,7 +9,7 @@ use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::target::Engine;
+use crate::base::dburl::Engine;
 
 fn dialect(engine: Engine) -> Box<dyn Dialect> {
     match engine {

@@ -8,7 +8,7 @@ pub mod ddl;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
-pub mod target;
+pub use crate::base::dburl as target;
 pub mod tools;
 
 use std::path::Path;

@@ -20,12 +20,12 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::target::{Address, Engine, Server};
 use super::{
     Fragment, Journal, Phase, Progress, SchemaPlan, Settings, SiteDatabase, SqlTask, Statement,
     Try, Written, ddl, tools,
 };
 use crate::base::clock::now_text;
+use crate::base::dburl::{Address, Engine, Server};
 use crate::base::error::{Error, Result};
 
 /// upkeep's table in the site database (the README documents it).
@@ -76,7 +76,7 @@ impl Mysql {
                 .ip_or_hostname(Some(h.clone()))
                 .tcp_port(*p)
                 .prefer_socket(false),
-            Address::Socket(p) => o.socket(Some(p.display().to_string())),
+            Address::Socket(p, _) => o.socket(Some(p.display().to_string())),
         };
         Conn::new(o).map_err(|e| {
             Error::refused(
@@ -749,7 +749,7 @@ fn client_args(s: &Server) -> Vec<String> {
             format!("--host={h}"),
             format!("--port={p}"),
         ],
-        Address::Socket(p) => vec![format!("--socket={}", p.display())],
+        Address::Socket(p, _) => vec![format!("--socket={}", p.display())],
     };
     a.push(format!("--user={}", s.user));
     a

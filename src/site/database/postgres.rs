@@ -12,17 +12,16 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use postgres::{Client, GenericClient, NoTls};
+use postgres::{Client, GenericClient};
 use serde::{Deserialize, Serialize};
 
-use super::target::{Address, Engine, Server, Tls};
 use super::{
     Fragment, Journal, Phase, Progress, SchemaPlan, Settings, SiteDatabase, SqlTask, Statement,
     Try, Written, ddl, tools,
 };
 use crate::base::clock::now_text;
+use crate::base::dburl::{Address, Engine, Server, Tls};
 use crate::base::error::{Error, Result};
 
 /// upkeep's table in the site database (the README documents it).
@@ -91,39 +90,11 @@ impl Postgres {
     }
 
     fn login(&self) -> Result<Client> {
-        let s = &self.server;
-        let mut c = postgres::Config::new();
-        c.user(&s.user)
-            .dbname(&s.name)
-            .application_name("upkeep")
-            .connect_timeout(Duration::from_secs(10));
-        if let Some(p) = &s.password {
-            c.password(p);
-        }
-        match &s.address {
-            Address::Tcp(h, p) => {
-                c.host(h).port(*p);
-            }
-            Address::Socket(d) => {
-                c.host_path(d);
-            }
-        }
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::refused(
-                format!("cannot reach the site database {}: {e}", s.display()),
-                "check `database` in upkeep.toml, the password (password_file or UPKEEP_DATABASE_PASSWORD), pg_hba.conf and that the server runs",
-            )
-        };
-        let mut client = match s.tls {
-            Tls::Off => c.connect(NoTls).map_err(|e| fail(&e))?,
-            Tls::On => {
-                c.ssl_mode(postgres::config::SslMode::Require);
-                c.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                    self.tls_config().map_err(|e| fail(&e))?,
-                ))
-                .map_err(|e| fail(&e))?
-            }
-        };
+        let mut client = crate::base::pg::login(
+            &self.server,
+            "the site database",
+            "check `database` in upkeep.toml, the password (password_file or UPKEEP_DATABASE_PASSWORD), pg_hba.conf and that the server runs",
+        )?;
         client
             .batch_execute(&format!(
                 "SET lock_timeout = '{}s'",
@@ -133,31 +104,12 @@ impl Postgres {
         Ok(client)
     }
 
-    fn tls_config(&self) -> std::result::Result<rustls::ClientConfig, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.server.root_cert {
-            Some(p) => {
-                let pem = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| format!("{}: {e}", p.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", p.display()))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        Ok(rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth())
-    }
-
     fn err(&self, what: &str, e: postgres::Error) -> Error {
-        let detail = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
-        Error::msg(format!("{} ({what}): {detail}", self.server.display()))
+        Error::msg(format!(
+            "{} ({what}): {}",
+            self.server.display(),
+            crate::base::pg::detail(&e)
+        ))
     }
 
     fn strings(
@@ -350,7 +302,7 @@ impl Postgres {
         let mut cmd = Command::new(tool);
         match &s.address {
             Address::Tcp(h, p) => cmd.env("PGHOST", h).env("PGPORT", p.to_string()),
-            Address::Socket(d) => cmd.env("PGHOST", d),
+            Address::Socket(d, p) => cmd.env("PGHOST", d).env("PGPORT", p.to_string()),
         };
         cmd.env("PGUSER", &s.user)
             .env("PGDATABASE", &s.name)

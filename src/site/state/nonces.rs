@@ -7,6 +7,6 @@ use crate::base::nonces::use_nonce_in;
 impl State {
     /// [`use_nonce_in`] on state.db.
     pub fn use_nonce(&self, nonce: &str, now: i64, forget: i64) -> Result<bool> {
-        use_nonce_in(&self.conn, &self.path, nonce, now, forget)
+        use_nonce_in(self, nonce, now, forget)
     }
 }

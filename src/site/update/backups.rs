@@ -80,14 +80,16 @@ pub fn prune(inst: &Instance, keep: usize, current: i64) -> Result<Vec<PathBuf>>
 
 /// How to put copy `b` back by hand, in the commands an operator types.
 pub fn restore_hint(inst: &Instance, b: &Path) -> Vec<String> {
+    use crate::base::dburl::{Address, Server};
     use crate::site::database::Target;
-    use crate::site::database::target::{Address, Server};
     let root = inst.root.display();
     let copy = b.display();
     let client = |s: &Server, tool: &str, socket_flag: &str| -> String {
         match &s.address {
             Address::Tcp(h, p) => format!("{tool} -h {h} -p {p} -U {}", s.user),
-            Address::Socket(d) => format!("{tool} {socket_flag} {} -U {}", d.display(), s.user),
+            Address::Socket(d, p) => {
+                format!("{tool} {socket_flag} {} -p {p} -U {}", d.display(), s.user)
+            }
         }
     };
     let middle = match inst.database_target() {
@@ -102,7 +104,7 @@ pub fn restore_hint(inst: &Instance, b: &Path) -> Vec<String> {
         Ok(Target::Mysql(s)) => {
             let who = match &s.address {
                 Address::Tcp(h, p) => format!("-h {h} -P {p} -u {}", s.user),
-                Address::Socket(d) => format!("-S {} -u {}", d.display(), s.user),
+                Address::Socket(d, _) => format!("-S {} -u {}", d.display(), s.user),
             };
             vec![
                 format!(

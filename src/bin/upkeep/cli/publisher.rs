@@ -166,12 +166,16 @@ pub enum PublisherCommand {
         /// Address to listen on (port 0 picks a free port; the URL is printed).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// The fleet database (site enrolment and reports), kept outside the repository.
-        #[arg(
-            long,
-            value_name = "FILE",
-            help = "The fleet database [default: REPO.fleet.db, beside REPO]"
-        )]
+        /// The fleet database: a file, or postgresql://USER@HOST:PORT/NAME [default:
+        /// REPO.fleet.db, beside REPO].
+        ///
+        /// Site enrolments, reports, webhooks and the fleet page's accounts. A file stays
+        /// outside the repository. A PostgreSQL database is shared by several reference servers
+        /// (behind one address, each serving the same repository folder): all take enrolments
+        /// and reports, one at a time steers the rollouts and another takes over within seconds
+        /// when it stops. Its password comes from the file UPKEEP_FLEET_DB_PASSWORD_FILE names
+        /// (mode 0600), or from UPKEEP_FLEET_DB_PASSWORD.
+        #[arg(long, value_name = "FILE|URL")]
         fleet_db: Option<PathBuf>,
         /// A delegated online key: the server then steers rollouts by the sites' reports
         /// (advance, halt past the threshold) and refreshes channel pointers before they expire.
@@ -284,8 +288,9 @@ pub enum PublisherCommand {
         /// The repository folder (its fleet database lists the sites).
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
-        /// The fleet database [default: REPO.fleet.db].
-        #[arg(long, value_name = "FILE")]
+        /// The fleet database: a file, or postgresql://USER@HOST:PORT/NAME [default:
+        /// REPO.fleet.db].
+        #[arg(long, value_name = "FILE|URL")]
         fleet_db: Option<PathBuf>,
         /// Sites in this group.
         #[arg(long, value_name = "G")]
@@ -325,8 +330,9 @@ pub enum FleetAction {
         /// The repository folder.
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
-        /// The fleet database [default: REPO.fleet.db].
-        #[arg(long, value_name = "FILE")]
+        /// The fleet database: a file, or postgresql://USER@HOST:PORT/NAME [default:
+        /// REPO.fleet.db].
+        #[arg(long, value_name = "FILE|URL")]
         fleet_db: Option<PathBuf>,
         /// How many sites may enrol with it.
         #[arg(long, value_name = "N", default_value_t = 1)]
@@ -351,8 +357,9 @@ pub enum FleetAction {
         /// The repository folder.
         #[arg(long, value_name = "REPO")]
         repo: PathBuf,
-        /// The fleet database [default: REPO.fleet.db].
-        #[arg(long, value_name = "FILE")]
+        /// The fleet database: a file, or postgresql://USER@HOST:PORT/NAME [default:
+        /// REPO.fleet.db].
+        #[arg(long, value_name = "FILE|URL")]
         fleet_db: Option<PathBuf>,
         /// One site's timeline instead (its name or id): every report kept, newest first, with
         /// the outcome, releases, failed step, closed window, bytes and reason.
@@ -398,8 +405,9 @@ pub struct FleetDbArgs {
     /// The repository folder.
     #[arg(long, value_name = "REPO")]
     pub repo: PathBuf,
-    /// The fleet database [default: REPO.fleet.db].
-    #[arg(long, value_name = "FILE")]
+    /// The fleet database: a file, or postgresql://USER@HOST:PORT/NAME [default:
+    /// REPO.fleet.db].
+    #[arg(long, value_name = "FILE|URL")]
     pub fleet_db: Option<PathBuf>,
 }
 

@@ -200,12 +200,8 @@ pub fn push(
         ));
     }
     let key = SecretKey::load(key)?;
-    let p = match fleet_db {
-        Some(p) => p.to_path_buf(),
-        None => upkeep::publisher::fleet::db::default_path(&repo.canonicalize().ctx("open", repo)?),
-    };
-    let db = upkeep::publisher::fleet::db::FleetDb::open(&super::publisher::fleet_db_outside(
-        repo, &p,
+    let db = upkeep::publisher::fleet::db::FleetDb::open_at(&super::publisher::fleet_place(
+        repo, fleet_db,
     )?)?;
     let answers = push::push(&db, &key, &class)?;
     if answers.is_empty() {
@@ -284,13 +280,9 @@ pub fn enroll(root: &Path, token: &str) -> Result<u8> {
 /// `upkeep fleet ...`.
 pub fn fleet(action: crate::cli::FleetAction) -> Result<u8> {
     use crate::cli::FleetAction as A;
-    use upkeep::publisher::fleet::db::{FleetDb, counters, default_path};
+    use upkeep::publisher::fleet::db::{FleetDb, counters};
     let open = |repo: &Path, db: &Option<std::path::PathBuf>| -> Result<FleetDb> {
-        let p = match db {
-            Some(p) => p.clone(),
-            None => default_path(&repo.canonicalize().ctx("open", repo)?),
-        };
-        FleetDb::open(&super::publisher::fleet_db_outside(repo, &p)?)
+        FleetDb::open_at(&super::publisher::fleet_place(repo, db.as_deref())?)
     };
     match action {
         A::User(op) => {

@@ -194,12 +194,7 @@ pub fn reference(
             "publish a release into it first with `upkeep publish`",
         ));
     }
-    let db_path = fleet_db.map(Path::to_path_buf).unwrap_or_else(|| {
-        upkeep::publisher::fleet::db::default_path(
-            &repo.canonicalize().unwrap_or(repo.to_path_buf()),
-        )
-    });
-    let db_path = fleet_db_outside(repo, &db_path)?;
+    let place = fleet_place(repo, fleet_db)?;
     let pilot = match online_key {
         Some(k) => Some(upkeep::publisher::fleet::pilot::Pilot {
             repo: repo.canonicalize().ctx("open", repo)?,
@@ -225,7 +220,7 @@ pub fn reference(
                     keys,
                     downstream,
                     downstream_key,
-                    upkeep::publisher::fleet::db::FleetDb::open(&db_path)?,
+                    upkeep::publisher::fleet::db::FleetDb::open_at(&place)?,
                 )
                 .with_zips(l.zips),
             );
@@ -238,7 +233,7 @@ pub fn reference(
         }
     };
     // The files are served whatever happens to the fleet database: sites update without it.
-    let fleet = match upkeep::publisher::fleet::db::FleetDb::open(&db_path) {
+    let fleet = match upkeep::publisher::fleet::db::FleetDb::open_at(&place) {
         Ok(db) => Some((db, pilot, notify)),
         Err(e) => {
             errln!("warning: no fleet endpoints (site enrolment and reports): {e}");
@@ -252,13 +247,60 @@ pub fn reference(
             .ctx("listen on", Path::new(listen))?;
         outln!("serving {} on http://{addr}/", repo.display());
         if on {
-            errln!("fleet database: {}", db_path.display());
+            errln!("fleet database: {}", place.display());
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server.await.ctx("serve", repo)
     })?;
     Ok(0)
+}
+
+/// Where the fleet database is: `--fleet-db` (a file outside the repository, or a
+/// `postgresql://` URL several reference servers share), else REPO.fleet.db beside the
+/// repository. A server's password comes from the file `UPKEEP_FLEET_DB_PASSWORD_FILE` names
+/// (mode 0600), or `UPKEEP_FLEET_DB_PASSWORD`, never the command line.
+pub fn fleet_place(
+    repo: &Path,
+    fleet_db: Option<&Path>,
+) -> Result<upkeep::publisher::fleet::db::Place> {
+    use upkeep::base::dburl::{Target, parse, password};
+    use upkeep::publisher::fleet::db::{Place, default_path};
+    let Some(given) = fleet_db else {
+        let repo = repo.canonicalize().ctx("open", repo)?;
+        return Ok(Place::File(fleet_db_outside(&repo, &default_path(&repo))?));
+    };
+    let text = given.to_string_lossy();
+    if !text.contains("://") {
+        return Ok(Place::File(fleet_db_outside(repo, given)?));
+    }
+    let wrong = |why: String| {
+        Error::refused(
+            format!("--fleet-db {text}: {why}"),
+            "give a file (the default is REPO.fleet.db) or postgresql://USER@HOST:PORT/NAME, its password in the file UPKEEP_FLEET_DB_PASSWORD_FILE names or in UPKEEP_FLEET_DB_PASSWORD",
+        )
+    };
+    if text.split_once("://").is_some_and(|(_, rest)| {
+        rest.split('@').next().is_some_and(|u| u.contains(':')) && rest.contains('@')
+    }) {
+        return Err(wrong(
+            "the URL holds a password, which every process list shows".into(),
+        ));
+    }
+    match parse(&text, Path::new("/")).map_err(wrong)? {
+        Target::Postgres(mut s) => {
+            let file =
+                std::env::var_os("UPKEEP_FLEET_DB_PASSWORD_FILE").map(std::path::PathBuf::from);
+            s.password = match file {
+                Some(f) => password(Some(&f))?,
+                None => std::env::var("UPKEEP_FLEET_DB_PASSWORD").ok(),
+            };
+            Ok(Place::Server(s))
+        }
+        _ => Err(wrong(
+            "a fleet database is an SQLite file or a PostgreSQL database".into(),
+        )),
+    }
 }
 
 /// The fleet database must not be a file the repository serves or mirrors.
