@@ -1,8 +1,10 @@
-//! Two reference servers, one fleet on a real PostgreSQL: enrolments with one token through
-//! either, reports through either, one rollout steered by whichever takes the report that
-//! moves it. The server that advanced the rollout is killed; a third connection holds the
-//! steering lock as a server stuck mid-steer would, and dies: the other server halts the
-//! rollout the moment the lock goes, and every move happens once.
+//! Two reference servers, one fleet on a real PostgreSQL, each serving a repository folder of
+//! its own: enrolments with one token through either, reports through either, one rollout
+//! steered by whichever takes the report that moves it. The server that advanced the rollout
+//! is killed; a third connection holds the steering lock as a server stuck mid-steer would,
+//! and dies: the other server takes the advance from the database, halts the rollout the
+//! moment the lock goes, and every move happens once. A pointer forged into the database is
+//! not served.
 
 mod common;
 
@@ -65,14 +67,14 @@ impl Peer {
     }
 }
 
-fn rollout(w: &World) -> serde_json::Value {
+fn rollout(repo: &str) -> serde_json::Value {
     serde_json::from_str(&ok(upkeep(&[
         "rollout",
         "status",
         "--channel",
         "stable",
         "--repo",
-        w.repo.to_str().unwrap(),
+        repo,
         "--json",
     ])))
     .unwrap()
@@ -146,12 +148,22 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
     .to_string();
 
     let hook = common::webhook::Receiver::start(0);
-    let server = |db: &str, env: &[(&str, &str)]| {
+    // B serves a folder of its own, copied before the promotion: the rollout reaches it
+    // through the fleet database.
+    let repo_b = w.path("repo-b").to_str().unwrap().to_string();
+    assert!(
+        Command::new("cp")
+            .args(["-a", &repo, &repo_b])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let server = |repo: &str, db: &str, env: &[(&str, &str)]| {
         spawn_server_env(
             &[
                 "reference",
                 "--repo",
-                &repo,
+                repo,
                 "--online-key",
                 &online,
                 "--fleet-db",
@@ -166,10 +178,11 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
         )
     };
     let mut a = server(
+        &repo,
         &by_tcp,
         &[("UPKEEP_FLEET_DB_PASSWORD_FILE", pass.to_str().unwrap())],
     );
-    let b = server(&by_socket, &[]);
+    let b = server(&repo_b, &by_socket, &[]);
 
     // One token of four uses, taken through both servers: four sites, then no fifth.
     let mut tester = Peer::new(1, "tester", &["test"]);
@@ -197,13 +210,13 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
             "1",
         ],
     ));
-    let promoted = rollout(&w)["serial"].as_u64().unwrap();
+    let promoted = rollout(&repo)["serial"].as_u64().unwrap();
 
     // The tester's success, taken by A, advances the rollout to its second wave.
     assert_eq!(tester.report(&a.url, "installing", "1.0.0").0, 200);
     let (status, text) = tester.report(&a.url, "success", "1.1.0");
     assert_eq!(status, 200, "{text}");
-    let p = rollout(&w);
+    let p = rollout(&repo);
     assert_eq!(
         (p["wave"].as_u64(), p["state"].as_str()),
         (Some(1), Some("active")),
@@ -249,16 +262,17 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
     let url = b.url.clone();
     let mut s = sites.remove(0);
     let told = std::thread::spawn(move || s.report(&url, "rolled_back", "1.0.0"));
-    assert_eq!(
-        rollout(&w)["state"],
-        "active",
+    assert_ne!(
+        rollout(&repo_b)["state"],
+        "halted",
         "nothing moves while the lock is held"
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
     let (status, text) = told.join().unwrap();
     assert_eq!(status, 200, "{text}");
-    let p = rollout(&w);
+    // B took A's advance first (else it would have advanced again, from the first wave).
+    let p = rollout(&repo_b);
     assert_eq!(p["state"], "halted", "{p}");
     assert!(
         p["reason"].as_str().unwrap().contains("1 rolled back"),
@@ -267,9 +281,24 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
     // Promote, advance, halt: one pointer each.
     assert_eq!(p["serial"].as_u64(), Some(promoted + 2), "{p}");
 
-    // A second failure changes nothing; each event came once, B delivering its own.
+    // A pointer forged into the database (a later serial, the rollout active again) is not
+    // served; a second failure changes nothing; each event came once, B delivering its own.
+    pg.sql(
+        "fleet",
+        "UPDATE channels SET serial = serial + 10, doc = replace(doc, '\"halted\"', '\"active\"')",
+    );
     assert_eq!(sites[0].report(&b.url, "rolled_back", "1.0.0").0, 200);
-    assert_eq!(rollout(&w)["serial"].as_u64(), Some(promoted + 2));
+    let p = rollout(&repo_b);
+    assert_eq!(
+        (p["serial"].as_u64(), p["state"].as_str()),
+        (Some(promoted + 2), Some("halted")),
+        "{p}"
+    );
+    assert_eq!(
+        pg.sql("fleet", "SELECT serial FROM channels").trim(),
+        (promoted + 2).to_string(),
+        "the forged pointer is replaced by the signed one"
+    );
     let mut got = wait_events(&hook, 4);
     got.sort();
     assert_eq!(
@@ -287,7 +316,7 @@ fn two_reference_servers_on_one_postgresql_steer_one_rollout_once_with_one_kille
         "fleet",
         "status",
         "--repo",
-        &repo,
+        &repo_b,
         "--fleet-db",
         &by_socket,
         "--json",

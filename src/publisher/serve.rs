@@ -54,10 +54,14 @@ pub fn start(
     });
     // With an online key, rollouts are steered at start and then on a timer (time-based
     // advances, silent sites, pointer refreshes), besides after each report; the webhooks due
-    // go on the same timer.
+    // go on the same timer, and on a shared fleet the channel pointers the others wrote.
+    let shared = |f: &crate::publisher::fleet::Fleet| {
+        let db = f.db.lock().unwrap_or_else(|e| e.into_inner());
+        crate::base::sql::Sql::is_postgres(&*db)
+    };
     if let Some(f) = fleet
         .clone()
-        .filter(|f| f.pilot.is_some() || !f.notify.urls.is_empty())
+        .filter(|f| f.pilot.is_some() || !f.notify.urls.is_empty() || shared(f))
     {
         actix_web::rt::spawn(async move {
             let mut every =

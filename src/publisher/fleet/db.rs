@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS outcomes(site_id TEXT NOT NULL, release TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS outcomes_release ON outcomes(release);
 CREATE INDEX IF NOT EXISTS reports_about ON reports(site_id, to_version, id);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels(name TEXT PRIMARY KEY, serial INTEGER NOT NULL, doc TEXT NOT NULL,
+    sig TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notify_queue(id INTEGER PRIMARY KEY, created_at INTEGER NOT NULL, url TEXT NOT NULL,
     body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);
 ";
@@ -763,6 +765,37 @@ impl FleetDb {
         self.run(
             "UPDATE notify_queue SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
             args![id, error, now_secs() + pause],
+        )?;
+        Ok(())
+    }
+
+    /// The channel pointers the servers sharing this fleet wrote: name, serial, the signed
+    /// document and its signature.
+    pub fn channel_docs(&self) -> Result<Vec<(String, i64, String, String)>> {
+        Ok(self
+            .rows("SELECT name, serial, doc, sig FROM channels", &[])?
+            .into_iter()
+            .map(|mut r| (r[0].text(), r[1].int(), r[2].text(), r[3].text()))
+            .collect())
+    }
+
+    /// Keep a channel pointer for the others, unless a later one is kept already.
+    pub fn put_channel_doc(&self, name: &str, serial: i64, doc: &str, sig: &str) -> Result<()> {
+        self.run(
+            "INSERT INTO channels(name, serial, doc, sig) VALUES(?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET serial = excluded.serial, doc = excluded.doc, sig = excluded.sig
+             WHERE channels.serial < excluded.serial",
+            args![name, serial, doc, sig],
+        )?;
+        Ok(())
+    }
+
+    /// Put a channel pointer in place of the one kept, whatever its serial (the one kept was
+    /// not signed by a delegated key).
+    pub fn replace_channel_doc(&self, name: &str, serial: i64, doc: &str, sig: &str) -> Result<()> {
+        self.run(
+            "UPDATE channels SET serial = ?2, doc = ?3, sig = ?4 WHERE name = ?1",
+            args![name, serial, doc, sig],
         )?;
         Ok(())
     }

@@ -61,12 +61,121 @@ pub struct Event {
 }
 
 impl Fleet {
+    /// Run `steer` as the one server steering the fleet now ([`db::FleetDb::steering`]), this
+    /// server's channel pointers made the same as the fleet's first and after (on a shared
+    /// fleet, each server may serve a repository folder of its own).
+    pub fn steering<T>(
+        &self,
+        db: &db::FleetDb,
+        steer: impl FnOnce() -> crate::base::error::Result<T>,
+    ) -> crate::base::error::Result<T> {
+        use crate::base::sql::Sql;
+        db.steering(|| {
+            if db.is_postgres() {
+                self.sync_channels(db)?;
+            }
+            let r = steer()?;
+            if db.is_postgres() {
+                self.sync_channels(db)?;
+            }
+            Ok(r)
+        })
+    }
+
+    /// Make this server's channel pointers and the fleet database's the same, each way by
+    /// serial: a pointer this folder has later (the pilot moved it, a publisher ran `upkeep
+    /// rollout` here) goes into the database; one the database has later is written into the
+    /// folder, when a key the release key delegated signed it (a pointer another server wrote,
+    /// never one the database alone vouches for).
+    pub fn sync_channels(&self, db: &db::FleetDb) -> crate::base::error::Result<()> {
+        use crate::base::error::IoContext;
+        use crate::documents::channel::{channel_path, channel_sig_path};
+        let mut kept: std::collections::HashMap<String, (i64, String, String)> = db
+            .channel_docs()?
+            .into_iter()
+            .map(|(n, serial, doc, sig)| (n, (serial, doc, sig)))
+            .collect();
+        let read = |rel: String| {
+            let p = self.repo.join(rel);
+            std::fs::read_to_string(&p).ctx("read", &p)
+        };
+        for name in rollout::channels(&self.repo) {
+            let Some(p) = rollout::read_channel(&self.repo, &name)? else {
+                continue;
+            };
+            if kept.get(&name).is_none_or(|k| p.serial as i64 > k.0) {
+                db.put_channel_doc(
+                    &name,
+                    p.serial as i64,
+                    &read(channel_path(&name))?,
+                    &read(channel_sig_path(&name))?,
+                )?;
+                kept.remove(&name);
+            }
+        }
+        let mut wrote = false;
+        for (name, (serial, doc, sig)) in kept {
+            if crate::documents::channel::check_channel_name(&name).is_err()
+                || rollout::read_channel(&self.repo, &name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|p| p.serial as i64 >= serial)
+            {
+                continue;
+            }
+            let signed = rollout::read_delegation(&self.repo)?.is_some_and(|(d, _)| {
+                d.online_keys.iter().any(|k| {
+                    crate::documents::manifest::PublicKey::parse(k)
+                        .is_ok_and(|k| k.verify(doc.as_bytes(), &sig, "channel pointer").is_ok())
+                })
+            });
+            if !signed {
+                // What this folder has, signed, takes its place, so that the others' next
+                // moves can be shared again.
+                crate::errln!(
+                    "rollout: the fleet database held a pointer of channel {name} (serial {serial}) that no delegated online key signed: not served, replaced by this server's"
+                );
+                if let Some(p) = rollout::read_channel(&self.repo, &name)? {
+                    db.replace_channel_doc(
+                        &name,
+                        p.serial as i64,
+                        &read(channel_path(&name))?,
+                        &read(channel_sig_path(&name))?,
+                    )?;
+                }
+                continue;
+            }
+            // The signature first, as `upkeep rollout` writes them: a pointer is never served
+            // beside an older one's signature for long.
+            crate::base::fsutil::write_atomic(
+                &self.repo.join(channel_sig_path(&name)),
+                sig.as_bytes(),
+            )?;
+            crate::base::fsutil::write_atomic(
+                &self.repo.join(channel_path(&name)),
+                doc.as_bytes(),
+            )?;
+            wrote = true;
+        }
+        if wrote {
+            rollout::write_channel_index(&self.repo)?;
+        }
+        Ok(())
+    }
+
     /// Steer every channel now (at start and on the timer); what was done goes to the log and
-    /// the webhooks.
+    /// the webhooks. A server without the online key still takes the fleet's pointers.
     pub fn steer_all(&self) {
-        let Some(p) = &self.pilot else { return };
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let r = db.steering(|| {
+        let Some(p) = &self.pilot else {
+            if crate::base::sql::Sql::is_postgres(&*db)
+                && let Err(e) = self.sync_channels(&db)
+            {
+                crate::errln!("rollout: could not take the fleet's channel pointers: {e}");
+            }
+            return;
+        };
+        let r = self.steering(&db, || {
             let done = p.steer_all(&db)?;
             for s in &done {
                 if let Some(e) = s.event() {

@@ -130,7 +130,7 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             && due(rep)
         {
             let t0 = std::time::Instant::now();
-            let steered = db.steering(|| {
+            let steered = fleet.steering(&db, || {
                 let s = p.steer(&db, &rep.channel)?;
                 if let Some(e) = s.as_ref().and_then(|s| s.event()) {
                     fleet.tell(&db, &e);

@@ -171,9 +171,9 @@ pub enum PublisherCommand {
         ///
         /// Site enrolments, reports, webhooks and the fleet page's accounts. A file stays
         /// outside the repository. A PostgreSQL database is shared by several reference servers
-        /// (behind one address, each serving the same repository folder): all take enrolments
-        /// and reports, one at a time steers the rollouts and another takes over within seconds
-        /// when it stops. Its password comes from the file UPKEEP_FLEET_DB_PASSWORD_FILE names
+        /// (behind one address, each with a copy of the repository): all take enrolments and
+        /// reports, one at a time steers the rollouts (another at once when it stops), and the
+        /// channel pointers they sign reach every server's folder within one --tick. Its password comes from the file UPKEEP_FLEET_DB_PASSWORD_FILE names
         /// (mode 0600), or from UPKEEP_FLEET_DB_PASSWORD.
         #[arg(long, value_name = "FILE|URL")]
         fleet_db: Option<PathBuf>,
