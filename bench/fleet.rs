@@ -404,7 +404,7 @@ fn main() {
     let section = format!(
         "<!-- {name} -->\n## Fleet: {title}, {sites} enrolled sites\n\n\
          `bash bench/run --fleet {how}` ({}), release build, loopback, {conc} requests in flight from one client thread (in turn to each server),\n\
-         the reference holding the online key (the rollout steered after every failure and, at most every 200 ms, after successes, as in production).\n\n\
+         the reference holding the online key (the rollout steered after every failure and after successes at most every 200 ms or five times what a steer takes, as in production).\n\n\
          | measure | figure | target |\n|---|---|---|\n\
          | enrolments (POST /fleet/enroll) | {} ({} failed) | |\n\
          | reports, first round (signed, verified, stored, rollout steered) | {} ({} failed) | over 2,000/s |\n\

@@ -227,28 +227,31 @@ pub struct Pg {
     server: Server,
     client: RefCell<Option<postgres::Client>>,
     prepared: RefCell<HashMap<String, postgres::Statement>>,
-    /// Bumped at each new connection: what a session held (an advisory lock) is gone.
-    session: std::cell::Cell<u64>,
+    /// What it is, for messages ("the fleet database").
+    what: String,
     hint: String,
+    /// Run on every new connection (settings of the session).
+    init: String,
+    /// A transaction is open on the connection: if it breaks now, the statements that follow
+    /// must fail, not run on a new connection outside the transaction.
+    in_tx: std::cell::Cell<bool>,
 }
 
 impl Pg {
-    /// Connect to `server` (`hint` says where its URL and password come from).
-    pub fn connect(server: Server, hint: &str) -> Result<Self> {
+    /// Connect to `server` (`what` it is, for messages; `hint` says where its URL and password
+    /// come from), running `init` on this connection and on every one made again.
+    pub fn connect(server: Server, what: &str, hint: &str, init: &str) -> Result<Self> {
         let pg = Pg {
             server,
             client: RefCell::new(None),
             prepared: RefCell::new(HashMap::new()),
-            session: std::cell::Cell::new(0),
+            what: what.to_string(),
             hint: hint.to_string(),
+            init: init.to_string(),
+            in_tx: std::cell::Cell::new(false),
         };
         pg.with(|_| Ok(()))?;
         Ok(pg)
-    }
-
-    /// Which connection this is (see [`Pg::session`]'s field): changes when it was made again.
-    pub fn session(&self) -> u64 {
-        self.session.get()
     }
 
     /// Where, for messages.
@@ -261,19 +264,35 @@ impl Pg {
         f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
         let mut slot = self.client.borrow_mut();
+        if self.in_tx.get() && slot.as_ref().is_none_or(|c| c.is_closed()) {
+            // The server rolled the transaction back when the connection went.
+            self.in_tx.set(false);
+            return Err(Error::msg(format!(
+                "{} {}: the connection was lost in the middle of a transaction; nothing of it was kept",
+                self.what,
+                self.server.display()
+            )));
+        }
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
             self.prepared.borrow_mut().clear();
-            *slot = Some(crate::base::pg::login(
-                &self.server,
-                "the fleet database",
-                &self.hint,
-            )?);
-            self.session.set(self.session.get() + 1);
+            let mut c = crate::base::pg::login(&self.server, &self.what, &self.hint)?;
+            if !self.init.is_empty() {
+                c.batch_execute(&self.init).map_err(|e| {
+                    Error::msg(format!(
+                        "{} {}: {}",
+                        self.what,
+                        self.server.display(),
+                        crate::base::pg::detail(&e)
+                    ))
+                })?;
+            }
+            *slot = Some(c);
         }
         let c = slot.as_mut().expect("connected above");
         f(c).map_err(|e| {
             Error::msg(format!(
-                "fleet database {}: {}",
+                "{} {}: {}",
+                self.what,
                 self.server.display(),
                 crate::base::pg::detail(&e)
             ))
@@ -351,7 +370,13 @@ impl Sql for Pg {
         })
     }
     fn batch(&self, sql: &str) -> Result<()> {
-        self.with(|c| c.batch_execute(sql))
+        let r = self.with(|c| c.batch_execute(sql));
+        match sql {
+            "BEGIN" => self.in_tx.set(r.is_ok()),
+            "COMMIT" | "ROLLBACK" => self.in_tx.set(false),
+            _ => {}
+        }
+        r
     }
     fn is_postgres(&self) -> bool {
         true

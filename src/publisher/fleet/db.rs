@@ -226,7 +226,17 @@ impl FleetDb {
                 Store::Lite(l)
             }
             Place::Server(server) => {
-                let pg = Pg::connect(server.clone(), SERVER_HINT)?;
+                // A commit waits for the disk only where losing it would matter (enrolments,
+                // failure reports and steering ask for it): an ordinary report lost to a crash
+                // of the database server in its last fraction of a second is made good by the
+                // site's next one, which says again where it stands. The SQLite file's bargain
+                // (synchronous=NORMAL), and it takes the disk's flush out of every report.
+                let pg = Pg::connect(
+                    server.clone(),
+                    "the fleet database",
+                    SERVER_HINT,
+                    "SET synchronous_commit = off",
+                )?;
                 // Two servers starting together: one creates the tables, the other waits.
                 pg.tx(|| {
                     pg.rows(
@@ -266,18 +276,37 @@ impl FleetDb {
     /// any of them steers (after a report it took, on its timer), each holding the fleet's
     /// advisory lock for that time, in a transaction with what it queues for the webhooks: a
     /// second waits, then reads the channel the first left, so a halt or an advance happens
-    /// once; a server that dies while steering lets the lock go with its connection.
-    pub fn steering<T>(&self, steer: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// once; a server that dies while steering lets the lock go with its connection. Without
+    /// `wait` (a success, the timer: another steer is as good), `None` when another server is
+    /// steering now; a failure waits its turn, so that a halt it calls for is not missed.
+    pub fn steering<T>(&self, wait: bool, steer: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
         if !self.is_postgres() {
-            return steer();
+            return steer().map(Some);
         }
         self.tx(|| {
-            self.row(
-                "SELECT 1 FROM (SELECT pg_advisory_xact_lock(?1)) l",
-                args![PILOT_LOCK],
-            )?;
-            steer()
+            self.durable()?;
+            if wait {
+                self.row(
+                    "SELECT 1 FROM (SELECT pg_advisory_xact_lock(?1)) l",
+                    args![PILOT_LOCK],
+                )?;
+            } else if self
+                .row("SELECT pg_try_advisory_xact_lock(?1)", args![PILOT_LOCK])?
+                .is_none_or(|r| r[0].int() != 1)
+            {
+                return Ok(None);
+            }
+            steer().map(Some)
         })
+    }
+
+    /// On PostgreSQL, make the transaction under way wait for its commit to be on disk (the
+    /// connection's default does not: see [`FleetDb::open_at`]).
+    fn durable(&self) -> Result<()> {
+        if self.is_postgres() {
+            self.batch("SET LOCAL synchronous_commit = on")?;
+        }
+        Ok(())
     }
 
     /// Other limits of reports per site: per minute, and kept.
@@ -330,6 +359,7 @@ impl FleetDb {
         // One transaction, the token's use counted only if it is left: two servers taking the
         // last use of a token at once enrol one site, not two.
         self.tx(|| {
+            self.durable()?;
             let used = self.run(
                 "UPDATE tokens SET uses_left = uses_left - 1 WHERE hash = ?1 AND uses_left > 0 AND expires_at > ?2",
                 args![&hash, now_secs()],
@@ -379,9 +409,12 @@ impl FleetDb {
             Ok(r) => r,
             Err(e) => return Ok(Err(refuse(400, format!("not a report: {e}")))),
         };
+        let now = now_secs();
+        // The site and its reports of the last minute in one question (a round trip to a
+        // database server costs more than the counting).
         let site = self.row(
-            "SELECT public_key, last_seq FROM sites WHERE id = ?1",
-            args![&report.site_id],
+            "SELECT public_key, last_seq, (SELECT count(*) FROM reports WHERE site_id = ?1 AND received_at > ?2) FROM sites WHERE id = ?1",
+            args![&report.site_id, now - 60],
         )?;
         let Some(mut site) = site else {
             return Ok(Err(refuse(
@@ -389,7 +422,7 @@ impl FleetDb {
                 "unknown site: enrol it first (`upkeep enroll`)",
             )));
         };
-        let (key, last_seq) = (site[0].text(), site[1].int());
+        let (key, last_seq, lately) = (site[0].text(), site[1].int(), site[2].int());
         let key = PublicKey::parse(&key)?;
         if key.verify(body, sig, "report").is_err() {
             return Ok(Err(refuse(
@@ -404,14 +437,7 @@ impl FleetDb {
         if let Err(why) = report.check() {
             return Ok(Err(refuse(400, format!("report refused: {why}"))));
         }
-        let now = now_secs();
         let (per_minute, kept, max_age) = self.limits;
-        let lately = self
-            .row(
-                "SELECT count(*) FROM reports WHERE site_id = ?1 AND received_at > ?2",
-                args![&report.site_id, now - 60],
-            )?
-            .map_or(0, |r| r[0].int());
         if lately >= per_minute {
             return Ok(Err(refuse(
                 429,
@@ -425,7 +451,11 @@ impl FleetDb {
         // One commit for the report, its trimming, what it says of its release and the site's
         // row: a commit costs more than the writes themselves. The site's row moves first and
         // only forward, so that of two servers taking the same report at once one keeps it.
+        let failed = matches!(report.outcome, Outcome::Failure | Outcome::RolledBack);
         self.tx(|| {
+            if failed {
+                self.durable()?;
+            }
             let moved = self.run(
                 "UPDATE sites SET last_seq = ?2, last_seen = ?3, version = ?4, last_report = ?5, name = ?6, groups = ?7, channel = ?8, last_outcome = ?9, last_to = ?10, url = COALESCE(?11, url) WHERE id = ?1 AND last_seq < ?2",
                 args![
@@ -457,12 +487,8 @@ impl FleetDb {
                 ],
             )?;
             self.run(
-                "DELETE FROM reports WHERE site_id = ?1 AND id <= (SELECT id FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                args![&report.site_id, kept],
-            )?;
-            self.run(
-                "DELETE FROM reports WHERE site_id = ?1 AND received_at < ?2",
-                args![&report.site_id, now - max_age],
+                "DELETE FROM reports WHERE site_id = ?1 AND (received_at < ?3 OR id <= (SELECT id FROM reports WHERE site_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2))",
+                args![&report.site_id, kept, now - max_age],
             )?;
             if let Some(release) = &report.to {
                 // What happened to the release stays counted: a failure is replaced by what

@@ -63,14 +63,16 @@ pub struct Event {
 impl Fleet {
     /// Run `steer` as the one server steering the fleet now ([`db::FleetDb::steering`]), this
     /// server's channel pointers made the same as the fleet's first and after (on a shared
-    /// fleet, each server may serve a repository folder of its own).
+    /// fleet, each server may serve a repository folder of its own). `None` when `wait` is
+    /// false and another server is steering.
     pub fn steering<T>(
         &self,
         db: &db::FleetDb,
+        wait: bool,
         steer: impl FnOnce() -> crate::base::error::Result<T>,
-    ) -> crate::base::error::Result<T> {
+    ) -> crate::base::error::Result<Option<T>> {
         use crate::base::sql::Sql;
-        db.steering(|| {
+        db.steering(wait, || {
             if db.is_postgres() {
                 self.sync_channels(db)?;
             }
@@ -175,7 +177,7 @@ impl Fleet {
             }
             return;
         };
-        let r = self.steering(&db, || {
+        let r = self.steering(&db, false, || {
             let done = p.steer_all(&db)?;
             for s in &done {
                 if let Some(e) = s.event() {
@@ -186,7 +188,7 @@ impl Fleet {
         });
         match r {
             Ok(done) => {
-                for s in done {
+                for s in done.into_iter().flatten() {
                     crate::errln!("rollout: {}", s.line);
                 }
             }

@@ -130,7 +130,8 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             && due(rep)
         {
             let t0 = std::time::Instant::now();
-            let steered = fleet.steering(&db, || {
+            let failed = matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack);
+            let steered = fleet.steering(&db, failed, || {
                 let s = p.steer(&db, &rep.channel)?;
                 if let Some(e) = s.as_ref().and_then(|s| s.event()) {
                     fleet.tell(&db, &e);
@@ -145,7 +146,7 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
             {
                 l.1 = t0.elapsed();
             }
-            match steered {
+            match steered.map(Option::flatten) {
                 Ok(Some(s)) => crate::errln!("rollout: {}", s.line),
                 Ok(None) => {}
                 Err(e) => crate::errln!("rollout: could not steer channel {}: {e}", rep.channel),
