@@ -143,8 +143,19 @@ async fn blast(
                 }
                 match r.send().await {
                     Ok(resp) if resp.status().is_success() => {}
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        // The first failures are told: a count alone says nothing of why.
+                        if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            let why = match other {
+                                Ok(resp) => format!(
+                                    "{} {}",
+                                    resp.status().as_u16(),
+                                    resp.text().await.unwrap_or_default().trim()
+                                ),
+                                Err(e) => e.to_string(),
+                            };
+                            eprintln!("request {i} failed: {why}");
+                        }
                     }
                 }
             }

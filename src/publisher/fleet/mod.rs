@@ -11,6 +11,13 @@ pub mod server;
 
 use std::sync::Mutex;
 
+/// Successes steer a channel at most this often (the timer catches up); failures always do,
+/// so a bad release halts at the report that crosses the threshold. Other reports (installing,
+/// held, up to date...) move nothing: the timer sees them.
+pub const STEER_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// ... and no sooner than this many times what the last steer of the channel took.
+pub const STEER_COST_SHARE: u32 = 5;
+
 /// The open fleet database, shared by the workers, and the pilot when the server holds an
 /// online key.
 pub struct Fleet {
@@ -165,27 +172,75 @@ impl Fleet {
         Ok(())
     }
 
-    /// Steer every channel now (at start and on the timer); what was done goes to the log and
-    /// the webhooks. A server without the online key still takes the fleet's pointers.
+    /// Whether a channel is due to be steered now, and if so it counts as steered now: always
+    /// after a failure; otherwise at most every [`STEER_EVERY`], and no sooner than
+    /// [`STEER_COST_SHARE`] times what its last steer took (a steer reads every site of the
+    /// channel: in a fleet of 100,000 it takes seconds, and steering must not crowd out the
+    /// reports).
+    pub fn steer_due(&self, channel: &str, failed: bool) -> bool {
+        let mut last = self.last_steer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let due = failed
+            || last.get(channel).is_none_or(|(t, cost)| {
+                now.duration_since(*t) >= STEER_EVERY.max(*cost * STEER_COST_SHARE)
+            });
+        if due {
+            let cost = last.get(channel).map(|l| l.1).unwrap_or_default();
+            last.insert(channel.to_string(), (now, cost));
+        }
+        due
+    }
+
+    /// What steering `channel` took, from `started`.
+    pub fn steer_cost(&self, channel: &str, started: std::time::Instant) {
+        if let Some(l) = self
+            .last_steer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(channel)
+        {
+            l.1 = started.elapsed();
+        }
+    }
+
+    /// Steer every channel due now (at start and on the timer); what was done goes to the log
+    /// and the webhooks. A server without the online key still takes the fleet's pointers.
     pub fn steer_all(&self) {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        // The others' pointers first, whether or not this server steers now (taking them
+        // decides nothing: a later serial wins, checked against the delegated keys).
+        if crate::base::sql::Sql::is_postgres(&*db)
+            && let Err(e) = self.sync_channels(&db)
+        {
+            crate::errln!("rollout: could not take the fleet's channel pointers: {e}");
+        }
         let Some(p) = &self.pilot else {
-            if crate::base::sql::Sql::is_postgres(&*db)
-                && let Err(e) = self.sync_channels(&db)
-            {
-                crate::errln!("rollout: could not take the fleet's channel pointers: {e}");
-            }
             return;
         };
+        let t0 = std::time::Instant::now();
+        let due: Vec<String> = rollout::channels(&self.repo)
+            .into_iter()
+            .filter(|c| self.steer_due(c, false))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
         let r = self.steering(&db, false, || {
-            let done = p.steer_all(&db)?;
-            for s in &done {
-                if let Some(e) = s.event() {
-                    self.tell(&db, &e);
+            let mut done = Vec::new();
+            for c in &due {
+                if let Some(s) = p.steer(&db, c)? {
+                    if let Some(e) = s.event() {
+                        self.tell(&db, &e);
+                    }
+                    done.push(s);
                 }
             }
             Ok(done)
         });
+        // Shared among the channels steered: enough to keep the next ones apart.
+        for c in &due {
+            self.steer_cost(c, t0);
+        }
         match r {
             Ok(done) => {
                 for s in done.into_iter().flatten() {

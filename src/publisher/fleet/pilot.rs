@@ -189,17 +189,6 @@ impl Pilot {
             reason: why,
         }))
     }
-
-    /// Steer every channel of the repository.
-    pub fn steer_all(&self, db: &FleetDb) -> Result<Vec<Steered>> {
-        let mut done = Vec::new();
-        for name in super::rollout::channels(&self.repo) {
-            if let Some(line) = self.steer(db, &name)? {
-                done.push(line);
-            }
-        }
-        Ok(done)
-    }
 }
 
 #[cfg(test)]

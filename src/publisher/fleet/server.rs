@@ -9,13 +9,6 @@ use super::db::Refusal;
 use crate::documents::report::Enrolment;
 use crate::documents::report::{MAX_REPORT, Outcome, SIGNATURE_HEADER};
 
-/// Successes steer a channel at most this often (the timer catches up); failures always do,
-/// so a bad release halts at the report that crosses the threshold. Other reports (installing,
-/// held, up to date...) move nothing: the timer sees them.
-const STEER_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-/// ... and no sooner than this many times what the last steer of the channel took.
-const STEER_COST_SHARE: u32 = 5;
-
 /// Register the endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig, fleet: web::Data<Fleet>) {
     cfg.service(
@@ -86,23 +79,7 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
         // next site to ask already sees the halt.
         let due = |rep: &crate::documents::report::Report| {
             let failed = matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack);
-            if !failed && rep.outcome != Outcome::Success {
-                return false;
-            }
-            let mut last = fleet.last_steer.lock().unwrap_or_else(|e| e.into_inner());
-            let now = std::time::Instant::now();
-            // A steer reads every site of the channel: in a large fleet it costs more than
-            // 200 ms, so successes steer at most a fifth of the time (the timer and the next
-            // failure catch up).
-            let due = failed
-                || last.get(&rep.channel).is_none_or(|(t, cost)| {
-                    now.duration_since(*t) >= STEER_EVERY.max(*cost * STEER_COST_SHARE)
-                });
-            if due {
-                let cost = last.get(&rep.channel).map(|l| l.1).unwrap_or_default();
-                last.insert(rep.channel.clone(), (now, cost));
-            }
-            due
+            (failed || rep.outcome == Outcome::Success) && fleet.steer_due(&rep.channel, failed)
         };
         if let Ok(rep) = &r
             && matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack)
@@ -138,14 +115,7 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
                 }
                 Ok(s)
             });
-            if let Some(l) = fleet
-                .last_steer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&rep.channel)
-            {
-                l.1 = t0.elapsed();
-            }
+            fleet.steer_cost(&rep.channel, t0);
             match steered.map(Option::flatten) {
                 Ok(Some(s)) => crate::errln!("rollout: {}", s.line),
                 Ok(None) => {}
