@@ -27,11 +27,21 @@ pub struct Fleet {
     pub pilot: Option<pilot::Pilot>,
     /// The repository folder (its channels, for the fleet page).
     pub repo: std::path::PathBuf,
-    /// When each channel was last steered after a report, and what that took.
-    pub last_steer:
-        Mutex<std::collections::HashMap<String, (std::time::Instant, std::time::Duration)>>,
+    /// When each channel was last steered, and what that took.
+    pub last_steer: Mutex<std::collections::HashMap<String, LastSteer>>,
     /// Webhooks told of rollout moves and failed sites.
     pub notify: Notify,
+}
+
+/// When a channel was last steered (see [`Fleet::steer_due`]).
+#[derive(Debug, Default)]
+pub struct LastSteer {
+    /// Last steered, for any reason.
+    pub at: Option<std::time::Instant>,
+    /// What that took.
+    pub cost: std::time::Duration,
+    /// Last steered after a success.
+    pub success_at: Option<std::time::Instant>,
 }
 
 /// The publisher's webhooks (`upkeep reference --notify URL --notify-secret-file FILE`).
@@ -172,21 +182,31 @@ impl Fleet {
         Ok(())
     }
 
-    /// Whether a channel is due to be steered now, and if so it counts as steered now: always
-    /// after a failure; otherwise at most every [`STEER_EVERY`], and no sooner than
-    /// [`STEER_COST_SHARE`] times what its last steer took (a steer reads every site of the
-    /// channel: in a fleet of 100,000 it takes seconds, and steering must not crowd out the
-    /// reports).
-    pub fn steer_due(&self, channel: &str, failed: bool) -> bool {
+    /// Whether a channel is due to be steered now (and if so it counts as steered now): always
+    /// after a failure; else no sooner than [`STEER_COST_SHARE`] times what its last steer took
+    /// (a steer reads every site of the channel: in a fleet of 100,000 it takes seconds, and
+    /// steering must not crowd out the reports), and after a success (`timer` false) no more
+    /// often than every [`STEER_EVERY`] either.
+    pub fn steer_due(&self, channel: &str, failed: bool, timer: bool) -> bool {
         let mut last = self.last_steer.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
+        let l = last.entry(channel.to_string()).or_default();
+        let since = |t: Option<std::time::Instant>| t.map(|t| now.duration_since(t));
+        let share = l.cost * STEER_COST_SHARE;
+        // A cheap steer (a small fleet) is never put off for another: a success right after
+        // the timer steered still steers, the timer having read the database before it.
+        let spaced = share <= STEER_EVERY || since(l.at).is_none_or(|d| d >= share);
         let due = failed
-            || last.get(channel).is_none_or(|(t, cost)| {
-                now.duration_since(*t) >= STEER_EVERY.max(*cost * STEER_COST_SHARE)
-            });
+            || if timer {
+                since(l.at).is_none_or(|d| d >= share)
+            } else {
+                spaced && since(l.success_at).is_none_or(|d| d >= STEER_EVERY.max(share))
+            };
         if due {
-            let cost = last.get(channel).map(|l| l.1).unwrap_or_default();
-            last.insert(channel.to_string(), (now, cost));
+            l.at = Some(now);
+            if !timer {
+                l.success_at = Some(now);
+            }
         }
         due
     }
@@ -199,7 +219,7 @@ impl Fleet {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(channel)
         {
-            l.1 = started.elapsed();
+            l.cost = started.elapsed();
         }
     }
 
@@ -220,7 +240,7 @@ impl Fleet {
         let t0 = std::time::Instant::now();
         let due: Vec<String> = rollout::channels(&self.repo)
             .into_iter()
-            .filter(|c| self.steer_due(c, false))
+            .filter(|c| self.steer_due(c, false, true))
             .collect();
         if due.is_empty() {
             return;

@@ -79,7 +79,8 @@ async fn report(req: HttpRequest, fleet: web::Data<Fleet>, body: web::Bytes) -> 
         // next site to ask already sees the halt.
         let due = |rep: &crate::documents::report::Report| {
             let failed = matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack);
-            (failed || rep.outcome == Outcome::Success) && fleet.steer_due(&rep.channel, failed)
+            (failed || rep.outcome == Outcome::Success)
+                && fleet.steer_due(&rep.channel, failed, false)
         };
         if let Ok(rep) = &r
             && matches!(rep.outcome, Outcome::Failure | Outcome::RolledBack)
