@@ -138,7 +138,7 @@ pub trait Sql {
 }
 
 /// [`Sql::run`] on an SQLite connection.
-pub fn lite_run(conn: &Connection, path: &Path, sql: &str, args: &[Arg]) -> Result<u64> {
+fn lite_run(conn: &Connection, path: &Path, sql: &str, args: &[Arg]) -> Result<u64> {
     let mut st = conn.prepare_cached(sql).db(path)?;
     Ok(st
         .execute(rusqlite::params_from_iter(args.iter().map(lite_arg)))
@@ -146,7 +146,7 @@ pub fn lite_run(conn: &Connection, path: &Path, sql: &str, args: &[Arg]) -> Resu
 }
 
 /// [`Sql::rows`] on an SQLite connection.
-pub fn lite_rows(conn: &Connection, path: &Path, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+fn lite_rows(conn: &Connection, path: &Path, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
     let mut st = conn.prepare_cached(sql).db(path)?;
     let n = st.column_count();
     let rows = st
@@ -195,15 +195,30 @@ impl Lite {
     }
 }
 
-impl Sql for Lite {
+/// Anything holding an SQLite connection (a [`Lite`], a site's state.db) is an [`Sql`].
+pub trait LiteConn {
+    /// The connection and its file (for messages).
+    fn lite(&self) -> (&Connection, &Path);
+}
+
+impl LiteConn for Lite {
+    fn lite(&self) -> (&Connection, &Path) {
+        (&self.conn, &self.path)
+    }
+}
+
+impl<T: LiteConn> Sql for T {
     fn run(&self, sql: &str, args: &[Arg]) -> Result<u64> {
-        lite_run(&self.conn, &self.path, sql, args)
+        let (c, p) = self.lite();
+        lite_run(c, p, sql, args)
     }
     fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
-        lite_rows(&self.conn, &self.path, sql, args)
+        let (c, p) = self.lite();
+        lite_rows(c, p, sql, args)
     }
     fn batch(&self, sql: &str) -> Result<()> {
-        self.conn.execute_batch(sql).db(&self.path)
+        let (c, p) = self.lite();
+        c.execute_batch(sql).db(p)
     }
 }
 

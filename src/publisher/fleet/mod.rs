@@ -114,53 +114,50 @@ impl Fleet {
             .into_iter()
             .map(|(n, serial, doc, sig)| (n, (serial, doc, sig)))
             .collect();
-        let read = |rel: String| {
-            let p = self.repo.join(rel);
-            std::fs::read_to_string(&p).ctx("read", &p)
-        };
+        // This folder's pointers, each read once: serial, document, signature.
+        let mut ours = std::collections::HashMap::new();
         for name in rollout::channels(&self.repo) {
-            let Some(p) = rollout::read_channel(&self.repo, &name)? else {
-                continue;
-            };
-            if kept.get(&name).is_none_or(|k| p.serial as i64 > k.0) {
-                db.put_channel_doc(
-                    &name,
-                    p.serial as i64,
-                    &read(channel_path(&name))?,
-                    &read(channel_sig_path(&name))?,
-                )?;
-                kept.remove(&name);
+            if let Some(p) = rollout::read_channel(&self.repo, &name)? {
+                let read = |rel: String| {
+                    let p = self.repo.join(rel);
+                    std::fs::read_to_string(&p).ctx("read", &p)
+                };
+                let (doc, sig) = (read(channel_path(&name))?, read(channel_sig_path(&name))?);
+                ours.insert(name, (p.serial as i64, doc, sig));
             }
         }
+        for (name, (serial, doc, sig)) in &ours {
+            if kept.get(name).is_none_or(|k| *serial > k.0) {
+                db.put_channel_doc(name, *serial, doc, sig)?;
+                kept.remove(name);
+            }
+        }
+        let delegated: Vec<crate::documents::manifest::PublicKey> =
+            rollout::read_delegation(&self.repo)?
+                .map(|(d, _)| d.online_keys)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|k| crate::documents::manifest::PublicKey::parse(k).ok())
+                .collect();
         let mut wrote = false;
         for (name, (serial, doc, sig)) in kept {
+            let mine = ours.get(&name);
             if crate::documents::channel::check_channel_name(&name).is_err()
-                || rollout::read_channel(&self.repo, &name)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|p| p.serial as i64 >= serial)
+                || mine.is_some_and(|m| m.0 >= serial)
             {
                 continue;
             }
-            let signed = rollout::read_delegation(&self.repo)?.is_some_and(|(d, _)| {
-                d.online_keys.iter().any(|k| {
-                    crate::documents::manifest::PublicKey::parse(k)
-                        .is_ok_and(|k| k.verify(doc.as_bytes(), &sig, "channel pointer").is_ok())
-                })
-            });
+            let signed = delegated
+                .iter()
+                .any(|k| k.verify(doc.as_bytes(), &sig, "channel pointer").is_ok());
             if !signed {
                 // What this folder has, signed, takes its place, so that the others' next
                 // moves can be shared again.
                 crate::errln!(
                     "rollout: the fleet database held a pointer of channel {name} (serial {serial}) that no delegated online key signed: not served, replaced by this server's"
                 );
-                if let Some(p) = rollout::read_channel(&self.repo, &name)? {
-                    db.replace_channel_doc(
-                        &name,
-                        p.serial as i64,
-                        &read(channel_path(&name))?,
-                        &read(channel_sig_path(&name))?,
-                    )?;
+                if let Some((serial, doc, sig)) = mine {
+                    db.replace_channel_doc(&name, *serial, doc, sig)?;
                 }
                 continue;
             }
@@ -227,24 +224,25 @@ impl Fleet {
     /// and the webhooks. A server without the online key still takes the fleet's pointers.
     pub fn steer_all(&self) {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        // The others' pointers first, whether or not this server steers now (taking them
-        // decides nothing: a later serial wins, checked against the delegated keys).
-        if crate::base::sql::Sql::is_postgres(&*db)
-            && let Err(e) = self.sync_channels(&db)
-        {
-            crate::errln!("rollout: could not take the fleet's channel pointers: {e}");
-        }
-        let Some(p) = &self.pilot else {
+        let due: Vec<String> = match &self.pilot {
+            Some(_) => rollout::channels(&self.repo)
+                .into_iter()
+                .filter(|c| self.steer_due(c, false, true))
+                .collect(),
+            None => Vec::new(),
+        };
+        let (Some(p), false) = (&self.pilot, due.is_empty()) else {
+            // Not steering now: still take the others' pointers (taking them decides
+            // nothing: a later serial wins, checked against the delegated keys). Steering
+            // takes them itself, under the lock.
+            if crate::base::sql::Sql::is_postgres(&*db)
+                && let Err(e) = self.sync_channels(&db)
+            {
+                crate::errln!("rollout: could not take the fleet's channel pointers: {e}");
+            }
             return;
         };
         let t0 = std::time::Instant::now();
-        let due: Vec<String> = rollout::channels(&self.repo)
-            .into_iter()
-            .filter(|c| self.steer_due(c, false, true))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
         let r = self.steering(&db, false, || {
             let mut done = Vec::new();
             for c in &due {
