@@ -187,6 +187,15 @@ fn postgres_plan_update_rollback_lock_and_kill_anywhere() {
     assert!(said.contains("comments: 1 row written"), "{said}");
     assert!(schema_and_rows(&s.db).contains("First!"));
 
+    // Rows taken away with no row left to tell, and not counted as deletes (TRUNCATE): kept.
+    let site = reset(&s, "truncate");
+    site.update_yes();
+    s.db.sql("site", "TRUNCATE pages");
+    let said = ok(site.run(&["rollback", "--yes"]));
+    assert!(said.contains("kept as it is"), "{said}");
+    assert!(said.contains("pages: emptied or rewritten"), "{said}");
+    assert_eq!(s.db.sql("site", "SELECT count(*) FROM pages"), "0\n");
+
     // Another connection holds a lock on pages: retried, then refused with the site open.
     let site = reset(&s, "lock");
     let mut holder = ::postgres::Client::connect(

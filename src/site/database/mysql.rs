@@ -132,7 +132,7 @@ impl Mysql {
     /// The state `mark` and `written_*` compare.
     fn snapshot(&self, c: &mut Conn) -> Result<Mark> {
         let status: Vec<(String, String)> = c
-            .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime', 'Innodb_rows_inserted', 'Innodb_rows_updated', 'Innodb_rows_deleted', 'Handler_write', 'Handler_update', 'Handler_delete')")
+            .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime', 'Innodb_rows_inserted', 'Innodb_rows_updated', 'Innodb_rows_deleted', 'Handler_write', 'Handler_update', 'Handler_delete', 'Com_truncate', 'Com_drop_table', 'Com_rename_table')")
             .map_err(|e| self.err("read status", e))?;
         let find = |k: &str| {
             status
@@ -165,7 +165,30 @@ impl Mysql {
             rows,
             tables: tables.into_iter().collect(),
             now: now.unwrap_or_default(),
+            emptied: Some(get("Com_truncate") + get("Com_drop_table") + get("Com_rename_table")),
+            ids: self.table_ids(c),
         })
+    }
+
+    /// InnoDB's id of each table of the site database (a TRUNCATE makes a new one); `None`
+    /// when the account may not read them (they need the PROCESS privilege).
+    fn table_ids(&self, c: &mut Conn) -> Option<BTreeMap<String, u64>> {
+        // MariaDB and MySQL 5.7 name the view INNODB_SYS_TABLES, MySQL 8 INNODB_TABLES; NAME is
+        // `database/table`, filtered exactly here since LIKE would take `_` as a wildcard.
+        let prefix = format!("{}/", self.server.name);
+        for view in ["INNODB_SYS_TABLES", "INNODB_TABLES"] {
+            let sql = format!(
+                "SELECT NAME, CAST(TABLE_ID AS UNSIGNED) FROM information_schema.{view} WHERE NAME LIKE CONCAT(?, '%')"
+            );
+            if let Ok(rows) = c.exec::<(String, u64), _, _>(sql, (&prefix,)) {
+                return Some(
+                    rows.into_iter()
+                        .filter_map(|(n, id)| Some((n.strip_prefix(&prefix)?.to_string(), id)))
+                        .collect(),
+                );
+            }
+        }
+        None
     }
 
     /// Try an `ALTER TABLE` body on `probe` (an empty copy of the live table), strongest
@@ -240,6 +263,48 @@ struct Mark {
     rows: u64,
     tables: BTreeMap<String, Option<String>>,
     now: String,
+    /// The server's count of TRUNCATE, DROP TABLE and RENAME TABLE statements: they take rows
+    /// away without moving the row counters or UPDATE_TIME. Absent from older marks.
+    #[serde(default)]
+    emptied: Option<u64>,
+    /// InnoDB's table ids, to tell which table such a statement emptied.
+    #[serde(default)]
+    ids: Option<BTreeMap<String, u64>>,
+}
+
+/// The tables of the site database that lost their rows between `a` and `b` without a row
+/// write to tell: dropped or renamed away, emptied or rebuilt (a new InnoDB table id); or
+/// why it may have happened in it when the server cannot say which database.
+fn emptied(a: &Mark, b: &Mark) -> (Vec<String>, Option<String>) {
+    let mut out: Vec<String> = a
+        .tables
+        .keys()
+        .filter(|t| !b.tables.contains_key(*t))
+        .map(|t| format!("{t}: dropped or renamed"))
+        .collect();
+    let (Some(x), Some(y)) = (a.emptied, b.emptied) else {
+        return (out, None);
+    };
+    if x == y {
+        return (out, None);
+    }
+    let (Some(ia), Some(ib)) = (&a.ids, &b.ids) else {
+        return (
+            out,
+            Some(format!(
+                "perhaps: the server ran {} TRUNCATE, DROP or RENAME TABLE statement(s) since, and this account may not read which tables they emptied (grant it PROCESS to tell)",
+                y.saturating_sub(x)
+            )),
+        );
+    };
+    for (t, id) in ia {
+        if b.tables.contains_key(t) && ib.get(t).is_some_and(|n| n != id) {
+            out.push(format!(
+                "{t}: emptied or rebuilt (TRUNCATE, or a table copy)"
+            ));
+        }
+    }
+    (out, None)
 }
 
 /// Which tables of the site database were written between `a` and `b`, by `UPDATE_TIME`
@@ -251,10 +316,16 @@ fn compare(a: &Mark, b: &Mark) -> Option<Written> {
             changes: Vec::new(),
         });
     }
-    if b.rows == a.rows {
-        return None;
+    let (mut changes, unsure_why) = emptied(a, b);
+    if let Some(why) = unsure_why {
+        return Some(Written { when: why, changes });
     }
-    let mut changes = Vec::new();
+    if b.rows == a.rows {
+        return (!changes.is_empty()).then(|| Written {
+            when: format!("since {}", a.now),
+            changes,
+        });
+    }
     let mut when = String::new();
     let mut unsure = Vec::new();
     for (t, now) in &b.tables {
@@ -268,6 +339,9 @@ fn compare(a: &Mark, b: &Mark) -> Option<Written> {
                 }
             }
             (Some(n), _) => {
+                if changes.iter().any(|c| c.starts_with(&format!("{t}: "))) {
+                    continue;
+                }
                 changes.push(format!("{t}: written at {n}"));
                 if *n > when {
                     when = n.clone();
@@ -278,7 +352,10 @@ fn compare(a: &Mark, b: &Mark) -> Option<Written> {
     }
     if !changes.is_empty() {
         return Some(Written {
-            when: format!("last at {when}"),
+            when: match when.as_str() {
+                "" => format!("since {}", a.now),
+                _ => format!("last at {when}"),
+            },
             changes,
         });
     }
@@ -768,6 +845,8 @@ mod tests {
                 .map(|(t, u)| (t.to_string(), u.map(String::from)))
                 .collect(),
             now: "2026-12-01 10:00:05".into(),
+            emptied: Some(0),
+            ids: Some(tables.iter().map(|(t, _)| (t.to_string(), 1)).collect()),
         }
     }
 
@@ -797,6 +876,33 @@ mod tests {
                 .when
                 .starts_with("perhaps")
         );
+        // Rows taken away that no counter nor UPDATE_TIME tells: by the table set and ids.
+        let mut dropped = a.clone();
+        dropped.tables.remove("wp_new");
+        assert_eq!(
+            compare(&a, &dropped).unwrap().changes,
+            ["wp_new: dropped or renamed"]
+        );
+        let mut truncated = a.clone();
+        truncated.emptied = Some(1);
+        assert_eq!(compare(&a, &truncated), None, "another database's TRUNCATE");
+        truncated.ids.as_mut().unwrap().insert("wp_posts".into(), 2);
+        assert_eq!(
+            compare(&a, &truncated).unwrap().changes,
+            ["wp_posts: emptied or rebuilt (TRUNCATE, or a table copy)"]
+        );
+        let mut unreadable = truncated.clone();
+        unreadable.ids = None;
+        assert!(
+            compare(&a, &unreadable)
+                .unwrap()
+                .when
+                .contains("grant it PROCESS")
+        );
+        let mut old = a.clone();
+        old.emptied = None;
+        old.ids = None;
+        assert_eq!(compare(&old, &a), None, "a mark from an older upkeep");
         let mut restarted = a.clone();
         restarted.uptime = 3;
         assert!(compare(&a, &restarted).is_some());

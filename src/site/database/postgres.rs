@@ -331,7 +331,7 @@ impl Postgres {
         let schema = self.site_schema(c)?;
         let rows = c
             .query(
-                "SELECT relname::text, n_tup_del FROM pg_stat_user_tables WHERE schemaname = $1",
+                "SELECT s.relname::text, s.n_tup_del, c.relfilenode::text::bigint FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.schemaname = $1",
                 &[&schema],
             )
             .map_err(|e| self.err("read the statistics", e))?;
@@ -339,6 +339,7 @@ impl Postgres {
             next_xid: r.get(0),
             at: r.get(1),
             deleted: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            files: rows.iter().map(|r| (r.get(0), r.get(2))).collect(),
         })
     }
 
@@ -353,9 +354,11 @@ impl Postgres {
         let schema = self.site_schema(c)?;
         let span = to.next_xid - from.next_xid;
         let lo = from.next_xid.rem_euclid(1 << 32);
-        let mut out = Vec::new();
+        // What no row tells: a table dropped, or emptied or rewritten in a new file (TRUNCATE,
+        // VACUUM FULL, CLUSTER). Neither leaves a row behind nor counts as a delete.
+        let mut out = files_changed(from, to);
         for t in self.tables(c, &schema)? {
-            if t == OWN_TABLE {
+            if t == OWN_TABLE || out.iter().any(|o| o.starts_with(&format!("{t}: "))) {
                 continue;
             }
             // xmin is the 32-bit id; the span is short, so the distance from `lo` modulo 2^32
@@ -418,6 +421,27 @@ struct Mark {
     next_xid: i64,
     at: String,
     deleted: Vec<(String, i64)>,
+    /// Each table's file (`relfilenode`); absent from marks taken by an older upkeep.
+    #[serde(default)]
+    files: Vec<(String, i64)>,
+}
+
+/// The tables of `from` that `to` no longer has, or has in another file.
+fn files_changed(from: &Mark, to: &Mark) -> Vec<String> {
+    if from.files.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (t, file) in from.files.iter().filter(|(t, _)| t != OWN_TABLE) {
+        match to.files.iter().find(|(n, _)| n == t) {
+            None => out.push(format!("{t}: dropped")),
+            Some((_, f)) if f != file => out.push(format!(
+                "{t}: emptied or rewritten (TRUNCATE, VACUUM FULL or CLUSTER)"
+            )),
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// `CREATE INDEX CONCURRENTLY` for the definition `def` of index `name` on `table`.
