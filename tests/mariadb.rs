@@ -256,6 +256,14 @@ fn mariadb_plan_update_rollback_and_a_visitors_row() {
     assert!(said.contains("kept as it is"), "{said}");
     assert!(said.contains("pages: emptied or rebuilt"), "{said}");
     assert_eq!(s.db.sql("site", "SELECT count(*) FROM pages"), "0\n");
+    // The kept database kept the tasks' done-marks: updated again, they do not run twice.
+    site.stage_archive(&s.w.zip("1.1.0"));
+    let out = site.update_yes();
+    assert_eq!(out.matches("not run again").count(), 2, "{out}");
+    assert_eq!(
+        s.db.sql("site", "SELECT name FROM tags ORDER BY id"),
+        "hello\nworld\n"
+    );
 }
 
 #[test]

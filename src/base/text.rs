@@ -42,6 +42,30 @@ pub fn has_controls(s: &str, lines: bool) -> bool {
     s.chars().any(|c| acts(c) || (!lines && c == '\n'))
 }
 
+/// `s` as lines of at most `width` columns for a terminal, the first after `first`, the others
+/// after `rest`; a word longer than a line (a path, a command) stays whole, so it can be copied.
+pub fn wrap(s: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
+    let o = textwrap::Options::new(width)
+        .initial_indent(first)
+        .subsequent_indent(rest)
+        .break_words(false)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation);
+    textwrap::wrap(s, o)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect()
+}
+
+/// [`wrap`] at 96 columns when standard output is a terminal; one line otherwise, so what a
+/// script greps for is never split.
+pub fn paragraph(s: &str, first: &str, rest: &str) -> Vec<String> {
+    use std::io::IsTerminal;
+    match std::io::stdout().is_terminal() {
+        true => wrap(s, 96, first, rest),
+        false => vec![format!("{first}{s}")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +87,15 @@ mod tests {
         assert!(has_controls("x\ny", false));
         assert!(!has_controls("x\ny", true));
         assert!(has_controls("x\x1by", true));
+    }
+
+    #[test]
+    fn wrap_keeps_long_words_whole() {
+        let p = "/var/www/site/.upkeep/backups/run-1.sql";
+        let lines = wrap(&format!("the copy stays in {p} for you"), 24, "  ", "    ");
+        assert_eq!(
+            lines,
+            ["  the copy stays in", &format!("    {p}"), "    for you"]
+        );
     }
 }

@@ -128,7 +128,7 @@ pub fn finished_run(json: bool, run: &Run) {
 }
 
 /// The plan, locally modified files first, with its digest.
-pub fn print_plan(plan: &Plan) {
+pub fn print_plan(inst: &Instance, plan: &Plan) {
     outln!(
         "plan {}: {} -> {} ({} to install)",
         plan.digest(),
@@ -216,6 +216,33 @@ pub fn print_plan(plan: &Plan) {
         "database objects not in the schema (kept)",
         plan.schema.extra.clone(),
     );
+    if let Some(line) = database_copy(inst) {
+        outln!("{line}");
+    }
+}
+
+/// Which database the run may change, and how it is copied first.
+fn database_copy(inst: &Instance) -> Option<String> {
+    use upkeep::site::database::Target;
+    let keep = inst.config.database.settings().keep_backups.max(1);
+    let (what, how) = match inst.database_target().ok()? {
+        Target::Sqlite(p) if !p.exists() => return None,
+        Target::Sqlite(p) => (
+            format!("SQLite {}", p.display()),
+            "with SQLite's backup API once the site is closed",
+        ),
+        Target::Mysql(s) => (
+            format!("MariaDB/MySQL {}", s.display()),
+            "with mariadb-dump (or mysqldump) --single-transaction while the site is open",
+        ),
+        Target::Postgres(s) => (
+            format!("PostgreSQL {}", s.display()),
+            "with pg_dump -Fc while the site is open",
+        ),
+    };
+    Some(format!(
+        "database: {what}; copied before its first change, {how}, into .upkeep/backups/ (the newest {keep} kept; `upkeep backup` lists them)"
+    ))
 }
 
 /// `upkeep status` as text.

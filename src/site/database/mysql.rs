@@ -163,7 +163,8 @@ impl Mysql {
         Ok(Mark {
             uptime: get("Uptime"),
             rows,
-            tables: tables.into_iter().collect(),
+            // upkeep's own table is written by upkeep only, never a visitor's write.
+            tables: tables.into_iter().filter(|(t, _)| t != OWN_TABLE).collect(),
             now: now.unwrap_or_default(),
             emptied: Some(get("Com_truncate") + get("Com_drop_table") + get("Com_rename_table")),
             ids: self.table_ids(c),
@@ -270,6 +271,16 @@ struct Mark {
     /// InnoDB's table ids, to tell which table such a statement emptied.
     #[serde(default)]
     ids: Option<BTreeMap<String, u64>>,
+}
+
+impl Mark {
+    /// A mark as state.db keeps it; those of an older upkeep also list upkeep's own table.
+    fn parse(v: &serde_json::Value) -> Result<Mark> {
+        let mut m: Mark = serde_json::from_value(v.clone())
+            .map_err(|e| Error::msg(format!("a database mark in state.db: {e}")))?;
+        m.tables.remove(OWN_TABLE);
+        Ok(m)
+    }
 }
 
 /// The tables of the site database that lost their rows between `a` and `b` without a row
@@ -659,8 +670,7 @@ impl SiteDatabase for Mysql {
     }
 
     fn written_since(&mut self, mark: &serde_json::Value) -> Result<Option<Written>> {
-        let a: Mark = serde_json::from_value(mark.clone())
-            .map_err(|e| Error::msg(format!("a database mark in state.db: {e}")))?;
+        let a = Mark::parse(mark)?;
         let mut c = self.site()?;
         let b = self.snapshot(&mut c)?;
         Ok(compare(&a, &b))
@@ -671,11 +681,7 @@ impl SiteDatabase for Mysql {
         from: &serde_json::Value,
         to: &serde_json::Value,
     ) -> Result<bool> {
-        let parse = |v: &serde_json::Value| -> Result<Mark> {
-            serde_json::from_value(v.clone())
-                .map_err(|e| Error::msg(format!("a database mark in state.db: {e}")))
-        };
-        Ok(compare(&parse(from)?, &parse(to)?).is_some())
+        Ok(compare(&Mark::parse(from)?, &Mark::parse(to)?).is_some())
     }
 
     fn task_done(&mut self, name: &str) -> Result<Option<String>> {

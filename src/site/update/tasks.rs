@@ -274,7 +274,8 @@ pub fn run_all(
                 Some(db) => db,
                 None => db.insert(inst.database()?),
             };
-            if db.task_done(name.as_str())?.as_deref() != Some(sha.as_str()) {
+            let already = db.task_done(name.as_str())?.as_deref() == Some(sha.as_str());
+            if !already {
                 let sql = String::from_utf8_lossy(&bytes).into_owned();
                 let mut journal =
                     super::migrate::StateJournal::new(state, run, format!("task:{name}"));
@@ -291,7 +292,12 @@ pub fn run_all(
             }
             crash::point(&format!("run_once:{n}:ran"));
             mark_done_file(&path)?;
-            state.set_task(run, name, TaskState::Done, None, Some(0))?;
+            // A rollback that kept the database kept the mark too (or the runner died between
+            // the task's commit and this line): the task's work is there, so it is not redone.
+            let said = already.then_some(
+                "not run again: the site database already holds its done-mark (its work is there)",
+            );
+            state.set_task(run, name, TaskState::Done, said, Some(0))?;
         } else {
             match state.task_state(run, name)? {
                 Some(TaskState::Started) if decision == Decision::Ask => {

@@ -8,6 +8,7 @@ use upkeep::{err, errln, out, outln};
 use upkeep::base::accounts;
 use upkeep::base::error::{Error, IoContext, Result};
 use upkeep::base::progress::Progress;
+use upkeep::base::text::paragraph;
 use upkeep::site::config::Instance;
 use upkeep::site::plan::Plan;
 use upkeep::site::state::{State, Step};
@@ -133,7 +134,7 @@ pub fn finish(root: &Path, installed: Option<&str>, yes: bool, json: bool) -> Re
                 plan.to,
                 plan.from.as_deref().unwrap_or("none")
             );
-            print_plan(plan);
+            print_plan(&inst, plan);
         }
         if yes {
             return true;
@@ -299,7 +300,9 @@ pub fn rollback(root: &Path, yes: bool, restore_database: bool, json: bool) -> R
     );
     if done.database != plan.database {
         // Decided again with the site closed: a write came in after the plan was shown.
-        outln!("{}", done.database.describe());
+        for l in paragraph(&done.database.describe(), "", "  ") {
+            outln!("{l}");
+        }
     }
     Ok(0)
 }
@@ -369,7 +372,9 @@ fn print_rollback_plan(inst: &Instance, p: &update::RollbackPlan) {
         p.put_back,
         p.removed
     );
-    outln!("  {}", p.database.describe());
+    for l in paragraph(&p.database.describe(), "  ", "    ") {
+        outln!("{l}");
+    }
     if let update::DatabaseStep::Keep { copy, .. } = &p.database
         && !copy.is_empty()
     {

@@ -354,7 +354,7 @@ pub fn update(
                 .expect("serialises")
             );
         } else {
-            print_plan(plan);
+            print_plan(&inst, plan);
         }
         if yes {
             return true;
@@ -392,7 +392,7 @@ pub fn update(
         // The refusal is only useful with the plan of now beside it.
         let mut state = State::open(&inst.state_db())?;
         if let Ok((now, _)) = update::prepare(&inst, &mut state, keep_modified, &allow_tasks) {
-            print_plan(&now);
+            print_plan(&inst, &now);
         }
     }
     match r? {
