@@ -273,6 +273,21 @@ fn mariadb_a_held_lock_fails_before_the_close_then_resumes() {
     }
     let s = setup("mariadb-lock");
     let site = reset(&s, "site");
+    // Without the dump tool nothing is copied, so nothing changes: refused with the package.
+    let r = site.root.to_str().unwrap();
+    let o = upkeep_env(&["update", "--root", r, "--yes"], &[("PATH", "/nonexistent")]);
+    let said = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("mariadb-dump or mysqldump is not installed")
+            && said.contains("apt install mariadb-client"),
+        "{said}"
+    );
+    assert_eq!(schema_and_rows(&s.db), s.baseline);
+    assert_eq!(
+        std::fs::read_to_string(site.root.join("index.html")).unwrap(),
+        "<h1>v1</h1>"
+    );
     // Another connection in a transaction that read pages: its metadata lock holds every
     // ALTER of pages until it commits.
     use mysql::prelude::Queryable;
