@@ -374,6 +374,12 @@ fn wordpress_updates_and_rolls_back_behind_nginx_and_apache_with_only_200_302_50
     admin_works(&apache_url, &apache_host);
 
     let copy = root.join(".upkeep/backups/run-1.sql");
+    let md = std::fs::metadata(&copy).unwrap();
+    assert_eq!(
+        (md.mode() & 0o777, md.uid()),
+        (0o600, web.uid),
+        "the dump is the site user's, private"
+    );
     assert!(
         std::fs::read_to_string(&copy)
             .unwrap()
