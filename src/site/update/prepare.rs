@@ -93,20 +93,29 @@ pub(crate) fn fragments(
 /// its own), so its statements are journalled one by one.
 fn task_notes(
     inst: &Instance,
-    engine: Engine,
+    db: &mut dyn crate::site::database::SiteDatabase,
     tasks: &[RelPath],
     staged: &dyn Fn(&RelPath) -> bool,
 ) -> Result<Vec<String>> {
+    let engine = db.engine();
     let mut notes = Vec::new();
-    if engine != Engine::Mysql {
-        return Ok(notes);
-    }
     for t in tasks.iter().filter(|t| t.as_str().ends_with(".sql")) {
         let dir = match staged(t) {
             true => inst.staging(),
             false => inst.root.clone(),
         };
-        let sql = String::from_utf8_lossy(&scan::read_beneath(&dir, t)?).into_owned();
+        let bytes = scan::read_beneath(&dir, t)?;
+        let sha = crate::documents::manifest::digest::sha256_bytes(&bytes).to_hex();
+        if db.task_done(t.as_str())?.as_deref() == Some(sha.as_str()) {
+            notes.push(format!(
+                "{t} is not run again: the site database already holds its done-mark (an earlier run did its work, and a rollback kept the database)"
+            ));
+            continue;
+        }
+        if engine != Engine::Mysql {
+            continue;
+        }
+        let sql = String::from_utf8_lossy(&bytes).into_owned();
         let statements = crate::site::database::ddl::split(&sql, engine).unwrap_or_default();
         let n = statements
             .iter()
@@ -289,7 +298,7 @@ pub fn prepare(
     let mut db = inst.database()?;
     let engine = db.engine();
     let schema = db.plan(&fragments(inst, engine, &target, &exts, &staged)?)?;
-    let task_notes = task_notes(inst, engine, &found.tasks, &staged)?;
+    let task_notes = task_notes(inst, db.as_mut(), &found.tasks, &staged)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))
