@@ -93,7 +93,7 @@ RPORT=$(free_port)
 PIDS+=($!)
 wait_for curl -sf "http://127.0.0.1:$RPORT/"
 fill_my site
-my -e "CREATE USER 'site'@'127.0.0.1' IDENTIFIED BY 'bench'; GRANT ALL ON site.* TO 'site'@'127.0.0.1'; GRANT ALL ON \`upkeep\\_scratch\\_%\`.* TO 'site'@'127.0.0.1';"
+my -e "CREATE USER 'site'@'127.0.0.1' IDENTIFIED BY 'bench'; GRANT ALL ON site.* TO 'site'@'127.0.0.1'; GRANT PROCESS ON *.* TO 'site'@'127.0.0.1'; GRANT ALL ON \`upkeep\\_scratch\\_%\`.* TO 'site'@'127.0.0.1';"
 printf bench > "$W/pass"; chmod 600 "$W/pass"
 mkdir -p "$W/site" && cp -r "$W/r1/." "$W/site/"
 "$UPKEEP" init --root "$W/site" --reference "http://127.0.0.1:$RPORT/" --public-key "$W/key.pub" --installed 1.0.0 \
