@@ -322,6 +322,10 @@ pub struct Plan {
     /// DDL, which MySQL cannot undo by a transaction").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_notes: Vec<String>,
+    /// SQL tasks whose done-mark the site database already holds (a rollback kept the database
+    /// with their work): listed apart, not run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done_in_database: Vec<RelPath>,
     /// Bytes of the files to install.
     pub bytes: u64,
     /// Files in run_once folders that are not tasks (neither `.sh` nor `.sql`): never run.

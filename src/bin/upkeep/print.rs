@@ -193,6 +193,7 @@ pub fn print_plan(inst: &Instance, plan: &Plan) {
         "run_once tasks",
         plan.tasks
             .iter()
+            .filter(|t| !plan.done_in_database.contains(t))
             .map(|t| match plan.allowed_tasks.iter().any(|a| &a.path == t) {
                 true => format!("{t} (not from the release: allowed by --allow-task)"),
                 false => t.to_string(),
@@ -206,6 +207,13 @@ pub fn print_plan(inst: &Instance, plan: &Plan) {
     section(
         "in run_once/ but not tasks (only .sh and .sql run; these never will)",
         plan.not_tasks.iter().map(|t| t.to_string()).collect(),
+    );
+    section(
+        "run_once tasks NOT run again: the site database holds their done-mark (an earlier run did their work and a rollback kept it)",
+        plan.done_in_database
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
     );
     section("about the tasks", plan.task_notes.clone());
     section(

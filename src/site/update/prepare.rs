@@ -90,15 +90,17 @@ pub(crate) fn fragments(
 
 /// What the plan says of the SQL tasks about to run, beyond their names: on MySQL, a task
 /// holding DDL cannot be undone by a transaction (the server commits each such statement on
-/// its own), so its statements are journalled one by one.
+/// its own), so its statements are journalled one by one. Also the tasks whose done-mark the
+/// database already holds.
 fn task_notes(
     inst: &Instance,
     db: &mut dyn crate::site::database::SiteDatabase,
     tasks: &[RelPath],
     staged: &dyn Fn(&RelPath) -> bool,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<RelPath>)> {
     let engine = db.engine();
     let mut notes = Vec::new();
+    let mut done = Vec::new();
     for t in tasks.iter().filter(|t| t.as_str().ends_with(".sql")) {
         let dir = match staged(t) {
             true => inst.staging(),
@@ -107,9 +109,7 @@ fn task_notes(
         let bytes = scan::read_beneath(&dir, t)?;
         let sha = crate::documents::manifest::digest::sha256_bytes(&bytes).to_hex();
         if db.task_done(t.as_str())?.as_deref() == Some(sha.as_str()) {
-            notes.push(format!(
-                "{t} is not run again: the site database already holds its done-mark (an earlier run did its work, and a rollback kept the database)"
-            ));
+            done.push(t.clone());
             continue;
         }
         if engine != Engine::Mysql {
@@ -127,7 +127,7 @@ fn task_notes(
             ));
         }
     }
-    Ok(notes)
+    Ok((notes, done))
 }
 
 /// Compute the plan for the staged release. All the slow work happens here, before anything
@@ -298,7 +298,7 @@ pub fn prepare(
     let mut db = inst.database()?;
     let engine = db.engine();
     let schema = db.plan(&fragments(inst, engine, &target, &exts, &staged)?)?;
-    let task_notes = task_notes(inst, db.as_mut(), &found.tasks, &staged)?;
+    let (task_notes, done_in_database) = task_notes(inst, db.as_mut(), &found.tasks, &staged)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))
@@ -318,6 +318,7 @@ pub fn prepare(
         allowed_tasks,
         schema,
         task_notes,
+        done_in_database,
         bytes,
         extensions: exts,
         kept_aside,
