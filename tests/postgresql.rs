@@ -261,3 +261,73 @@ fn postgres_plan_update_rollback_lock_and_kill_anywhere() {
         no_scratch(&s.db);
     }
 }
+
+#[test]
+fn postgres_over_tls_with_the_servers_certificate_verified() {
+    if !installed() {
+        return;
+    }
+    let w = World::new();
+    let db = Postgres::start_tls();
+    db.site_database("site", PASSWORD);
+    db.sql(
+        "site",
+        &format!("DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION site; SET ROLE site; {BASELINE}"),
+    );
+    let baseline = schema_and_rows(&db);
+    let d1 = w.publish("1.0.0", V1);
+    w.publish("1.1.0", V2);
+    let srv = w.reference();
+    // verify-full: the driver and pg_dump/pg_restore both refuse a connection without TLS or
+    // with a certificate the CA did not sign for this host.
+    let ca = db.tls_ca();
+    let url = format!(
+        "postgresql://site@localhost:{}/site?sslmode=verify-full&sslrootcert={}",
+        db.port,
+        ca.display()
+    );
+    let site = Site::new(w.server_db_template(&d1, &srv.url, &url, PASSWORD, "1.1.0"));
+    site.update_yes();
+    updated(&db);
+    assert!(site.root.join(".upkeep/backups/run-1.pgdump").exists());
+
+    // Another CA named: refused with the reason, nothing changed.
+    let other = w.path("other-ca.pem");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=not the CA", "-keyout"])
+        .arg(w.path("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let toml = site.root.join("upkeep.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let ca_text = ca.display().to_string();
+    std::fs::write(&toml, text.replace(&ca_text, &other.display().to_string())).unwrap();
+    let err = fails(site.run(&["rollback", "--yes"]), 1);
+    assert!(
+        err.contains("cannot reach") && err.contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.root.join("index.html")).unwrap(),
+        "<h1>v2</h1>"
+    );
+    updated(&db);
+    std::fs::write(&toml, text).unwrap();
+    let said = ok(site.run(&["rollback", "--yes"]));
+    assert!(
+        said.contains("the copy taken before it goes back"),
+        "{said}"
+    );
+    assert_eq!(schema_and_rows(&db), baseline);
+}

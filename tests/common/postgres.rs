@@ -52,6 +52,82 @@ fn as_postgres(dir: &Path) {
     assert!(o.status.success());
 }
 
+/// A CA (`ca.pem`) and a server certificate it signed for localhost and 127.0.0.1
+/// (`server.pem`, `server.key`, mode 0600 as postgres requires), made with openssl.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=upkeep test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
 /// A command run as the postgres user: `setpriv` execs it (no process in between, so the
 /// server is the child a drop stops).
 fn as_user() -> Command {
@@ -70,6 +146,21 @@ impl Postgres {
     /// Start one in a folder of its own (the postgres user must reach it: not under a
     /// root-only temporary folder).
     pub fn start() -> Postgres {
+        Self::start_with(false)
+    }
+
+    /// A server that also takes TLS, its certificate (for `localhost` and 127.0.0.1) signed by
+    /// a CA made here: the CA's certificate is `tls_ca()`.
+    pub fn start_tls() -> Postgres {
+        Self::start_with(true)
+    }
+
+    /// The CA that signed a [`Postgres::start_tls`] server's certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self._dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("upkeep-pg")
             .tempdir()
@@ -79,6 +170,9 @@ impl Postgres {
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir_all(&sock).unwrap();
+        if tls {
+            make_certificates(dir.path());
+        }
         as_postgres(dir.path());
         let bin = bin().expect("postgres installed");
         let o = as_user()
@@ -101,6 +195,17 @@ impl Postgres {
             .arg(&data)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c"])
             .arg(format!("unix_socket_directories={}", sock.display()))
+            .args(match tls {
+                true => vec![
+                    "-c".to_string(),
+                    "ssl=on".into(),
+                    "-c".into(),
+                    format!("ssl_cert_file={}", dir.path().join("server.pem").display()),
+                    "-c".into(),
+                    format!("ssl_key_file={}", dir.path().join("server.key").display()),
+                ],
+                false => Vec::new(),
+            })
             .args(["-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
