@@ -266,13 +266,16 @@ pub enum SiteCommand {
     },
 
     /// Put back exactly the release before the last run: files from NAME.bak, added files
-    /// removed, the database from the copy taken before migrate when nothing was written to it
-    /// since. It shows what it will do and asks first; the site is closed meanwhile.
+    /// removed, the database from the copy taken before the update when nothing was written to
+    /// it since (or only the update's own schema changes taken back). It shows what it will do
+    /// and asks first; the site is closed meanwhile.
     ///
-    /// A database written since the site reopened (a post, an order, a visitor's comment) is
-    /// kept as it is, with the tables and columns the update added, which the previous release
-    /// runs on. `--restore-database` puts the copy back anyway, after saving the database as
-    /// it is to .upkeep/backups/run-N-discarded-TIME.db.
+    /// A database written since the site reopened (a post, an order, a visitor's comment, a
+    /// TRUNCATE) is kept as it is, with the tables and columns the update added, which the
+    /// previous release runs on; the plan names the tables and any task that changed the
+    /// database while the site was closed. `--restore-database` puts the copy back anyway,
+    /// after saving the database as it is to .upkeep/backups/run-N-discarded-TIME.db (.sql on
+    /// MariaDB/MySQL, .pgdump on PostgreSQL). `upkeep backup` lists the copies.
     Rollback {
         #[command(flatten)]
         root: RootArg,
