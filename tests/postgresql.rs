@@ -292,23 +292,8 @@ fn postgres_over_tls_with_the_servers_certificate_verified() {
     assert!(site.root.join(".upkeep/backups/run-1.pgdump").exists());
 
     // Another CA named: refused with the reason, nothing changed.
+    common::postgres::make_ca(&w.path(""), "other-ca", "not the CA");
     let other = w.path("other-ca.pem");
-    let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=not the CA", "-keyout"])
-        .arg(w.path("other-ca.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let toml = site.root.join("upkeep.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     let ca_text = ca.display().to_string();

@@ -347,6 +347,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The tasks the run will run: those of `tasks` whose work the database does not already
+    /// hold.
+    pub fn tasks_to_run(&self) -> impl Iterator<Item = &RelPath> {
+        self.tasks
+            .iter()
+            .filter(|t| !self.done_in_database.contains(t))
+    }
+
     /// The plan's identity: a SHA-256 of everything it will do (the release, the installed
     /// version, every file action with the hash it installs, the tasks, the schema changes, the
     /// keep-modified choice), shown to the operator as 16 hex digits.

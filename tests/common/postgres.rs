@@ -52,57 +52,59 @@ fn as_postgres(dir: &Path) {
     assert!(o.status.success());
 }
 
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A self-signed CA in `dir`: `NAME.pem` and its key `NAME.key`.
+pub fn make_ca(dir: &Path, name: &str, cn: &str) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    new_key(dir, &["-x509", "-days", "2"], &key, &pem, cn);
+}
+
+/// `openssl req`: a new P-256 key in `key`, and in `out` what `extra` asks (a request, or a
+/// self-signed certificate with `-x509`) for the common name `cn`.
+fn new_key(dir: &Path, extra: &[&str], key: &str, out: &str, cn: &str) {
+    let subj = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        &subj,
+    ]);
+    openssl(dir, &args);
+}
+
 /// A CA (`ca.pem`) and a server certificate it signed for localhost and 127.0.0.1
 /// (`server.pem`, `server.key`, mode 0600 as postgres requires), made with openssl.
 fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     std::fs::write(
         dir.join("san.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=upkeep test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
+    make_ca(dir, "ca", "upkeep test CA");
+    new_key(dir, &[], "server.key", "server.csr", "localhost");
     run(&[
         "x509",
         "-req",

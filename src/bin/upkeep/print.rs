@@ -191,9 +191,7 @@ pub fn print_plan(inst: &Instance, plan: &Plan) {
     );
     section(
         "run_once tasks",
-        plan.tasks
-            .iter()
-            .filter(|t| !plan.done_in_database.contains(t))
+        plan.tasks_to_run()
             .map(|t| match plan.allowed_tasks.iter().any(|a| &a.path == t) {
                 true => format!("{t} (not from the release: allowed by --allow-task)"),
                 false => t.to_string(),
@@ -231,25 +229,15 @@ pub fn print_plan(inst: &Instance, plan: &Plan) {
 
 /// Which database the run may change, and how it is copied first.
 fn database_copy(inst: &Instance) -> Option<String> {
-    use upkeep::site::database::Target;
+    if inst.sqlite_path().is_some_and(|p| !p.exists()) {
+        return None;
+    }
+    let db = inst.database().ok()?;
     let keep = inst.config.database.settings().keep_backups.max(1);
-    let (what, how) = match inst.database_target().ok()? {
-        Target::Sqlite(p) if !p.exists() => return None,
-        Target::Sqlite(p) => (
-            format!("SQLite {}", p.display()),
-            "with SQLite's backup API once the site is closed",
-        ),
-        Target::Mysql(s) => (
-            format!("MariaDB/MySQL {}", s.display()),
-            "with mariadb-dump (or mysqldump) --single-transaction while the site is open",
-        ),
-        Target::Postgres(s) => (
-            format!("PostgreSQL {}", s.display()),
-            "with pg_dump -Fc while the site is open",
-        ),
-    };
     Some(format!(
-        "database: {what}; copied before its first change, {how}, into .upkeep/backups/ (the newest {keep} kept; `upkeep backup` lists them)"
+        "database: {}; copied before its first change, {}, into .upkeep/backups/ (the newest {keep} kept; `upkeep backup` lists them)",
+        db.describe(),
+        db.copied_how()
     ))
 }
 

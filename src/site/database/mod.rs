@@ -204,6 +204,8 @@ pub trait SiteDatabase {
     fn check(&mut self, backups: &Path) -> Result<()>;
     /// The file name of run `run`'s copy (`run-N.db`, `run-N.sql`, `run-N.pgdump`).
     fn backup_name(&self, run: i64) -> String;
+    /// How and when that copy is taken, for the plan.
+    fn copied_how(&self) -> &'static str;
 }
 
 /// Make a copy of the database readable by its owner only: it holds what the site holds

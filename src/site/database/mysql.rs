@@ -299,20 +299,22 @@ fn emptied(a: &Mark, b: &Mark) -> (Vec<String>, Option<String>) {
     if x == y {
         return (out, None);
     }
+    let unsure = Some(format!(
+        "perhaps: the server ran {} TRUNCATE, DROP or RENAME TABLE statement(s) since, and upkeep cannot read which tables they emptied (the account needs PROCESS to tell)",
+        y.saturating_sub(x)
+    ));
     let (Some(ia), Some(ib)) = (&a.ids, &b.ids) else {
-        return (
-            out,
-            Some(format!(
-                "perhaps: the server ran {} TRUNCATE, DROP or RENAME TABLE statement(s) since, and this account may not read which tables they emptied (grant it PROCESS to tell)",
-                y.saturating_sub(x)
-            )),
-        );
+        return (out, unsure);
     };
-    for (t, id) in ia {
-        if b.tables.contains_key(t) && ib.get(t).is_some_and(|n| n != id) {
-            out.push(format!(
+    for t in a.tables.keys().filter(|t| b.tables.contains_key(*t)) {
+        match (ia.get(t), ib.get(t)) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(_), Some(_)) => out.push(format!(
                 "{t}: emptied or rebuilt (TRUNCATE, or a table copy)"
-            ));
+            )),
+            // InnoDB names a table by its file name (`my@002ddb/t` for `my-db`), or it is no
+            // InnoDB table: its id says nothing.
+            _ => return (out, unsure),
         }
     }
     (out, None)
@@ -821,6 +823,9 @@ impl SiteDatabase for Mysql {
     fn backup_name(&self, run: i64) -> String {
         format!("run-{run}.sql")
     }
+    fn copied_how(&self) -> &'static str {
+        "with mariadb-dump (or mysqldump) --single-transaction while the site is open"
+    }
 }
 
 /// How the MySQL client tools reach the server.
@@ -903,8 +908,11 @@ mod tests {
             compare(&a, &unreadable)
                 .unwrap()
                 .when
-                .contains("grant it PROCESS")
+                .contains("needs PROCESS")
         );
+        let mut unnamed = truncated.clone();
+        unnamed.ids = Some(BTreeMap::new());
+        assert!(compare(&a, &unnamed).unwrap().when.starts_with("perhaps"));
         let mut old = a.clone();
         old.emptied = None;
         old.ids = None;

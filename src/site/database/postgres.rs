@@ -811,6 +811,9 @@ impl SiteDatabase for Postgres {
     fn backup_name(&self, run: i64) -> String {
         format!("run-{run}.pgdump")
     }
+    fn copied_how(&self) -> &'static str {
+        "with pg_dump -Fc while the site is open"
+    }
 }
 
 fn parse_mark(v: &serde_json::Value) -> Result<Mark> {

@@ -424,7 +424,7 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             h1 { "Review: " (plan.from.as_deref().unwrap_or("fresh")) " → " (plan.to) }
             div.card {
                 p { (plan.of(Kind::Add).len()) " to add, " (plan.of(Kind::Replace).len()) " to replace, " (plan.of(Kind::Remove).len()) " to remove ("
-                    (human_bytes(plan.bytes)) "), " (plan.tasks.len() - plan.done_in_database.len()) " run_once tasks, " (plan.schema.statements.len()) " schema changes." }
+                    (human_bytes(plan.bytes)) "), " (plan.tasks_to_run().count()) " run_once tasks, " (plan.schema.statements.len()) " schema changes." }
                 p.muted { "Nothing live has changed yet. Applying closes the site only for the swap and the steps after it." }
                 p.muted { "Plan " code { (plan.digest()) } ": applying runs exactly this plan, or nothing if staging or the site changed meanwhile." }
                 form method="post" action="/control/apply" {
@@ -455,9 +455,9 @@ pub fn review(s: &Session, plan: &Plan) -> Markup {
             @if !plan.done_in_database.is_empty() {
                 (path_list("run_once tasks not run again: the site database holds their done-mark (a rollback kept their work)", &plan.done_in_database.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
             }
-            @if plan.tasks.iter().any(|t| !plan.done_in_database.contains(t)) {
-                h2 { "run_once tasks (" (plan.tasks.len() - plan.done_in_database.len()) ")" }
-                ul { @for t in plan.tasks.iter().filter(|t| !plan.done_in_database.contains(t)) { li { code { (t) }
+            @if plan.tasks_to_run().next().is_some() {
+                h2 { "run_once tasks (" (plan.tasks_to_run().count()) ")" }
+                ul { @for t in plan.tasks_to_run() { li { code { (t) }
                     @if plan.allowed_tasks.iter().any(|a| &a.path == t) {
                         " " span.warn { "not from the release: allowed by you" } " "
                         a href=(review_href(&allow_field(plan, None, Some(t)))) { "do not run it" }

@@ -92,7 +92,7 @@ pub(crate) fn fragments(
 /// holding DDL cannot be undone by a transaction (the server commits each such statement on
 /// its own), so its statements are journalled one by one. Also the tasks whose done-mark the
 /// database already holds.
-fn task_notes(
+fn about_sql_tasks(
     inst: &Instance,
     db: &mut dyn crate::site::database::SiteDatabase,
     tasks: &[RelPath],
@@ -298,7 +298,7 @@ pub fn prepare(
     let mut db = inst.database()?;
     let engine = db.engine();
     let schema = db.plan(&fragments(inst, engine, &target, &exts, &staged)?)?;
-    let (task_notes, done_in_database) = task_notes(inst, db.as_mut(), &found.tasks, &staged)?;
+    let (task_notes, done_in_database) = about_sql_tasks(inst, db.as_mut(), &found.tasks, &staged)?;
     let bytes = needed
         .iter()
         .filter_map(|p| target.entry(p))

@@ -168,4 +168,7 @@ impl SiteDatabase for Sqlite {
     fn backup_name(&self, run: i64) -> String {
         format!("run-{run}.db")
     }
+    fn copied_how(&self) -> &'static str {
+        "with SQLite's backup API once the site is closed"
+    }
 }
